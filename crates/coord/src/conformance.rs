@@ -38,11 +38,6 @@ pub trait Harness: Send + Sync {
 /// `.await`) evaluated in each test, yielding something that implements [`Harness`].
 #[macro_export]
 macro_rules! conformance_tests {
-    ($harness:expr) => {
-        $crate::conformance_tests!(@cases $harness;
-            create_and_get,
-        );
-    };
     (@cases $harness:expr; $($case:ident,)*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,6 +46,11 @@ macro_rules! conformance_tests {
                 $crate::conformance::$case(&harness).await;
             }
         )*
+    };
+    ($harness:expr) => {
+        $crate::conformance_tests!(@cases $harness;
+            create_and_get,
+        );
     };
 }
 
