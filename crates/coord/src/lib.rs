@@ -46,8 +46,7 @@ pub use ext::SessionExt;
 pub use ops::{ANY_VERSION, Op, OpResult};
 pub use session::{Capabilities, Session};
 pub use types::{
-    Acl, CONTAINER_EPHEMERAL_OWNER, CreateMode, CreateOptions, Id, MAX_TTL_MS, Perms, SessionId,
-    Stat, TTL_EPHEMERAL_OWNER_MASK, Zxid, digest_id,
+    Acl, CreateMode, CreateOptions, Id, MAX_TTL_MS, Perms, SessionId, Stat, Zxid, digest_id,
 };
 pub use watch::{
     AddWatchMode, EventType, OneshotWatch, PersistentWatch, SessionEvents, SessionState,

@@ -65,8 +65,9 @@ impl Default for Capabilities {
 ///   timeout, ends; its ephemeral nodes are deleted (firing watches) and every request on it
 ///   fails with a session-fatal error ([`Error::is_session_fatal`]). A connection loss alone
 ///   (state `Disconnected`) is not an expiry: ephemerals are still held.
-/// - **Sequence numbers.** A sequential node's suffix is the parent's `cversion` at creation
-///   (every child create and delete increments it), formatted `%010d`.
+/// - **Sequence numbers.** A sequential node's suffix is the number of children created under
+///   the parent before it (deletes do not count), formatted `%010d`. The reported `cversion`
+///   counts creates and deletes (ZooKeeper reports `2 * creates - numChildren`).
 /// - **ACLs** are checked per node, never inherited: READ for get_data/get_children, WRITE for
 ///   set_data, CREATE/DELETE on the parent for create/delete, ADMIN for set_acl.
 #[async_trait]

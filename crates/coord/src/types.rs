@@ -30,13 +30,14 @@ pub struct Stat {
     pub mtime: i64,
     /// Number of changes to the node's data.
     pub version: i32,
-    /// Number of changes to the node's children (creates and deletes). Also the sequence number
-    /// the next sequential child will get.
+    /// Number of changes to the node's children (creates and deletes), as ZooKeeper reports it
+    /// (`2 * creates - numChildren`). The next sequential child's suffix is the number of child
+    /// creates so far, `(cversion + num_children) / 2`.
     pub cversion: i32,
     /// Number of changes to the node's ACL.
     pub aversion: i32,
-    /// Session id of the owner if the node is ephemeral; otherwise 0. As on ZooKeeper, container
-    /// nodes show `i64::MIN` and TTL nodes `0xFF00_0000_0000_0000 | ttl_ms`.
+    /// Session id of the owner if the node is ephemeral; otherwise 0 (also 0 for container and
+    /// TTL nodes, as ZooKeeper reports them).
     pub ephemeral_owner: i64,
     /// Length of the node's data in bytes.
     pub data_length: i32,
@@ -46,35 +47,13 @@ pub struct Stat {
     pub pzxid: Zxid,
 }
 
-/// `ephemeral_owner` value that marks a container node (ZooKeeper's `EphemeralType.CONTAINER`).
-pub const CONTAINER_EPHEMERAL_OWNER: i64 = i64::MIN;
-/// High byte marking a TTL node in `ephemeral_owner` (ZooKeeper's `EphemeralType.TTL`).
-pub const TTL_EPHEMERAL_OWNER_MASK: i64 = 0xFF00_0000_0000_0000_u64 as i64;
 /// The largest TTL ZooKeeper accepts, in milliseconds (`EphemeralType.MAX_TTL`: 2^40 - 1).
 pub const MAX_TTL_MS: u64 = (1 << 40) - 1;
 
 impl Stat {
     /// True if the node is ephemeral (owned by a session).
     pub fn is_ephemeral(&self) -> bool {
-        self.ephemeral_owner != 0 && !self.is_container() && self.ttl().is_none()
-    }
-
-    /// True if the node is a container.
-    pub fn is_container(&self) -> bool {
-        self.ephemeral_owner == CONTAINER_EPHEMERAL_OWNER
-    }
-
-    /// The TTL of a TTL node.
-    pub fn ttl(&self) -> Option<Duration> {
-        if self.ephemeral_owner != CONTAINER_EPHEMERAL_OWNER
-            && (self.ephemeral_owner & TTL_EPHEMERAL_OWNER_MASK) == TTL_EPHEMERAL_OWNER_MASK
-        {
-            Some(Duration::from_millis(
-                (self.ephemeral_owner & !TTL_EPHEMERAL_OWNER_MASK) as u64,
-            ))
-        } else {
-            None
-        }
+        self.ephemeral_owner != 0
     }
 }
 
@@ -375,16 +354,5 @@ mod tests {
         assert_eq!(Perms::ALL.to_string(), "cdrwa");
         assert_eq!(Perms::from_letters("rw"), Some(Perms::READ | Perms::WRITE));
         assert_eq!(Perms::from_letters("x"), None);
-    }
-
-    #[test]
-    fn ttl_and_container_owner() {
-        let st = Stat { ephemeral_owner: CONTAINER_EPHEMERAL_OWNER, ..Stat::default() };
-        assert!(st.is_container() && !st.is_ephemeral() && st.ttl().is_none());
-        let st = Stat { ephemeral_owner: TTL_EPHEMERAL_OWNER_MASK | 5000, ..Stat::default() };
-        assert_eq!(st.ttl(), Some(Duration::from_millis(5000)));
-        assert!(!st.is_ephemeral());
-        let st = Stat { ephemeral_owner: 0x1234, ..Stat::default() };
-        assert!(st.is_ephemeral());
     }
 }
