@@ -1,0 +1,1114 @@
+//! The engine: recovery, the apply stage, the group-commit sync stage, and the ticker that
+//! expires sessions and reaps containers and TTL nodes.
+//!
+//! ```text
+//!  sessions ──requests──▶ apply thread ──batches──▶ sync thread ──▶ watch events, replies
+//!                         (validate, apply to the      (one fdatasync for everything
+//!                          tree, append to the log)     queued, then publish)
+//! ```
+//! The apply thread holds the tree's write lock only while applying a batch; readers run
+//! concurrently. A reader that saw state newer than what is durable waits for the sync stage
+//! before answering, so nobody ever observes a change that a crash could take back; replies
+//! (errors included) and watch events likewise leave only after the fsync that covers them.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use medkeeper_coord::{
+    Acl, CreateMode, Error, Id, MultiError, Op, Perms, SessionState, Stat, Zxid, path,
+};
+use tokio::sync::{oneshot, watch};
+
+use crate::acl;
+use crate::codec::Dec;
+use crate::log::{self, DirLock, LogWriter};
+use crate::tree::{CONTAINER_OWNER, Change, DataTree, OwnerKind, TTL_MASK, Undo, owner_kind};
+use crate::txn::{Record, Txn};
+use crate::watches::{Delivery, WatchTable};
+
+/// How the engine is set up. `EngineConfig::new(dir)` gives ZooKeeper's defaults.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The data directory (created if missing).
+    pub dir: PathBuf,
+    /// ZooKeeper's `tickTime`: session timeouts are granted within `[2, 20]` ticks unless
+    /// overridden below. Default 2 s.
+    pub tick: Duration,
+    /// Smallest session timeout granted (default `2 * tick`).
+    pub min_session_timeout: Option<Duration>,
+    /// Largest session timeout granted (default `20 * tick`).
+    pub max_session_timeout: Option<Duration>,
+    /// Largest node data accepted (ZooKeeper's `jute.maxbuffer`). Default 1 MiB.
+    pub max_data_len: usize,
+    /// Take a snapshot after this many logged transactions (ZooKeeper's `snapCount`).
+    /// Default 100,000.
+    pub snapshot_every: u64,
+    /// How often empty containers and expired TTL nodes are reaped
+    /// (`znode.container.checkIntervalMs`). Default 60 s.
+    pub reap_interval: Duration,
+    /// Size each log segment is preallocated to. Default 64 MiB.
+    pub segment_size: u64,
+}
+
+impl EngineConfig {
+    /// Defaults for `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            dir: dir.into(),
+            tick: Duration::from_secs(2),
+            min_session_timeout: None,
+            max_session_timeout: None,
+            max_data_len: 1024 * 1024,
+            snapshot_every: 100_000,
+            reap_interval: Duration::from_secs(60),
+            segment_size: 64 * 1024 * 1024,
+        }
+    }
+
+    pub(crate) fn session_bounds(&self) -> (Duration, Duration) {
+        (
+            self.min_session_timeout.unwrap_or(self.tick * 2),
+            self.max_session_timeout.unwrap_or(self.tick * 20),
+        )
+    }
+}
+
+/// Why an engine could not open its data directory.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another process (or engine) holds the directory.
+    #[error("{0}")]
+    Locked(String),
+    /// A file could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The files on disk are not a state this engine can recover.
+    #[error("corrupt data directory: {0}")]
+    Corrupt(String),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> OpenError {
+    let context = context.into();
+    move |source| OpenError::Io { context, source }
+}
+
+/// Counters the engine keeps (for benchmarks and metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Zxid of the last applied change.
+    pub zxid: Zxid,
+    /// Zxid of the last durable change.
+    pub durable_zxid: Zxid,
+    /// Number of znodes, including `/` and `/zookeeper`'s.
+    pub node_count: usize,
+    /// Transactions written to the log since the engine opened.
+    pub txns_logged: u64,
+    /// fdatasync calls since the engine opened.
+    pub fsyncs: u64,
+    /// Snapshots written since the engine opened.
+    pub snapshots: u64,
+    /// Open sessions.
+    pub sessions: usize,
+    /// Registered watches.
+    pub watches: usize,
+}
+
+/// What happened when the engine opened its directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Zxid of the snapshot loaded, if any.
+    pub snapshot_zxid: Option<Zxid>,
+    /// Log records replayed after it.
+    pub replayed: u64,
+    /// A torn or corrupt log tail that was discarded (never acknowledged), if any.
+    pub discarded_tail: Option<String>,
+    /// Sessions of the previous process whose ephemeral nodes were deleted.
+    pub stale_sessions: usize,
+    /// Time the recovery took.
+    pub duration: Duration,
+}
+
+/// A session as the engine tracks it.
+pub(crate) struct SessionShared {
+    pub(crate) id: i64,
+    pub(crate) timeout: Duration,
+    pub(crate) last_heard: AtomicU64,
+    /// 0 = open, else the terminal state code.
+    ended: AtomicU8,
+    pub(crate) state_tx: watch::Sender<SessionState>,
+    pub(crate) auth: Mutex<Vec<Id>>,
+}
+
+impl SessionShared {
+    pub(crate) fn ended(&self) -> Option<SessionState> {
+        match self.ended.load(Ordering::Acquire) {
+            0 => None,
+            1 => Some(SessionState::Expired),
+            _ => Some(SessionState::Closed),
+        }
+    }
+
+    fn end(&self, state: SessionState) -> bool {
+        let code = if state == SessionState::Expired { 1 } else { 2 };
+        self.ended
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub(crate) fn ids(&self) -> Vec<Id> {
+        self.auth.lock().expect("auth lock").clone()
+    }
+}
+
+/// One requested change inside a write request.
+pub(crate) enum WriteOp {
+    Op(Op),
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
+}
+
+/// The outcome of one operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Created(String, Stat),
+    Deleted,
+    Set(Stat),
+    Checked,
+}
+
+type WriteReply = oneshot::Sender<Result<Vec<Outcome>, MultiError>>;
+
+pub(crate) enum Request {
+    Write {
+        session: Arc<SessionShared>,
+        ops: Vec<WriteOp>,
+        /// A multi reports the failing index; a single operation does too (index 0).
+        reply: WriteReply,
+    },
+    CloseSession {
+        session: Arc<SessionShared>,
+        state: SessionState,
+        reply: Option<oneshot::Sender<()>>,
+    },
+    Reap {
+        path: String,
+    },
+}
+
+enum Reply {
+    Write(WriteReply, Result<Vec<Outcome>, MultiError>),
+    Closed(oneshot::Sender<()>),
+}
+
+struct Batch {
+    zxid: Zxid,
+    file: Option<Arc<File>>,
+    deliveries: Vec<Delivery>,
+    ended: Vec<(Arc<SessionShared>, SessionState)>,
+    replies: Vec<Reply>,
+}
+
+#[derive(Default)]
+struct SyncQueue {
+    batches: Vec<Batch>,
+    shutdown: bool,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) tree: RwLock<DataTree>,
+    pub(crate) watches: Mutex<WatchTable>,
+    requests: Mutex<Option<mpsc::Sender<Request>>>,
+    pub(crate) durable: AtomicI64,
+    durable_tx: watch::Sender<Zxid>,
+    pub(crate) failed: AtomicBool,
+    pub(crate) sessions: Mutex<HashMap<i64, Arc<SessionShared>>>,
+    next_session: AtomicI64,
+    started: Instant,
+    sync_queue: Mutex<SyncQueue>,
+    sync_cv: Condvar,
+    ticker: (Mutex<bool>, Condvar),
+    txns_logged: AtomicU64,
+    fsyncs: AtomicU64,
+    snapshots: AtomicU64,
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Inner {
+    pub(crate) fn elapsed_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn send(&self, req: Request) -> Result<(), Error> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::SystemError);
+        }
+        match &*self.requests.lock().expect("requests lock") {
+            Some(tx) => tx.send(req).map_err(|_| Error::ClientClosed),
+            None => Err(Error::ClientClosed),
+        }
+    }
+
+    /// Waits until everything up to `zxid` is durable.
+    pub(crate) async fn wait_durable(&self, zxid: Zxid) -> Result<(), Error> {
+        if self.durable.load(Ordering::Acquire) >= zxid {
+            return Ok(());
+        }
+        let mut rx = self.durable_tx.subscribe();
+        let ok = rx
+            .wait_for(|d| *d >= zxid || self.failed.load(Ordering::Acquire))
+            .await
+            .is_ok();
+        if ok && self.durable.load(Ordering::Acquire) >= zxid {
+            Ok(())
+        } else {
+            Err(Error::SystemError)
+        }
+    }
+
+    pub(crate) fn new_session(&self, requested: Duration) -> Arc<SessionShared> {
+        let (min, max) = self.config.session_bounds();
+        let timeout = requested.clamp(min, max);
+        let id = self.next_session.fetch_add(1, Ordering::Relaxed);
+        let (state_tx, _) = watch::channel(SessionState::Connected);
+        let s = Arc::new(SessionShared {
+            id,
+            timeout,
+            last_heard: AtomicU64::new(self.elapsed_ms()),
+            ended: AtomicU8::new(0),
+            state_tx,
+            auth: Mutex::new(vec![Id::new("ip", "127.0.0.1")]),
+        });
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(id, s.clone());
+        s
+    }
+
+    pub(crate) fn stats(&self) -> EngineStats {
+        let tree = self.tree.read().expect("tree lock");
+        EngineStats {
+            zxid: tree.zxid,
+            durable_zxid: self.durable.load(Ordering::Acquire),
+            node_count: tree.node_count,
+            txns_logged: self.txns_logged.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.load(Ordering::Relaxed),
+            snapshots: self.snapshots.load(Ordering::Relaxed),
+            sessions: self.sessions.lock().expect("sessions lock").len(),
+            watches: self.watches.lock().expect("watch lock").len(),
+        }
+    }
+}
+
+/// The embedded coordination engine: one durable, in-process, single-node ZooKeeper.
+/// Open it once per data directory; open sessions on it with [`Engine::connect`].
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    recovery: RecoveryReport,
+    _lock: DirLock,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("dir", &self.inner.config.dir)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory, recovers its state, deletes the ephemeral nodes
+    /// left by the previous process, and starts the engine's threads.
+    ///
+    /// # Errors
+    /// [`OpenError::Locked`] if another process holds the directory (the message names its pid);
+    /// [`OpenError::Corrupt`] if no snapshot verifies where one is needed, or the log is
+    /// inconsistent before its tail; [`OpenError::Io`] for file system failures.
+    pub fn open(config: EngineConfig) -> Result<Engine, OpenError> {
+        let started = Instant::now();
+        let dir = config.dir.clone();
+        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        let lock = DirLock::acquire(&dir).map_err(OpenError::Locked)?;
+        let mut report = RecoveryReport::default();
+        let (mut tree, snapshot_zxid) = load_snapshot(&dir, &mut report)?;
+        let mut writer = replay_log(&dir, &config, &mut tree, snapshot_zxid, &mut report)?;
+
+        // Sessions of the previous process are dead: delete their ephemerals, durably.
+        let stale: Vec<i64> = tree.ephemerals.keys().copied().collect();
+        report.stale_sessions = stale.len();
+        if !stale.is_empty() {
+            let mut buf = Vec::new();
+            let time = now_ms();
+            for session in stale {
+                let zxid = tree.zxid + 1;
+                let txn = Txn::CloseSession { session };
+                tree.apply(&txn, zxid, time, &mut Vec::new(), &mut Vec::new())
+                    .map_err(|e| OpenError::Corrupt(e.0))?;
+                log::frame(&Record { zxid, time, txn }, &mut buf);
+            }
+            writer.append(&buf).map_err(io_err("append to log"))?;
+            writer.file().sync_data().map_err(io_err("sync log"))?;
+        }
+        report.duration = started.elapsed();
+
+        let zxid = tree.zxid;
+        let (tx, rx) = mpsc::channel();
+        let (durable_tx, _) = watch::channel(zxid);
+        let inner = Arc::new(Inner {
+            config,
+            tree: RwLock::new(tree),
+            watches: Mutex::new(WatchTable::default()),
+            requests: Mutex::new(Some(tx)),
+            durable: AtomicI64::new(zxid),
+            durable_tx,
+            failed: AtomicBool::new(false),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicI64::new(now_ms() << 16),
+            started: Instant::now(),
+            sync_queue: Mutex::new(SyncQueue::default()),
+            sync_cv: Condvar::new(),
+            ticker: (Mutex::new(false), Condvar::new()),
+            txns_logged: AtomicU64::new(0),
+            fsyncs: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+        });
+        let mut threads = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.to_string())
+                .spawn(f)
+                .map_err(io_err("spawn engine thread"))
+        };
+        let i = inner.clone();
+        threads.push(spawn(
+            "mk-apply",
+            Box::new(move || apply_loop(i, rx, writer)),
+        )?);
+        let i = inner.clone();
+        threads.push(spawn("mk-sync", Box::new(move || sync_loop(i)))?);
+        let i = inner.clone();
+        threads.push(spawn("mk-ticker", Box::new(move || ticker_loop(i)))?);
+        Ok(Engine {
+            inner,
+            threads: Mutex::new(threads),
+            recovery: report,
+            _lock: lock,
+        })
+    }
+
+    /// What recovery found when this engine opened.
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EngineStats {
+        self.inner.stats()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.config.dir
+    }
+
+    /// Expires session `id` now, exactly as if its client had stopped heartbeating: its
+    /// ephemerals are deleted and its watches get an `Expired` session event. Returns once the
+    /// expiry is durable. Unknown or ended sessions are ignored.
+    pub async fn expire_session(&self, id: medkeeper_coord::SessionId) {
+        let session = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(&id.0)
+            .cloned();
+        if let Some(session) = session {
+            let (tx, rx) = oneshot::channel();
+            if self
+                .inner
+                .send(Request::CloseSession {
+                    session,
+                    state: SessionState::Expired,
+                    reply: Some(tx),
+                })
+                .is_ok()
+            {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    /// Stops the engine: pending requests are finished and made durable, the threads exit,
+    /// and open sessions see `Closed`. Their ephemerals are deleted at the next open.
+    pub fn shutdown(&self) {
+        self.inner.requests.lock().expect("requests lock").take();
+        {
+            let (m, cv) = &self.inner.ticker;
+            *m.lock().expect("ticker lock") = true;
+            cv.notify_all();
+        }
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        for t in threads {
+            let _ = t.join();
+        }
+        let sessions: Vec<_> = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .drain()
+            .map(|(_, s)| s)
+            .collect();
+        for s in sessions {
+            s.end(SessionState::Closed);
+            s.state_tx.send_replace(SessionState::Closed);
+        }
+        self.inner.failed.store(true, Ordering::Release);
+        self.inner.durable_tx.send_modify(|_| {});
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn load_snapshot(
+    dir: &Path,
+    report: &mut RecoveryReport,
+) -> Result<(DataTree, Option<Zxid>), OpenError> {
+    let snaps = log::list(dir, "snapshot.").map_err(io_err(format!("list {}", dir.display())))?;
+    let mut last_err = None;
+    for (zxid, p) in snaps.iter().rev() {
+        match log::read_snapshot(p) {
+            Ok(payload) => match DataTree::read_snapshot(&mut Dec::new(&payload)) {
+                Ok(tree) if tree.zxid == *zxid => {
+                    report.snapshot_zxid = Some(*zxid);
+                    return Ok((tree, Some(*zxid)));
+                }
+                _ => last_err = Some(format!("{} does not decode", p.display())),
+            },
+            Err(e) => last_err = Some(e.to_string()),
+        }
+        tracing::warn!(snapshot = %p.display(), "skipping unreadable snapshot");
+    }
+    if let Some(e) = last_err {
+        // A snapshot existed but none verifies: older log segments were pruned, so the state
+        // cannot be rebuilt from the log alone.
+        let has_base = log::list(dir, "log.")
+            .map_err(io_err("list log"))?
+            .first()
+            .is_some_and(|(z, _)| *z <= 1);
+        if !has_base {
+            return Err(OpenError::Corrupt(e));
+        }
+    }
+    Ok((DataTree::new(), None))
+}
+
+fn replay_log(
+    dir: &Path,
+    config: &EngineConfig,
+    tree: &mut DataTree,
+    snapshot_zxid: Option<Zxid>,
+    report: &mut RecoveryReport,
+) -> Result<LogWriter, OpenError> {
+    let segments = log::list(dir, "log.").map_err(io_err("list log"))?;
+    let mut last: Option<(PathBuf, u64)> = None;
+    let base = snapshot_zxid.unwrap_or(0);
+    for (idx, (start, p)) in segments.iter().enumerate() {
+        // Segments wholly covered by the snapshot are skipped.
+        if let Some((next_start, _)) = segments.get(idx + 1)
+            && *next_start <= base + 1
+        {
+            continue;
+        }
+        let _ = start;
+        let read = log::read_segment(p).map_err(io_err(format!("read {}", p.display())))?;
+        let mut stop: Option<(u64, String)> = read.torn.clone().map(|why| (read.valid_end, why));
+        for (offset, rec) in &read.records {
+            if rec.zxid <= tree.zxid {
+                continue;
+            }
+            if rec.zxid != tree.zxid + 1 {
+                stop = Some((
+                    *offset,
+                    format!(
+                        "record at offset {offset} of {} skips from zxid {:#x} to {:#x}",
+                        p.display(),
+                        tree.zxid,
+                        rec.zxid
+                    ),
+                ));
+                break;
+            }
+            tree.apply(
+                &rec.txn,
+                rec.zxid,
+                rec.time,
+                &mut Vec::new(),
+                &mut Vec::new(),
+            )
+            .map_err(|e| OpenError::Corrupt(format!("{}: {}", p.display(), e.0)))?;
+            report.replayed += 1;
+        }
+        match stop {
+            Some((offset, why)) => {
+                // The log's valid prefix ends here: nothing after it was acknowledged.
+                log::zero_from(p, offset).map_err(io_err(format!("truncate {}", p.display())))?;
+                for (_, later) in &segments[idx + 1..] {
+                    std::fs::remove_file(later)
+                        .map_err(io_err(format!("remove {}", later.display())))?;
+                }
+                report.discarded_tail = Some(why);
+                tracing::warn!(segment = %p.display(), offset, "discarded a torn log tail");
+                last = Some((p.clone(), offset));
+                break;
+            }
+            None => last = Some((p.clone(), read.valid_end)),
+        }
+    }
+    match last {
+        Some((p, pos)) => {
+            LogWriter::reopen(dir, &p, pos, config.segment_size).map_err(io_err("open log"))
+        }
+        None => {
+            LogWriter::create(dir, tree.zxid + 1, config.segment_size).map_err(io_err("create log"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The apply stage.
+
+struct Applier {
+    inner: Arc<Inner>,
+    writer: LogWriter,
+    since_snapshot: u64,
+    snapshot_running: Arc<AtomicBool>,
+}
+
+fn apply_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Request>, writer: LogWriter) {
+    let mut a = Applier {
+        inner: inner.clone(),
+        writer,
+        since_snapshot: 0,
+        snapshot_running: Arc::new(AtomicBool::new(false)),
+    };
+    while let Ok(first) = rx.recv() {
+        let mut reqs = vec![first];
+        while reqs.len() < 4096 {
+            match rx.try_recv() {
+                Ok(r) => reqs.push(r),
+                Err(_) => break,
+            }
+        }
+        a.process(reqs);
+    }
+    let (m, cv) = (&inner.sync_queue, &inner.sync_cv);
+    m.lock().expect("sync lock").shutdown = true;
+    cv.notify_all();
+}
+
+impl Applier {
+    fn process(&mut self, reqs: Vec<Request>) {
+        let mut buf = Vec::new();
+        let mut batch = Batch {
+            zxid: 0,
+            file: None,
+            deliveries: Vec::new(),
+            ended: Vec::new(),
+            replies: Vec::new(),
+        };
+        let mut logged = 0u64;
+        let failed = self.inner.failed.load(Ordering::Acquire);
+        {
+            let mut tree = self.inner.tree.write().expect("tree lock");
+            let mut watches = self.inner.watches.lock().expect("watch lock");
+            let time = now_ms();
+            for req in reqs {
+                let mut changes = Vec::new();
+                let record = match req {
+                    Request::Write {
+                        session,
+                        ops,
+                        reply,
+                    } => {
+                        let res = if failed {
+                            Err(MultiError::whole(Error::SystemError))
+                        } else {
+                            write(
+                                &mut tree,
+                                &self.inner.config,
+                                &session,
+                                &ops,
+                                time,
+                                &mut changes,
+                            )
+                        };
+                        let (res, rec) = match res {
+                            Ok((outcomes, rec)) => (Ok(outcomes), rec),
+                            Err(e) => (Err(e), None),
+                        };
+                        batch.replies.push(Reply::Write(reply, res));
+                        rec
+                    }
+                    Request::CloseSession {
+                        session,
+                        state,
+                        reply,
+                    } => {
+                        let mut rec = None;
+                        if session.end(state) {
+                            self.inner
+                                .sessions
+                                .lock()
+                                .expect("sessions lock")
+                                .remove(&session.id);
+                            if tree.ephemerals.contains_key(&session.id) {
+                                let zxid = tree.zxid + 1;
+                                let txn = Txn::CloseSession {
+                                    session: session.id,
+                                };
+                                if tree
+                                    .apply(&txn, zxid, time, &mut changes, &mut Vec::new())
+                                    .is_ok()
+                                {
+                                    rec = Some(Record { zxid, time, txn });
+                                }
+                            }
+                            for c in &changes {
+                                watches.trigger(c, &mut batch.deliveries);
+                            }
+                            changes.clear();
+                            watches.session_ended(session.id, state, &mut batch.deliveries);
+                            batch.ended.push((session, state));
+                        }
+                        if let Some(r) = reply {
+                            batch.replies.push(Reply::Closed(r));
+                        }
+                        rec
+                    }
+                    Request::Reap { path } => reap(&mut tree, &path, time, &mut changes),
+                };
+                for c in &changes {
+                    watches.trigger(c, &mut batch.deliveries);
+                }
+                if let Some(rec) = record {
+                    log::frame(&rec, &mut buf);
+                    logged += 1;
+                }
+            }
+            batch.zxid = tree.zxid;
+        }
+        if !buf.is_empty() {
+            if let Err(e) = self.writer.append(&buf) {
+                tracing::error!(error = %e, "cannot write the log; the engine stops accepting writes");
+                self.inner.failed.store(true, Ordering::Release);
+            }
+            batch.file = Some(self.writer.file());
+            self.inner.txns_logged.fetch_add(logged, Ordering::Relaxed);
+            self.since_snapshot += logged;
+        }
+        {
+            let mut q = self.inner.sync_queue.lock().expect("sync lock");
+            q.batches.push(batch);
+        }
+        self.inner.sync_cv.notify_one();
+        if self.since_snapshot >= self.inner.config.snapshot_every
+            && !self.snapshot_running.load(Ordering::Acquire)
+        {
+            self.snapshot();
+        }
+    }
+
+    /// Serializes the tree (readers continue; writers wait), starts a new log segment after
+    /// it, and writes the snapshot file in the background.
+    fn snapshot(&mut self) {
+        let (zxid, payload) = {
+            let tree = self.inner.tree.read().expect("tree lock");
+            let mut e = crate::codec::Enc::default();
+            tree.write_snapshot(&mut e);
+            (tree.zxid, e.buf)
+        };
+        if let Err(e) = self.writer.roll(zxid + 1) {
+            tracing::error!(error = %e, "cannot start a new log segment");
+            self.inner.failed.store(true, Ordering::Release);
+            return;
+        }
+        self.since_snapshot = 0;
+        self.snapshot_running.store(true, Ordering::Release);
+        let running = self.snapshot_running.clone();
+        let inner = self.inner.clone();
+        let dir = self.inner.config.dir.clone();
+        std::thread::spawn(move || {
+            match log::write_snapshot(&dir, zxid, &payload) {
+                Ok(_) => {
+                    inner.snapshots.fetch_add(1, Ordering::Relaxed);
+                    prune(&dir);
+                }
+                Err(e) => tracing::error!(error = %e, "snapshot failed; the log is kept"),
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Keeps the two newest snapshots and the log segments needed to recover from the older one.
+fn prune(dir: &Path) {
+    let Ok(snaps) = log::list(dir, "snapshot.") else {
+        return;
+    };
+    if snaps.len() < 2 {
+        return;
+    }
+    let keep_from = snaps[snaps.len() - 2].0;
+    for (z, p) in &snaps[..snaps.len() - 2] {
+        let _ = z;
+        let _ = std::fs::remove_file(p);
+    }
+    if let Ok(segs) = log::list(dir, "log.") {
+        for (start, p) in segs {
+            if start <= keep_from {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+fn reap(tree: &mut DataTree, p: &str, time: i64, changes: &mut Vec<Change>) -> Option<Record> {
+    let due = tree.reapable(time).into_iter().any(|(q, _)| q == p);
+    if !due {
+        return None;
+    }
+    let zxid = tree.zxid + 1;
+    let txn = Txn::Delete {
+        path: p.to_string(),
+    };
+    tree.apply(&txn, zxid, time, changes, &mut Vec::new())
+        .ok()?;
+    Some(Record { zxid, time, txn })
+}
+
+/// Validates and applies a write request (one op, a multi, or a set_acl) as one transaction.
+fn write(
+    tree: &mut DataTree,
+    config: &EngineConfig,
+    session: &SessionShared,
+    ops: &[WriteOp],
+    time: i64,
+    changes: &mut Vec<Change>,
+) -> Result<(Vec<Outcome>, Option<Record>), MultiError> {
+    if let Some(state) = session.ended() {
+        return Err(MultiError::whole(
+            state.to_error().unwrap_or(Error::SessionExpired),
+        ));
+    }
+    let ids = session.ids();
+    let prev_zxid = tree.zxid;
+    let zxid = prev_zxid + 1;
+    let mut undo: Vec<Undo> = Vec::new();
+    let mut txns = Vec::new();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut local_changes = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let prepared = prepare(tree, config, session.id, &ids, op);
+        let txn = match prepared {
+            Ok(t) => t,
+            Err(e) => {
+                tree.undo(undo);
+                tree.zxid = prev_zxid;
+                return Err(MultiError::at(i, e));
+            }
+        };
+        match txn {
+            None => outcomes.push(Outcome::Checked),
+            Some(txn) => {
+                if let Err(e) = tree.apply(&txn, zxid, time, &mut local_changes, &mut undo) {
+                    tracing::error!(error = %e.0, "a validated transaction did not apply");
+                    tree.undo(undo);
+                    tree.zxid = prev_zxid;
+                    return Err(MultiError::at(i, Error::SystemError));
+                }
+                outcomes.push(match (&txn, op) {
+                    (Txn::Create { path, .. }, _) => Outcome::Created(
+                        path.clone(),
+                        tree.get(path).map(|n| n.stat()).unwrap_or_default(),
+                    ),
+                    (Txn::Delete { .. }, _) => Outcome::Deleted,
+                    (Txn::SetData { path, .. } | Txn::SetAcl { path, .. }, _) => {
+                        Outcome::Set(tree.get(path).map(|n| n.stat()).unwrap_or_default())
+                    }
+                    _ => Outcome::Checked,
+                });
+                txns.push(txn);
+            }
+        }
+    }
+    if txns.is_empty() {
+        return Ok((outcomes, None));
+    }
+    changes.extend(local_changes);
+    let txn = if txns.len() == 1 && ops.len() == 1 {
+        txns.pop().expect("one")
+    } else {
+        Txn::Multi(txns)
+    };
+    Ok((outcomes, Some(Record { zxid, time, txn })))
+}
+
+fn version_matches(expected: i32, actual: i32) -> Result<(), Error> {
+    if expected == -1 || expected == actual {
+        Ok(())
+    } else {
+        Err(Error::BadVersion)
+    }
+}
+
+/// Checks one operation against the current tree (as ZooKeeper's `PrepRequestProcessor`, in
+/// its order of checks) and resolves it into a transaction (`None` for a passing check).
+fn prepare(
+    tree: &DataTree,
+    config: &EngineConfig,
+    session: i64,
+    ids: &[Id],
+    op: &WriteOp,
+) -> Result<Option<Txn>, Error> {
+    match op {
+        WriteOp::Op(Op::Create {
+            path: p,
+            data,
+            options,
+        }) => {
+            let mode = options.mode;
+            options.validate()?;
+            path::validate_path(p, mode.is_sequential())?;
+            if data.len() > config.max_data_len {
+                return Err(Error::BadArguments("data exceeds the maximum length"));
+            }
+            let acl = acl::fixup(&options.acls, ids)?;
+            let parent_path = if p == "/" { Some("/") } else { path::parent(p) };
+            let parent_path = parent_path.ok_or(Error::BadArguments("cannot create /"))?;
+            let parent = tree.get(parent_path).ok_or(Error::NoNode)?;
+            acl::check(tree.acl_of(parent), Perms::CREATE, ids)?;
+            let full = if mode.is_sequential() {
+                format!("{p}{}", path::sequence_suffix(parent.cversion))
+            } else {
+                p.clone()
+            };
+            if full == "/" {
+                return Err(Error::NodeExists);
+            }
+            path::validate_path(&full, false)?;
+            if parent.children.contains_key(path::name(&full)) {
+                return Err(Error::NodeExists);
+            }
+            if let OwnerKind::Ephemeral(_) = owner_kind(parent.ephemeral_owner) {
+                return Err(Error::NoChildrenForEphemerals);
+            }
+            let ephemeral_owner = match mode {
+                CreateMode::Ephemeral | CreateMode::EphemeralSequential => session,
+                CreateMode::Container => CONTAINER_OWNER,
+                CreateMode::PersistentWithTtl | CreateMode::PersistentSequentialWithTtl => {
+                    TTL_MASK | options.ttl.map(|t| t.as_millis() as i64).unwrap_or(0)
+                }
+                CreateMode::Persistent | CreateMode::PersistentSequential => 0,
+            };
+            Ok(Some(Txn::Create {
+                path: full,
+                data: data.clone(),
+                acl,
+                ephemeral_owner,
+            }))
+        }
+        WriteOp::Op(Op::Delete { path: p, version }) => {
+            path::validate_path(p, false)?;
+            if p == "/" {
+                return Err(Error::BadArguments("cannot delete /"));
+            }
+            let parent = tree
+                .get(path::parent(p).unwrap_or("/"))
+                .ok_or(Error::NoNode)?;
+            let node = parent.children.get(path::name(p)).ok_or(Error::NoNode)?;
+            acl::check(tree.acl_of(parent), Perms::DELETE, ids)?;
+            version_matches(*version, node.version)?;
+            if !node.children.is_empty() {
+                return Err(Error::NotEmpty);
+            }
+            Ok(Some(Txn::Delete { path: p.clone() }))
+        }
+        WriteOp::Op(Op::SetData {
+            path: p,
+            data,
+            version,
+        }) => {
+            path::validate_path(p, false)?;
+            if data.len() > config.max_data_len {
+                return Err(Error::BadArguments("data exceeds the maximum length"));
+            }
+            let node = tree.get(p).ok_or(Error::NoNode)?;
+            acl::check(tree.acl_of(node), Perms::WRITE, ids)?;
+            version_matches(*version, node.version)?;
+            Ok(Some(Txn::SetData {
+                path: p.clone(),
+                data: data.clone(),
+            }))
+        }
+        WriteOp::Op(Op::Check { path: p, version }) => {
+            path::validate_path(p, false)?;
+            let node = tree.get(p).ok_or(Error::NoNode)?;
+            acl::check(tree.acl_of(node), Perms::READ, ids)?;
+            version_matches(*version, node.version)?;
+            Ok(None)
+        }
+        WriteOp::SetAcl {
+            path: p,
+            acl: list,
+            version,
+        } => {
+            path::validate_path(p, false)?;
+            let fixed = acl::fixup(list, ids)?;
+            let node = tree.get(p).ok_or(Error::NoNode)?;
+            acl::check(tree.acl_of(node), Perms::ADMIN, ids)?;
+            version_matches(*version, node.aversion)?;
+            Ok(Some(Txn::SetAcl {
+                path: p.clone(),
+                acl: fixed,
+            }))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sync stage: one fdatasync for everything queued, then publish.
+
+fn sync_loop(inner: Arc<Inner>) {
+    loop {
+        let batches = {
+            let mut q = inner.sync_queue.lock().expect("sync lock");
+            while q.batches.is_empty() && !q.shutdown {
+                q = inner.sync_cv.wait(q).expect("sync lock");
+            }
+            if q.batches.is_empty() {
+                return;
+            }
+            std::mem::take(&mut q.batches)
+        };
+        let mut synced: Vec<Arc<File>> = Vec::new();
+        let mut ok = !inner.failed.load(Ordering::Acquire);
+        for b in &batches {
+            if let Some(f) = &b.file
+                && ok
+                && !synced.iter().any(|s| Arc::ptr_eq(s, f))
+            {
+                if let Err(e) = f.sync_data() {
+                    tracing::error!(error = %e, "fdatasync failed; the engine stops accepting writes");
+                    inner.failed.store(true, Ordering::Release);
+                    ok = false;
+                }
+                inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+                synced.push(f.clone());
+            }
+        }
+        let zxid = batches.last().map(|b| b.zxid).unwrap_or(0);
+        if ok {
+            inner.durable.store(zxid, Ordering::Release);
+        }
+        inner.durable_tx.send_replace(zxid);
+        for b in batches {
+            if ok {
+                for d in b.deliveries {
+                    d.send();
+                }
+            }
+            for (s, state) in b.ended {
+                s.state_tx.send_replace(state);
+            }
+            for r in b.replies {
+                match r {
+                    Reply::Write(tx, res) => {
+                        let _ = tx.send(if ok {
+                            res
+                        } else {
+                            Err(MultiError::whole(Error::SystemError))
+                        });
+                    }
+                    Reply::Closed(tx) => {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The ticker: session expiry and reaping.
+
+fn ticker_loop(inner: Arc<Inner>) {
+    let (min, _) = inner.config.session_bounds();
+    let period = (min / 4).clamp(Duration::from_millis(5), Duration::from_millis(500));
+    let mut last_reap = Instant::now();
+    loop {
+        {
+            let (m, cv) = &inner.ticker;
+            let stop = m.lock().expect("ticker lock");
+            let (stop, _) = cv.wait_timeout(stop, period).expect("ticker lock");
+            if *stop {
+                return;
+            }
+        }
+        let now = inner.elapsed_ms();
+        let expired: Vec<Arc<SessionShared>> = inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .values()
+            .filter(|s| s.ended().is_none())
+            .filter(|s| {
+                now.saturating_sub(s.last_heard.load(Ordering::Relaxed))
+                    > s.timeout.as_millis() as u64
+            })
+            .cloned()
+            .collect();
+        for session in expired {
+            tracing::info!(session = %medkeeper_coord::SessionId(session.id), "session expired");
+            let _ = inner.send(Request::CloseSession {
+                session,
+                state: SessionState::Expired,
+                reply: None,
+            });
+        }
+        if last_reap.elapsed() >= inner.config.reap_interval {
+            last_reap = Instant::now();
+            let due = inner.tree.read().expect("tree lock").reapable(now_ms());
+            for (p, _) in due {
+                let _ = inner.send(Request::Reap { path: p });
+            }
+        }
+    }
+}

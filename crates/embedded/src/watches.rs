@@ -1,0 +1,237 @@
+//! The watch table: which watch fires for which change (ZooKeeper's `WatchManager` rules).
+//!
+//! One-shot watches are removed when they fire; persistent watches stay until their value is
+//! dropped. Firing happens in two steps: at apply time the table decides who gets which event
+//! ([`Delivery`]), and the deliveries are sent only once the change is durable.
+
+use std::collections::HashMap;
+
+use medkeeper_coord::{EventType, SessionState, WatchedEvent, path};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::tree::Change;
+
+/// Which table a watch is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kind {
+    /// Set by get_data or exists: fires on created, data changed, deleted.
+    Data,
+    /// Set by get_children: fires on child created/deleted and on deletion of the node.
+    Child,
+    /// Persistent, this node only.
+    Persistent,
+    /// Persistent, this node and every descendant.
+    Recursive,
+}
+
+enum Sink {
+    Once(oneshot::Sender<WatchedEvent>),
+    Stream(mpsc::UnboundedSender<WatchedEvent>),
+}
+
+struct Entry {
+    id: u64,
+    session: i64,
+    sink: Sink,
+}
+
+/// An event ready to be sent once its change is durable.
+pub(crate) enum Delivery {
+    Once(oneshot::Sender<WatchedEvent>, WatchedEvent),
+    Stream(mpsc::UnboundedSender<WatchedEvent>, WatchedEvent),
+}
+
+impl Delivery {
+    pub(crate) fn send(self) {
+        match self {
+            Delivery::Once(tx, e) => {
+                let _ = tx.send(e);
+            }
+            Delivery::Stream(tx, e) => {
+                let _ = tx.send(e);
+            }
+        }
+    }
+}
+
+/// All registered watches.
+#[derive(Default)]
+pub(crate) struct WatchTable {
+    next_id: u64,
+    tables: HashMap<Kind, HashMap<String, Vec<Entry>>>,
+    recursive_count: usize,
+}
+
+impl WatchTable {
+    /// Registers a one-shot watch.
+    pub(crate) fn add_once(
+        &mut self,
+        kind: Kind,
+        p: &str,
+        session: i64,
+    ) -> (u64, oneshot::Receiver<WatchedEvent>) {
+        let (tx, rx) = oneshot::channel();
+        (self.add(kind, p, session, Sink::Once(tx)), rx)
+    }
+
+    /// Registers a persistent watch.
+    pub(crate) fn add_stream(
+        &mut self,
+        kind: Kind,
+        p: &str,
+        session: i64,
+    ) -> (u64, mpsc::UnboundedReceiver<WatchedEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (self.add(kind, p, session, Sink::Stream(tx)), rx)
+    }
+
+    fn add(&mut self, kind: Kind, p: &str, session: i64, sink: Sink) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        if kind == Kind::Recursive {
+            self.recursive_count += 1;
+        }
+        self.tables
+            .entry(kind)
+            .or_default()
+            .entry(p.to_string())
+            .or_default()
+            .push(Entry { id, session, sink });
+        id
+    }
+
+    /// Unregisters a watch (its value was dropped). A watch that already fired is gone already.
+    pub(crate) fn remove(&mut self, kind: Kind, p: &str, id: u64) {
+        let Some(t) = self.tables.get_mut(&kind) else {
+            return;
+        };
+        if let Some(v) = t.get_mut(p) {
+            let before = v.len();
+            v.retain(|e| e.id != id);
+            if kind == Kind::Recursive {
+                self.recursive_count -= before - v.len();
+            }
+            if v.is_empty() {
+                t.remove(p);
+            }
+        }
+    }
+
+    /// Number of registered watches.
+    pub(crate) fn len(&self) -> usize {
+        self.tables
+            .values()
+            .flat_map(|t| t.values())
+            .map(Vec::len)
+            .sum()
+    }
+
+    fn fire(&mut self, kind: Kind, p: &str, event: EventType, out: &mut Vec<Delivery>) {
+        let Some(t) = self.tables.get_mut(&kind) else {
+            return;
+        };
+        let ev = || WatchedEvent::node(event, p);
+        match kind {
+            Kind::Data | Kind::Child => {
+                if let Some(v) = t.remove(p) {
+                    for e in v {
+                        match e.sink {
+                            Sink::Once(tx) => out.push(Delivery::Once(tx, ev())),
+                            Sink::Stream(tx) => out.push(Delivery::Stream(tx, ev())),
+                        }
+                    }
+                }
+            }
+            Kind::Persistent | Kind::Recursive => {
+                if let Some(v) = t.get(p) {
+                    for e in v {
+                        if let Sink::Stream(tx) = &e.sink {
+                            out.push(Delivery::Stream(tx.clone(), ev()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn fire_recursive(&mut self, p: &str, event: EventType, out: &mut Vec<Delivery>) {
+        if self.recursive_count == 0 {
+            return;
+        }
+        let Some(t) = self.tables.get(&Kind::Recursive) else {
+            return;
+        };
+        let mut cur = Some(p);
+        while let Some(c) = cur {
+            if let Some(v) = t.get(c) {
+                for e in v {
+                    if let Sink::Stream(tx) = &e.sink {
+                        out.push(Delivery::Stream(tx.clone(), WatchedEvent::node(event, p)));
+                    }
+                }
+            }
+            cur = path::parent(c);
+        }
+    }
+
+    /// Decides the deliveries for one change.
+    pub(crate) fn trigger(&mut self, change: &Change, out: &mut Vec<Delivery>) {
+        use EventType::*;
+        match change {
+            Change::Created(p) => {
+                self.fire(Kind::Data, p, NodeCreated, out);
+                self.fire(Kind::Persistent, p, NodeCreated, out);
+                self.fire_recursive(p, NodeCreated, out);
+                if let Some(parent) = path::parent(p) {
+                    self.fire(Kind::Child, parent, NodeChildrenChanged, out);
+                    self.fire(Kind::Persistent, parent, NodeChildrenChanged, out);
+                }
+            }
+            Change::Deleted(p) => {
+                self.fire(Kind::Data, p, NodeDeleted, out);
+                self.fire(Kind::Child, p, NodeDeleted, out);
+                self.fire(Kind::Persistent, p, NodeDeleted, out);
+                self.fire_recursive(p, NodeDeleted, out);
+                if let Some(parent) = path::parent(p) {
+                    self.fire(Kind::Child, parent, NodeChildrenChanged, out);
+                    self.fire(Kind::Persistent, parent, NodeChildrenChanged, out);
+                }
+            }
+            Change::DataChanged(p) => {
+                self.fire(Kind::Data, p, NodeDataChanged, out);
+                self.fire(Kind::Persistent, p, NodeDataChanged, out);
+                self.fire_recursive(p, NodeDataChanged, out);
+            }
+        }
+    }
+
+    /// Removes every watch of an ended session; each gets a session event with `state`.
+    pub(crate) fn session_ended(
+        &mut self,
+        session: i64,
+        state: SessionState,
+        out: &mut Vec<Delivery>,
+    ) {
+        for (kind, t) in self.tables.iter_mut() {
+            for v in t.values_mut() {
+                let mut i = 0;
+                while i < v.len() {
+                    if v[i].session == session {
+                        let e = v.swap_remove(i);
+                        if *kind == Kind::Recursive {
+                            self.recursive_count -= 1;
+                        }
+                        let ev = WatchedEvent::session(state);
+                        out.push(match e.sink {
+                            Sink::Once(tx) => Delivery::Once(tx, ev),
+                            Sink::Stream(tx) => Delivery::Stream(tx, ev),
+                        });
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            t.retain(|_, v| !v.is_empty());
+        }
+    }
+}
