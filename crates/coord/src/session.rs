@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::{
-    Acl, AddWatchMode, CreateOptions, Error, MultiError, Op, OpResult, OneshotWatch,
+    Acl, AddWatchMode, CreateOptions, Error, MultiError, OneshotWatch, Op, OpResult,
     PersistentWatch, Result, SessionEvents, SessionId, SessionState, Stat,
 };
 
@@ -92,8 +92,12 @@ pub trait Session: Send + Sync {
     /// # Notable errors
     /// `NodeExists`, `NoNode` (no parent), `NoChildrenForEphemerals`, `NoAuth` (no CREATE on the
     /// parent), `InvalidAcl`, `BadArguments` (path rules, TTL), `Unimplemented` (TTL disabled).
-    async fn create(&self, path: &str, data: &[u8], options: &CreateOptions)
-    -> Result<(String, Stat)>;
+    async fn create(
+        &self,
+        path: &str,
+        data: &[u8],
+        options: &CreateOptions,
+    ) -> Result<(String, Stat)>;
 
     /// Deletes a node if `version` matches (`-1`: any).
     ///

@@ -90,7 +90,10 @@ impl CreateMode {
 
     /// True for the two ephemeral modes.
     pub fn is_ephemeral(self) -> bool {
-        matches!(self, CreateMode::Ephemeral | CreateMode::EphemeralSequential)
+        matches!(
+            self,
+            CreateMode::Ephemeral | CreateMode::EphemeralSequential
+        )
     }
 
     /// True for the two TTL modes.
@@ -166,7 +169,9 @@ impl CreateOptions {
                 }
             }
             (true, None) => Err(crate::Error::BadArguments("ttl mode requires a ttl")),
-            (false, Some(_)) => Err(crate::Error::BadArguments("ttl is only valid for ttl modes")),
+            (false, Some(_)) => Err(crate::Error::BadArguments(
+                "ttl is only valid for ttl modes",
+            )),
             (false, None) => Ok(()),
         }
     }
@@ -321,7 +326,9 @@ impl fmt::Display for Acl {
 
 /// ZooKeeper's digest identity for `user:password`: `user:base64(sha1("user:password"))`.
 pub fn digest_id(user: &str, password: &str) -> String {
-    let hash = sha1_smol::Sha1::from(format!("{user}:{password}")).digest().bytes();
+    let hash = sha1_smol::Sha1::from(format!("{user}:{password}"))
+        .digest()
+        .bytes();
     format!("{user}:{}", base64(&hash))
 }
 
@@ -329,12 +336,24 @@ fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
@@ -346,7 +365,10 @@ mod tests {
     #[test]
     fn digest_matches_zookeeper() {
         // From ZooKeeper's documentation / DigestAuthenticationProvider.generateDigest("super:test").
-        assert_eq!(digest_id("super", "test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
+        assert_eq!(
+            digest_id("super", "test"),
+            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+        );
     }
 
     #[test]
