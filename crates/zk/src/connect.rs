@@ -94,7 +94,8 @@ impl ConnectString {
         let chroot = match chroot {
             None | Some("/") => None,
             Some(c) => {
-                medkeeper_coord::path::validate_path(c, false).map_err(|_| bad("invalid chroot"))?;
+                medkeeper_coord::path::validate_path(c, false)
+                    .map_err(|_| bad("invalid chroot"))?;
                 Some(c.to_string())
             }
         };
@@ -105,8 +106,12 @@ impl ConnectString {
                 return Err(bad("empty server address"));
             }
             let (host, port) = if let Some(r) = hp.strip_prefix('[') {
-                let end = r.find(']').ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
-                let port = r[end + 1..].strip_prefix(':').ok_or_else(|| bad("missing :PORT"))?;
+                let end = r
+                    .find(']')
+                    .ok_or_else(|| bad("unclosed [ in IPv6 address"))?;
+                let port = r[end + 1..]
+                    .strip_prefix(':')
+                    .ok_or_else(|| bad("missing :PORT"))?;
                 (&r[..end], port)
             } else {
                 hp.rsplit_once(':').ok_or_else(|| bad("missing :PORT"))?
@@ -114,7 +119,9 @@ impl ConnectString {
             if host.is_empty() {
                 return Err(bad("empty host"));
             }
-            let port: u16 = port.parse().map_err(|_| bad("port is not a number 1-65535"))?;
+            let port: u16 = port
+                .parse()
+                .map_err(|_| bad("port is not a number 1-65535"))?;
             if port == 0 {
                 return Err(bad("port is not a number 1-65535"));
             }
@@ -129,7 +136,11 @@ impl ConnectString {
     /// The string in `zookeeper-client`'s syntax (`host:port,...[/chroot]`, no scheme).
     pub(crate) fn to_client_string(&self) -> String {
         let hosts: Vec<String> = self.hosts.iter().map(HostPort::to_string).collect();
-        format!("{}{}", hosts.join(","), self.chroot.as_deref().unwrap_or(""))
+        format!(
+            "{}{}",
+            hosts.join(","),
+            self.chroot.as_deref().unwrap_or("")
+        )
     }
 }
 
@@ -173,7 +184,11 @@ impl TlsConfig {
     }
 
     /// Adds a client identity, for mutual TLS.
-    pub fn with_identity(mut self, cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+    pub fn with_identity(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
         self.identity = Some((cert_file.into(), key_file.into()));
         self
     }
@@ -190,7 +205,9 @@ impl TlsConfig {
         if let Some((cert, key)) = &self.identity {
             options = options
                 .with_pem_identity(&read(cert)?, &read(key)?)
-                .map_err(|e| ConnectError::Tls(format!("client identity {}: {e}", cert.display())))?;
+                .map_err(|e| {
+                    ConnectError::Tls(format!("client identity {}: {e}", cert.display()))
+                })?;
         }
         Ok(options)
     }
@@ -269,7 +286,8 @@ impl ConnectOptions {
             Some((user, _)) if !user.is_empty() => {}
             _ => return Err(ConnectError::DigestCredentials),
         }
-        self.auth.push(("digest".to_string(), user_password.as_bytes().to_vec()));
+        self.auth
+            .push(("digest".to_string(), user_password.as_bytes().to_vec()));
         Ok(self)
     }
 
@@ -313,7 +331,13 @@ mod tests {
     #[test]
     fn parses_hosts_chroot_and_scheme() {
         let cs = ConnectString::parse("127.0.0.1:2181").unwrap();
-        assert_eq!(cs.hosts, vec![HostPort { host: "127.0.0.1".into(), port: 2181 }]);
+        assert_eq!(
+            cs.hosts,
+            vec![HostPort {
+                host: "127.0.0.1".into(),
+                port: 2181
+            }]
+        );
         assert_eq!(cs.chroot, None);
         let cs = ConnectString::parse("zk+tls:a:1,b:2,[::1]:3/x/y").unwrap();
         assert!(cs.tls);
@@ -327,9 +351,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "a", "a:", "a:x", ":1", "a:1,", "a:1/x/", "a:70000", "a:1//x"] {
+        for bad in [
+            "", "a", "a:", "a:x", ":1", "a:1,", "a:1/x/", "a:70000", "a:1//x",
+        ] {
             assert!(
-                matches!(ConnectString::parse(bad), Err(ConnectError::ConnectString { .. })),
+                matches!(
+                    ConnectString::parse(bad),
+                    Err(ConnectError::ConnectString { .. })
+                ),
                 "{bad:?} accepted"
             );
         }
@@ -340,7 +369,13 @@ mod tests {
         let o = ConnectOptions::new("a:1").unwrap();
         assert!(o.clone().with_digest("u:p").is_ok());
         assert!(o.clone().with_digest("u:").is_ok());
-        assert_eq!(o.clone().with_digest("up").unwrap_err(), ConnectError::DigestCredentials);
-        assert_eq!(o.with_digest(":p").unwrap_err(), ConnectError::DigestCredentials);
+        assert_eq!(
+            o.clone().with_digest("up").unwrap_err(),
+            ConnectError::DigestCredentials
+        );
+        assert_eq!(
+            o.with_digest(":p").unwrap_err(),
+            ConnectError::DigestCredentials
+        );
     }
 }

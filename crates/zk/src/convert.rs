@@ -95,7 +95,9 @@ pub(crate) fn acl_from_zk(a: &zk::Acl) -> Acl {
 /// The API's session state from ZooKeeper's. A read-only connection counts as connected.
 pub(crate) fn state(s: zk::SessionState) -> SessionState {
     match s {
-        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => SessionState::Connected,
+        zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+            SessionState::Connected
+        }
         zk::SessionState::Disconnected => SessionState::Disconnected,
         zk::SessionState::Expired => SessionState::Expired,
         zk::SessionState::AuthFailed => SessionState::AuthFailed,
@@ -132,7 +134,10 @@ mod tests {
         use medkeeper_coord::Error as E;
         assert_eq!(error(zk::Error::NoHosts), E::ConnectionLoss);
         assert_eq!(error(zk::Error::BadArguments(&"x")), E::BadArguments("x"));
-        assert_eq!(error(zk::Error::UnexpectedErrorCode(-7)), E::OperationTimeout);
+        assert_eq!(
+            error(zk::Error::UnexpectedErrorCode(-7)),
+            E::OperationTimeout
+        );
         assert_eq!(error(zk::Error::NoWatcher).code(), -121);
     }
 }

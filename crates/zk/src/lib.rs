@@ -52,5 +52,7 @@ mod connect;
 mod convert;
 mod session;
 
-pub use connect::{ConnectError, ConnectOptions, ConnectString, DEFAULT_MAX_DATA_LEN, HostPort, TlsConfig};
+pub use connect::{
+    ConnectError, ConnectOptions, ConnectString, DEFAULT_MAX_DATA_LEN, HostPort, TlsConfig,
+};
 pub use session::{SessionCredentials, ZkSession, connect, kill_session};

@@ -59,6 +59,10 @@ async fn open_client(
     session: Option<zk::SessionInfo>,
 ) -> Result<zk::Client, ConnectError> {
     let mut connector = zk::Client::connector().with_session_timeout(options.session_timeout);
+    if session.is_some() {
+        // Attaching to a live session: try each server once, the caller retries.
+        connector = connector.with_fail_eagerly();
+    }
     if let Some(t) = options.connection_timeout {
         connector = connector.with_connection_timeout(t);
     }
@@ -73,7 +77,10 @@ async fn open_client(
         let tls = options.tls.as_ref().ok_or_else(|| {
             ConnectError::Tls("a zk+tls: connect string needs a TLS configuration (CA file)".into())
         })?;
-        connector.with_tls(tls.to_client_options()?).secure_connect(&cluster).await
+        connector
+            .with_tls(tls.to_client_options()?)
+            .secure_connect(&cluster)
+            .await
     } else {
         connector.connect(&cluster).await
     };
@@ -109,23 +116,42 @@ impl std::fmt::Debug for SessionCredentials {
 /// connection. The session's own client then finds it expired on its next (re)connection:
 /// its ephemeral nodes are gone and it reports [`SessionState::Expired`].
 ///
-/// Returns once the servers have closed the session. For tests and operators.
+/// Returns once the servers answer an attach to the session with "expired": the session and its
+/// ephemeral nodes are gone. Also succeeds if the session had already ended. For tests and
+/// operators.
 ///
 /// # Notable errors
-/// `Session(SessionExpired)` if the session had already ended.
+/// `Session(OperationTimeout)` if the session could not be ended within twice its timeout
+/// (plus 5 s); `Session(ConnectionLoss)` is retried meanwhile.
 pub async fn kill_session(
     options: &ConnectOptions,
     credentials: &SessionCredentials,
 ) -> Result<(), ConnectError> {
-    let client = open_client(options, Some(credentials.0.clone())).await?;
-    let mut states = client.state_watcher();
-    drop(client);
-    let closed = async {
-        while !states.changed().await.is_terminated() {}
+    let deadline =
+        tokio::time::Instant::now() + options.session_timeout * 2 + Duration::from_secs(5);
+    let kill = async {
+        // The session's own client reattaches as soon as the server drops its connection for
+        // ours, and each attach drops the other's connection; a close sent on a connection that
+        // is dropped meanwhile is lost. So: attach, close, and repeat until the servers answer
+        // an attach with "session expired" — the proof the session is gone.
+        loop {
+            match open_client(options, Some(credentials.0.clone())).await {
+                Ok(client) => {
+                    let mut states = client.state_watcher();
+                    drop(client);
+                    while !states.changed().await.is_terminated() {}
+                }
+                Err(ConnectError::Session(Error::SessionExpired)) => return Ok(()),
+                Err(ConnectError::Session(Error::ConnectionLoss)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     };
-    tokio::time::timeout(options.session_timeout * 2 + Duration::from_secs(2), closed)
+    tokio::time::timeout_at(deadline, kill)
         .await
-        .map_err(|_| ConnectError::Session(Error::OperationTimeout))
+        .map_err(|_| ConnectError::Session(Error::OperationTimeout))?
 }
 
 /// A session with a ZooKeeper ensemble, implementing the coordination API's [`Session`].
@@ -200,8 +226,8 @@ fn persistent_watch(mut watcher: zk::PersistentWatcher) -> PersistentWatch {
     let task = tokio::spawn(async move {
         loop {
             let event = watcher.changed().await;
-            let terminal = event.event_type == zk::EventType::Session
-                && event.session_state.is_terminated();
+            let terminal =
+                event.event_type == zk::EventType::Session && event.session_state.is_terminated();
             if tx.send(convert::event(event)).is_err() || terminal {
                 break;
             }
