@@ -614,3 +614,167 @@ async fn oversize_data_drops_the_connection_not_the_session() {
     s.delete_recursive(&base).await.unwrap();
     s.close().await;
 }
+
+/// ZooKeeper 3.8 behaviours the conformance suite relies on, pinned through this backend:
+/// multi's failing index and rollback, one-shot and persistent watch events, containers and
+/// TTL nodes reaped, and what an unknown auth scheme does to the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_semantics_pinned() {
+    use medkeeper_coord::{AddWatchMode, EventType, MultiError, Op, OpResult, WatchedEvent};
+    let Some(connect) = connect_string() else {
+        return skip("zookeeper_semantics_pinned");
+    };
+    let options = base_options(&connect);
+    let s = session(options.clone()).await;
+    let base = format!("/zk-only/{}", unique("facts"));
+    s.ensure_path(&base).await.unwrap();
+    let p = |n: &str| format!("{base}/{n}");
+    let persistent = CreateOptions::new(CreateMode::Persistent);
+
+    // Multi: the failing index, nothing applied.
+    let err = s
+        .multi(&[
+            Op::create(p("m1"), b"".to_vec(), persistent.clone()),
+            Op::check(p("missing"), -1),
+            Op::set_data(p("m1"), b"x".to_vec(), -1),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err, MultiError::at(1, Error::NoNode));
+    assert_eq!(s.exists(&p("m1")).await.unwrap(), None);
+    let ok = s
+        .multi(&[
+            Op::create(p("m1"), b"".to_vec(), persistent.clone()),
+            Op::create(
+                p("seq-"),
+                b"".to_vec(),
+                CreateOptions::new(CreateMode::PersistentSequential),
+            ),
+            Op::set_data(p("m1"), b"x".to_vec(), 0),
+            Op::check(p("m1"), 1),
+            Op::delete(p("m1"), 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ok[0], OpResult::Create { path: p("m1") });
+    assert_eq!(
+        ok[1],
+        OpResult::Create {
+            path: p("seq-0000000001")
+        }
+    );
+    assert!(matches!(&ok[2], OpResult::SetData { stat } if stat.version == 1));
+    assert_eq!(&ok[3..], &[OpResult::Check, OpResult::Delete]);
+
+    // One-shot watches.
+    let (none, created) = s.exists_watch(&p("w")).await.unwrap();
+    assert_eq!(none, None);
+    let (_, _, children) = s.get_children_watch(&base).await.unwrap();
+    s.create(&p("w"), b"", &persistent).await.unwrap();
+    assert_eq!(
+        created.await,
+        WatchedEvent::node(EventType::NodeCreated, p("w"))
+    );
+    assert_eq!(
+        children.await,
+        WatchedEvent::node(EventType::NodeChildrenChanged, base.clone())
+    );
+    let (_, _, data) = s.get_data_watch(&p("w")).await.unwrap();
+    s.set_data(&p("w"), b"1", -1).await.unwrap();
+    assert_eq!(
+        data.await,
+        WatchedEvent::node(EventType::NodeDataChanged, p("w"))
+    );
+    // A dropped watch is unregistered: a later change reaches only the live one.
+    let (_, _, dropped) = s.get_data_watch(&p("w")).await.unwrap();
+    drop(dropped);
+    let (_, _, live) = s.get_data_watch(&p("w")).await.unwrap();
+    s.set_data(&p("w"), b"2", -1).await.unwrap();
+    assert_eq!(live.await.event_type, EventType::NodeDataChanged);
+
+    // Persistent recursive: created, data and deleted below, no child events.
+    let mut rec = s
+        .watch(&base, AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+    s.create(&p("w/c"), b"", &persistent).await.unwrap();
+    s.set_data(&p("w/c"), b"x", -1).await.unwrap();
+    s.delete(&p("w/c"), -1).await.unwrap();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), rec.next())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push((ev.event_type, ev.path));
+    }
+    assert_eq!(
+        got,
+        vec![
+            (EventType::NodeCreated, p("w/c")),
+            (EventType::NodeDataChanged, p("w/c")),
+            (EventType::NodeDeleted, p("w/c")),
+        ]
+    );
+    drop(rec);
+
+    // Ephemerals have no children; the root exists.
+    s.create(&p("e"), b"", &CreateOptions::new(CreateMode::Ephemeral))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.create(&p("e/c"), b"", &persistent).await,
+        Err(Error::NoChildrenForEphemerals)
+    );
+    assert_eq!(
+        s.create("/", b"", &persistent).await,
+        Err(Error::NodeExists)
+    );
+
+    // Containers and TTL nodes are reaped (the servers' reap interval is short in tests).
+    let caps = s.capabilities();
+    s.create(&p("box"), b"", &CreateOptions::new(CreateMode::Container))
+        .await
+        .unwrap();
+    s.create(&p("box/item"), b"", &persistent).await.unwrap();
+    s.delete(&p("box/item"), -1).await.unwrap();
+    if caps.ttl_nodes {
+        let (_, st) = s
+            .create(
+                &p("ttl"),
+                b"",
+                &CreateOptions::new(CreateMode::PersistentWithTtl)
+                    .with_ttl(Duration::from_millis(100)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(st.ephemeral_owner, 0, "ZooKeeper reports 0 for TTL nodes");
+    }
+    let deadline = Instant::now() + caps.reap_interval * 4 + Duration::from_secs(5);
+    loop {
+        let box_gone = s.exists(&p("box")).await.unwrap().is_none();
+        let ttl_gone = !caps.ttl_nodes || s.exists(&p("ttl")).await.unwrap().is_none();
+        if box_gone && ttl_gone {
+            break;
+        }
+        assert!(Instant::now() < deadline, "container/TTL node not reaped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    s.delete_recursive(&base).await.unwrap();
+    s.close().await;
+
+    // An unknown auth scheme: ZooKeeper answers AuthFailed and ends the session.
+    let t = session(options).await;
+    assert_eq!(t.add_auth("nonsense", b"x").await, Err(Error::AuthFailed));
+    let mut events = t.session_events();
+    let state = tokio::time::timeout(
+        Duration::from_secs(5),
+        events.wait_for(SessionState::is_terminal),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state, SessionState::AuthFailed);
+    assert_eq!(t.exists("/").await, Err(Error::AuthFailed));
+    t.close().await;
+}
