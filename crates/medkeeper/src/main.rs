@@ -1,1 +1,59 @@
-fn main() {}
+//! `medkeeper`: the command-line shell over medkeeper's libraries.
+//!
+//! - `medkeeper coord --connect embedded:DIR|zk:HOSTS[/chroot] <command>`: a zkCli for either
+//!   backend (create, get, set, delete, ls, stat, tree).
+//! - `medkeeper bench coord`: the embedded engine's benchmark.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod coord;
+
+/// medkeeper: a coordination service for hospitals on the ZooKeeper model.
+#[derive(Parser)]
+#[command(name = "medkeeper", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inspect and change the coordination tree (a zkCli for the embedded engine and ZooKeeper).
+    Coord(coord::CoordArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Coord(args) => coord::run(args).await,
+            Command::Bench(cmd) => bench::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

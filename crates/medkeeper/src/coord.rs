@@ -1,0 +1,361 @@
+//! `medkeeper coord`: zkCli-like commands against any backend.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use medkeeper_coord::{CreateMode, CreateOptions, Error, Session, SessionExt, Stat, path};
+use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
+
+/// Where to connect and with which credentials.
+#[derive(Args, Debug, Clone)]
+pub struct ConnectArgs {
+    /// `embedded:DIR` (the embedded engine's data directory) or
+    /// `zk:HOST:PORT[,HOST:PORT...][/chroot]` (`zk+tls:` for TLS).
+    #[arg(
+        long,
+        env = "MEDKEEPER_CONNECT",
+        default_value = "embedded:./medkeeper-data/coord"
+    )]
+    pub connect: String,
+    /// Credentials added to the session, `digest:user:password`.
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// CA certificate (PEM) for `zk+tls:`.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Session timeout in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pub session_timeout_ms: u64,
+}
+
+/// `medkeeper coord` arguments.
+#[derive(Args, Debug)]
+pub struct CoordArgs {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(subcommand)]
+    command: CoordCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum CoordCommand {
+    /// Create a node; prints the created path.
+    Create {
+        /// Ephemeral (deleted when this command's session ends).
+        #[arg(long, short = 'e')]
+        ephemeral: bool,
+        /// Append the parent's 10-digit sequence number.
+        #[arg(long, short = 's')]
+        sequential: bool,
+        /// A container node (deleted by the server once its last child is gone).
+        #[arg(long, short = 'c', conflicts_with_all = ["ephemeral", "sequential", "ttl"])]
+        container: bool,
+        /// A TTL node, deleted once empty and unmodified for this many milliseconds.
+        #[arg(long, short = 't', conflicts_with = "ephemeral")]
+        ttl: Option<u64>,
+        /// Create missing parents (as persistent nodes).
+        #[arg(long, short = 'p')]
+        parents: bool,
+        /// The path.
+        path: String,
+        /// The data (UTF-8).
+        data: Option<String>,
+    },
+    /// Print a node's data.
+    Get {
+        /// The path.
+        path: String,
+    },
+    /// Set a node's data.
+    Set {
+        /// Expected version (-1: any).
+        #[arg(long, short = 'v', default_value_t = -1, allow_negative_numbers = true)]
+        version: i32,
+        /// The path.
+        path: String,
+        /// The data (UTF-8).
+        data: String,
+    },
+    /// Delete a node.
+    Delete {
+        /// Expected version (-1: any).
+        #[arg(long, short = 'v', default_value_t = -1, allow_negative_numbers = true)]
+        version: i32,
+        /// Delete the node and everything below it.
+        #[arg(long, short = 'r', conflicts_with = "version")]
+        recursive: bool,
+        /// The path.
+        path: String,
+    },
+    /// List a node's children.
+    Ls {
+        /// The path.
+        path: String,
+    },
+    /// Print a node's stat.
+    Stat {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// The path.
+        path: String,
+    },
+    /// Print the tree below a node.
+    Tree {
+        /// The path.
+        #[arg(default_value = "/")]
+        path: String,
+    },
+}
+
+/// An open session and what keeps it alive.
+pub struct Connection {
+    /// The session.
+    pub session: Arc<dyn Session>,
+    engine: Option<Engine>,
+}
+
+impl Connection {
+    /// Closes the session (its ephemerals go at once) and stops an embedded engine.
+    pub async fn close(self) {
+        self.session.close().await;
+        drop(self.session);
+        if let Some(engine) = self.engine {
+            engine.shutdown();
+        }
+    }
+}
+
+/// Opens a session as `args` say.
+pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
+    let timeout = Duration::from_millis(args.session_timeout_ms);
+    let auth = match &args.auth {
+        None => None,
+        Some(a) => match a.split_once(':') {
+            Some(("digest", cred)) if cred.contains(':') => Some(cred.to_string()),
+            _ => bail!("--auth must be digest:user:password"),
+        },
+    };
+    if let Some(dir) = args.connect.strip_prefix("embedded:") {
+        if dir.is_empty() {
+            bail!("--connect embedded: needs a directory, e.g. embedded:./data/coord");
+        }
+        let engine = Engine::open(EngineConfig::new(dir))
+            .with_context(|| format!("cannot open the embedded engine at {dir}"))?;
+        let session = engine.connect(SessionOptions { timeout }).await;
+        if let Some(cred) = &auth {
+            session.add_auth("digest", cred.as_bytes()).await?;
+        }
+        return Ok(Connection {
+            session: Arc::new(session),
+            engine: Some(engine),
+        });
+    }
+    if args.connect.starts_with("zk:") || args.connect.starts_with("zk+tls:") {
+        let mut options =
+            medkeeper_zk::ConnectOptions::new(&args.connect)?.with_session_timeout(timeout);
+        if let Some(cred) = &auth {
+            options = options.with_digest(cred)?;
+        }
+        if let Some(ca) = &args.tls_ca {
+            let mut tls = medkeeper_zk::TlsConfig::new(ca);
+            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+                tls = tls.with_identity(cert, key);
+            }
+            options = options.with_tls(tls);
+        } else if args.connect.starts_with("zk+tls:") {
+            bail!("zk+tls: needs --tls-ca");
+        }
+        let session = medkeeper_zk::connect(options)
+            .await
+            .with_context(|| format!("cannot connect to {}", args.connect))?;
+        return Ok(Connection {
+            session: Arc::new(session),
+            engine: None,
+        });
+    }
+    bail!(
+        "unknown --connect {:?}: expected embedded:DIR or zk:HOST:PORT[,HOST:PORT...][/chroot]",
+        args.connect
+    )
+}
+
+/// Runs a `medkeeper coord` command.
+pub async fn run(args: CoordArgs) -> anyhow::Result<ExitCode> {
+    let conn = connect(&args.connect).await?;
+    let result = command(&*conn.session, args.command).await;
+    conn.close().await;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(CommandError::Coord(e, p)) => {
+            eprintln!("{}: {p}: {e}", e.kind_name());
+            Ok(ExitCode::from(2))
+        }
+        Err(CommandError::Other(e)) => Err(e),
+    }
+}
+
+enum CommandError {
+    /// A coordination error on a path: printed as `Kind: path: message`, exit status 2.
+    Coord(Error, String),
+    Other(anyhow::Error),
+}
+
+fn on(p: &str) -> impl FnOnce(Error) -> CommandError + '_ {
+    move |e| CommandError::Coord(e, p.to_string())
+}
+
+async fn command(s: &dyn Session, cmd: CoordCommand) -> Result<(), CommandError> {
+    match cmd {
+        CoordCommand::Create {
+            ephemeral,
+            sequential,
+            container,
+            ttl,
+            parents,
+            path: p,
+            data,
+        } => {
+            let mode = match (ephemeral, sequential, container, ttl.is_some()) {
+                (_, _, true, _) => CreateMode::Container,
+                (true, false, _, _) => CreateMode::Ephemeral,
+                (true, true, _, _) => CreateMode::EphemeralSequential,
+                (false, false, _, true) => CreateMode::PersistentWithTtl,
+                (false, true, _, true) => CreateMode::PersistentSequentialWithTtl,
+                (false, false, _, false) => CreateMode::Persistent,
+                (false, true, _, false) => CreateMode::PersistentSequential,
+            };
+            let mut options = CreateOptions::new(mode);
+            if let Some(ms) = ttl {
+                options = options.with_ttl(Duration::from_millis(ms));
+            }
+            let data = data.unwrap_or_default();
+            if parents && let Some(parent) = path::parent(&p) {
+                s.ensure_path(parent).await.map_err(on(parent))?;
+            }
+            let (created, _) = s
+                .create(&p, data.as_bytes(), &options)
+                .await
+                .map_err(on(&p))?;
+            println!("{created}");
+        }
+        CoordCommand::Get { path: p } => {
+            let (data, _) = s.get_data(&p).await.map_err(on(&p))?;
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            out.write_all(&data)
+                .and_then(|_| {
+                    if data.ends_with(b"\n") {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                })
+                .map_err(|e| CommandError::Other(e.into()))?;
+        }
+        CoordCommand::Set {
+            version,
+            path: p,
+            data,
+        } => {
+            s.set_data(&p, data.as_bytes(), version)
+                .await
+                .map_err(on(&p))?;
+        }
+        CoordCommand::Delete {
+            version,
+            recursive,
+            path: p,
+        } => {
+            if recursive {
+                s.delete_recursive(&p).await.map_err(on(&p))?;
+            } else {
+                s.delete(&p, version).await.map_err(on(&p))?;
+            }
+        }
+        CoordCommand::Ls { path: p } => {
+            let mut children = s.get_children(&p).await.map_err(on(&p))?;
+            children.sort();
+            println!("[{}]", children.join(", "));
+        }
+        CoordCommand::Stat { json, path: p } => {
+            let st = s
+                .exists(&p)
+                .await
+                .map_err(on(&p))?
+                .ok_or_else(|| on(&p)(Error::NoNode))?;
+            if json {
+                println!("{}", stat_json(&st));
+            } else {
+                print!("{}", stat_text(&st));
+            }
+        }
+        CoordCommand::Tree { path: p } => {
+            path::validate_path(&p, false).map_err(on(&p))?;
+            let mut stack = vec![(p.clone(), 0usize)];
+            while let Some((node, depth)) = stack.pop() {
+                let name = if depth == 0 {
+                    node.clone()
+                } else {
+                    path::name(&node).to_string()
+                };
+                println!("{}{}", "  ".repeat(depth), name);
+                let mut children = match s.get_children(&node).await {
+                    Ok(c) => c,
+                    Err(Error::NoNode) if depth > 0 => continue, // deleted meanwhile
+                    Err(e) => return Err(on(&node)(e)),
+                };
+                children.sort();
+                for c in children.into_iter().rev() {
+                    stack.push((path::join(&node, &c), depth + 1));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A stat as JSON, with ZooKeeper's field names.
+pub fn stat_json(st: &Stat) -> serde_json::Value {
+    serde_json::json!({
+        "czxid": st.czxid,
+        "mzxid": st.mzxid,
+        "pzxid": st.pzxid,
+        "ctime": st.ctime,
+        "mtime": st.mtime,
+        "version": st.version,
+        "cversion": st.cversion,
+        "aversion": st.aversion,
+        "ephemeralOwner": st.ephemeral_owner,
+        "dataLength": st.data_length,
+        "numChildren": st.num_children,
+    })
+}
+
+/// A stat as zkCli prints it.
+pub fn stat_text(st: &Stat) -> String {
+    format!(
+        "cZxid = {:#x}\nctime = {}\nmZxid = {:#x}\nmtime = {}\npZxid = {:#x}\ncversion = {}\ndataVersion = {}\naclVersion = {}\nephemeralOwner = {:#x}\ndataLength = {}\nnumChildren = {}\n",
+        st.czxid,
+        st.ctime,
+        st.mzxid,
+        st.mtime,
+        st.pzxid,
+        st.cversion,
+        st.version,
+        st.aversion,
+        st.ephemeral_owner,
+        st.data_length,
+        st.num_children
+    )
+}
