@@ -223,6 +223,57 @@ async fn close_is_deterministic() {
     observer.close().await;
 }
 
+/// A chroot in the connect string: the session sees it as `/`, in results, watch events and
+/// multi results alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chroot_is_the_sessions_root() {
+    use medkeeper_coord::{EventType, Op, OpResult};
+    let Some(connect) = connect_string() else {
+        return skip("chroot");
+    };
+    let plain = session(base_options(&connect)).await;
+    let root = format!("/zk-only/{}", unique("chroot"));
+    plain.ensure_path(&root).await.unwrap();
+    let rooted = session(base_options(&format!("{connect}{root}"))).await;
+    let (path, _) = rooted
+        .create(
+            "/lock-",
+            b"",
+            &CreateOptions::new(CreateMode::EphemeralSequential),
+        )
+        .await
+        .unwrap();
+    assert_eq!(path, "/lock-0000000000");
+    assert!(
+        plain
+            .exists(&format!("{root}/lock-0000000000"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let (_, created) = rooted.exists_watch("/a").await.unwrap();
+    let results = rooted
+        .multi(&[Op::create(
+            "/a",
+            b"".to_vec(),
+            CreateOptions::new(CreateMode::Persistent),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![OpResult::Create { path: "/a".into() }]);
+    let ev = created.await;
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (EventType::NodeCreated, "/a")
+    );
+    let mut children = rooted.get_children("/").await.unwrap();
+    children.sort();
+    assert_eq!(children, vec!["a", "lock-0000000000"]);
+    rooted.close().await;
+    plain.delete_recursive(&root).await.unwrap();
+    plain.close().await;
+}
+
 /// A node with a digest ACL cannot be read or written without the credentials (NoAuth), and
 /// can with them, whether given at connect time or with add_auth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,6 +437,20 @@ async fn leader_kill_during_writes_loses_no_acknowledged_write() {
     let base = "/leader-kill";
     s.ensure_path(base).await.unwrap();
     let events = s.session_events();
+    let seen_states = Arc::new(Mutex::new(Vec::new()));
+    let recorder = {
+        let mut events = s.session_events();
+        let seen = seen_states.clone();
+        tokio::spawn(async move {
+            loop {
+                let st = events.changed().await;
+                seen.lock().unwrap().push(st);
+                if st.is_terminal() {
+                    return;
+                }
+            }
+        })
+    };
 
     let writer = {
         let s = s.clone();
@@ -460,10 +525,12 @@ async fn leader_kill_during_writes_loses_no_acknowledged_write() {
         .max()
         .unwrap_or_default();
     let state_now = s.state();
+    recorder.abort();
+    let seen_states = seen_states.lock().unwrap().clone();
     println!(
         "leader kill: killed node{leader}; {} writes acknowledged, {losses} retryable failures; \
          unavailability window {:.3} s (last ack before the kill -> first ack after it), \
-         longest gap between acks {:.3} s; session state {state_now:?}",
+         longest gap between acks {:.3} s; session states seen {seen_states:?}, now {state_now:?}",
         acked.len(),
         window.as_secs_f64(),
         longest_gap.as_secs_f64()
