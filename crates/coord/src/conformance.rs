@@ -23,6 +23,7 @@
 //! pending for [`QUIET`]. Cross-session reads are preceded by `sync`, as a ZooKeeper client
 //! connected to another ensemble member must do.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -130,6 +131,9 @@ macro_rules! conformance_tests {
             get_acl_needs_read_or_admin,
             zxids_strictly_increase,
             create_all_and_delete_recursive,
+            watch_event_precedes_read_of_change,
+            close_deletes_only_own_ephemerals,
+            recursive_watch_hides_unreadable_nodes,
         );
     };
 }
@@ -2971,5 +2975,103 @@ pub async fn create_all_and_delete_recursive(h: &dyn Harness) {
     s.delete_recursive(&format!("{base}/a")).await.unwrap();
     s.delete_recursive(&base).await.unwrap();
     assert_eq!(s.exists(&base).await.unwrap(), None);
+    s.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Further guarantees
+
+/// ZooKeeper's ordering guarantee: a session never reads a change before the watch that change
+/// fires has been delivered to it. Once a read returns the new data, the watch is already
+/// resolved.
+pub async fn watch_event_precedes_read_of_change(h: &dyn Harness) {
+    let (s, base) = setup(h, "watch_event_precedes_read_of_change").await;
+    let writer = h.connect(TIMEOUT).await;
+    let p = format!("{base}/n");
+    create(&*s, &p, b"old", CreateMode::Persistent).await;
+    writer.sync(&p).await.unwrap();
+    for round in 0..5u32 {
+        let (_, _, mut w) = s.get_data_watch(&p).await.unwrap();
+        let new = format!("new{round}");
+        writer.set_data(&p, new.as_bytes(), -1).await.unwrap();
+        let deadline = Instant::now() + EVENT_WAIT;
+        while s.get_data(&p).await.unwrap().0 != new.as_bytes() {
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: the change never became visible"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let polled = tokio::task::unconstrained(std::future::poll_fn(|cx| {
+            std::task::Poll::Ready(std::pin::Pin::new(&mut w).poll(cx))
+        }))
+        .await;
+        match polled {
+            std::task::Poll::Ready(ev) => assert_eq!(
+                ev,
+                WatchedEvent::node(EventType::NodeDataChanged, &p),
+                "round {round}"
+            ),
+            std::task::Poll::Pending => panic!(
+                "round {round}: the session read the new data before its watch was delivered"
+            ),
+        }
+    }
+    writer.close().await;
+    s.close().await;
+}
+
+/// A session's close deletes only the ephemerals it still owns: a node of the same name deleted
+/// and re-created by another session belongs to that session and stays.
+pub async fn close_deletes_only_own_ephemerals(h: &dyn Harness) {
+    let (b, base) = setup(h, "close_deletes_only_own_ephemerals").await;
+    let a = h.connect(TIMEOUT).await;
+    let e = format!("{base}/e");
+    create(&*a, &e, b"a", CreateMode::Ephemeral).await;
+    b.sync(&e).await.unwrap();
+    b.delete(&e, -1)
+        .await
+        .expect("another session may delete an open ephemeral");
+    let (_, st) = create(&*b, &e, b"b", CreateMode::Ephemeral).await;
+    assert_eq!(st.ephemeral_owner, b.session_id().0);
+    a.close().await;
+    let seen = synced_exists(&*b, &e)
+        .await
+        .expect("b's ephemeral survives a's close");
+    assert_eq!(seen.ephemeral_owner, b.session_id().0);
+    b.close().await;
+}
+
+/// Watch events are filtered by READ permission (ZooKeeper 3.8, CVE-2024-23944): a recursive
+/// watch does not reveal the creation, change or deletion of a node its session cannot read.
+pub async fn recursive_watch_hides_unreadable_nodes(h: &dyn Harness) {
+    let (s, base) = setup(h, "recursive_watch_hides_unreadable_nodes").await;
+    let owner = h.connect(TIMEOUT).await;
+    owner.add_auth("digest", b"gina:pw").await.unwrap();
+    let mut w = s
+        .watch(&base, AddWatchMode::PersistentRecursive)
+        .await
+        .unwrap();
+    let secret = format!("{base}/secret");
+    let open = format!("{base}/open");
+    owner
+        .create(
+            &secret,
+            b"",
+            &persistent().with_acls(vec![Acl::digest(Perms::ALL, "gina", "pw")]),
+        )
+        .await
+        .unwrap();
+    owner.set_data(&secret, b"x", -1).await.unwrap();
+    owner.delete(&secret, -1).await.unwrap();
+    owner.create(&open, b"", &persistent()).await.unwrap();
+    expect_next(
+        &mut w,
+        EventType::NodeCreated,
+        &open,
+        "first event: the readable node",
+    )
+    .await;
+    owner.close().await;
     s.close().await;
 }
