@@ -47,6 +47,7 @@ pub use ops::{ANY_VERSION, Op, OpResult};
 pub use session::{Capabilities, Session};
 pub use types::{
     Acl, CreateMode, CreateOptions, Id, MAX_TTL_MS, Perms, SessionId, Stat, Zxid, digest_id,
+    digest_of_credentials,
 };
 pub use watch::{
     AddWatchMode, EventType, OneshotWatch, PersistentWatch, SessionEvents, SessionState,

@@ -326,9 +326,15 @@ impl fmt::Display for Acl {
 
 /// ZooKeeper's digest identity for `user:password`: `user:base64(sha1("user:password"))`.
 pub fn digest_id(user: &str, password: &str) -> String {
-    let hash = sha1_smol::Sha1::from(format!("{user}:{password}"))
-        .digest()
-        .bytes();
+    digest_of_credentials(&format!("{user}:{password}"))
+}
+
+/// The digest identity ZooKeeper's `DigestAuthenticationProvider` derives from `add_auth`
+/// credentials: the text before the first `:` (all of it if there is none), a colon, and the
+/// base64 SHA-1 of the whole text.
+pub fn digest_of_credentials(credentials: &str) -> String {
+    let user = credentials.split(':').next().unwrap_or_default();
+    let hash = sha1_smol::Sha1::from(credentials).digest().bytes();
     format!("{user}:{}", base64(&hash))
 }
 

@@ -63,15 +63,14 @@ pub(crate) fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, Error> {
     Ok(out)
 }
 
-/// The identity `add_auth` adds, or `AuthFailed`.
+/// The identity `add_auth` adds, or `AuthFailed` for a scheme other than `digest`.
 pub(crate) fn authenticate(scheme: &str, auth: &[u8]) -> Result<Id, Error> {
     match scheme {
         "digest" => {
             let text = std::str::from_utf8(auth).map_err(|_| Error::AuthFailed)?;
-            let (user, password) = text.split_once(':').ok_or(Error::AuthFailed)?;
             Ok(Id::new(
                 "digest",
-                medkeeper_coord::digest_id(user, password),
+                medkeeper_coord::digest_of_credentials(text),
             ))
         }
         _ => Err(Error::AuthFailed),
@@ -159,6 +158,12 @@ mod tests {
         let me = authenticate("digest", b"u:p").unwrap();
         assert_eq!(check(&acl, Perms::READ, std::slice::from_ref(&me)), Ok(()));
         assert_eq!(check(&acl, Perms::WRITE, &[me]), Err(Error::NoAuth));
-        assert_eq!(authenticate("digest", b"nocolon"), Err(Error::AuthFailed));
+        assert_eq!(authenticate("nosuch", b"u:p"), Err(Error::AuthFailed));
+        assert!(
+            authenticate("digest", b"nocolon")
+                .unwrap()
+                .id
+                .starts_with("nocolon:")
+        );
     }
 }

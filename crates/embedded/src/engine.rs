@@ -148,7 +148,7 @@ pub(crate) struct SessionShared {
     /// 0 = open, else the terminal state code.
     ended: AtomicU8,
     pub(crate) state_tx: watch::Sender<SessionState>,
-    pub(crate) auth: Mutex<Vec<Id>>,
+    pub(crate) auth: Mutex<Arc<[Id]>>,
 }
 
 impl SessionShared {
@@ -156,18 +156,24 @@ impl SessionShared {
         match self.ended.load(Ordering::Acquire) {
             0 => None,
             1 => Some(SessionState::Expired),
+            3 => Some(SessionState::AuthFailed),
             _ => Some(SessionState::Closed),
         }
     }
 
     fn end(&self, state: SessionState) -> bool {
-        let code = if state == SessionState::Expired { 1 } else { 2 };
+        let code = match state {
+            SessionState::Expired => 1,
+            SessionState::AuthFailed => 3,
+            _ => 2,
+        };
         self.ended
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
-    pub(crate) fn ids(&self) -> Vec<Id> {
+    /// The session's identities (its address and every credential it added).
+    pub(crate) fn ids(&self) -> Arc<[Id]> {
         self.auth.lock().expect("auth lock").clone()
     }
 }
@@ -298,7 +304,7 @@ impl Inner {
             last_heard: AtomicU64::new(self.elapsed_ms()),
             ended: AtomicU8::new(0),
             state_tx,
-            auth: Mutex::new(vec![Id::new("ip", "127.0.0.1")]),
+            auth: Mutex::new(Arc::from(vec![Id::new("ip", "127.0.0.1")])),
         });
         self.sessions
             .lock()
@@ -702,7 +708,11 @@ impl Applier {
                                 }
                             }
                             for c in &changes {
-                                watches.trigger(c, &mut batch.deliveries);
+                                watches.trigger(
+                                    c,
+                                    &can_read(&tree, &self.inner),
+                                    &mut batch.deliveries,
+                                );
                             }
                             changes.clear();
                             watches.session_ended(session.id, state, &mut batch.deliveries);
@@ -716,7 +726,7 @@ impl Applier {
                     Request::Reap { path } => reap(&mut tree, &path, time, &mut changes),
                 };
                 for c in &changes {
-                    watches.trigger(c, &mut batch.deliveries);
+                    watches.trigger(c, &can_read(&tree, &self.inner), &mut batch.deliveries);
                 }
                 if let Some(rec) = record {
                     log::frame(&rec, &mut buf);
@@ -775,6 +785,25 @@ impl Applier {
             }
             running.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Whether a session may read a node with ACL `acl` (for filtering recursive watch events).
+fn can_read<'a>(tree: &'a DataTree, inner: &'a Inner) -> impl Fn(i64, u32) -> bool + 'a {
+    move |session, acl| {
+        let list = tree.acls.get(acl);
+        if list.iter().any(|a| {
+            a.perms.intersects(Perms::READ) && a.id.scheme == "world" && a.id.id == "anyone"
+        }) {
+            return true;
+        }
+        let ids = inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(&session)
+            .map(|s| s.ids());
+        ids.is_some_and(|ids| acl::check(list, Perms::READ, &ids).is_ok())
     }
 }
 
@@ -953,8 +982,8 @@ fn prepare(
             let parent = tree
                 .get(path::parent(p).unwrap_or("/"))
                 .ok_or(Error::NoNode)?;
-            let node = parent.children.get(path::name(p)).ok_or(Error::NoNode)?;
             acl::check(tree.acl_of(parent), Perms::DELETE, ids)?;
+            let node = parent.children.get(path::name(p)).ok_or(Error::NoNode)?;
             version_matches(*version, node.version)?;
             if !node.children.is_empty() {
                 return Err(Error::NotEmpty);

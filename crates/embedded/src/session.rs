@@ -145,17 +145,36 @@ impl EmbeddedSession {
     async fn read<T>(
         &self,
         p: &str,
-        f: impl FnOnce(&DataTree, &[medkeeper_coord::Id]) -> Result<T>,
+        f: impl FnOnce(&DataTree, &SessionShared) -> Result<T>,
     ) -> Result<T> {
         self.alive()?;
         path::validate_path(p, false)?;
-        let ids = self.shared.ids();
         let (res, zxid): (Result<T>, Zxid) = {
             let tree = self.inner.tree.read().map_err(|_| Error::SystemError)?;
-            (f(&tree, &ids), tree.zxid)
+            (f(&tree, &self.shared), tree.zxid)
         };
         self.inner.wait_durable(zxid).await?;
         res
+    }
+
+    /// Ends the session with `state` and waits until that is durable.
+    async fn end(&self, state: SessionState) {
+        self.heartbeat.abort();
+        if self.shared.ended().is_some() {
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .send(Request::CloseSession {
+                session: self.shared.clone(),
+                state,
+                reply: Some(tx),
+            })
+            .is_ok()
+        {
+            let _ = rx.await;
+        }
     }
 
     fn register(
@@ -181,8 +200,26 @@ impl EmbeddedSession {
     }
 }
 
-fn readable(tree: &DataTree, node: &crate::tree::Node, ids: &[medkeeper_coord::Id]) -> Result<()> {
-    acl::check(tree.acl_of(node), Perms::READ, ids)
+/// Checks `perm` on `node` for the session; the session's identities are only looked at when
+/// the ACL is not open to world:anyone.
+fn permitted(
+    tree: &DataTree,
+    node: &crate::tree::Node,
+    perm: Perms,
+    session: &SessionShared,
+) -> Result<()> {
+    let acl = tree.acl_of(node);
+    if acl
+        .iter()
+        .any(|a| a.perms.intersects(perm) && a.id.scheme == "world" && a.id.id == "anyone")
+    {
+        return Ok(());
+    }
+    acl::check(acl, perm, &session.ids())
+}
+
+fn readable(tree: &DataTree, node: &crate::tree::Node, session: &SessionShared) -> Result<()> {
+    permitted(tree, node, Perms::READ, session)
 }
 
 #[async_trait]
@@ -309,8 +346,16 @@ impl Session for EmbeddedSession {
     async fn get_acl(&self, p: &str) -> Result<(Vec<Acl>, Stat)> {
         self.read(p, |t, ids| {
             let n = t.get(p).ok_or(Error::NoNode)?;
-            acl::check(t.acl_of(n), Perms::READ | Perms::ADMIN, ids)?;
-            Ok((t.acl_of(n).to_vec(), n.stat()))
+            permitted(t, n, Perms::READ | Perms::ADMIN, ids)?;
+            let mut acl = t.acl_of(n).to_vec();
+            // Without ADMIN, digest hashes are masked as `user:x`, as ZooKeeper does.
+            if permitted(t, n, Perms::ADMIN, ids).is_err() {
+                for a in acl.iter_mut().filter(|a| a.id.scheme == "digest") {
+                    let user = a.id.id.split(':').next().unwrap_or_default().to_string();
+                    a.id.id = format!("{user}:x");
+                }
+            }
+            Ok((acl, n.stat()))
         })
         .await
     }
@@ -369,30 +414,24 @@ impl Session for EmbeddedSession {
 
     async fn add_auth(&self, scheme: &str, auth: &[u8]) -> Result<()> {
         self.alive()?;
-        let id = acl::authenticate(scheme, auth)?;
+        let id = match acl::authenticate(scheme, auth) {
+            Ok(id) => id,
+            Err(e) => {
+                // As on ZooKeeper, rejected credentials end the session (state AuthFailed).
+                self.end(SessionState::AuthFailed).await;
+                return Err(e);
+            }
+        };
         let mut ids = self.shared.auth.lock().map_err(|_| Error::SystemError)?;
         if !ids.contains(&id) {
-            ids.push(id);
+            let mut v = ids.to_vec();
+            v.push(id);
+            *ids = Arc::from(v);
         }
         Ok(())
     }
 
     async fn close(&self) {
-        self.heartbeat.abort();
-        if self.shared.ended().is_some() {
-            return;
-        }
-        let (tx, rx) = oneshot::channel();
-        if self
-            .inner
-            .send(Request::CloseSession {
-                session: self.shared.clone(),
-                state: SessionState::Closed,
-                reply: Some(tx),
-            })
-            .is_ok()
-        {
-            let _ = rx.await;
-        }
+        self.end(SessionState::Closed).await;
     }
 }

@@ -145,12 +145,14 @@ pub(crate) enum Undo {
     },
 }
 
-/// A change a watch may be waiting for, in the order it happened.
+/// A change a watch may be waiting for, in the order it happened, with the changed node's
+/// ACL (index into the tree's ACL table): recursive watches only see nodes their session can
+/// read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
-    Created(String),
-    Deleted(String),
-    DataChanged(String),
+    Created(String, u32),
+    Deleted(String, u32),
+    DataChanged(String, u32),
 }
 
 /// The tree and its indexes.
@@ -261,16 +263,16 @@ impl DataTree {
                 parent.children.insert(name.into(), node);
                 self.node_count += 1;
                 self.index_add(p, *ephemeral_owner);
-                changes.push(Change::Created(p.clone()));
+                changes.push(Change::Created(p.clone(), acl));
             }
             Txn::Delete { path: p } => {
                 let (node, parent_pzxid) = self.remove(p, zxid)?;
+                changes.push(Change::Deleted(p.clone(), node.acl));
                 undo.push(Undo::Deleted {
                     path: p.clone(),
                     node,
                     parent_pzxid,
                 });
-                changes.push(Change::Deleted(p.clone()));
             }
             Txn::SetData { path: p, data } => {
                 let node = self
@@ -287,7 +289,7 @@ impl DataTree {
                 node.mzxid = zxid;
                 node.mtime = time;
                 node.version = node.version.wrapping_add(1);
-                changes.push(Change::DataChanged(p.clone()));
+                changes.push(Change::DataChanged(p.clone(), node.acl));
             }
             Txn::SetAcl { path: p, acl } => {
                 let acl = self.acls.intern(acl);

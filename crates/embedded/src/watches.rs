@@ -154,7 +154,13 @@ impl WatchTable {
         }
     }
 
-    fn fire_recursive(&mut self, p: &str, event: EventType, out: &mut Vec<Delivery>) {
+    fn fire_recursive(
+        &mut self,
+        p: &str,
+        event: EventType,
+        can_read: &dyn Fn(i64) -> bool,
+        out: &mut Vec<Delivery>,
+    ) {
         if self.recursive_count == 0 {
             return;
         }
@@ -165,7 +171,9 @@ impl WatchTable {
         while let Some(c) = cur {
             if let Some(v) = t.get(c) {
                 for e in v {
-                    if let Sink::Stream(tx) = &e.sink {
+                    if let Sink::Stream(tx) = &e.sink
+                        && can_read(e.session)
+                    {
                         out.push(Delivery::Stream(tx.clone(), WatchedEvent::node(event, p)));
                     }
                 }
@@ -174,33 +182,40 @@ impl WatchTable {
         }
     }
 
-    /// Decides the deliveries for one change.
-    pub(crate) fn trigger(&mut self, change: &Change, out: &mut Vec<Delivery>) {
+    /// Decides the deliveries for one change. `can_read(session, acl)` tells whether a
+    /// session may read a node with that ACL; recursive watches skip nodes it may not
+    /// (ZooKeeper's fix for CVE-2024-23944).
+    pub(crate) fn trigger(
+        &mut self,
+        change: &Change,
+        can_read: &dyn Fn(i64, u32) -> bool,
+        out: &mut Vec<Delivery>,
+    ) {
         use EventType::*;
         match change {
-            Change::Created(p) => {
+            Change::Created(p, acl) => {
                 self.fire(Kind::Data, p, NodeCreated, out);
                 self.fire(Kind::Persistent, p, NodeCreated, out);
-                self.fire_recursive(p, NodeCreated, out);
+                self.fire_recursive(p, NodeCreated, &|session| can_read(session, *acl), out);
                 if let Some(parent) = path::parent(p) {
                     self.fire(Kind::Child, parent, NodeChildrenChanged, out);
                     self.fire(Kind::Persistent, parent, NodeChildrenChanged, out);
                 }
             }
-            Change::Deleted(p) => {
+            Change::Deleted(p, acl) => {
                 self.fire(Kind::Data, p, NodeDeleted, out);
                 self.fire(Kind::Child, p, NodeDeleted, out);
                 self.fire(Kind::Persistent, p, NodeDeleted, out);
-                self.fire_recursive(p, NodeDeleted, out);
+                self.fire_recursive(p, NodeDeleted, &|session| can_read(session, *acl), out);
                 if let Some(parent) = path::parent(p) {
                     self.fire(Kind::Child, parent, NodeChildrenChanged, out);
                     self.fire(Kind::Persistent, parent, NodeChildrenChanged, out);
                 }
             }
-            Change::DataChanged(p) => {
+            Change::DataChanged(p, acl) => {
                 self.fire(Kind::Data, p, NodeDataChanged, out);
                 self.fire(Kind::Persistent, p, NodeDataChanged, out);
-                self.fire_recursive(p, NodeDataChanged, out);
+                self.fire_recursive(p, NodeDataChanged, &|session| can_read(session, *acl), out);
             }
         }
     }

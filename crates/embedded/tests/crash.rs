@@ -29,7 +29,11 @@ fn crash_child() {
     let Ok(dir) = std::env::var("MEDKEEPER_CRASH_CHILD") else {
         return; // only meaningful when run by `kill_9_during_writes_loses_no_acknowledged_write`
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
         let engine = Engine::open(config(&dir)).unwrap();
         let s = Arc::new(engine.connect(SessionOptions::default()).await);
@@ -46,7 +50,9 @@ fn crash_child() {
                 let start: u64 = match s.get_data(&counter).await {
                     Ok((d, _)) => String::from_utf8(d).unwrap().parse().unwrap(),
                     Err(_) => {
-                        s.create(&counter, b"0", &CreateOptions::new(CreateMode::Persistent)).await.unwrap();
+                        s.create(&counter, b"0", &CreateOptions::new(CreateMode::Persistent))
+                            .await
+                            .unwrap();
                         0
                     }
                 };
@@ -55,16 +61,26 @@ fn crash_child() {
                     // A multi: a sequential node and the writer's counter, atomically.
                     let res = s
                         .multi(&[
-                            Op::create("/crash/seq/n-", value.as_bytes(), CreateOptions::new(CreateMode::PersistentSequential)),
+                            Op::create(
+                                "/crash/seq/n-",
+                                value.as_bytes(),
+                                CreateOptions::new(CreateMode::PersistentSequential),
+                            ),
                             Op::set_data(&counter, i.to_string().into_bytes(), -1),
                         ])
                         .await
                         .unwrap();
-                    let OpResult::Create { path } = &res[0] else { panic!("create result") };
+                    let OpResult::Create { path } = &res[0] else {
+                        panic!("create result")
+                    };
                     // An ephemeral too, which must never survive the crash.
-                    s.create(&format!("/crash/eph/w{w}-"), b"", &CreateOptions::new(CreateMode::EphemeralSequential))
-                        .await
-                        .unwrap();
+                    s.create(
+                        &format!("/crash/eph/w{w}-"),
+                        b"",
+                        &CreateOptions::new(CreateMode::EphemeralSequential),
+                    )
+                    .await
+                    .unwrap();
                     let mut o = out.lock().unwrap();
                     writeln!(o, "ack {path} {value} {w} {i}").unwrap();
                     o.flush().unwrap();
@@ -88,7 +104,11 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
     // Acknowledged: path -> value, and the highest counter acknowledged per writer.
     let mut acked: BTreeMap<String, String> = BTreeMap::new();
     let mut acked_counter = [0u64; WRITERS];
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let kills = 24;
     for round in 0..kills {
         let mut child = Command::new(&exe)
@@ -116,13 +136,19 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
         while lines.lock().unwrap().is_empty() && t0.elapsed() < Duration::from_secs(20) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
         std::thread::sleep(Duration::from_millis(20 + nanos % 250));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         reader.join().unwrap();
         let lines = std::mem::take(&mut *lines.lock().unwrap());
-        assert!(!lines.is_empty(), "round {round}: the child acknowledged nothing");
+        assert!(
+            !lines.is_empty(),
+            "round {round}: the child acknowledged nothing"
+        );
         for l in &lines {
             let f: Vec<&str> = l.split(' ').collect();
             acked.insert(f[1].to_string(), f[2].to_string());
@@ -147,15 +173,28 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
                 }
                 let (d, _) = s.get_data(&format!("/crash/counters/w{w}")).await.unwrap();
                 let c: u64 = String::from_utf8(d).unwrap().parse().unwrap();
-                assert!(c >= n, "round {round}: writer {w} counter {c} < acknowledged {n}");
+                assert!(
+                    c >= n,
+                    "round {round}: writer {w} counter {c} < acknowledged {n}"
+                );
             }
             // No ephemeral of the dead process survives.
-            assert!(s.get_children("/crash/eph").await.unwrap().is_empty(), "round {round}: ephemerals left");
+            assert!(
+                s.get_children("/crash/eph").await.unwrap().is_empty(),
+                "round {round}: ephemerals left"
+            );
             // Stats agree with the children, and the sequence counter is past every node.
             let (children, st) = s.get_children_with_stat("/crash/seq").await.unwrap();
             assert_eq!(st.num_children as usize, children.len());
-            let max_seq = children.iter().filter_map(|c| medkeeper_coord::path::parse_sequence(c)).max().unwrap_or(-1);
-            assert!((st.cversion + st.num_children) / 2 > max_seq, "round {round}: sequence counter behind");
+            let max_seq = children
+                .iter()
+                .filter_map(|c| medkeeper_coord::path::parse_sequence(c))
+                .max()
+                .unwrap_or(-1);
+            assert!(
+                (st.cversion + st.num_children) / 2 > max_seq,
+                "round {round}: sequence counter behind"
+            );
             let (_, eph) = s.get_data("/crash/eph").await.unwrap();
             assert_eq!(eph.num_children, 0);
             s.close().await;
@@ -163,5 +202,8 @@ fn kill_9_during_writes_loses_no_acknowledged_write() {
             assert_eq!(stats.zxid, stats.durable_zxid);
         });
     }
-    eprintln!("{kills} kills, {} acknowledged writes, all present", acked.len());
+    eprintln!(
+        "{kills} kills, {} acknowledged writes, all present",
+        acked.len()
+    );
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::{CreateMode, CreateOptions, Error, EventType, Session, SessionExt, SessionState};
+use medkeeper_coord::{
+    CreateMode, CreateOptions, Error, EventType, Session, SessionExt, SessionState,
+};
 use medkeeper_embedded::{Engine, EngineConfig, OpenError, SessionOptions};
 
 fn config(dir: &Path) -> EngineConfig {
@@ -30,11 +32,18 @@ async fn restart_keeps_every_acknowledged_write_and_zxids_keep_increasing() {
         let s = engine.connect(SessionOptions::default()).await;
         s.ensure_path("/medical/resources").await.unwrap();
         for i in 0..50 {
-            s.create(&format!("/medical/resources/n{i}"), format!("v{i}").as_bytes(), &persistent())
-                .await
-                .unwrap();
+            s.create(
+                &format!("/medical/resources/n{i}"),
+                format!("v{i}").as_bytes(),
+                &persistent(),
+            )
+            .await
+            .unwrap();
         }
-        let st = s.set_data("/medical/resources/n7", b"changed", 0).await.unwrap();
+        let st = s
+            .set_data("/medical/resources/n7", b"changed", 0)
+            .await
+            .unwrap();
         s.delete("/medical/resources/n8", -1).await.unwrap();
         let (_, parent) = s.get_data("/medical/resources").await.unwrap();
         s.close().await;
@@ -49,7 +58,10 @@ async fn restart_keeps_every_acknowledged_write_and_zxids_keep_increasing() {
     assert_eq!(st.mzxid, last_zxid);
     assert_eq!(s.exists("/medical/resources/n8").await.unwrap(), None);
     let (_, parent) = s.get_data("/medical/resources").await.unwrap();
-    assert_eq!(parent, stat_before, "the parent's stat (cversion, pzxid, ...) survives");
+    assert_eq!(
+        parent, stat_before,
+        "the parent's stat (cversion, pzxid, ...) survives"
+    );
     let (_, st) = s.create("/after", b"", &persistent()).await.unwrap();
     assert!(st.czxid > last_zxid, "zxid continues after restart");
 }
@@ -60,11 +72,17 @@ async fn ephemerals_of_the_previous_process_are_gone_after_restart() {
     {
         let engine = Engine::open(config(dir.path())).unwrap();
         let s = engine.connect(SessionOptions::default()).await;
-        s.create("/e1", b"", &CreateOptions::new(CreateMode::Ephemeral)).await.unwrap();
-        s.create("/seq", b"", &persistent()).await.unwrap();
-        s.create("/seq/x-", b"", &CreateOptions::new(CreateMode::EphemeralSequential))
+        s.create("/e1", b"", &CreateOptions::new(CreateMode::Ephemeral))
             .await
             .unwrap();
+        s.create("/seq", b"", &persistent()).await.unwrap();
+        s.create(
+            "/seq/x-",
+            b"",
+            &CreateOptions::new(CreateMode::EphemeralSequential),
+        )
+        .await
+        .unwrap();
         // The process "dies": the engine stops without closing the session.
         std::mem::forget(s);
         engine.shutdown();
@@ -76,7 +94,11 @@ async fn ephemerals_of_the_previous_process_are_gone_after_restart() {
     assert!(s.get_children("/seq").await.unwrap().is_empty());
     // The sequence counter is not reset by the deletion.
     let (p, _) = s
-        .create("/seq/x-", b"", &CreateOptions::new(CreateMode::PersistentSequential))
+        .create(
+            "/seq/x-",
+            b"",
+            &CreateOptions::new(CreateMode::PersistentSequential),
+        )
         .await
         .unwrap();
     assert_eq!(p, "/seq/x-0000000001");
@@ -116,7 +138,9 @@ async fn a_torn_log_tail_is_discarded_and_the_engine_goes_on() {
         let engine = Engine::open(config(dir.path())).unwrap();
         let s = engine.connect(SessionOptions::default()).await;
         for i in 0..10 {
-            s.create(&format!("/n{i}"), b"data", &persistent()).await.unwrap();
+            s.create(&format!("/n{i}"), b"data", &persistent())
+                .await
+                .unwrap();
         }
         s.close().await;
     }
@@ -125,7 +149,8 @@ async fn a_torn_log_tail_is_discarded_and_the_engine_goes_on() {
     let ends = record_ends(&seg);
     let (start, end) = (ends[ends.len() - 2], ends[ends.len() - 1]);
     let mut f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
-    f.seek(SeekFrom::Start(start + 8 + (end - start - 8) / 2)).unwrap();
+    f.seek(SeekFrom::Start(start + 8 + (end - start - 8) / 2))
+        .unwrap();
     f.write_all(&[0xAB; 4]).unwrap();
     drop(f);
 
@@ -133,15 +158,25 @@ async fn a_torn_log_tail_is_discarded_and_the_engine_goes_on() {
     assert!(engine.recovery().discarded_tail.is_some());
     let s = engine.connect(SessionOptions::default()).await;
     for i in 0..9 {
-        assert!(s.exists(&format!("/n{i}")).await.unwrap().is_some(), "/n{i} survives");
+        assert!(
+            s.exists(&format!("/n{i}")).await.unwrap().is_some(),
+            "/n{i} survives"
+        );
     }
-    assert_eq!(s.exists("/n9").await.unwrap(), None, "the torn record is gone");
+    assert_eq!(
+        s.exists("/n9").await.unwrap(),
+        None,
+        "the torn record is gone"
+    );
     s.create("/n9", b"again", &persistent()).await.unwrap();
     s.close().await;
     drop(s);
     drop(engine);
     let engine = Engine::open(config(dir.path())).unwrap();
-    assert!(engine.recovery().discarded_tail.is_none(), "the tail was cleaned up");
+    assert!(
+        engine.recovery().discarded_tail.is_none(),
+        "the tail was cleaned up"
+    );
     let s = engine.connect(SessionOptions::default()).await;
     assert_eq!(s.get_data("/n9").await.unwrap().0, b"again");
 }
@@ -156,9 +191,13 @@ async fn snapshots_bound_the_log_and_restore_the_tree() {
         let s = engine.connect(SessionOptions::default()).await;
         s.create("/q", b"", &persistent()).await.unwrap();
         for i in 0..1000 {
-            s.create("/q/item-", format!("{i}").as_bytes(), &CreateOptions::new(CreateMode::PersistentSequential))
-                .await
-                .unwrap();
+            s.create(
+                "/q/item-",
+                format!("{i}").as_bytes(),
+                &CreateOptions::new(CreateMode::PersistentSequential),
+            )
+            .await
+            .unwrap();
         }
         for i in (0..1000).step_by(3) {
             s.delete(&format!("/q/item-{i:010}"), -1).await.unwrap();
@@ -170,7 +209,14 @@ async fn snapshots_bound_the_log_and_restore_the_tree() {
     }
     let snaps = fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().starts_with("snapshot."))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .starts_with("snapshot.")
+        })
         .count();
     assert!(snaps <= 3, "old snapshots are pruned (found {snaps})");
     let engine = Engine::open(c).unwrap();
@@ -182,7 +228,11 @@ async fn snapshots_bound_the_log_and_restore_the_tree() {
     assert_eq!(st.cversion, 1000 + 334);
     assert_eq!(s.get_data("/q/item-0000000998").await.unwrap().0, b"998");
     let (p, _) = s
-        .create("/q/item-", b"", &CreateOptions::new(CreateMode::PersistentSequential))
+        .create(
+            "/q/item-",
+            b"",
+            &CreateOptions::new(CreateMode::PersistentSequential),
+        )
         .await
         .unwrap();
     assert_eq!(p, "/q/item-0000001000");
@@ -212,9 +262,13 @@ async fn concurrent_writers_share_fsyncs() {
         let s = s.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..20 {
-                s.create(&format!("/g/w{w}-{i}"), b"x", &CreateOptions::new(CreateMode::Persistent))
-                    .await
-                    .unwrap();
+                s.create(
+                    &format!("/g/w{w}-{i}"),
+                    b"x",
+                    &CreateOptions::new(CreateMode::Persistent),
+                )
+                .await
+                .unwrap();
             }
         }));
     }
@@ -233,18 +287,31 @@ async fn concurrent_writers_share_fsyncs() {
 fn a_client_whose_runtime_stops_loses_its_session() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(Engine::open(config(dir.path())).unwrap());
-    let observer_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let observer = observer_rt.block_on(engine.connect(SessionOptions { timeout: Duration::from_secs(2) }));
+    let observer_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let observer = observer_rt.block_on(engine.connect(SessionOptions {
+        timeout: Duration::from_secs(2),
+    }));
 
     // The client lives on its own single-threaded runtime, which we then block, as a long GC
     // pause or a stopped process would.
-    let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let client = client_rt.block_on(engine.connect(SessionOptions { timeout: Duration::from_millis(300) }));
+    let client_rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = client_rt.block_on(engine.connect(SessionOptions {
+        timeout: Duration::from_millis(300),
+    }));
     assert_eq!(client.session_timeout(), Duration::from_millis(300));
     client_rt
         .block_on(client.create("/holder", b"", &CreateOptions::new(CreateMode::Ephemeral)))
         .unwrap();
-    let (stat, watch) = observer_rt.block_on(observer.exists_watch("/holder")).unwrap();
+    let (stat, watch) = observer_rt
+        .block_on(observer.exists_watch("/holder"))
+        .unwrap();
     assert_eq!(stat.unwrap().ephemeral_owner, client.session_id().0);
 
     std::thread::sleep(Duration::from_millis(1200)); // the client's runtime does nothing

@@ -8,7 +8,9 @@ struct Cli {
 
 impl Cli {
     fn new() -> Cli {
-        Cli { dir: tempfile::tempdir().unwrap() }
+        Cli {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -43,8 +45,14 @@ fn create_get_set_ls_stat_tree_delete() {
     let cli = Cli::new();
     let mri = "/medical/resources/equipment/MRI";
     assert_eq!(cli.ok(&["create", "-p", mri, "kind"]), format!("{mri}\n"));
-    assert_eq!(cli.ok(&["create", "-s", &format!("{mri}/q-"), "a"]), format!("{mri}/q-0000000000\n"));
-    assert_eq!(cli.ok(&["create", "-s", &format!("{mri}/q-"), "b"]), format!("{mri}/q-0000000001\n"));
+    assert_eq!(
+        cli.ok(&["create", "-s", &format!("{mri}/q-"), "a"]),
+        format!("{mri}/q-0000000000\n")
+    );
+    assert_eq!(
+        cli.ok(&["create", "-s", &format!("{mri}/q-"), "b"]),
+        format!("{mri}/q-0000000001\n")
+    );
     assert_eq!(cli.ok(&["get", mri]), "kind\n");
     assert_eq!(cli.ok(&["ls", mri]), "[q-0000000000, q-0000000001]\n");
     cli.ok(&["set", "-v", "0", mri, "MRI scanners"]);
@@ -72,12 +80,24 @@ fn errors_name_the_zookeeper_error_kind_and_exit_2() {
     cli.ok(&["create", "/a", "x"]);
     cli.ok(&["create", "/a/b"]);
     assert!(cli.fails(&["create", "/a"]).starts_with("NodeExists: /a"));
-    assert!(cli.fails(&["set", "-v", "7", "/a", "y"]).starts_with("BadVersion: /a"));
+    assert!(
+        cli.fails(&["set", "-v", "7", "/a", "y"])
+            .starts_with("BadVersion: /a")
+    );
     assert!(cli.fails(&["delete", "/a"]).starts_with("NotEmpty: /a"));
     assert!(cli.fails(&["create", "/x/y"]).starts_with("NoNode: /x/y"));
-    assert!(cli.fails(&["get", "relative"]).starts_with("BadArguments: relative"));
-    assert!(cli.fails(&["create", "-e", "/e/child"]).starts_with("NoNode"));
-    assert!(cli.fails(&["create", "-t", "0", "/ttl"]).starts_with("BadArguments"));
+    assert!(
+        cli.fails(&["get", "relative"])
+            .starts_with("BadArguments: relative")
+    );
+    assert!(
+        cli.fails(&["create", "-e", "/e/child"])
+            .starts_with("NoNode")
+    );
+    assert!(
+        cli.fails(&["create", "-t", "0", "/ttl"])
+            .starts_with("BadArguments")
+    );
 }
 
 #[test]
