@@ -1064,16 +1064,19 @@ fn sync_loop(inner: Arc<Inner>) {
             }
         }
         let zxid = batches.last().map(|b| b.zxid).unwrap_or(0);
+        // Watch events first: a read that returns the new state (it waits for `durable`) must
+        // find its session's watch already fired, as ZooKeeper guarantees.
+        let mut batches = batches;
         if ok {
+            for b in &mut batches {
+                for d in b.deliveries.drain(..) {
+                    d.send();
+                }
+            }
             inner.durable.store(zxid, Ordering::Release);
         }
         inner.durable_tx.send_replace(zxid);
         for b in batches {
-            if ok {
-                for d in b.deliveries {
-                    d.send();
-                }
-            }
             for (s, state) in b.ended {
                 s.state_tx.send_replace(state);
             }

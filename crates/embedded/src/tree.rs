@@ -150,8 +150,11 @@ pub(crate) enum Undo {
 /// read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Change {
-    Created(String, u32),
-    Deleted(String, u32),
+    /// Path, its ACL, its parent's ACL.
+    Created(String, u32, u32),
+    /// Path, its ACL, its parent's ACL.
+    Deleted(String, u32, u32),
+    /// Path, its ACL.
     DataChanged(String, u32),
 }
 
@@ -253,6 +256,7 @@ impl DataTree {
                 });
                 parent.cversion = parent.cversion.wrapping_add(1);
                 parent.pzxid = zxid;
+                let parent_acl = parent.acl;
                 let node = Node::new(
                     data.clone().into_boxed_slice(),
                     acl,
@@ -263,11 +267,11 @@ impl DataTree {
                 parent.children.insert(name.into(), node);
                 self.node_count += 1;
                 self.index_add(p, *ephemeral_owner);
-                changes.push(Change::Created(p.clone(), acl));
+                changes.push(Change::Created(p.clone(), acl, parent_acl));
             }
             Txn::Delete { path: p } => {
-                let (node, parent_pzxid) = self.remove(p, zxid)?;
-                changes.push(Change::Deleted(p.clone(), node.acl));
+                let (node, parent_pzxid, parent_acl) = self.remove(p, zxid)?;
+                changes.push(Change::Deleted(p.clone(), node.acl, parent_acl));
                 undo.push(Undo::Deleted {
                     path: p.clone(),
                     node,
@@ -385,7 +389,8 @@ impl DataTree {
         }
     }
 
-    fn remove(&mut self, p: &str, zxid: Zxid) -> Result<(Node, Zxid), Inconsistent> {
+    /// Removes a childless node; returns it, the parent's previous pzxid, and the parent's ACL.
+    fn remove(&mut self, p: &str, zxid: Zxid) -> Result<(Node, Zxid, u32), Inconsistent> {
         let (parent_path, name) = split(p)?;
         let parent = self
             .get_mut(parent_path)
@@ -399,12 +404,13 @@ impl DataTree {
         }
         let node = parent.children.remove(name).expect("checked above");
         let old_pzxid = parent.pzxid;
+        let parent_acl = parent.acl;
         if zxid > parent.pzxid {
             parent.pzxid = zxid;
         }
         self.node_count -= 1;
         self.index_remove(p, node.ephemeral_owner);
-        Ok((node, old_pzxid))
+        Ok((node, old_pzxid, parent_acl))
     }
 
     fn index_add(&mut self, p: &str, owner: i64) {

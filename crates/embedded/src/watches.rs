@@ -60,6 +60,8 @@ pub(crate) struct WatchTable {
     next_id: u64,
     tables: HashMap<Kind, HashMap<String, Vec<Entry>>>,
     recursive_count: usize,
+    /// One-shot watches consumed by a change their session could not read.
+    muted: Vec<(Kind, String, Entry)>,
 }
 
 impl WatchTable {
@@ -102,6 +104,7 @@ impl WatchTable {
 
     /// Unregisters a watch (its value was dropped). A watch that already fired is gone already.
     pub(crate) fn remove(&mut self, kind: Kind, p: &str, id: u64) {
+        self.muted.retain(|(_, _, e)| e.id != id);
         let Some(t) = self.tables.get_mut(&kind) else {
             return;
         };
@@ -126,7 +129,17 @@ impl WatchTable {
             .sum()
     }
 
-    fn fire(&mut self, kind: Kind, p: &str, event: EventType, out: &mut Vec<Delivery>) {
+    /// Fires the watches of `kind` on `p`. A session that may not read the node (by
+    /// `can_read`) gets nothing: its one-shot watch is consumed silently (kept pending until
+    /// the session ends or the value is dropped), its persistent watch skips the event.
+    fn fire(
+        &mut self,
+        kind: Kind,
+        p: &str,
+        event: EventType,
+        can_read: &dyn Fn(i64) -> bool,
+        out: &mut Vec<Delivery>,
+    ) {
         let Some(t) = self.tables.get_mut(&kind) else {
             return;
         };
@@ -135,6 +148,10 @@ impl WatchTable {
             Kind::Data | Kind::Child => {
                 if let Some(v) = t.remove(p) {
                     for e in v {
+                        if !can_read(e.session) {
+                            self.muted.push((kind, p.to_string(), e));
+                            continue;
+                        }
                         match e.sink {
                             Sink::Once(tx) => out.push(Delivery::Once(tx, ev())),
                             Sink::Stream(tx) => out.push(Delivery::Stream(tx, ev())),
@@ -145,7 +162,9 @@ impl WatchTable {
             Kind::Persistent | Kind::Recursive => {
                 if let Some(v) = t.get(p) {
                     for e in v {
-                        if let Sink::Stream(tx) = &e.sink {
+                        if let Sink::Stream(tx) = &e.sink
+                            && can_read(e.session)
+                        {
                             out.push(Delivery::Stream(tx.clone(), ev()));
                         }
                     }
@@ -193,29 +212,46 @@ impl WatchTable {
     ) {
         use EventType::*;
         match change {
-            Change::Created(p, acl) => {
-                self.fire(Kind::Data, p, NodeCreated, out);
-                self.fire(Kind::Persistent, p, NodeCreated, out);
-                self.fire_recursive(p, NodeCreated, &|session| can_read(session, *acl), out);
+            Change::Created(p, acl, parent_acl) => {
+                let node = |s| can_read(s, *acl);
+                let parent_ok = |s| can_read(s, *parent_acl);
+                self.fire(Kind::Data, p, NodeCreated, &node, out);
+                self.fire(Kind::Persistent, p, NodeCreated, &node, out);
+                self.fire_recursive(p, NodeCreated, &node, out);
                 if let Some(parent) = path::parent(p) {
-                    self.fire(Kind::Child, parent, NodeChildrenChanged, out);
-                    self.fire(Kind::Persistent, parent, NodeChildrenChanged, out);
+                    self.fire(Kind::Child, parent, NodeChildrenChanged, &parent_ok, out);
+                    self.fire(
+                        Kind::Persistent,
+                        parent,
+                        NodeChildrenChanged,
+                        &parent_ok,
+                        out,
+                    );
                 }
             }
-            Change::Deleted(p, acl) => {
-                self.fire(Kind::Data, p, NodeDeleted, out);
-                self.fire(Kind::Child, p, NodeDeleted, out);
-                self.fire(Kind::Persistent, p, NodeDeleted, out);
-                self.fire_recursive(p, NodeDeleted, &|session| can_read(session, *acl), out);
+            Change::Deleted(p, acl, parent_acl) => {
+                let node = |s| can_read(s, *acl);
+                let parent_ok = |s| can_read(s, *parent_acl);
+                self.fire(Kind::Data, p, NodeDeleted, &node, out);
+                self.fire(Kind::Child, p, NodeDeleted, &node, out);
+                self.fire(Kind::Persistent, p, NodeDeleted, &node, out);
+                self.fire_recursive(p, NodeDeleted, &node, out);
                 if let Some(parent) = path::parent(p) {
-                    self.fire(Kind::Child, parent, NodeChildrenChanged, out);
-                    self.fire(Kind::Persistent, parent, NodeChildrenChanged, out);
+                    self.fire(Kind::Child, parent, NodeChildrenChanged, &parent_ok, out);
+                    self.fire(
+                        Kind::Persistent,
+                        parent,
+                        NodeChildrenChanged,
+                        &parent_ok,
+                        out,
+                    );
                 }
             }
             Change::DataChanged(p, acl) => {
-                self.fire(Kind::Data, p, NodeDataChanged, out);
-                self.fire(Kind::Persistent, p, NodeDataChanged, out);
-                self.fire_recursive(p, NodeDataChanged, &|session| can_read(session, *acl), out);
+                let node = |s| can_read(s, *acl);
+                self.fire(Kind::Data, p, NodeDataChanged, &node, out);
+                self.fire(Kind::Persistent, p, NodeDataChanged, &node, out);
+                self.fire_recursive(p, NodeDataChanged, &node, out);
             }
         }
     }
@@ -227,6 +263,19 @@ impl WatchTable {
         state: SessionState,
         out: &mut Vec<Delivery>,
     ) {
+        let mut i = 0;
+        while i < self.muted.len() {
+            if self.muted[i].2.session == session {
+                let (_, _, e) = self.muted.swap_remove(i);
+                let ev = WatchedEvent::session(state);
+                out.push(match e.sink {
+                    Sink::Once(tx) => Delivery::Once(tx, ev),
+                    Sink::Stream(tx) => Delivery::Stream(tx, ev),
+                });
+            } else {
+                i += 1;
+            }
+        }
         for (kind, t) in self.tables.iter_mut() {
             for v in t.values_mut() {
                 let mut i = 0;
