@@ -51,5 +51,5 @@ pub use types::{
 };
 pub use watch::{
     AddWatchMode, EventType, OneshotWatch, PersistentWatch, SessionEvents, SessionState,
-    WatchGuard, WatchedEvent,
+    WatchGuard, WatchSource, WatchedEvent,
 };

@@ -105,15 +105,33 @@ pub type WatchGuard = Box<dyn Any + Send + Sync>;
 /// If the session ends before the watch fires, it resolves with a [`EventType::Session`] event
 /// carrying the terminal state.
 pub struct OneshotWatch {
-    rx: oneshot::Receiver<WatchedEvent>,
+    source: OneshotSource,
     _guard: Option<WatchGuard>,
+}
+
+enum OneshotSource {
+    Channel(oneshot::Receiver<WatchedEvent>),
+    Future(Pin<Box<dyn Future<Output = WatchedEvent> + Send>>),
 }
 
 impl OneshotWatch {
     /// A watch fed by `rx`; `guard` is dropped (unregistering the watch) when the watch is.
     /// A sender dropped without sending resolves the watch with `Closed`.
     pub fn new(rx: oneshot::Receiver<WatchedEvent>, guard: Option<WatchGuard>) -> Self {
-        OneshotWatch { rx, _guard: guard }
+        OneshotWatch {
+            source: OneshotSource::Channel(rx),
+            _guard: guard,
+        }
+    }
+
+    /// A watch that is the backend's own future, polled directly (no task in between, so an
+    /// event the backend has already received is seen before any later reply). Dropping the
+    /// watch drops the future, which must unregister the watch.
+    pub fn from_future(f: impl Future<Output = WatchedEvent> + Send + 'static) -> Self {
+        OneshotWatch {
+            source: OneshotSource::Future(Box::pin(f)),
+            _guard: None,
+        }
     }
 }
 
@@ -121,9 +139,12 @@ impl Future for OneshotWatch {
     type Output = WatchedEvent;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<WatchedEvent> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|_| WatchedEvent::session(SessionState::Closed)))
+        match &mut self.source {
+            OneshotSource::Channel(rx) => Pin::new(rx)
+                .poll(cx)
+                .map(|r| r.unwrap_or_else(|_| WatchedEvent::session(SessionState::Closed))),
+            OneshotSource::Future(f) => f.as_mut().poll(cx),
+        }
     }
 }
 
@@ -150,24 +171,60 @@ pub enum AddWatchMode {
 /// On a real ZooKeeper, events can be lost across a reconnection (ZOOKEEPER-4698): a consumer
 /// that must not miss a change re-reads the state it follows after a `Disconnected` session event.
 pub struct PersistentWatch {
-    rx: mpsc::UnboundedReceiver<WatchedEvent>,
+    source: PersistentSource,
     _guard: Option<WatchGuard>,
+}
+
+enum PersistentSource {
+    Channel(mpsc::UnboundedReceiver<WatchedEvent>),
+    Backend(Box<dyn WatchSource>),
+}
+
+/// A backend's own stream of persistent-watch events, polled directly by [`PersistentWatch`].
+pub trait WatchSource: Send {
+    /// The next event, or `None` once no more can come. Must be cancellation-safe: a future
+    /// dropped before it completes loses no event.
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<WatchedEvent>> + Send + '_>>;
 }
 
 impl PersistentWatch {
     /// A watch fed by `rx`; `guard` is dropped (unregistering the watch) when the watch is.
     pub fn new(rx: mpsc::UnboundedReceiver<WatchedEvent>, guard: Option<WatchGuard>) -> Self {
-        PersistentWatch { rx, _guard: guard }
+        PersistentWatch {
+            source: PersistentSource::Channel(rx),
+            _guard: guard,
+        }
+    }
+
+    /// A watch read straight from the backend's source (dropping the watch drops the source,
+    /// which must unregister it).
+    pub fn from_source(source: impl WatchSource + 'static) -> Self {
+        PersistentWatch {
+            source: PersistentSource::Backend(Box::new(source)),
+            _guard: None,
+        }
     }
 
     /// The next event, or `None` once the session has ended and every event was delivered.
     pub async fn next(&mut self) -> Option<WatchedEvent> {
-        self.rx.recv().await
+        match &mut self.source {
+            PersistentSource::Channel(rx) => rx.recv().await,
+            PersistentSource::Backend(s) => s.next().await,
+        }
     }
 
     /// The next event if one is already queued.
     pub fn try_next(&mut self) -> Option<WatchedEvent> {
-        self.rx.try_recv().ok()
+        match &mut self.source {
+            PersistentSource::Channel(rx) => rx.try_recv().ok(),
+            PersistentSource::Backend(s) => {
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match s.next().as_mut().poll(&mut cx) {
+                    Poll::Ready(e) => e,
+                    Poll::Pending => None,
+                }
+            }
+        }
     }
 }
 
