@@ -134,7 +134,7 @@ mod tests {
             Err(Error::InvalidAcl)
         );
         assert_eq!(
-            fixup(&Acl::creator_all(), &[digest.clone()]).unwrap(),
+            fixup(&Acl::creator_all(), std::slice::from_ref(&digest)).unwrap(),
             vec![Acl::new(Perms::ALL, digest)]
         );
         assert_eq!(

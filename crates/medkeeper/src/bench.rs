@@ -186,7 +186,7 @@ async fn coord_in(b: &CoordBench, dir: &Path) -> anyhow::Result<ExitCode> {
     for i in 0..1000 {
         s.create_all(
             &format!("/bench/read/n{i}"),
-            &vec![7u8; 100],
+            &[7u8; 100],
             &CreateOptions::new(CreateMode::Persistent),
         )
         .await?;
