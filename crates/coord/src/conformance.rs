@@ -1076,9 +1076,11 @@ pub async fn invalid_paths_bad_arguments(h: &dyn Harness) {
     s.close().await;
 }
 
-/// Data of exactly the backend's `max_data_len` is stored and read back; one byte more fails
-/// with the backend's `oversize_data_error` (ZooKeeper: the connection is dropped) and changes
-/// nothing, on create and on set_data.
+/// Data of exactly the backend's `max_data_len` is stored and read back. One byte over the
+/// limit for the request fails with the backend's `oversize_data_error` (ZooKeeper: the
+/// connection is dropped) and changes nothing, on set_data and on create. The limit is
+/// `max_data_len`, or where the backend limits whole requests (ZooKeeper's `jute.maxbuffer`)
+/// exactly what that leaves for this path: the largest set_data that fits is accepted too.
 pub async fn data_size_limit(h: &dyn Harness) {
     let (s, base) = setup(h, "data_size_limit").await;
     let caps = s.capabilities();
@@ -1102,14 +1104,29 @@ pub async fn data_size_limit(h: &dyn Harness) {
         (st.version, st.data_length as usize),
         (1, caps.max_data_len)
     );
-    let over = vec![7u8; caps.max_data_len + 1];
+    let limit = caps.max_set_data_len(&p);
+    assert!(
+        limit >= caps.max_data_len,
+        "max_data_len fits any short path"
+    );
+    if limit > caps.max_data_len {
+        let most: Vec<u8> = (0..limit).map(|i| (i % 239) as u8).collect();
+        let st = s
+            .set_data(&p, &most, -1)
+            .await
+            .unwrap_or_else(|e| panic!("set_data with the request limit's {limit} bytes: {e:?}"));
+        assert_eq!(st.data_length as usize, limit);
+        s.set_data(&p, &full, -1).await.unwrap();
+    }
+    let version = s.exists(&p).await.unwrap().unwrap().version;
+    let over = vec![7u8; limit + 1];
     // Separate sessions: on ZooKeeper the oversized request costs the connection.
     let a = h.connect(TIMEOUT).await;
     let r = a.set_data(&p, &over, -1).await;
     assert_eq!(
         r.map(|st| st.data_length),
         Err(caps.oversize_data_error.clone()),
-        "set_data with max_data_len + 1 bytes"
+        "set_data one byte over the limit"
     );
     a.close().await;
     let b = h.connect(TIMEOUT).await;
@@ -1118,7 +1135,7 @@ pub async fn data_size_limit(h: &dyn Harness) {
     assert_eq!(
         r.map(|(path, _)| path),
         Err(caps.oversize_data_error.clone()),
-        "create with max_data_len + 1 bytes"
+        "create one byte over set_data's limit (a create's framing is larger)"
     );
     b.close().await;
     let c = h.connect(TIMEOUT).await;
@@ -1129,7 +1146,7 @@ pub async fn data_size_limit(h: &dyn Harness) {
     );
     let (data, st2) = c.get_data(&p).await.unwrap();
     assert!(
-        st2.version == 1 && data == full,
+        st2.version == version && data == full,
         "the oversized set changed nothing"
     );
     c.close().await;

@@ -83,10 +83,7 @@ pub fn sequence_suffix(seq: i32) -> String {
 
 /// Parses the 10-digit sequence suffix of a sequential node name, if it has one.
 pub fn parse_sequence(name: &str) -> Option<i32> {
-    if name.len() < 10 {
-        return None;
-    }
-    let tail = &name[name.len() - 10..];
+    let tail = name.len().checked_sub(10).and_then(|i| name.get(i..))?;
     if tail.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
         tail.parse().ok()
     } else {
@@ -123,5 +120,7 @@ mod tests {
         assert_eq!(sequence_suffix(7), "0000000007");
         assert_eq!(parse_sequence("lock-0000000042"), Some(42));
         assert_eq!(parse_sequence("lock"), None);
+        // A multi-byte character across the boundary is not a sequence, and no panic.
+        assert_eq!(parse_sequence("ééééééé"), None);
     }
 }

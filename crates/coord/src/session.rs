@@ -22,6 +22,12 @@ pub struct Capabilities {
     pub reap_interval: Duration,
     /// The largest node data accepted, in bytes (ZooKeeper's `jute.maxbuffer`, 1 MiB default).
     pub max_data_len: usize,
+    /// The limit on a whole request, where the backend limits requests rather than data:
+    /// ZooKeeper refuses a request whose encoding (after its 4-byte length prefix) exceeds
+    /// `jute.maxbuffer` (0xfffff bytes by default), so the data a request can carry depends on
+    /// its path. `None`: only `max_data_len` applies. See
+    /// [`max_set_data_len`](Capabilities::max_set_data_len).
+    pub max_request_len: Option<usize>,
     /// The error a create or set with data over `max_data_len` gets. ZooKeeper closes the
     /// connection (the client sees `ConnectionLoss`); the embedded engine answers
     /// `BadArguments` and keeps the session.
@@ -34,7 +40,21 @@ impl Default for Capabilities {
             ttl_nodes: true,
             reap_interval: Duration::from_secs(60),
             max_data_len: 1024 * 1024,
+            max_request_len: None,
             oversize_data_error: Error::BadArguments("data exceeds the maximum length"),
+        }
+    }
+}
+
+impl Capabilities {
+    /// The most data a `set_data` of `path` can carry: with a request limit, that limit less
+    /// set_data's framing (request header 8 bytes, path 4 + its length, data length 4, version
+    /// 4); otherwise `max_data_len`. `max_data_len` itself is safe for any path up to 1,000
+    /// bytes on either kind of backend.
+    pub fn max_set_data_len(&self, path: &str) -> usize {
+        match self.max_request_len {
+            Some(limit) => limit.saturating_sub(20 + path.len()),
+            None => self.max_data_len,
         }
     }
 }

@@ -315,10 +315,15 @@ impl ConnectOptions {
         caps.ttl_nodes = self.ttl_nodes;
         caps.reap_interval = self.reap_interval;
         caps.max_data_len = self.max_data_len;
+        caps.max_request_len = Some(JUTE_MAXBUFFER);
         caps.oversize_data_error = medkeeper_coord::Error::ConnectionLoss;
         caps
     }
 }
+
+/// ZooKeeper's default `jute.maxbuffer`: the largest request (after its length prefix) a server
+/// reads; a longer one makes it drop the connection.
+pub const JUTE_MAXBUFFER: usize = 0xfffff;
 
 /// The largest data ZooKeeper 3.8 accepts with its default `jute.maxbuffer` (0xfffff bytes for
 /// the whole request, of which the path, ACL and framing take a few dozen).

@@ -1,0 +1,357 @@
+//! The machinery the sequential-node recipes share (lock, read-write lock, election, semaphore):
+//! protected creates, contender ordering, waiting for a node to go, and clean-up of a node whose
+//! owner gave up.
+//!
+//! **Protected create** (Apache Curator's `withProtection`): the node's name starts with
+//! `_c_<uuid>-`, a fresh UUID per attempt. If the create's reply is lost to a connection loss,
+//! the create may or may not have happened; after reconnecting, the recipe lists the parent and
+//! finds its node by that prefix, so the node is neither leaked (orphaned until the session ends,
+//! blocking every later contender) nor created twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medkeeper_coord::{
+    CreateMode, CreateOptions, Error as CoordError, Op, Session, SessionExt, SessionState, Stat,
+    path,
+};
+use tokio::time::Instant;
+
+use crate::{Error, Result};
+
+/// The prefix of Curator's protected names.
+pub(crate) const PROTECTED_MARKER: &str = "_c_";
+
+/// A fresh protected-name prefix: `_c_<uuid>-`.
+pub(crate) fn protected_prefix() -> String {
+    format!("{PROTECTED_MARKER}{}-", uuid::Uuid::new_v4())
+}
+
+/// The sequence number of a sequential node's name: its last ten characters, which ZooKeeper
+/// formats as `%010d`. `None` if the name does not end in ten digits.
+pub fn sequence_of(name: &str) -> Option<i64> {
+    let tail = name.len().checked_sub(10).and_then(|i| name.get(i..))?;
+    if tail.bytes().all(|b| b.is_ascii_digit()) {
+        tail.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// One contender of a line: a child node with a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Contender {
+    pub seq: i64,
+    pub name: String,
+}
+
+/// The children of `dir` that `is_contender` accepts and that carry a sequence number, in
+/// sequence order (ties, impossible under one parent, broken by name).
+pub(crate) async fn contenders(
+    session: &dyn Session,
+    dir: &str,
+    is_contender: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<Contender>> {
+    let children = session.get_children(dir).await?;
+    Ok(sort_contenders(children, is_contender))
+}
+
+pub(crate) fn sort_contenders(
+    children: Vec<String>,
+    is_contender: &(dyn Fn(&str) -> bool + Sync),
+) -> Vec<Contender> {
+    let mut v: Vec<Contender> = children
+        .into_iter()
+        .filter(|n| is_contender(n))
+        .filter_map(|name| sequence_of(&name).map(|seq| Contender { seq, name }))
+        .collect();
+    v.sort_by(|a, b| (a.seq, &a.name).cmp(&(b.seq, &b.name)));
+    v
+}
+
+/// Waits until the session is connected again after a retryable error. Fails with the session's
+/// terminal error if it ends, or with `Timeout` at `deadline`.
+pub(crate) async fn await_connected(
+    session: &dyn Session,
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let mut events = session.session_events();
+    let wait = events.wait_for(|s| s == SessionState::Connected || s.is_terminal());
+    let state = match deadline {
+        Some(d) => tokio::time::timeout_at(d, wait)
+            .await
+            .map_err(|_| Error::Timeout)?,
+        None => wait.await,
+    };
+    match state.to_error() {
+        None => {
+            // Back off a little: a backend may report Connected a moment before requests flow.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok(())
+        }
+        Some(e) => Err(Error::Coord(e)),
+    }
+}
+
+/// Runs `op` until it succeeds or fails with a non-retryable error, waiting for the session to
+/// reconnect after each retryable one.
+pub(crate) async fn retrying<T, F, Fut>(
+    session: &dyn Session,
+    deadline: Option<Instant>,
+    mut op: F,
+) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    loop {
+        match op().await {
+            Err(e) if e.is_retryable() => await_connected(session, deadline).await?,
+            other => return other,
+        }
+    }
+}
+
+/// The child of `dir` whose name starts with `prefix`, if any, with its stat.
+pub(crate) async fn find_protected(
+    session: &dyn Session,
+    dir: &str,
+    prefix: &str,
+) -> Result<Option<(String, Stat)>> {
+    let children = match session.get_children(dir).await {
+        Ok(c) => c,
+        Err(CoordError::NoNode) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    for name in children.into_iter().filter(|n| n.starts_with(prefix)) {
+        if let Some(stat) = session.exists(&path::join(dir, &name)).await? {
+            return Ok(Some((name, stat)));
+        }
+    }
+    Ok(None)
+}
+
+/// A node this process created (or may have created) for a recipe and must delete unless it is
+/// handed on (to a guard) with [`Pending::disarm`]. Dropped while armed — an acquire future
+/// cancelled, or failed — it deletes the node in the background: by path when the create's
+/// reply arrived, else by finding the protected prefix after the session's earlier requests
+/// have been applied.
+pub(crate) struct Pending {
+    session: Arc<dyn Session>,
+    dir: String,
+    prefix: String,
+    name: Option<String>,
+    armed: bool,
+}
+
+impl Pending {
+    pub fn new(session: Arc<dyn Session>, dir: &str, prefix: String) -> Pending {
+        Pending {
+            session,
+            dir: dir.to_string(),
+            prefix,
+            name: None,
+            armed: true,
+        }
+    }
+
+    /// Creates `dir/<prefix><name>` in a sequential mode, protected: a connection loss during
+    /// the create is resolved by finding the node by its prefix. Missing parents are created
+    /// (`dir` itself as a container, as Curator does, ancestors as persistent nodes).
+    pub async fn create(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        mode: CreateMode,
+        deadline: Option<Instant>,
+    ) -> Result<(String, Stat)> {
+        let full = format!("{}/{}{}", self.dir, self.prefix, name);
+        let options = CreateOptions::new(mode);
+        loop {
+            match self.session.create(&full, data, &options).await {
+                Ok((created, stat)) => {
+                    let node = path::name(&created).to_string();
+                    self.name = Some(node.clone());
+                    return Ok((node, stat));
+                }
+                Err(CoordError::NoNode) => {
+                    ensure_container(self.session.as_ref(), &self.dir).await?;
+                }
+                Err(e) if e.is_retryable() => {
+                    await_connected(self.session.as_ref(), deadline).await?;
+                    let found = retrying(self.session.as_ref(), deadline, || {
+                        find_protected(self.session.as_ref(), &self.dir, &self.prefix)
+                    })
+                    .await?;
+                    if let Some((node, stat)) = found {
+                        self.name = Some(node.clone());
+                        return Ok((node, stat));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Hands the node on: it will not be deleted by this value.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Deletes the node now (retrying through connection losses) and disarms.
+    pub async fn delete_now(&mut self) -> Result<()> {
+        self.armed = false;
+        delete_owned(
+            self.session.as_ref(),
+            &self.dir,
+            self.name.as_deref(),
+            &self.prefix,
+        )
+        .await
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let session = self.session.clone();
+        let dir = std::mem::take(&mut self.dir);
+        let name = self.name.take();
+        let prefix = std::mem::take(&mut self.prefix);
+        spawn_cleanup(async move {
+            let _ = delete_owned(session.as_ref(), &dir, name.as_deref(), &prefix).await;
+        });
+    }
+}
+
+/// Runs a clean-up in the background on the current tokio runtime, if there is one. Without a
+/// runtime nothing can be sent; the nodes go when the session ends.
+pub(crate) fn spawn_cleanup(f: impl std::future::Future<Output = ()> + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(f);
+        }
+        Err(_) => tracing::warn!(
+            "recipe node dropped outside a tokio runtime: it is deleted when its session ends"
+        ),
+    }
+}
+
+/// Deletes this process's node: by name if known; otherwise (a create whose reply never came)
+/// after a write has passed through the session's pipeline behind the create, by its prefix.
+/// A session that has ended took its ephemeral nodes with it.
+async fn delete_owned(
+    session: &dyn Session,
+    dir: &str,
+    name: Option<&str>,
+    prefix: &str,
+) -> Result<()> {
+    let outcome: Result<()> = retrying(session, None, || async {
+        let name = match name {
+            Some(n) => Some(n.to_string()),
+            None => {
+                // A write is applied after every earlier request of the session (also on the
+                // embedded engine, whose reads do not wait for in-flight writes): once this
+                // answers, a create sent before it is visible.
+                match session.multi(&[Op::check(dir, -1)]).await {
+                    Ok(_) => {}
+                    Err(e) if e.error == CoordError::NoNode => return Ok(()),
+                    Err(e) => return Err(Error::Coord(e.error)),
+                }
+                find_protected(session, dir, prefix).await?.map(|(n, _)| n)
+            }
+        };
+        if let Some(n) = name {
+            match session.delete(&path::join(dir, &n), -1).await {
+                Ok(()) | Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match outcome {
+        Err(e) if e.is_session_fatal() => Ok(()),
+        other => other,
+    }
+}
+
+/// Creates `dir` as a container node (and its ancestors as persistent nodes) if missing.
+pub(crate) async fn ensure_container(session: &dyn Session, dir: &str) -> Result<()> {
+    session
+        .create_all(dir, b"", &CreateOptions::new(CreateMode::Container))
+        .await?;
+    Ok(())
+}
+
+/// What [`wait_gone`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// The node is gone (or changed: the caller re-reads either way).
+    Changed,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Waits until the node at `path` is deleted or changes, the session ends (an error), or
+/// `deadline` passes. One exist watch: one notification.
+pub(crate) async fn wait_gone(
+    session: &dyn Session,
+    path: &str,
+    deadline: Option<Instant>,
+) -> Result<Waited> {
+    let (stat, watch) = session.exists_watch(path).await?;
+    if stat.is_none() {
+        return Ok(Waited::Changed);
+    }
+    let mut events = session.session_events();
+    let ended = events.wait_for(SessionState::is_terminal);
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        event = watch => match event.state.to_error() {
+            Some(e) if event.state.is_terminal() => Err(Error::Coord(e)),
+            _ => Ok(Waited::Changed),
+        },
+        state = ended => Err(Error::Coord(state.to_error().unwrap_or(CoordError::SessionExpired))),
+        _ = sleep => Ok(Waited::TimedOut),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_parsing() {
+        assert_eq!(sequence_of("lock-0000000042"), Some(42));
+        assert_eq!(sequence_of("_c_x-lock-2147483647"), Some(2147483647));
+        assert_eq!(sequence_of("lock-42"), None);
+        assert_eq!(sequence_of("short"), None);
+        assert_eq!(sequence_of("lock-00000000x1"), None);
+        // Multi-byte characters before the suffix do not panic.
+        assert_eq!(sequence_of("é0000000001"), Some(1));
+        assert_eq!(sequence_of("ééééé"), None);
+    }
+
+    #[test]
+    fn contenders_sort_by_sequence_not_name() {
+        let v = sort_contenders(
+            vec![
+                "_c_b-lock-0000000003".into(),
+                "_c_a-lock-0000000010".into(),
+                "x__lock__0000000001".into(),
+                "other".into(),
+            ],
+            &|n| n.contains("lock"),
+        );
+        let seqs: Vec<i64> = v.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [1, 3, 10]);
+    }
+}

@@ -1,0 +1,269 @@
+//! What every case gets: sessions on one backend, a way to expire one, a fresh base path, and
+//! a way to count watch notifications (a forwarding [`Session`] wrapper).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use medkeeper_coord::{
+    Acl, AddWatchMode, Capabilities, CreateOptions, Error, MultiError, OneshotWatch, Op, OpResult,
+    PersistentWatch, Result, Session, SessionEvents, SessionId, SessionState, Stat,
+};
+use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
+use medkeeper_zk::{ConnectError, ConnectOptions, SessionCredentials};
+
+/// A backend for the recipe cases.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A new session with about this timeout.
+    async fn connect(&self, timeout: Duration) -> Arc<dyn Session>;
+    /// A new session with the default timeout of the cases (4 s).
+    async fn session(&self) -> Arc<dyn Session> {
+        self.connect(Duration::from_secs(4)).await
+    }
+    /// Expires `session` as the service would if its client stopped heartbeating; returns once
+    /// it is expired.
+    async fn expire(&self, session: &dyn Session);
+    /// A fresh, unique, non-existing path for one case.
+    fn base(&self, case: &str) -> String;
+    /// "embedded" or "zk".
+    #[allow(dead_code)]
+    fn name(&self) -> &'static str;
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+fn unique(case: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "/recipes/{case}-{}-{t:x}-{}",
+        std::process::id(),
+        NONCE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The embedded engine, one per case in its own directory.
+pub struct Embedded {
+    pub engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+impl Embedded {
+    pub fn new() -> Embedded {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = EngineConfig::new(dir.path());
+        config.tick = Duration::from_millis(200);
+        config.reap_interval = Duration::from_millis(200);
+        config.segment_size = 1 << 20;
+        let engine = Engine::open(config).expect("open engine");
+        Embedded { engine, _dir: dir }
+    }
+}
+
+#[async_trait]
+impl Backend for Embedded {
+    async fn connect(&self, timeout: Duration) -> Arc<dyn Session> {
+        Arc::new(self.engine.connect(SessionOptions { timeout }).await)
+    }
+
+    async fn expire(&self, session: &dyn Session) {
+        self.engine.expire_session(session.session_id()).await;
+    }
+
+    fn base(&self, case: &str) -> String {
+        unique(case)
+    }
+
+    fn name(&self) -> &'static str {
+        "embedded"
+    }
+}
+
+/// Real ZooKeeper at `MEDKEEPER_ZK_CONNECT`.
+pub struct Zk {
+    pub options: ConnectOptions,
+    credentials: Mutex<HashMap<i64, SessionCredentials>>,
+}
+
+impl Zk {
+    pub fn from_env() -> Option<Zk> {
+        let connect = std::env::var("MEDKEEPER_ZK_CONNECT")
+            .ok()
+            .filter(|s| !s.is_empty())?;
+        let options = ConnectOptions::new(&connect).expect("MEDKEEPER_ZK_CONNECT is valid");
+        Some(Zk {
+            options,
+            credentials: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for Zk {
+    async fn connect(&self, timeout: Duration) -> Arc<dyn Session> {
+        let options = self.options.clone().with_session_timeout(timeout);
+        let session = medkeeper_zk::connect(options).await.expect("connect");
+        self.credentials
+            .lock()
+            .unwrap()
+            .insert(session.session_id().0, session.credentials());
+        Arc::new(session)
+    }
+
+    async fn expire(&self, session: &dyn Session) {
+        let creds = self
+            .credentials
+            .lock()
+            .unwrap()
+            .get(&session.session_id().0)
+            .cloned()
+            .expect("session opened by this backend");
+        match medkeeper_zk::kill_session(&self.options, &creds).await {
+            Ok(()) | Err(ConnectError::Session(Error::SessionExpired)) => {}
+            Err(e) => panic!("kill_session: {e}"),
+        }
+        let mut events = session.session_events();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            events.wait_for(SessionState::is_terminal),
+        )
+        .await
+        .expect("the session learns it expired");
+    }
+
+    fn base(&self, case: &str) -> String {
+        unique(case)
+    }
+
+    fn name(&self) -> &'static str {
+        "zk"
+    }
+}
+
+/// Generates, for each case `async fn case(b: &dyn Backend)` of the enclosing module, a test
+/// `embedded::case` and a test `zk::case`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend = $crate::harness::Embedded::new();
+                    super::$case(&backend).await;
+                }
+            )*
+        }
+        mod zk {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(backend) = $crate::harness::Zk::from_env() else {
+                        println!("SKIP {}: MEDKEEPER_ZK_CONNECT is not set (run scripts/test-zk)", stringify!($case));
+                        return;
+                    };
+                    super::$case(&backend).await;
+                }
+            )*
+        }
+    };
+}
+
+/// A session that forwards every call to another and counts the one-shot watch notifications
+/// delivered through it (node events only, not session-end events).
+pub struct Counting {
+    inner: Arc<dyn Session>,
+    pub fired: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn Session>, fired: Arc<AtomicUsize>) -> Arc<dyn Session> {
+        Arc::new(Counting { inner, fired })
+    }
+
+    fn count(&self, watch: OneshotWatch) -> OneshotWatch {
+        let fired = self.fired.clone();
+        OneshotWatch::from_future(async move {
+            let event = watch.await;
+            if event.event_type != medkeeper_coord::EventType::Session {
+                fired.fetch_add(1, Ordering::SeqCst);
+            }
+            event
+        })
+    }
+}
+
+#[async_trait]
+impl Session for Counting {
+    fn session_id(&self) -> SessionId {
+        self.inner.session_id()
+    }
+    fn session_timeout(&self) -> Duration {
+        self.inner.session_timeout()
+    }
+    fn state(&self) -> SessionState {
+        self.inner.state()
+    }
+    fn session_events(&self) -> SessionEvents {
+        self.inner.session_events()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn create(&self, p: &str, d: &[u8], o: &CreateOptions) -> Result<(String, Stat)> {
+        self.inner.create(p, d, o).await
+    }
+    async fn delete(&self, p: &str, v: i32) -> Result<()> {
+        self.inner.delete(p, v).await
+    }
+    async fn exists(&self, p: &str) -> Result<Option<Stat>> {
+        self.inner.exists(p).await
+    }
+    async fn exists_watch(&self, p: &str) -> Result<(Option<Stat>, OneshotWatch)> {
+        let (s, w) = self.inner.exists_watch(p).await?;
+        Ok((s, self.count(w)))
+    }
+    async fn get_data(&self, p: &str) -> Result<(Vec<u8>, Stat)> {
+        self.inner.get_data(p).await
+    }
+    async fn get_data_watch(&self, p: &str) -> Result<(Vec<u8>, Stat, OneshotWatch)> {
+        let (d, s, w) = self.inner.get_data_watch(p).await?;
+        Ok((d, s, self.count(w)))
+    }
+    async fn set_data(&self, p: &str, d: &[u8], v: i32) -> Result<Stat> {
+        self.inner.set_data(p, d, v).await
+    }
+    async fn get_children_with_stat(&self, p: &str) -> Result<(Vec<String>, Stat)> {
+        self.inner.get_children_with_stat(p).await
+    }
+    async fn get_children_watch(&self, p: &str) -> Result<(Vec<String>, Stat, OneshotWatch)> {
+        let (c, s, w) = self.inner.get_children_watch(p).await?;
+        Ok((c, s, self.count(w)))
+    }
+    async fn get_acl(&self, p: &str) -> Result<(Vec<Acl>, Stat)> {
+        self.inner.get_acl(p).await
+    }
+    async fn set_acl(&self, p: &str, a: &[Acl], v: i32) -> Result<Stat> {
+        self.inner.set_acl(p, a, v).await
+    }
+    async fn watch(&self, p: &str, m: AddWatchMode) -> Result<PersistentWatch> {
+        self.inner.watch(p, m).await
+    }
+    async fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, MultiError> {
+        self.inner.multi(ops).await
+    }
+    async fn sync(&self, p: &str) -> Result<()> {
+        self.inner.sync(p).await
+    }
+    async fn add_auth(&self, s: &str, a: &[u8]) -> Result<()> {
+        self.inner.add_auth(s, a).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}

@@ -1,0 +1,11 @@
+//! The recipes with real contending clients, on both backends: every case runs once on the
+//! embedded engine (`<recipe>::embedded::<case>`) and once on real ZooKeeper
+//! (`<recipe>::zk::<case>`).
+//!
+//! The ZooKeeper runs need `MEDKEEPER_ZK_CONNECT` (set by `scripts/test-zk`, which starts the
+//! servers); without it they print a skip line and pass.
+
+mod harness;
+
+#[path = "cases/lock.rs"]
+mod lock;
