@@ -49,11 +49,19 @@ fn unique(case: &str) -> String {
 
 /// The embedded engine, one per case in its own directory.
 pub struct Embedded {
+    /// The engine.
     pub engine: Engine,
     _dir: tempfile::TempDir,
 }
 
+impl Default for Embedded {
+    fn default() -> Self {
+        Embedded::new()
+    }
+}
+
 impl Embedded {
+    /// A fresh engine with ZooKeeper-test-like timings (tick 200 ms, fast reaping).
     pub fn new() -> Embedded {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = EngineConfig::new(dir.path());
@@ -86,11 +94,13 @@ impl Backend for Embedded {
 
 /// Real ZooKeeper at `MEDKEEPER_ZK_CONNECT`.
 pub struct Zk {
+    /// Options every session is opened with.
     pub options: ConnectOptions,
     credentials: Mutex<HashMap<i64, SessionCredentials>>,
 }
 
 impl Zk {
+    /// The server `MEDKEEPER_ZK_CONNECT` names, if set.
     pub fn from_env() -> Option<Zk> {
         let connect = std::env::var("MEDKEEPER_ZK_CONNECT")
             .ok()
@@ -178,11 +188,12 @@ macro_rules! backend_tests {
 /// delivered through it (node events only, not session-end events).
 pub struct Counting {
     inner: Arc<dyn Session>,
-    pub fired: Arc<AtomicUsize>,
+    fired: Arc<AtomicUsize>,
 }
 
 impl Counting {
-    pub fn new(inner: Arc<dyn Session>, fired: Arc<AtomicUsize>) -> Arc<dyn Session> {
+    /// `inner`, counting its fired one-shot watches into `fired`.
+    pub fn wrap(inner: Arc<dyn Session>, fired: Arc<AtomicUsize>) -> Arc<dyn Session> {
         Arc::new(Counting { inner, fired })
     }
 

@@ -74,7 +74,7 @@ async fn one_notification_per_hand_off(b: &dyn Backend) {
     for _ in 0..waiters {
         let s = b.session().await;
         sessions.push(s.clone());
-        let counted = Counting::new(s, fired.clone());
+        let counted = Counting::wrap(s, fired.clone());
         let mw = Mutex::new(counted, &dir).unwrap();
         tasks.push(tokio::spawn(async move {
             let g = mw.acquire().await.unwrap();
