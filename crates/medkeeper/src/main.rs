@@ -2,6 +2,8 @@
 //!
 //! - `medkeeper coord --connect embedded:DIR|zk:HOSTS[/chroot] <command>`: a zkCli for either
 //!   backend (create, get, set, delete, ls, stat, tree).
+//! - `medkeeper lock --connect TARGET PATH [--timeout MS] -- COMMAND [ARGS...]`: run a command
+//!   while holding a fair lock, with its fencing token in `MEDKEEPER_FENCING_TOKEN`.
 //! - `medkeeper bench coord`: the embedded engine's benchmark.
 
 use std::process::ExitCode;
@@ -10,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod coord;
+mod lock;
 
 /// medkeeper: a coordination service for hospitals on the ZooKeeper model.
 #[derive(Parser)]
@@ -23,6 +26,9 @@ struct Cli {
 enum Command {
     /// Inspect and change the coordination tree (a zkCli for the embedded engine and ZooKeeper).
     Coord(coord::CoordArgs),
+    /// Run a command while holding a lock (fencing token in MEDKEEPER_FENCING_TOKEN); exits
+    /// with the command's status.
+    Lock(lock::LockArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Coord(args) => coord::run(args).await,
+            Command::Lock(args) => lock::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
         }
     });

@@ -109,3 +109,130 @@ fn a_bad_connect_string_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown --connect"));
 }
+
+fn medkeeper(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn lock_runs_the_command_with_its_fencing_token_and_exits_with_its_status() {
+    let cli = Cli::new();
+    let connect = format!("embedded:{}", cli.dir.path().display());
+    let lock = "/medical/resources/equipment/MRI/lock";
+    let out = medkeeper(&[
+        "lock",
+        "--connect",
+        &connect,
+        lock,
+        "--",
+        "sh",
+        "-c",
+        "echo $MEDKEEPER_FENCING_TOKEN $MEDKEEPER_LOCK_NODE; exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "the command's status");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (token, node) = stdout.trim().split_once(' ').unwrap();
+    assert!(token.parse::<i64>().unwrap() > 0);
+    assert!(node.starts_with(&format!("{lock}/_c_")) && node.contains("-lock-"));
+    // Released: the lock directory holds no contender.
+    assert_eq!(cli.ok(&["ls", lock]), "[]\n");
+    // A second holder later gets a larger token.
+    let out = medkeeper(&[
+        "lock",
+        "--connect",
+        &connect,
+        lock,
+        "--",
+        "sh",
+        "-c",
+        "echo $MEDKEEPER_FENCING_TOKEN",
+    ]);
+    assert!(out.status.success());
+    let later: i64 = String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(later > token.parse::<i64>().unwrap());
+}
+
+#[test]
+fn lock_errors_exit_2_and_a_missing_command_is_a_usage_error() {
+    let cli = Cli::new();
+    let connect = format!("embedded:{}", cli.dir.path().display());
+    let out = medkeeper(&["lock", "--connect", &connect, "/bad/", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("BadArguments: /bad/"));
+    let out = medkeeper(&[
+        "lock",
+        "--connect",
+        &connect,
+        "/l",
+        "--",
+        "/nonexistent/cmd",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot run"));
+    let out = medkeeper(&["lock", "--connect", &connect, "/l"]);
+    assert_eq!(out.status.code(), Some(2), "clap usage error");
+}
+
+/// Several `medkeeper lock` processes on one ZooKeeper lock run their commands one at a time,
+/// and one with a short timeout gives up with status 2 while the lock is held.
+#[test]
+fn lock_serialises_processes_on_zookeeper() {
+    let Some(connect) = std::env::var("MEDKEEPER_ZK_CONNECT")
+        .ok()
+        .filter(|s| !s.is_empty())
+    else {
+        println!("SKIP lock_serialises_processes_on_zookeeper: MEDKEEPER_ZK_CONNECT is not set");
+        return;
+    };
+    let connect = format!("zk:{connect}");
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let lock = format!("/cli-lock/{}", std::process::id());
+    let script = format!(
+        "echo enter $0 >> {r}; sleep 0.2; echo exit $0 >> {r}",
+        r = record.display()
+    );
+    let children: Vec<_> = (0..3)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+                .args(["lock", "--connect", &connect, &lock, "--", "sh", "-c"])
+                .arg(&script)
+                .arg(i.to_string())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let out = medkeeper(&[
+        "lock",
+        "--connect",
+        &connect,
+        "--timeout",
+        "50",
+        &lock,
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Timeout: "));
+    for mut c in children {
+        assert!(c.wait().unwrap().success());
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for pair in lines.chunks(2) {
+        let who = pair[0].strip_prefix("enter ").expect("enter first");
+        assert_eq!(pair[1], format!("exit {who}"), "no overlap: {lines:?}");
+    }
+}
