@@ -52,6 +52,16 @@ pub enum Error {
     /// An argument is invalid (the text says which and why).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A node the recipe must own exists and belongs to someone else: for a
+    /// [`membership`](crate::membership), another live session's member of the same id.
+    /// Retrying helps only once that node is gone.
+    #[error("node {path} is held by session {owner}")]
+    Occupied {
+        /// The node.
+        path: String,
+        /// Its ephemeral owner (`SessionId(0)` for a persistent node).
+        owner: medkeeper_coord::SessionId,
+    },
     /// A node the recipe manages has content it cannot read (written by something else).
     #[error("malformed node {path}: {reason}")]
     Malformed {

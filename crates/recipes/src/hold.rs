@@ -171,34 +171,7 @@ pub(crate) struct Hold {
 
 impl Hold {
     fn new(session: Arc<dyn Session>, path: String, stat: Stat, policy: ConnectionPolicy) -> Hold {
-        let (tx, rx) = watch::channel(HoldState::Held);
-        let mut events = session.session_events();
-        let monitor = tokio::spawn(async move {
-            let mut state = events.current();
-            loop {
-                let next = match state {
-                    SessionState::Connected => HoldState::Held,
-                    SessionState::Disconnected => match policy {
-                        ConnectionPolicy::Session => HoldState::Suspended,
-                        ConnectionPolicy::Standard => HoldState::Lost(LostReason::Disconnected),
-                    },
-                    _ => HoldState::Lost(LostReason::SessionEnded),
-                };
-                tx.send_if_modified(|s| {
-                    if matches!(s, HoldState::Lost(_)) || *s == next {
-                        false
-                    } else {
-                        *s = next;
-                        true
-                    }
-                });
-                if matches!(next, HoldState::Lost(_)) {
-                    return;
-                }
-                state = events.changed().await;
-            }
-        })
-        .abort_handle();
+        let (rx, monitor) = spawn_monitor(session.as_ref(), policy);
         Hold {
             session,
             path,
@@ -268,6 +241,66 @@ impl Hold {
         self.released = true;
         self.monitor.abort();
         delete_hold(self.session.clone(), self.path.clone()).await
+    }
+}
+
+impl Hold {
+    /// Gives the node up without deleting it: for a caller whose own multi deleted it (a
+    /// semaphore's or queue's head leaving the line in the multi that takes what it waited for).
+    pub fn forget(mut self) {
+        self.released = true;
+        self.monitor.abort();
+    }
+}
+
+/// Follows the session's states and maps them to a [`HoldState`] by `policy`, in a task that
+/// ends once the hold is lost (or when the returned handle aborts it). What every hold — a
+/// lock's node, a lease's unit nodes, a queue claim — reports as its state.
+pub(crate) fn spawn_monitor(
+    session: &dyn Session,
+    policy: ConnectionPolicy,
+) -> (watch::Receiver<HoldState>, tokio::task::AbortHandle) {
+    let (tx, rx) = watch::channel(HoldState::Held);
+    let mut events = session.session_events();
+    let monitor = tokio::spawn(async move {
+        let mut state = events.current();
+        loop {
+            let next = match state {
+                SessionState::Connected => HoldState::Held,
+                SessionState::Disconnected => match policy {
+                    ConnectionPolicy::Session => HoldState::Suspended,
+                    ConnectionPolicy::Standard => HoldState::Lost(LostReason::Disconnected),
+                },
+                _ => HoldState::Lost(LostReason::SessionEnded),
+            };
+            tx.send_if_modified(|s| {
+                if matches!(s, HoldState::Lost(_)) || *s == next {
+                    false
+                } else {
+                    *s = next;
+                    true
+                }
+            });
+            if matches!(next, HoldState::Lost(_)) {
+                return;
+            }
+            state = events.changed().await;
+        }
+    })
+    .abort_handle();
+    (rx, monitor)
+}
+
+/// Waits until the state `rx` follows is lost, with the reason.
+pub(crate) async fn wait_lost(rx: &watch::Receiver<HoldState>) -> LostReason {
+    let mut rx = rx.clone();
+    match rx.wait_for(|s| matches!(s, HoldState::Lost(_))).await {
+        Ok(s) => match *s {
+            HoldState::Lost(r) => r,
+            _ => LostReason::SessionEnded,
+        },
+        // The monitor is gone only if the hold was dropped; the session ended meanwhile.
+        Err(_) => LostReason::SessionEnded,
     }
 }
 

@@ -58,9 +58,18 @@ pub mod queue;
 pub mod rwlock;
 pub mod semaphore;
 
+pub use barrier::{Barrier, DoubleBarrier, Entered};
+pub use cache::{CacheEvent, CacheEvents, CacheState, CachedNode, TreeCache};
+pub use counter::{Counter, CounterValue, CounterWatch};
 pub use election::{Election, Leadership};
 pub use error::{Error, LostReason, Result};
 pub use hold::{ConnectionPolicy, FencingToken, HoldState};
 pub use line::sequence_of;
 pub use lock::{KAZOO_LOCK_MARKER, LOCK_MARKER, LockGuard, LockOptions, Mutex};
+pub use membership::{
+    Member, MemberWatch, Membership, Registration, RegistrationHandle, RegistrationState,
+    SessionSource,
+};
+pub use queue::{Claim, ItemId, ItemInfo, PriorityQueue, QueueConfig};
 pub use rwlock::{ReadGuard, RwLock, WriteGuard};
+pub use semaphore::{Lease, LeaseHolder, Semaphore, SemaphoreOptions};

@@ -175,7 +175,11 @@ impl Pending {
                     return Ok((node, stat));
                 }
                 Err(CoordError::NoNode) => {
-                    ensure_container(self.session.as_ref(), &self.dir).await?;
+                    // Idempotent, so a lost reply is simply retried.
+                    retrying(self.session.as_ref(), deadline, || {
+                        ensure_container(self.session.as_ref(), &self.dir)
+                    })
+                    .await?;
                 }
                 Err(e) if e.is_retryable() => {
                     await_connected(self.session.as_ref(), deadline).await?;
@@ -324,6 +328,189 @@ pub(crate) async fn wait_gone(
     }
 }
 
+/// A fresh attempt tag: 32 hex digits, written as the first line of the data of nodes whose
+/// names are fixed (a semaphore's unit leases, a queue's claims), so that after a connection
+/// loss or a cancellation the attempt can recognise its own nodes.
+pub(crate) fn attempt_tag() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The data of a tagged node: the tag, then a newline and the holder's label.
+pub(crate) fn tagged_data(tag: &str, label: &str) -> Vec<u8> {
+    format!("{tag}\n{label}").into_bytes()
+}
+
+/// The tag and label of a tagged node's data; `None` if it is not tagged data.
+pub(crate) fn parse_tagged(data: &[u8]) -> Option<(&str, &str)> {
+    let text = std::str::from_utf8(data).ok()?;
+    let (tag, label) = text.split_once('\n').unwrap_or((text, ""));
+    (tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit())).then_some((tag, label))
+}
+
+/// Makes sure every request this session sent before is applied: a write is ordered behind all
+/// of the session's earlier requests (also on the embedded engine, whose reads do not wait for
+/// in-flight writes). `Ok(false)` if `dir` does not exist (nothing below it can either).
+pub(crate) async fn flush(session: &dyn Session, dir: &str) -> Result<bool> {
+    match session.multi(&[Op::check(dir, -1)]).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.error == CoordError::NoNode => Ok(false),
+        Err(e) => Err(Error::Coord(e.error)),
+    }
+}
+
+/// Of `paths`, the nodes that carry `tag` and belong to this session, with their stats. Call
+/// after [`flush`], so that a multi whose reply was lost has been applied or never will be.
+pub(crate) async fn find_tagged(
+    session: &dyn Session,
+    paths: &[String],
+    tag: &str,
+) -> Result<Vec<(String, Stat)>> {
+    let mut owned = Vec::new();
+    for p in paths {
+        match session.get_data(p).await {
+            Ok((data, stat)) => {
+                let ours = parse_tagged(&data).is_some_and(|(t, _)| t == tag)
+                    && stat.ephemeral_owner == session.session_id().0;
+                if ours {
+                    owned.push((p.clone(), stat));
+                }
+            }
+            Err(CoordError::NoNode) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(owned)
+}
+
+/// Nodes with fixed names (a lease's units, a queue claim) that one attempt may have created in
+/// a multi whose outcome it has not seen, recognised by the attempt's tag in their data. Dropped
+/// while armed — the attempt cancelled or failed — it deletes, in the background and after the
+/// session's earlier requests are applied, every attempted node that carries the tag and belongs
+/// to this session, and nothing else.
+pub(crate) struct PendingTagged {
+    session: Arc<dyn Session>,
+    dir: String,
+    tag: String,
+    attempted: Vec<String>,
+    armed: bool,
+}
+
+impl PendingTagged {
+    /// For nodes under `dir` tagged `tag`.
+    pub fn new(session: Arc<dyn Session>, dir: &str, tag: &str) -> PendingTagged {
+        PendingTagged {
+            session,
+            dir: dir.to_string(),
+            tag: tag.to_string(),
+            attempted: Vec::new(),
+            armed: true,
+        }
+    }
+
+    /// The attempt's tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// Records that a request creating `paths` is about to be sent.
+    pub fn attempt(&mut self, paths: &[String]) {
+        for p in paths {
+            if !self.attempted.contains(p) {
+                self.attempted.push(p.clone());
+            }
+        }
+    }
+
+    /// After a connection loss: which of `paths` the lost request created (after a flush).
+    pub async fn find(&self, paths: &[String]) -> Result<Vec<(String, Stat)>> {
+        let s = self.session.as_ref();
+        if !flush(s, &self.dir).await? {
+            return Ok(Vec::new());
+        }
+        find_tagged(s, paths, &self.tag).await
+    }
+
+    /// Hands the nodes on: they will not be deleted by this value.
+    pub fn disarm(&mut self) {
+        self.armed = false;
+    }
+
+    /// Deletes the attempt's nodes now (retrying through connection losses) and disarms.
+    pub async fn delete_now(&mut self) -> Result<()> {
+        self.armed = false;
+        let attempted = std::mem::take(&mut self.attempted);
+        delete_tagged(self.session.as_ref(), &self.dir, &attempted, &self.tag).await
+    }
+}
+
+impl Drop for PendingTagged {
+    fn drop(&mut self) {
+        if !self.armed || self.attempted.is_empty() {
+            return;
+        }
+        let session = self.session.clone();
+        let dir = std::mem::take(&mut self.dir);
+        let tag = std::mem::take(&mut self.tag);
+        let attempted = std::mem::take(&mut self.attempted);
+        spawn_cleanup(async move {
+            let _ = delete_tagged(session.as_ref(), &dir, &attempted, &tag).await;
+        });
+    }
+}
+
+async fn delete_tagged(
+    session: &dyn Session,
+    dir: &str,
+    paths: &[String],
+    tag: &str,
+) -> Result<()> {
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let outcome: Result<()> = retrying(session, None, || async {
+        if !flush(session, dir).await? {
+            return Ok(());
+        }
+        for (p, stat) in find_tagged(session, paths, tag).await? {
+            match session.delete(&p, stat.version).await {
+                Ok(()) | Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    })
+    .await;
+    match outcome {
+        Err(e) if e.is_session_fatal() => Ok(()),
+        other => other,
+    }
+}
+
+/// Waits for `event` (one or more one-shot watches), the session's end (an error), or
+/// `deadline`.
+pub(crate) async fn wait_event(
+    session: &dyn Session,
+    event: impl std::future::Future<Output = medkeeper_coord::WatchedEvent>,
+    deadline: Option<Instant>,
+) -> Result<Waited> {
+    let mut events = session.session_events();
+    let ended = events.wait_for(SessionState::is_terminal);
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        event = event => match event.state.to_error() {
+            Some(e) if event.state.is_terminal() => Err(Error::Coord(e)),
+            _ => Ok(Waited::Changed),
+        },
+        state = ended => Err(Error::Coord(state.to_error().unwrap_or(CoordError::SessionExpired))),
+        _ = sleep => Ok(Waited::TimedOut),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +525,15 @@ mod tests {
         // Multi-byte characters before the suffix do not panic.
         assert_eq!(sequence_of("é0000000001"), Some(1));
         assert_eq!(sequence_of("ééééé"), None);
+    }
+
+    #[test]
+    fn tagged_data_round_trips() {
+        let tag = attempt_tag();
+        let data = tagged_data(&tag, "instance-1");
+        assert_eq!(parse_tagged(&data), Some((tag.as_str(), "instance-1")));
+        assert_eq!(parse_tagged(tag.as_bytes()), Some((tag.as_str(), "")));
+        assert_eq!(parse_tagged(b"not a tag\nx"), None);
     }
 
     #[test]

@@ -278,3 +278,91 @@ impl Session for Counting {
         self.inner.close().await
     }
 }
+
+/// A session whose next `create` is applied but answered with `ConnectionLoss`, as when the
+/// connection drops after the request was sent and before its reply arrived.
+pub struct LoseCreateReply {
+    inner: Arc<dyn Session>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+impl LoseCreateReply {
+    /// `inner`, losing the reply of its next create.
+    pub fn wrap(inner: Arc<dyn Session>) -> Arc<dyn Session> {
+        Arc::new(LoseCreateReply {
+            inner,
+            armed: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+}
+
+#[async_trait]
+impl Session for LoseCreateReply {
+    fn session_id(&self) -> SessionId {
+        self.inner.session_id()
+    }
+    fn session_timeout(&self) -> Duration {
+        self.inner.session_timeout()
+    }
+    fn state(&self) -> SessionState {
+        self.inner.state()
+    }
+    fn session_events(&self) -> SessionEvents {
+        self.inner.session_events()
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    async fn create(&self, p: &str, d: &[u8], o: &CreateOptions) -> Result<(String, Stat)> {
+        let r = self.inner.create(p, d, o).await;
+        if r.is_ok() && self.armed.swap(false, Ordering::SeqCst) {
+            return Err(Error::ConnectionLoss);
+        }
+        r
+    }
+    async fn delete(&self, p: &str, v: i32) -> Result<()> {
+        self.inner.delete(p, v).await
+    }
+    async fn exists(&self, p: &str) -> Result<Option<Stat>> {
+        self.inner.exists(p).await
+    }
+    async fn exists_watch(&self, p: &str) -> Result<(Option<Stat>, OneshotWatch)> {
+        self.inner.exists_watch(p).await
+    }
+    async fn get_data(&self, p: &str) -> Result<(Vec<u8>, Stat)> {
+        self.inner.get_data(p).await
+    }
+    async fn get_data_watch(&self, p: &str) -> Result<(Vec<u8>, Stat, OneshotWatch)> {
+        self.inner.get_data_watch(p).await
+    }
+    async fn set_data(&self, p: &str, d: &[u8], v: i32) -> Result<Stat> {
+        self.inner.set_data(p, d, v).await
+    }
+    async fn get_children_with_stat(&self, p: &str) -> Result<(Vec<String>, Stat)> {
+        self.inner.get_children_with_stat(p).await
+    }
+    async fn get_children_watch(&self, p: &str) -> Result<(Vec<String>, Stat, OneshotWatch)> {
+        self.inner.get_children_watch(p).await
+    }
+    async fn get_acl(&self, p: &str) -> Result<(Vec<Acl>, Stat)> {
+        self.inner.get_acl(p).await
+    }
+    async fn set_acl(&self, p: &str, a: &[Acl], v: i32) -> Result<Stat> {
+        self.inner.set_acl(p, a, v).await
+    }
+    async fn watch(&self, p: &str, m: AddWatchMode) -> Result<PersistentWatch> {
+        self.inner.watch(p, m).await
+    }
+    async fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, MultiError> {
+        self.inner.multi(ops).await
+    }
+    async fn sync(&self, p: &str) -> Result<()> {
+        self.inner.sync(p).await
+    }
+    async fn add_auth(&self, s: &str, a: &[u8]) -> Result<()> {
+        self.inner.add_auth(s, a).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}

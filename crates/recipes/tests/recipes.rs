@@ -9,3 +9,26 @@ mod harness;
 
 #[path = "cases/lock.rs"]
 mod lock;
+
+#[path = "cases/rwlock.rs"]
+mod rwlock;
+
+#[path = "cases/election.rs"]
+mod election;
+
+#[path = "cases/semaphore.rs"]
+mod semaphore;
+
+#[path = "cases/membership.rs"]
+mod membership;
+#[path = "cases/queue.rs"]
+mod queue;
+
+#[path = "cases/cache.rs"]
+mod cache;
+
+#[path = "cases/barrier.rs"]
+mod barrier;
+
+#[path = "cases/counter.rs"]
+mod counter;

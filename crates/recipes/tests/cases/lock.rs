@@ -8,7 +8,7 @@ use std::time::Duration;
 use medkeeper_coord::{CreateMode, CreateOptions, Op, SessionExt};
 use medkeeper_recipes::{Error, HoldState, LostReason, Mutex};
 
-use crate::harness::{Backend, Counting};
+use crate::harness::{Backend, Counting, LoseCreateReply};
 
 crate::backend_tests!(
     excludes_and_hands_off_in_order,
@@ -19,6 +19,7 @@ crate::backend_tests!(
     fencing_token_increases_across_recreated_parent,
     expired_holder_loses_and_fenced_write_fails,
     fenced_write_reports_callers_index,
+    lost_create_reply_is_found_again,
 );
 
 async fn excludes_and_hands_off_in_order(b: &dyn Backend) {
@@ -257,5 +258,24 @@ async fn fenced_write_reports_callers_index(b: &dyn Backend) {
     );
     assert!(s.exists(&format!("{base}/a")).await.unwrap().is_none());
     g.release().await.unwrap();
+    s.close().await;
+}
+
+async fn lost_create_reply_is_found_again(b: &dyn Backend) {
+    let dir = format!("{}/lock", b.base("lostreply"));
+    let s = b.session().await;
+    s.ensure_path(&dir).await.unwrap();
+    let m = Mutex::new(LoseCreateReply::wrap(s.clone()), &dir).unwrap();
+    // The create is applied but its reply is lost: the acquire finds its node by the protected
+    // prefix instead of creating a second one (which would wait forever behind the first).
+    let g = tokio::time::timeout(Duration::from_secs(10), m.acquire())
+        .await
+        .expect("no self-deadlock")
+        .unwrap();
+    let contenders = m.contenders().await.unwrap();
+    assert_eq!(contenders.len(), 1, "{contenders:?}");
+    assert!(g.path().ends_with(&contenders[0]));
+    g.release().await.unwrap();
+    assert!(m.contenders().await.unwrap().is_empty());
     s.close().await;
 }
