@@ -55,4 +55,4 @@ mod session;
 pub use connect::{
     ConnectError, ConnectOptions, ConnectString, DEFAULT_MAX_DATA_LEN, HostPort, TlsConfig,
 };
-pub use session::{SessionCredentials, ZkSession, connect, kill_session};
+pub use session::{MIN_REQUESTED_TIMEOUT, SessionCredentials, ZkSession, connect, kill_session};

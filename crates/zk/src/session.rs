@@ -54,11 +54,19 @@ pub async fn connect(options: ConnectOptions) -> Result<ZkSession, ConnectError>
     })
 }
 
+/// The smallest session timeout asked of the servers: a smaller request is sent as this (the
+/// servers' own minimum, 2 × tickTime, is normally larger anyway).
+pub const MIN_REQUESTED_TIMEOUT: Duration = Duration::from_millis(500);
+
 async fn open_client(
     options: &ConnectOptions,
     session: Option<zk::SessionInfo>,
 ) -> Result<zk::Client, ConnectError> {
-    let mut connector = zk::Client::connector().with_session_timeout(options.session_timeout);
+    // zookeeper-client uses the requested timeout also as its deadline for establishing the
+    // session, so a tiny request (the server would raise it to 2 × tickTime anyway) cannot
+    // connect reliably, least of all through a follower that forwards to the leader.
+    let requested = options.session_timeout.max(MIN_REQUESTED_TIMEOUT);
+    let mut connector = zk::Client::connector().with_session_timeout(requested);
     if session.is_some() {
         // Attaching to a live session: try each server once, the caller retries.
         connector = connector.with_fail_eagerly();

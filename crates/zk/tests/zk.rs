@@ -215,6 +215,9 @@ async fn close_is_deterministic() {
     owner.close().await;
     let took = started.elapsed();
     assert_eq!(owner.state(), SessionState::Closed);
+    // The observer may be connected to another ensemble member: sync first, as a client that
+    // must see another session's change does.
+    observer.sync(&eph).await.unwrap();
     assert_eq!(observer.exists(&eph).await.unwrap(), None);
     assert_eq!(owner.exists(&base).await, Err(Error::ClientClosed));
     assert!(took < Duration::from_secs(2), "close took {took:?}");
