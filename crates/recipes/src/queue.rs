@@ -521,6 +521,17 @@ impl PriorityQueue {
         .await
     }
 
+    /// The node of `item` (for callers that remove an item inside a multi of their own, such as
+    /// a dispatcher that holds the only right to consume this queue).
+    pub fn item_path(&self, item: &ItemId) -> String {
+        path::join(&self.items_dir, item.as_str())
+    }
+
+    /// The directory holding the items (a child watch on it wakes on every enqueue).
+    pub fn items_path(&self) -> &str {
+        &self.items_dir
+    }
+
     /// The item's data, or `None` if it is not in the queue.
     pub async fn data(&self, item: &ItemId) -> Result<Option<Vec<u8>>> {
         match self

@@ -1,0 +1,350 @@
+//! The dispatcher: assigns the head of a pool's queue to a free compatible unit (or doctor).
+//!
+//! # Who dispatches
+//! One dispatcher per pool (equipment kind or department) at a time, chosen by the seed's own
+//! recipe: the pool's fair lock `/medical/resources/<...>/<pool>/lock` (seed §4.3). Every
+//! medkeeper instance runs a [`Dispatcher`] for every pool; each waits in the pool's lock line
+//! and dispatches while it holds the lock. So pools spread over instances (an instance that
+//! holds MRI need not hold CT), a dead or paused instance's pools pass to the next in line
+//! within the session timeout, and no pool ever has two dispatchers deciding at once — which a
+//! single elected leader would also give, but with all pools on one instance and one failover
+//! for everything.
+//!
+//! # One multi per assignment
+//! An assignment is one atomic multi, fenced by the lock:
+//! 1. check the dispatcher's lock node (a stale dispatcher — expired, paused past its session
+//!    — cannot assign: its node is gone);
+//! 2. delete the order's queue item (it leaves the line exactly once);
+//! 3. set the unit's node to in-use by this order, version-checked (a unit is never given to
+//!    two patients, nor assigned after it went into maintenance);
+//! 4. create the patient's `active` node (a patient is never in two exams at once: the create
+//!    fails if the patient is already in one).
+//!
+//! Then the clinical store records `called` and the patient's queue node says where to go. A
+//! crash between the multi and the store write is repaired by
+//! [`Hospital::reconcile`](crate::orders::Hospital::reconcile).
+//!
+//! # Order of service
+//! The queue's order: effective priority (the FHIR priority, aged by one class per waiting
+//! target of its class, so routine orders cannot starve), then arrival. An order whose
+//! capabilities no free unit has is passed over for now (the next compatible order goes
+//! first); units in maintenance or offline are skipped.
+//!
+//! # No-shows
+//! A called order whose patient has not started within the configured grace is handed to
+//! [`Hospital::no_show`](crate::orders::Hospital::no_show) (ends as no-show, or re-queued,
+//! by policy).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medkeeper_coord::{AddWatchMode, CreateMode, CreateOptions, Op, SessionExt};
+use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
+
+use crate::model::{OrderId, OrderState, PatientId, Pool, Transition, UnitStatus, now_ms};
+use crate::orders::Hospital;
+use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
+use crate::{Error, Result};
+
+/// One assignment made by a dispatch round.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Assignment {
+    /// The order.
+    pub order: OrderId,
+    /// The patient called.
+    pub patient: PatientId,
+    /// The unit or doctor.
+    pub unit: String,
+}
+
+/// How often a dispatcher re-checks without a change (ageing and no-shows depend on time;
+/// persistent watches can miss events across a reconnection).
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// The dispatcher of one pool on one instance.
+pub struct Dispatcher {
+    hospital: Arc<Hospital>,
+    pool: Pool,
+    instance: String,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("pool", &self.pool)
+            .field("instance", &self.instance)
+            .finish()
+    }
+}
+
+impl Dispatcher {
+    /// The dispatcher of `pool` on instance `instance` (its name in the lock node and in the
+    /// order history: `dispatcher:<instance>`).
+    pub fn new(hospital: Arc<Hospital>, pool: Pool, instance: impl Into<String>) -> Dispatcher {
+        Dispatcher {
+            hospital,
+            pool,
+            instance: instance.into(),
+        }
+    }
+
+    fn actor(&self) -> String {
+        format!("dispatcher:{}", self.instance)
+    }
+
+    /// The pool's lock.
+    pub fn lock(&self) -> Result<Mutex> {
+        Ok(Mutex::with_options(
+            self.hospital.session().clone(),
+            tree::lock_path(&self.pool),
+            LockOptions {
+                data: self.instance.clone().into_bytes(),
+                ..LockOptions::default()
+            },
+        )?)
+    }
+
+    /// Runs until `shutdown` resolves: waits for the pool's lock, dispatches while holding it
+    /// (after every change of the pool's subtree, and every [`TICK`]), and waits again if it
+    /// loses it. Returns an error only if the session ends.
+    ///
+    /// # Cancellation safety
+    /// Safe: dropping the future gives up the lock (or the place in its line).
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        tokio::pin!(shutdown);
+        let lock = self.lock()?;
+        let session = self.hospital.session().clone();
+        let pool_path = tree::pool_path(&self.pool);
+        loop {
+            let guard = tokio::select! {
+                g = lock.acquire() => match g {
+                    Ok(g) => g,
+                    Err(e) if e.is_session_fatal() => return Err(e.into()),
+                    Err(e) => {
+                        tracing::warn!(pool = %self.pool, error = %e, "acquiring the dispatch lock");
+                        tokio::time::sleep(TICK).await;
+                        continue;
+                    }
+                },
+                _ = &mut shutdown => return Ok(()),
+            };
+            tracing::info!(pool = %self.pool, instance = %self.instance, "dispatching");
+            let mut changes = session
+                .watch(&pool_path, AddWatchMode::PersistentRecursive)
+                .await?;
+            loop {
+                match self.dispatch_once(&guard).await {
+                    Ok(_) => {}
+                    Err(Error::Recipe(RecipeError::Lost(reason))) => {
+                        tracing::warn!(pool = %self.pool, %reason, "dispatch lock lost");
+                        break;
+                    }
+                    Err(e) if is_session_fatal(&e) => return Err(e),
+                    Err(e) => tracing::warn!(pool = %self.pool, error = %e, "dispatch round"),
+                }
+                if let Err(e) = self.no_shows().await {
+                    tracing::warn!(pool = %self.pool, error = %e, "no-show check");
+                }
+                tokio::select! {
+                    _ = changes.next() => {
+                        // Coalesce a burst of changes into one round.
+                        while changes.try_next().is_some() {}
+                    }
+                    _ = tokio::time::sleep(TICK) => {}
+                    reason = guard.lost() => {
+                        tracing::warn!(pool = %self.pool, %reason, "dispatch lock lost");
+                        break;
+                    }
+                    _ = &mut shutdown => {
+                        let _ = guard.release().await;
+                        return Ok(());
+                    }
+                }
+            }
+            drop(guard);
+        }
+    }
+
+    /// One dispatch round while holding `guard`: assigns as many waiting orders as there are
+    /// free compatible units. Returns what it assigned.
+    ///
+    /// # Notable errors
+    /// `Recipe(Lost(_))` if the lock is no longer held (nothing more is assigned).
+    pub async fn dispatch_once(&self, guard: &LockGuard) -> Result<Vec<Assignment>> {
+        let h = &self.hospital;
+        let session = h.session().clone();
+        let mut free: Vec<(String, UnitNode, i32)> = h
+            .units_with_version(&self.pool)
+            .await?
+            .into_iter()
+            .filter(|(_, n, _)| n.status == UnitStatus::Available)
+            .collect();
+        let mut made = Vec::new();
+        if free.is_empty() {
+            self.refresh_positions().await?;
+            return Ok(made);
+        }
+        let q = h.queue(&self.pool)?;
+        session.ensure_path(q.items_path()).await?;
+        for info in q.list().await? {
+            if free.is_empty() {
+                break;
+            }
+            if info.claimed {
+                continue;
+            }
+            let Some(data) = q.data(&info.id).await? else {
+                continue;
+            };
+            let entry: QueueEntry = match tree::from_json("queue item", &data) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(item = info.id.as_str(), error = %e, "skipping a malformed queue item");
+                    continue;
+                }
+            };
+            let Some(ix) = free
+                .iter()
+                .position(|(_, n, _)| n.can_do(&entry.capabilities))
+            else {
+                continue;
+            };
+            let (unit, node, version) = free[ix].clone();
+            let occupied = UnitNode {
+                status: UnitStatus::InUse,
+                capabilities: node.capabilities.clone(),
+                order: Some(entry.order.clone()),
+                patient: Some(entry.patient.clone()),
+                since_ms: now_ms(),
+            };
+            let active = ActiveExam {
+                order: entry.order.clone(),
+                pool: self.pool.clone(),
+                unit: unit.clone(),
+            };
+            let active_path = tree::active_path(&entry.patient);
+            session
+                .ensure_path(&tree::patient_path(&entry.patient))
+                .await?;
+            let ops = [
+                Op::delete(q.item_path(&info.id), -1),
+                Op::set_data(
+                    tree::unit_path(&self.pool, &unit),
+                    tree::to_json(&occupied),
+                    version,
+                ),
+                Op::create(
+                    &active_path,
+                    tree::to_json(&active),
+                    CreateOptions::new(CreateMode::Persistent),
+                ),
+            ];
+            match guard.write(&ops).await {
+                Ok(_) => {}
+                Err(RecipeError::Multi { index: Some(0), .. }) => continue, // left the line
+                Err(RecipeError::Multi { index: Some(1), .. }) => {
+                    // The unit changed (maintenance, another assignment): next round re-reads.
+                    free.remove(ix);
+                    continue;
+                }
+                Err(RecipeError::Multi { index: Some(2), .. }) => continue, // patient busy
+                Err(e) => return Err(e.into()),
+            }
+            free.remove(ix);
+            self.record_call(&entry, &unit).await?;
+            made.push(Assignment {
+                order: entry.order,
+                patient: entry.patient,
+                unit,
+            });
+        }
+        self.refresh_positions().await?;
+        Ok(made)
+    }
+
+    /// After the multi: the store records the call; the patient is told where to go.
+    async fn record_call(&self, entry: &QueueEntry, unit: &str) -> Result<()> {
+        let h = &self.hospital;
+        let t = Transition {
+            order: entry.order.clone(),
+            from: Some(OrderState::Queued),
+            to: OrderState::Called,
+            at_ms: now_ms(),
+            actor: self.actor(),
+            unit: Some(unit.to_string()),
+        };
+        if !h.store().transition(&t).await? {
+            // Cancelled in the store meanwhile: give the unit back at once.
+            if let Some(mut order) = h.store().order(&entry.order).await? {
+                order.assigned = Some(unit.to_string());
+                h.free_unit(&order).await?;
+            }
+            return Ok(());
+        }
+        let session = h.session();
+        if let Ok((d, st)) = session.get_data(&entry.patient_node).await
+            && let Ok(mut p) = tree::from_json::<PatientEntry>("patient queue", &d)
+        {
+            p.state = OrderState::Called;
+            p.called_to = Some(unit.to_string());
+            p.position = None;
+            p.estimated_wait_s = None;
+            let _ = session
+                .set_data(&entry.patient_node, &tree::to_json(&p), st.version)
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Keeps the position and estimated wait in the waiting patients' queue nodes current
+    /// (writes only those that changed).
+    async fn refresh_positions(&self) -> Result<()> {
+        let h = &self.hospital;
+        let session = h.session();
+        for row in h.queue_view(&self.pool).await? {
+            let Some((p, mut e)) = h.find_patient_node(&row.patient, &row.order).await? else {
+                continue;
+            };
+            if e.position == Some(row.position) && e.estimated_wait_s == Some(row.estimated_wait_s)
+            {
+                continue;
+            }
+            e.position = Some(row.position);
+            e.estimated_wait_s = Some(row.estimated_wait_s);
+            let _ = session.set_data(&p, &tree::to_json(&e), -1).await;
+        }
+        Ok(())
+    }
+
+    /// Called orders of this pool whose patient has not arrived within the grace period.
+    async fn no_shows(&self) -> Result<()> {
+        let h = &self.hospital;
+        let grace = h.config().no_show_grace.as_millis() as i64;
+        let now = now_ms();
+        for (_, node, _) in h.units_with_version(&self.pool).await? {
+            let (UnitStatus::InUse, Some(order)) = (node.status, node.order) else {
+                continue;
+            };
+            if now - node.since_ms < grace {
+                continue;
+            }
+            if let Some(o) = h.store().order(&order).await?
+                && o.state == OrderState::Called
+            {
+                match h.no_show(&order, &self.actor()).await {
+                    Ok(_) | Err(Error::IllegalTransition { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_session_fatal(e: &Error) -> bool {
+    match e {
+        Error::Recipe(r) => r.is_session_fatal(),
+        Error::Coord(c) => c.is_session_fatal(),
+        _ => false,
+    }
+}

@@ -1,0 +1,772 @@
+//! Orders and their lifecycle: [`Hospital`] creates orders, moves them through
+//! queued → called → in-progress → completed → reported (or cancelled / no-show), keeps the
+//! patient's own queue nodes (seed §4.3) up to date, and reconciles the clinical store with the
+//! coordination tree after a crash between their writes.
+//!
+//! # Write order, and what a crash between two writes leaves
+//! - **Create**: the store first (the order exists once stored), then the patient's queue node,
+//!   then the pool's queue item. A crash before the queue item leaves a stored queued order
+//!   that is in no line: [`Hospital::reconcile`] enqueues it (and creates the patient node).
+//! - **Dispatch** (see [`dispatch`](crate::dispatch)): one multi decides it in the tree, then
+//!   the store records `called`. A crash in between leaves a unit occupied by an order the
+//!   store calls queued: the reconciler records the call.
+//! - **Complete / cancel / no-show of an occupying order**: the store first (compare-and-set
+//!   on the state), then one multi frees the unit and ends the patient's active exam. A crash
+//!   in between leaves a unit held by a finished order: the reconciler frees it.
+//! - **Cancel of a queued order**: the store first, then the queue item is removed; the
+//!   reconciler removes queue items of orders that are no longer queued.
+//!
+//! Every transition is checked against the lifecycle ([`OrderState::can_become`]) and applied
+//! with a compare-and-set in the store, so an illegal or concurrent transition changes nothing
+//! and is reported ([`Error::IllegalTransition`]).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, Session, SessionExt};
+use medkeeper_recipes::PriorityQueue;
+use medkeeper_recipes::queue::{ItemId, QueueConfig};
+
+use crate::config::{HospitalConfig, NoShowPolicy};
+use crate::model::{
+    Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus, now_ms,
+};
+use crate::store::{ClinicalStore, ExamResult};
+use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
+use crate::{Error, Result};
+
+/// What a new order asks for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NewOrder {
+    /// The patient (opaque id).
+    pub patient: PatientId,
+    /// The equipment kind or department.
+    pub pool: Pool,
+    /// Capabilities the unit must have.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// The FHIR priority.
+    pub priority: Priority,
+    /// The clinical reason (kept in the clinical store only).
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The longest clinical reason accepted, in bytes.
+pub const MAX_REASON_LEN: usize = 2000;
+
+/// One waiting order of a pool's queue, as staff see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct QueueRow {
+    /// 1-based place in line (dequeue order now).
+    pub position: u32,
+    /// The order.
+    pub order: OrderId,
+    /// The patient.
+    pub patient: PatientId,
+    /// The ordered priority.
+    pub priority: Priority,
+    /// The priority after ageing.
+    pub effective_priority: Priority,
+    /// How long it has waited, seconds.
+    pub waited_s: u64,
+    /// Estimated wait until called, seconds.
+    pub estimated_wait_s: u64,
+    /// Capabilities it needs.
+    pub capabilities: Vec<String>,
+}
+
+/// A unit or doctor, as staff see it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UnitView {
+    /// Its name.
+    pub name: String,
+    /// What its node says.
+    #[serde(flatten)]
+    pub node: UnitNode,
+}
+
+/// What [`Hospital::reconcile`] repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReconcileReport {
+    /// Stored queued orders that were in no line and were enqueued.
+    pub enqueued: Vec<OrderId>,
+    /// Dispatches decided in the tree that the store now records as called.
+    pub recorded_calls: Vec<OrderId>,
+    /// Units held by finished orders that were freed.
+    pub freed_units: Vec<String>,
+    /// Queue items of orders no longer queued that were removed.
+    pub removed_items: Vec<OrderId>,
+    /// Active-exam nodes of finished orders that were removed.
+    pub ended_exams: Vec<PatientId>,
+}
+
+impl ReconcileReport {
+    /// True if nothing needed repair.
+    pub fn is_clean(&self) -> bool {
+        *self == ReconcileReport::default()
+    }
+}
+
+/// The hospital: orders, units and queues over a coordination session and a clinical store.
+/// Cheap to share (`Arc`); every method is safe to call from several instances at once.
+pub struct Hospital {
+    session: Arc<dyn Session>,
+    store: Arc<dyn ClinicalStore>,
+    config: Arc<HospitalConfig>,
+    queues: HashMap<Pool, PriorityQueue>,
+}
+
+impl std::fmt::Debug for Hospital {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hospital")
+            .field("name", &self.config.name)
+            .finish()
+    }
+}
+
+impl Hospital {
+    /// The hospital `config` describes (already [loaded](crate::config::load) into the tree).
+    pub fn new(
+        session: Arc<dyn Session>,
+        store: Arc<dyn ClinicalStore>,
+        config: HospitalConfig,
+    ) -> Result<Hospital> {
+        let mut queues = HashMap::new();
+        for p in &config.pools {
+            let q = PriorityQueue::new(
+                session.clone(),
+                tree::queue_path(&p.pool),
+                QueueConfig::new(config.targets.by_class()),
+            )?;
+            queues.insert(p.pool.clone(), q);
+        }
+        Ok(Hospital {
+            session,
+            store,
+            config: Arc::new(config),
+            queues,
+        })
+    }
+
+    /// The coordination session.
+    pub fn session(&self) -> &Arc<dyn Session> {
+        &self.session
+    }
+
+    /// The clinical store.
+    pub fn store(&self) -> &Arc<dyn ClinicalStore> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HospitalConfig {
+        &self.config
+    }
+
+    /// The queue of `pool`.
+    pub fn queue(&self, pool: &Pool) -> Result<&PriorityQueue> {
+        self.queues
+            .get(pool)
+            .ok_or_else(|| Error::NotFound(pool.to_string()))
+    }
+
+    /// Creates an order: stored as queued, a patient queue node, an item in the pool's queue.
+    ///
+    /// # Notable errors
+    /// `NotFound` for an unknown pool; `Invalid` for capabilities no unit of the pool has, or
+    /// an over-long reason.
+    pub async fn create_order(&self, new: NewOrder, actor: &str) -> Result<Order> {
+        let pool = self
+            .config
+            .pool(&new.pool)
+            .ok_or_else(|| Error::NotFound(new.pool.to_string()))?;
+        if !pool
+            .units
+            .iter()
+            .any(|u| new.capabilities.iter().all(|c| u.capabilities.contains(c)))
+        {
+            return Err(Error::Invalid(format!(
+                "no unit of {} has {:?}",
+                new.pool, new.capabilities
+            )));
+        }
+        if new.reason.len() > MAX_REASON_LEN {
+            return Err(Error::Invalid(format!(
+                "reason longer than {MAX_REASON_LEN} bytes"
+            )));
+        }
+        let now = now_ms();
+        let order = Order {
+            id: OrderId::generate(),
+            patient: new.patient,
+            pool: new.pool,
+            capabilities: new.capabilities,
+            priority: new.priority,
+            reason: new.reason,
+            state: OrderState::Queued,
+            assigned: None,
+            created_ms: now,
+            updated_ms: now,
+        };
+        self.store.insert_order(&order, actor).await?;
+        self.enqueue(&order).await?;
+        Ok(order)
+    }
+
+    /// Puts a stored queued order in line: its patient queue node (if missing) and its queue
+    /// item.
+    async fn enqueue(&self, order: &Order) -> Result<ItemId> {
+        let node = self.patient_node(order).await?;
+        let entry = QueueEntry {
+            order: order.id.clone(),
+            patient: order.patient.clone(),
+            capabilities: order.capabilities.clone(),
+            patient_node: node,
+        };
+        Ok(self
+            .queue(&order.pool)?
+            .enqueue(order.priority.class(), &tree::to_json(&entry))
+            .await?)
+    }
+
+    /// The patient's queue node for `order`, created if missing.
+    async fn patient_node(&self, order: &Order) -> Result<String> {
+        if let Some((p, _)) = self.find_patient_node(&order.patient, &order.id).await? {
+            return Ok(p);
+        }
+        let dir = tree::patient_queue_path(&order.patient);
+        self.session.ensure_path(&dir).await?;
+        let entry = PatientEntry {
+            order: order.id.clone(),
+            pool: order.pool.clone(),
+            priority: order.priority,
+            state: order.state,
+            position: None,
+            estimated_wait_s: None,
+            called_to: None,
+            results_ready: false,
+        };
+        let (p, _) = self
+            .session
+            .create(
+                &format!("{dir}/queue-"),
+                &tree::to_json(&entry),
+                &CreateOptions::new(CreateMode::PersistentSequential),
+            )
+            .await?;
+        Ok(p)
+    }
+
+    /// The patient's queue node for `order` and what it holds.
+    pub(crate) async fn find_patient_node(
+        &self,
+        patient: &PatientId,
+        order: &OrderId,
+    ) -> Result<Option<(String, PatientEntry)>> {
+        let dir = tree::patient_queue_path(patient);
+        let children = match self.session.get_children(&dir).await {
+            Ok(c) => c,
+            Err(CoordError::NoNode) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        for c in children {
+            let p = format!("{dir}/{c}");
+            match self.session.get_data(&p).await {
+                Ok((d, _)) => {
+                    if let Ok(e) = tree::from_json::<PatientEntry>("patient queue", &d)
+                        && &e.order == order
+                    {
+                        return Ok(Some((p, e)));
+                    }
+                }
+                Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Updates the patient's view of `order` (best effort for display fields; the store holds
+    /// the truth).
+    async fn update_patient_node(
+        &self,
+        order: &Order,
+        f: impl Fn(&mut PatientEntry),
+    ) -> Result<()> {
+        if let Some((p, mut e)) = self.find_patient_node(&order.patient, &order.id).await? {
+            f(&mut e);
+            e.state = order.state;
+            e.priority = order.priority;
+            match self.session.set_data(&p, &tree::to_json(&e), -1).await {
+                Ok(_) | Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// An order.
+    ///
+    /// # Notable errors
+    /// `NotFound`.
+    pub async fn order(&self, id: &OrderId) -> Result<Order> {
+        self.store
+            .order(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("order {id}")))
+    }
+
+    /// The queue item of a queued order (a scan of the pool's queue: O(items)).
+    pub(crate) async fn find_item(&self, order: &Order) -> Result<Option<ItemId>> {
+        let q = self.queue(&order.pool)?;
+        for info in q.list().await? {
+            if let Some(d) = q.data(&info.id).await?
+                && let Ok(e) = tree::from_json::<QueueEntry>("queue item", &d)
+                && e.order == order.id
+            {
+                return Ok(Some(info.id));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Moves `order` from its current state to `to` in the store (compare-and-set).
+    async fn record(
+        &self,
+        order: &Order,
+        to: OrderState,
+        actor: &str,
+        unit: Option<String>,
+    ) -> Result<Order> {
+        if !order.state.can_become(to) {
+            return Err(Error::IllegalTransition {
+                order: order.id.clone(),
+                from: order.state,
+                to,
+            });
+        }
+        let t = Transition {
+            order: order.id.clone(),
+            from: Some(order.state),
+            to,
+            at_ms: now_ms(),
+            actor: actor.to_string(),
+            unit: unit.clone(),
+        };
+        if !self.store.transition(&t).await? {
+            // Someone moved it first: report against its real state.
+            let now = self.order(&order.id).await?;
+            return Err(Error::IllegalTransition {
+                order: order.id.clone(),
+                from: now.state,
+                to,
+            });
+        }
+        let mut next = order.clone();
+        next.state = to;
+        next.updated_ms = t.at_ms;
+        if unit.is_some() {
+            next.assigned = unit;
+        }
+        Ok(next)
+    }
+
+    /// Changes the priority of a queued order, keeping its place in arrival order.
+    ///
+    /// # Notable errors
+    /// `IllegalTransition` (to `queued`) if it is no longer queued.
+    pub async fn reprioritise(&self, id: &OrderId, priority: Priority) -> Result<Order> {
+        let order = self.order(id).await?;
+        if order.state != OrderState::Queued {
+            return Err(Error::IllegalTransition {
+                order: order.id,
+                from: order.state,
+                to: OrderState::Queued,
+            });
+        }
+        if order.priority == priority {
+            return Ok(order);
+        }
+        let item = self
+            .find_item(&order)
+            .await?
+            .ok_or_else(|| Error::Conflict(format!("order {id} is being dispatched")))?;
+        self.queue(&order.pool)?
+            .reprioritise(&item, priority.class())
+            .await
+            .map_err(|e| match e.coord() {
+                Some(CoordError::NoNode) | Some(CoordError::NodeExists) => {
+                    Error::Conflict(format!("order {id} is being dispatched"))
+                }
+                _ => Error::Recipe(e),
+            })?;
+        if !self.store.set_priority(id, priority).await? {
+            return Err(Error::Conflict(format!("order {id} left the queue")));
+        }
+        let mut order = order;
+        order.priority = priority;
+        self.update_patient_node(&order, |_| {}).await?;
+        Ok(order)
+    }
+
+    /// Cancels an order that is queued, called or in progress; frees its unit.
+    pub async fn cancel(&self, id: &OrderId, actor: &str) -> Result<Order> {
+        let order = self.order(id).await?;
+        let done = self
+            .record(&order, OrderState::Cancelled, actor, None)
+            .await?;
+        if order.state == OrderState::Queued {
+            if let Some(item) = self.find_item(&order).await? {
+                self.queue(&order.pool)?.remove(&item).await?;
+            }
+        } else {
+            self.free_unit(&order).await?;
+        }
+        self.update_patient_node(&done, |e| {
+            e.position = None;
+            e.estimated_wait_s = None;
+            e.called_to = None;
+        })
+        .await?;
+        Ok(done)
+    }
+
+    /// The called patient has arrived: the exam starts.
+    pub async fn start(&self, id: &OrderId, actor: &str) -> Result<Order> {
+        let order = self.order(id).await?;
+        let next = self
+            .record(&order, OrderState::InProgress, actor, None)
+            .await?;
+        self.update_patient_node(&next, |_| {}).await?;
+        Ok(next)
+    }
+
+    /// The exam is done: the unit is free for the next patient.
+    pub async fn complete(&self, id: &OrderId, actor: &str) -> Result<Order> {
+        let order = self.order(id).await?;
+        let next = self
+            .record(&order, OrderState::Completed, actor, None)
+            .await?;
+        self.free_unit(&order).await?;
+        self.update_patient_node(&next, |e| e.called_to = None)
+            .await?;
+        Ok(next)
+    }
+
+    /// Results are ready: stored, and the patient is told.
+    pub async fn report(&self, id: &OrderId, text: &str, actor: &str) -> Result<Order> {
+        let order = self.order(id).await?;
+        if !order.state.can_become(OrderState::Reported) {
+            return Err(Error::IllegalTransition {
+                order: order.id,
+                from: order.state,
+                to: OrderState::Reported,
+            });
+        }
+        self.store
+            .put_result(&ExamResult {
+                order: order.id.clone(),
+                text: text.to_string(),
+                at_ms: now_ms(),
+                actor: actor.to_string(),
+            })
+            .await?;
+        let next = self
+            .record(&order, OrderState::Reported, actor, None)
+            .await?;
+        self.update_patient_node(&next, |e| e.results_ready = true)
+            .await?;
+        Ok(next)
+    }
+
+    /// The called patient did not arrive: by the configured policy the order ends as no-show,
+    /// or goes back in line (as a new arrival of its priority). The unit is freed.
+    pub async fn no_show(&self, id: &OrderId, actor: &str) -> Result<Order> {
+        let order = self.order(id).await?;
+        let to = match self.config.no_show_policy {
+            NoShowPolicy::NoShow => OrderState::NoShow,
+            NoShowPolicy::Requeue => OrderState::Queued,
+        };
+        let next = self.record(&order, to, actor, None).await?;
+        self.free_unit(&order).await?;
+        if to == OrderState::Queued {
+            self.enqueue(&next).await?;
+        }
+        self.update_patient_node(&next, |e| e.called_to = None)
+            .await?;
+        Ok(next)
+    }
+
+    /// Frees the unit `order` occupies and ends the patient's active exam, in one multi.
+    /// Idempotent: a unit no longer held by this order is left alone.
+    pub(crate) async fn free_unit(&self, order: &Order) -> Result<()> {
+        let Some(unit) = order.assigned.clone() else {
+            return Ok(());
+        };
+        let unit_path = tree::unit_path(&order.pool, &unit);
+        let active = tree::active_path(&order.patient);
+        for _ in 0..16 {
+            let (data, stat) = match self.session.get_data(&unit_path).await {
+                Ok(v) => v,
+                Err(CoordError::NoNode) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut node: UnitNode = tree::from_json("unit", &data)?;
+            let mut ops = Vec::new();
+            if node.order.as_ref() == Some(&order.id) {
+                node.status = UnitStatus::Available;
+                node.order = None;
+                node.patient = None;
+                node.since_ms = now_ms();
+                ops.push(Op::set_data(&unit_path, tree::to_json(&node), stat.version));
+            }
+            match self.session.get_data(&active).await {
+                Ok((d, st)) => {
+                    if let Ok(a) = tree::from_json::<ActiveExam>("active exam", &d)
+                        && a.order == order.id
+                    {
+                        ops.push(Op::delete(&active, st.version));
+                    }
+                }
+                Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if ops.is_empty() {
+                return Ok(());
+            }
+            match self.session.multi(&ops).await {
+                Ok(_) => return Ok(()),
+                // Changed meanwhile: read again.
+                Err(e) if matches!(e.error, CoordError::BadVersion | CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!("unit {unit} keeps changing")))
+    }
+
+    /// Puts a unit into maintenance or offline, or back to available. A unit in use cannot
+    /// change status (it frees itself when its exam completes).
+    ///
+    /// # Notable errors
+    /// `NotFound` for an unknown unit; `Conflict` if it is in use; `Invalid` for `InUse`.
+    pub async fn set_unit_status(&self, pool: &Pool, unit: &str, status: UnitStatus) -> Result<()> {
+        if status == UnitStatus::InUse {
+            return Err(Error::Invalid(
+                "in-use is set by the dispatcher, not by hand".into(),
+            ));
+        }
+        let p = tree::unit_path(pool, unit);
+        loop {
+            let (data, stat) = match self.session.get_data(&p).await {
+                Ok(v) => v,
+                Err(CoordError::NoNode) => {
+                    return Err(Error::NotFound(format!("unit {unit} of {pool}")));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let mut node: UnitNode = tree::from_json("unit", &data)?;
+            if node.status == UnitStatus::InUse {
+                return Err(Error::Conflict(format!("unit {unit} is in use")));
+            }
+            if node.status == status {
+                return Ok(());
+            }
+            node.status = status;
+            node.since_ms = now_ms();
+            match self
+                .session
+                .set_data(&p, &tree::to_json(&node), stat.version)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(CoordError::BadVersion) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The units (or doctors) of a pool.
+    pub async fn units(&self, pool: &Pool) -> Result<Vec<UnitView>> {
+        Ok(self
+            .units_with_version(pool)
+            .await?
+            .into_iter()
+            .map(|(name, node, _)| UnitView { name, node })
+            .collect())
+    }
+
+    pub(crate) async fn units_with_version(
+        &self,
+        pool: &Pool,
+    ) -> Result<Vec<(String, UnitNode, i32)>> {
+        let dir = tree::pool_path(pool);
+        let mut names = match self.session.get_children(&dir).await {
+            Ok(c) => c,
+            Err(CoordError::NoNode) => return Err(Error::NotFound(pool.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        names.retain(|n| !tree::RESERVED.contains(&n.as_str()));
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for n in names {
+            match self.session.get_data(&tree::unit_path(pool, &n)).await {
+                Ok((d, st)) => out.push((n, tree::from_json("unit", &d)?, st.version)),
+                Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The waiting orders of a pool in dispatch order, with estimated waits.
+    pub async fn queue_view(&self, pool: &Pool) -> Result<Vec<QueueRow>> {
+        let q = self.queue(pool)?;
+        let per_exam = self
+            .config
+            .pool(pool)
+            .map(|p| p.exam_duration)
+            .unwrap_or(Duration::from_secs(1800));
+        let units = self
+            .units_with_version(pool)
+            .await?
+            .iter()
+            .filter(|(_, n, _)| matches!(n.status, UnitStatus::Available | UnitStatus::InUse))
+            .count()
+            .max(1) as u64;
+        let now = now_ms();
+        let mut rows = Vec::new();
+        for info in q.list().await? {
+            let Some(d) = q.data(&info.id).await? else {
+                continue;
+            };
+            let Ok(e) = tree::from_json::<QueueEntry>("queue item", &d) else {
+                continue;
+            };
+            let position = rows.len() as u32 + 1;
+            let waited = (now - info.id.enqueued_at_ms() as i64).max(0) as u64 / 1000;
+            rows.push(QueueRow {
+                position,
+                order: e.order,
+                patient: e.patient,
+                priority: Priority::from_class(info.class).unwrap_or(Priority::Routine),
+                effective_priority: Priority::from_class(info.effective_class)
+                    .unwrap_or(Priority::Routine),
+                waited_s: waited,
+                estimated_wait_s: (position as u64 - 1) * per_exam.as_secs() / units,
+                capabilities: e.capabilities,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// What the patient may see: one entry per exam ordered for them.
+    pub async fn patient_view(&self, patient: &PatientId) -> Result<Vec<PatientEntry>> {
+        let dir = tree::patient_queue_path(patient);
+        let mut children = match self.session.get_children(&dir).await {
+            Ok(c) => c,
+            Err(CoordError::NoNode) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        children.sort();
+        let mut out = Vec::new();
+        for c in children {
+            match self.session.get_data(&format!("{dir}/{c}")).await {
+                Ok((d, _)) => out.push(tree::from_json("patient queue", &d)?),
+                Err(CoordError::NoNode) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Repairs what a crash between a store write and a tree write left (see the module docs).
+    /// Safe to run at any time and from several instances; run it at start-up and periodically.
+    pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let live = self
+            .store
+            .orders_in(&[
+                OrderState::Queued,
+                OrderState::Called,
+                OrderState::InProgress,
+            ])
+            .await?;
+        let by_id: HashMap<&OrderId, &Order> = live.iter().map(|o| (&o.id, o)).collect();
+        // What the tree says: queue items and unit occupants, per pool.
+        let mut in_line: HashSet<OrderId> = HashSet::new();
+        let mut occupying: HashMap<OrderId, (Pool, String)> = HashMap::new();
+        for pc in &self.config.pools {
+            let q = self.queue(&pc.pool)?;
+            for info in q.list().await? {
+                let Some(d) = q.data(&info.id).await? else {
+                    continue;
+                };
+                let Ok(e) = tree::from_json::<QueueEntry>("queue item", &d) else {
+                    continue;
+                };
+                let still_queued = by_id
+                    .get(&e.order)
+                    .is_some_and(|o| o.state == OrderState::Queued);
+                if still_queued {
+                    in_line.insert(e.order);
+                } else if self.store.order(&e.order).await?.is_some() {
+                    // Cancelled (or otherwise gone on) in the store: take it out of line.
+                    if q.remove(&info.id).await? {
+                        report.removed_items.push(e.order);
+                    }
+                }
+            }
+            for (name, node, _) in self.units_with_version(&pc.pool).await? {
+                if let Some(o) = node.order {
+                    occupying.insert(o, (pc.pool.clone(), name));
+                }
+            }
+        }
+        for o in &live {
+            match o.state {
+                OrderState::Queued => {
+                    if let Some((_, unit)) = occupying.get(&o.id) {
+                        // The dispatch multi happened; the store missed it.
+                        let t = Transition {
+                            order: o.id.clone(),
+                            from: Some(OrderState::Queued),
+                            to: OrderState::Called,
+                            at_ms: now_ms(),
+                            actor: "reconciler".into(),
+                            unit: Some(unit.clone()),
+                        };
+                        if self.store.transition(&t).await? {
+                            report.recorded_calls.push(o.id.clone());
+                        }
+                    } else if !in_line.contains(&o.id) {
+                        self.enqueue(o).await?;
+                        report.enqueued.push(o.id.clone());
+                    }
+                }
+                OrderState::Called | OrderState::InProgress => {}
+                _ => {}
+            }
+        }
+        // Units held by orders that are finished (or unknown to the store).
+        for (order_id, (pool, unit)) in occupying {
+            if by_id
+                .get(&order_id)
+                .is_some_and(|o| o.state.occupies() || o.state == OrderState::Queued)
+            {
+                continue;
+            }
+            let Some(order) = self.store.order(&order_id).await? else {
+                continue;
+            };
+            let mut o = order.clone();
+            o.assigned = Some(unit.clone());
+            o.pool = pool;
+            self.free_unit(&o).await?;
+            report.freed_units.push(unit);
+            report.ended_exams.push(order.patient);
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,1060 @@
+//! The SQLite clinical store: the embedded default behind [`ClinicalStore`].
+//!
+//! One file, one connection behind a mutex (SQLite has one writer anyway), every call run on
+//! tokio's blocking pool so the async callers never block a worker thread.
+//!
+//! ## Durability
+//! The database runs in WAL mode with `synchronous=FULL`: a call that returned `Ok` has been
+//! fsynced and survives power loss. Every method that writes more than one row runs in one
+//! transaction, so a crash leaves either all of it or none of it.
+//!
+//! ## Schema
+//! Versioned with `PRAGMA user_version`; [`MIGRATIONS`] holds one script per version and
+//! [`SqliteStore::open`] applies the missing ones in one transaction. A database written by a
+//! newer medkeeper (a higher version than this build knows) is refused rather than guessed at.
+//!
+//! ```text
+//! patients    (id PK, name, birth_date)
+//! orders      (id PK, patient, pool_kind 'equipment'|'department', pool_name,
+//!              capabilities JSON text, priority, reason, state, assigned,
+//!              created_ms, updated_ms)            index (state, created_ms), (patient, created_ms)
+//! transitions (id autoincrement PK, order_id → orders, from_state NULL for creation,
+//!              to_state, at_ms, actor, unit)       index (order_id)
+//! results     (order_id PK → orders, text, at_ms, actor)
+//! ```
+//!
+//! The SQL is plain enough to run on PostgreSQL, except for what is marked SQLite-only:
+//! the pragmas, `INTEGER PRIMARY KEY AUTOINCREMENT` (PostgreSQL: `BIGINT GENERATED ALWAYS AS
+//! IDENTITY`) and `BEGIN IMMEDIATE` (PostgreSQL: `BEGIN`; the compare-and-set `UPDATE ...
+//! WHERE state = ?` takes the row lock there). Upserts use `INSERT ... ON CONFLICT (..) DO
+//! UPDATE`, which both understand.
+//!
+//! ## Reading back
+//! Stored values are parsed with the model's own parsers; anything that does not parse (an
+//! unknown state, malformed capabilities JSON, an id that is not one) is
+//! [`StoreError::Corrupt`] naming the record, never a panic.
+//!
+//! ## Cancellation
+//! Dropping a call's future does not stop it: the blocking task runs to the end, so a write
+//! whose caller went away may still commit — atomically, as a whole or not at all.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+
+use super::{ClinicalStore, ExamResult, Patient, StoreError};
+use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
+
+/// How long a statement waits for another process's lock on the file before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, one script per version: `MIGRATIONS[i]` takes `user_version` `i` to `i + 1`.
+/// Scripts are append-only: a released script is never edited, a change is a new version.
+const MIGRATIONS: &[&str] = &[
+    // v1
+    r#"
+    CREATE TABLE patients (
+        id          TEXT NOT NULL PRIMARY KEY,
+        name        TEXT NOT NULL,
+        birth_date  TEXT
+    );
+
+    CREATE TABLE orders (
+        id            TEXT NOT NULL PRIMARY KEY,
+        patient       TEXT NOT NULL,
+        pool_kind     TEXT NOT NULL CHECK (pool_kind IN ('equipment', 'department')),
+        pool_name     TEXT NOT NULL,
+        capabilities  TEXT NOT NULL,
+        priority      TEXT NOT NULL,
+        reason        TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        assigned      TEXT,
+        created_ms    BIGINT NOT NULL,
+        updated_ms    BIGINT NOT NULL
+    );
+    CREATE INDEX orders_by_state ON orders (state, created_ms);
+    CREATE INDEX orders_by_patient ON orders (patient, created_ms);
+
+    -- SQLite-only: PostgreSQL spells the key BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY.
+    CREATE TABLE transitions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id    TEXT NOT NULL REFERENCES orders (id),
+        from_state  TEXT,
+        to_state    TEXT NOT NULL,
+        at_ms       BIGINT NOT NULL,
+        actor       TEXT NOT NULL,
+        unit        TEXT
+    );
+    CREATE INDEX transitions_by_order ON transitions (order_id);
+
+    CREATE TABLE results (
+        order_id  TEXT NOT NULL PRIMARY KEY REFERENCES orders (id),
+        text      TEXT NOT NULL,
+        at_ms     BIGINT NOT NULL,
+        actor     TEXT NOT NULL
+    );
+    "#,
+];
+
+/// The columns of `orders`, in the order [`RawOrder::read`] expects them.
+const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, priority, reason, \
+                             state, assigned, created_ms, updated_ms";
+
+/// The SQLite clinical store. Cheap to clone: clones share one connection.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), medkeeper_hospital::store::StoreError> {
+/// use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
+/// let store = SqliteStore::open("/var/lib/medkeeper/clinical.db")?;
+/// let id = "p-1".parse().unwrap();
+/// assert!(store.patient(&id).await?.is_none());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    path: Option<PathBuf>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating the file and the schema if needed and migrating
+    /// an older schema to this build's.
+    ///
+    /// # Notable errors
+    /// `Backend` if the file cannot be opened, or if its schema is newer than this build.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let path = path.as_ref();
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        Self::setup(conn, Some(path.to_path_buf()))
+    }
+
+    /// A fresh private in-memory database, gone when the last clone is dropped. For tests.
+    pub fn in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        Self::setup(conn, None)
+    }
+
+    /// The database file, or `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    fn setup(mut conn: Connection, path: Option<PathBuf>) -> Result<SqliteStore, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        // WAL is a property of the file (it sticks); the others are per connection.
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(backend)?;
+        if path.is_some() && !mode.eq_ignore_ascii_case("wal") {
+            // Still durable with synchronous=FULL (rollback journal), only slower to read
+            // while writing; worth a warning, not a refusal.
+            tracing::warn!(journal_mode = %mode, "clinical store: WAL not available");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+            path,
+        })
+    }
+
+    /// Runs `f` on the connection on tokio's blocking pool.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn.lock().map_err(|_| {
+                StoreError::Backend("connection unusable: an earlier call panicked".into())
+            })?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+    }
+}
+
+/// Brings the schema to the newest version, in one immediate transaction (so two processes
+/// opening one file at once do not both migrate).
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(backend)?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Backend(format!(
+            "clinical store schema version {version} is newer than this medkeeper's ({known})"
+        )));
+    }
+    if version == known {
+        return Ok(());
+    }
+    for script in &MIGRATIONS[version as usize..] {
+        tx.execute_batch(script).map_err(backend)?;
+    }
+    tx.pragma_update(None, "user_version", known)
+        .map_err(backend)?;
+    tx.commit().map_err(backend)
+}
+
+/// A database error: a value of the wrong type is corruption, anything else the backend's.
+fn backend(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::InvalidColumnType(..)
+        | rusqlite::Error::FromSqlConversionFailure(..)
+        | rusqlite::Error::IntegralValueOutOfRange(..) => StoreError::Corrupt(e.to_string()),
+        e => StoreError::Backend(e.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// Parses a stored value with the model's parser; failure names the record.
+fn parse<T: std::str::FromStr>(record: &str, what: &str, s: &str) -> Result<T, StoreError>
+where
+    T::Err: fmt::Display,
+{
+    s.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{record}: {what} {s:?}: {e}")))
+}
+
+fn pool_columns(pool: &Pool) -> (&'static str, &str) {
+    match pool {
+        Pool::Equipment(k) => ("equipment", k),
+        Pool::Department(d) => ("department", d),
+    }
+}
+
+/// An `orders` row as stored, before parsing.
+struct RawOrder {
+    id: String,
+    patient: String,
+    pool_kind: String,
+    pool_name: String,
+    capabilities: String,
+    priority: String,
+    reason: String,
+    state: String,
+    assigned: Option<String>,
+    created_ms: i64,
+    updated_ms: i64,
+}
+
+impl RawOrder {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawOrder> {
+        Ok(RawOrder {
+            id: r.get(0)?,
+            patient: r.get(1)?,
+            pool_kind: r.get(2)?,
+            pool_name: r.get(3)?,
+            capabilities: r.get(4)?,
+            priority: r.get(5)?,
+            reason: r.get(6)?,
+            state: r.get(7)?,
+            assigned: r.get(8)?,
+            created_ms: r.get(9)?,
+            updated_ms: r.get(10)?,
+        })
+    }
+
+    fn parse(self) -> Result<Order, StoreError> {
+        let rec = format!("order {:?}", self.id);
+        let pool = match self.pool_kind.as_str() {
+            "equipment" => Pool::Equipment(self.pool_name),
+            "department" => Pool::Department(self.pool_name),
+            other => {
+                return Err(StoreError::Corrupt(format!("{rec}: pool kind {other:?}")));
+            }
+        };
+        let capabilities = serde_json::from_str(&self.capabilities).map_err(|e| {
+            StoreError::Corrupt(format!("{rec}: capabilities {:?}: {e}", self.capabilities))
+        })?;
+        Ok(Order {
+            id: parse(&rec, "id", &self.id)?,
+            patient: parse(&rec, "patient", &self.patient)?,
+            pool,
+            capabilities,
+            priority: parse(&rec, "priority", &self.priority)?,
+            reason: self.reason,
+            state: parse(&rec, "state", &self.state)?,
+            assigned: self.assigned,
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+        })
+    }
+}
+
+fn query_orders(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Order>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(backend)?;
+    let raws = stmt
+        .query_map(params, RawOrder::read)
+        .map_err(backend)?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(backend)?;
+    raws.into_iter().map(RawOrder::parse).collect()
+}
+
+#[async_trait]
+impl ClinicalStore for SqliteStore {
+    async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
+        let p = patient.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO patients (id, name, birth_date) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET name = excluded.name,
+                                                birth_date = excluded.birth_date",
+                params![p.id.as_str(), p.name, p.birth_date],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT name, birth_date FROM patients WHERE id = ?1",
+                    [id.as_str()],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(row.map(|(name, birth_date)| Patient {
+                id,
+                name,
+                birth_date,
+            }))
+        })
+        .await
+    }
+
+    async fn insert_order(&self, order: &Order, actor: &str) -> Result<(), StoreError> {
+        let o = order.clone();
+        let actor = actor.to_string();
+        self.run(move |conn| {
+            let capabilities = serde_json::to_string(&o.capabilities)
+                .map_err(|e| StoreError::Backend(format!("capabilities: {e}")))?;
+            let (pool_kind, pool_name) = pool_columns(&o.pool);
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO orders ({ORDER_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ),
+                params![
+                    o.id.as_str(),
+                    o.patient.as_str(),
+                    pool_kind,
+                    pool_name,
+                    capabilities,
+                    o.priority.code(),
+                    o.reason,
+                    o.state.code(),
+                    o.assigned,
+                    o.created_ms,
+                    o.updated_ms,
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists(format!("order {}", o.id))
+                } else {
+                    backend(e)
+                }
+            })?;
+            tx.execute(
+                "INSERT INTO transitions (order_id, from_state, to_state, at_ms, actor, unit)
+                 VALUES (?1, NULL, ?2, ?3, ?4, ?5)",
+                params![
+                    o.id.as_str(),
+                    o.state.code(),
+                    o.created_ms,
+                    actor,
+                    o.assigned
+                ],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let raw = conn
+                .query_row(
+                    &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1"),
+                    [id.as_str()],
+                    RawOrder::read,
+                )
+                .optional()
+                .map_err(backend)?;
+            raw.map(RawOrder::parse).transpose()
+        })
+        .await
+    }
+
+    async fn transition(&self, t: &Transition) -> Result<bool, StoreError> {
+        // A creation (`from: None`) is never a move: no stored order is in "no state".
+        let Some(from) = t.from else {
+            return Ok(false);
+        };
+        let t = t.clone();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let changed = tx
+                .execute(
+                    "UPDATE orders
+                     SET state = ?1, updated_ms = ?2, assigned = COALESCE(?3, assigned)
+                     WHERE id = ?4 AND state = ?5",
+                    params![t.to.code(), t.at_ms, t.unit, t.order.as_str(), from.code()],
+                )
+                .map_err(backend)?;
+            if changed != 1 {
+                // Dropping the transaction rolls it back; nothing was written anyway.
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO transitions (order_id, from_state, to_state, at_ms, actor, unit)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    t.order.as_str(),
+                    from.code(),
+                    t.to.code(),
+                    t.at_ms,
+                    t.actor,
+                    t.unit
+                ],
+            )
+            .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_priority(&self, id: &OrderId, priority: Priority) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE orders SET priority = ?1 WHERE id = ?2 AND state = ?3",
+                    params![priority.code(), id.as_str(), OrderState::Queued.code()],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT order_id, from_state, to_state, at_ms, actor, unit
+                     FROM transitions WHERE order_id = ?1 ORDER BY id",
+                )
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([id.as_str()], |r| {
+                    Ok((
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                    ))
+                })
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            rows.into_iter()
+                .map(|(at_ms, order, from, to, actor, unit)| {
+                    let rec = format!("transition of order {order:?}");
+                    Ok(Transition {
+                        order: parse(&rec, "order id", &order)?,
+                        from: from.map(|f| parse(&rec, "from state", &f)).transpose()?,
+                        to: parse(&rec, "to state", &to)?,
+                        at_ms,
+                        actor,
+                        unit,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let codes: Vec<&'static str> = states.iter().map(|s| s.code()).collect();
+        self.run(move |conn| {
+            let marks = vec!["?"; codes.len()].join(", ");
+            // Ties on created_ms break by id: deterministic on every backend (no rowid).
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE state IN ({marks})
+                 ORDER BY created_ms, id"
+            );
+            query_orders(conn, &sql, params_from_iter(codes))
+        })
+        .await
+    }
+
+    async fn orders_of(&self, patient: &PatientId) -> Result<Vec<Order>, StoreError> {
+        let patient = patient.clone();
+        self.run(move |conn| {
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE patient = ?1 ORDER BY created_ms, id"
+            );
+            query_orders(conn, &sql, [patient.as_str()])
+        })
+        .await
+    }
+
+    async fn put_result(&self, result: &ExamResult) -> Result<(), StoreError> {
+        let r = result.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO results (order_id, text, at_ms, actor) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (order_id) DO UPDATE SET text = excluded.text,
+                                                      at_ms = excluded.at_ms,
+                                                      actor = excluded.actor",
+                params![r.order.as_str(), r.text, r.at_ms, r.actor],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError> {
+        let id = id.clone();
+        self.run(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT text, at_ms, actor FROM results WHERE order_id = ?1",
+                    [id.as_str()],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, String>(2)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(backend)?;
+            Ok(row.map(|(text, at_ms, actor)| ExamResult {
+                order: id,
+                text,
+                at_ms,
+                actor,
+            }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oid(s: &str) -> OrderId {
+        s.parse().unwrap()
+    }
+
+    fn pid(s: &str) -> PatientId {
+        s.parse().unwrap()
+    }
+
+    fn order(id: &str, patient: &str, created_ms: i64) -> Order {
+        Order {
+            id: oid(id),
+            patient: pid(patient),
+            pool: Pool::Equipment("MRI".into()),
+            capabilities: vec!["contrast".into(), "3T".into()],
+            priority: Priority::Urgent,
+            reason: "suspected stroke; \"quotes\" and ünïcode".into(),
+            state: OrderState::Queued,
+            assigned: None,
+            created_ms,
+            updated_ms: created_ms,
+        }
+    }
+
+    fn step(
+        id: &str,
+        from: OrderState,
+        to: OrderState,
+        at_ms: i64,
+        unit: Option<&str>,
+    ) -> Transition {
+        Transition {
+            order: oid(id),
+            from: Some(from),
+            to,
+            at_ms,
+            actor: "dispatcher:a".into(),
+            unit: unit.map(str::to_string),
+        }
+    }
+
+    #[tokio::test]
+    async fn order_round_trip_keeps_every_field() {
+        let store = SqliteStore::in_memory().unwrap();
+        assert_eq!(store.path(), None);
+        let mut o = order("o-1", "p-1", 1_000);
+        o.pool = Pool::Department("cardiology".into());
+        o.priority = Priority::Stat;
+        o.state = OrderState::Called;
+        o.assigned = Some("dr-who".into());
+        o.updated_ms = 1_500;
+        store.insert_order(&o, "nurse:jo").await.unwrap();
+        assert_eq!(store.order(&o.id).await.unwrap(), Some(o.clone()));
+        assert_eq!(
+            store.transitions(&o.id).await.unwrap(),
+            vec![Transition {
+                order: o.id.clone(),
+                from: None,
+                to: OrderState::Called,
+                at_ms: 1_000,
+                actor: "nurse:jo".into(),
+                unit: Some("dr-who".into()),
+            }]
+        );
+        let mut bare = order("o-2", "p-1", 2_000);
+        bare.capabilities.clear();
+        store.insert_order(&bare, "nurse:jo").await.unwrap();
+        assert_eq!(store.order(&bare.id).await.unwrap(), Some(bare));
+        assert_eq!(store.order(&oid("o-none")).await.unwrap(), None);
+        assert!(store.transitions(&oid("o-none")).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn duplicate_order_is_exists_and_changes_nothing() {
+        let store = SqliteStore::in_memory().unwrap();
+        let o = order("o-1", "p-1", 1_000);
+        store.insert_order(&o, "a").await.unwrap();
+        let mut again = o.clone();
+        again.reason = "other".into();
+        assert_eq!(
+            store.insert_order(&again, "b").await,
+            Err(StoreError::Exists("order o-1".into()))
+        );
+        assert_eq!(store.order(&o.id).await.unwrap(), Some(o.clone()));
+        assert_eq!(store.transitions(&o.id).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn transition_is_compare_and_set() {
+        use OrderState::*;
+        let store = SqliteStore::in_memory().unwrap();
+        let o = order("o-1", "p-1", 1_000);
+        store.insert_order(&o, "a").await.unwrap();
+
+        // Right from-state: moves, records, assigns.
+        let call = step("o-1", Queued, Called, 2_000, Some("MRI-1"));
+        assert!(store.transition(&call).await.unwrap());
+        let now = store.order(&o.id).await.unwrap().unwrap();
+        assert_eq!(now.state, Called);
+        assert_eq!(now.assigned.as_deref(), Some("MRI-1"));
+        assert_eq!(now.updated_ms, 2_000);
+        assert_eq!(now.created_ms, 1_000);
+
+        // Wrong from-state: false, nothing recorded, nothing changed.
+        let stale = step("o-1", Queued, Cancelled, 3_000, Some("MRI-2"));
+        assert!(!store.transition(&stale).await.unwrap());
+        assert_eq!(store.order(&o.id).await.unwrap().unwrap(), now);
+        // Unknown order and a "creation" are never moves.
+        assert!(
+            !store
+                .transition(&step("o-x", Queued, Called, 1, None))
+                .await
+                .unwrap()
+        );
+        let creation = Transition {
+            from: None,
+            ..call.clone()
+        };
+        assert!(!store.transition(&creation).await.unwrap());
+
+        // unit None keeps the assignment.
+        let start = step("o-1", Called, InProgress, 4_000, None);
+        assert!(store.transition(&start).await.unwrap());
+        let now = store.order(&o.id).await.unwrap().unwrap();
+        assert_eq!(
+            (now.state, now.assigned.as_deref()),
+            (InProgress, Some("MRI-1"))
+        );
+
+        let history = store.transitions(&o.id).await.unwrap();
+        assert_eq!(history.len(), 3);
+        assert_eq!(history[0].from, None);
+        assert_eq!(history[1], call);
+        assert_eq!(history[2], start);
+    }
+
+    #[tokio::test]
+    async fn set_priority_only_while_queued() {
+        let store = SqliteStore::in_memory().unwrap();
+        let o = order("o-1", "p-1", 1_000);
+        store.insert_order(&o, "a").await.unwrap();
+        assert!(store.set_priority(&o.id, Priority::Stat).await.unwrap());
+        let now = store.order(&o.id).await.unwrap().unwrap();
+        assert_eq!(now.priority, Priority::Stat);
+        assert_eq!(now.updated_ms, o.updated_ms);
+        assert_eq!(store.transitions(&o.id).await.unwrap().len(), 1);
+
+        let call = step(
+            "o-1",
+            OrderState::Queued,
+            OrderState::Called,
+            2_000,
+            Some("MRI-1"),
+        );
+        assert!(store.transition(&call).await.unwrap());
+        assert!(!store.set_priority(&o.id, Priority::Routine).await.unwrap());
+        assert_eq!(
+            store.order(&o.id).await.unwrap().unwrap().priority,
+            Priority::Stat
+        );
+        assert!(
+            !store
+                .set_priority(&oid("o-x"), Priority::Routine)
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn orders_in_and_orders_of_are_oldest_first() {
+        use OrderState::*;
+        let store = SqliteStore::in_memory().unwrap();
+        // Inserted out of age order; o-b and o-c share a millisecond (ties break by id).
+        for (id, patient, at) in [
+            ("o-d", "p-2", 40),
+            ("o-c", "p-1", 20),
+            ("o-a", "p-1", 10),
+            ("o-b", "p-1", 20),
+        ] {
+            store
+                .insert_order(&order(id, patient, at), "a")
+                .await
+                .unwrap();
+        }
+        assert!(
+            store
+                .transition(&step("o-b", Queued, Called, 50, Some("MRI-1")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .transition(&step("o-a", Queued, Cancelled, 60, None))
+                .await
+                .unwrap()
+        );
+
+        let ids = |v: Vec<Order>| v.into_iter().map(|o| o.id.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.orders_in(&[Queued]).await.unwrap()),
+            ["o-c", "o-d"]
+        );
+        assert_eq!(
+            ids(store.orders_in(&[Called, Queued]).await.unwrap()),
+            ["o-b", "o-c", "o-d"]
+        );
+        assert_eq!(
+            ids(store.orders_in(&OrderState::ALL).await.unwrap()),
+            ["o-a", "o-b", "o-c", "o-d"]
+        );
+        assert!(store.orders_in(&[]).await.unwrap().is_empty());
+        assert!(store.orders_in(&[Reported]).await.unwrap().is_empty());
+        assert_eq!(
+            ids(store.orders_of(&pid("p-1")).await.unwrap()),
+            ["o-a", "o-b", "o-c"]
+        );
+        assert_eq!(ids(store.orders_of(&pid("p-2")).await.unwrap()), ["o-d"]);
+        assert!(store.orders_of(&pid("p-3")).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn results_put_get_replace() {
+        let store = SqliteStore::in_memory().unwrap();
+        let o = order("o-1", "p-1", 1_000);
+        store.insert_order(&o, "a").await.unwrap();
+        assert_eq!(store.result(&o.id).await.unwrap(), None);
+        let first = ExamResult {
+            order: o.id.clone(),
+            text: "no acute findings".into(),
+            at_ms: 5_000,
+            actor: "dr-a".into(),
+        };
+        store.put_result(&first).await.unwrap();
+        assert_eq!(store.result(&o.id).await.unwrap(), Some(first));
+        let amended = ExamResult {
+            order: o.id.clone(),
+            text: "addendum: small infarct".into(),
+            at_ms: 6_000,
+            actor: "dr-b".into(),
+        };
+        store.put_result(&amended).await.unwrap();
+        assert_eq!(store.result(&o.id).await.unwrap(), Some(amended));
+    }
+
+    #[tokio::test]
+    async fn result_for_unknown_order_is_refused() {
+        let store = SqliteStore::in_memory().unwrap();
+        let r = ExamResult {
+            order: oid("o-none"),
+            text: "x".into(),
+            at_ms: 1,
+            actor: "dr-a".into(),
+        };
+        assert!(matches!(
+            store.put_result(&r).await,
+            Err(StoreError::Backend(_))
+        ));
+        assert_eq!(store.result(&r.order).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn patients_upsert() {
+        let store = SqliteStore::in_memory().unwrap();
+        let id = pid("p-1");
+        assert_eq!(store.patient(&id).await.unwrap(), None);
+        let mut p = Patient {
+            id: id.clone(),
+            name: "Ada Lovelace".into(),
+            birth_date: None,
+        };
+        store.upsert_patient(&p).await.unwrap();
+        assert_eq!(store.patient(&id).await.unwrap(), Some(p.clone()));
+        p.name = "Ada King".into();
+        p.birth_date = Some("1815-12-10".into());
+        store.upsert_patient(&p).await.unwrap();
+        assert_eq!(store.patient(&id).await.unwrap(), Some(p.clone()));
+        p.birth_date = None;
+        store.upsert_patient(&p).await.unwrap();
+        assert_eq!(store.patient(&id).await.unwrap(), Some(p));
+    }
+
+    #[tokio::test]
+    async fn file_store_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clinical.db");
+        let o = order("o-1", "p-1", 1_000);
+        let call = step(
+            "o-1",
+            OrderState::Queued,
+            OrderState::Called,
+            2_000,
+            Some("CT-1"),
+        );
+        let p = Patient {
+            id: pid("p-1"),
+            name: "Grace".into(),
+            birth_date: Some("1906-12-09".into()),
+        };
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            assert_eq!(store.path(), Some(path.as_path()));
+            store.upsert_patient(&p).await.unwrap();
+            store.insert_order(&o, "a").await.unwrap();
+            assert!(store.transition(&call).await.unwrap());
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let now = store.order(&o.id).await.unwrap().unwrap();
+        assert_eq!(
+            (now.state, now.assigned.as_deref()),
+            (OrderState::Called, Some("CT-1"))
+        );
+        assert_eq!(store.transitions(&o.id).await.unwrap().len(), 2);
+        assert_eq!(store.patient(&p.id).await.unwrap(), Some(p));
+        let conn = store.conn.lock().unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clinical.db");
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        assert!(
+            matches!(SqliteStore::open(&path), Err(StoreError::Backend(m)) if m.contains("99"))
+        );
+    }
+
+    #[tokio::test]
+    async fn corrupt_values_are_reported_as_corrupt() {
+        let store = SqliteStore::in_memory().unwrap();
+        store
+            .insert_order(&order("o-1", "p-1", 1), "a")
+            .await
+            .unwrap();
+        store
+            .insert_order(&order("o-2", "p-1", 2), "a")
+            .await
+            .unwrap();
+        {
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
+                "UPDATE orders SET state = 'teleported' WHERE id = 'o-1'",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE orders SET capabilities = '{oops' WHERE id = 'o-2'",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "UPDATE transitions SET to_state = 'lost' WHERE order_id = 'o-2'",
+                [],
+            )
+            .unwrap();
+        }
+        let corrupt = |r: Result<_, StoreError>, needle: &str| match r {
+            Err(StoreError::Corrupt(m)) => assert!(m.contains(needle), "{m}"),
+            other => panic!("expected Corrupt mentioning {needle}, got {other:?}"),
+        };
+        corrupt(store.order(&oid("o-1")).await.map(|_| ()), "teleported");
+        corrupt(store.orders_of(&pid("p-1")).await.map(|_| ()), "teleported");
+        corrupt(store.order(&oid("o-2")).await.map(|_| ()), "capabilities");
+        corrupt(store.transitions(&oid("o-2")).await.map(|_| ()), "lost");
+        // A value of the wrong type is corruption too.
+        {
+            let conn = store.conn.lock().unwrap();
+            conn.execute(
+                "UPDATE orders SET state = 'queued', created_ms = 'soon' WHERE id = 'o-1'",
+                [],
+            )
+            .unwrap();
+        }
+        assert!(matches!(
+            store.order(&oid("o-1")).await,
+            Err(StoreError::Corrupt(_))
+        ));
+        // The rest of the store still works.
+        assert!(store.transitions(&oid("o-1")).await.unwrap().len() == 1);
+    }
+
+    #[tokio::test]
+    async fn poisoned_connection_is_a_backend_error() {
+        let store = SqliteStore::in_memory().unwrap();
+        let conn = Arc::clone(&store.conn);
+        let _ = std::thread::spawn(move || {
+            let _guard = conn.lock().unwrap();
+            panic!("poison the connection (expected in this test)");
+        })
+        .join();
+        assert!(matches!(
+            store.order(&oid("o-1")).await,
+            Err(StoreError::Backend(_))
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_compare_and_set_has_one_winner() {
+        let store = SqliteStore::in_memory().unwrap();
+        store
+            .insert_order(&order("o-1", "p-1", 1), "a")
+            .await
+            .unwrap();
+        let barrier = Arc::new(tokio::sync::Barrier::new(8));
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let barrier = Arc::clone(&barrier);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let unit = format!("MRI-{i}");
+                    let t = step(
+                        "o-1",
+                        OrderState::Queued,
+                        OrderState::Called,
+                        10 + i,
+                        Some(&unit),
+                    );
+                    (unit, store.transition(&t).await.unwrap())
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for t in tasks {
+            let (unit, won) = t.await.unwrap();
+            if won {
+                winners.push(unit);
+            }
+        }
+        assert_eq!(winners.len(), 1, "{winners:?}");
+        let now = store.order(&oid("o-1")).await.unwrap().unwrap();
+        assert_eq!(now.assigned.as_ref(), Some(&winners[0]));
+        let history = store.transitions(&oid("o-1")).await.unwrap();
+        assert_eq!(history.len(), 2);
+        assert_eq!(history[1].unit.as_ref(), Some(&winners[0]));
+    }
+}
