@@ -41,7 +41,7 @@ use std::time::Duration;
 use medkeeper_coord::{AddWatchMode, CreateMode, CreateOptions, Op, SessionExt};
 use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 
-use crate::model::{OrderId, OrderState, PatientId, Pool, Transition, UnitStatus, now_ms};
+use crate::model::{OrderId, OrderState, PatientId, Pool, Transition, UnitStatus};
 use crate::orders::Hospital;
 use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
 use crate::{Error, Result};
@@ -215,7 +215,7 @@ impl Dispatcher {
                 capabilities: node.capabilities.clone(),
                 order: Some(entry.order.clone()),
                 patient: Some(entry.patient.clone()),
-                since_ms: now_ms(),
+                since_ms: self.hospital.now_ms(),
             };
             let active = ActiveExam {
                 order: entry.order.clone(),
@@ -269,7 +269,7 @@ impl Dispatcher {
             order: entry.order.clone(),
             from: Some(OrderState::Queued),
             to: OrderState::Called,
-            at_ms: now_ms(),
+            at_ms: self.hospital.now_ms(),
             actor: self.actor(),
             unit: Some(unit.to_string()),
         };
@@ -320,7 +320,7 @@ impl Dispatcher {
     async fn no_shows(&self) -> Result<()> {
         let h = &self.hospital;
         let grace = h.config().no_show_grace.as_millis() as i64;
-        let now = now_ms();
+        let now = self.hospital.now_ms();
         for (_, node, _) in h.units_with_version(&self.pool).await? {
             let (UnitStatus::InUse, Some(order)) = (node.status, node.order) else {
                 continue;

@@ -26,12 +26,10 @@ use std::time::Duration;
 
 use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, Session, SessionExt};
 use medkeeper_recipes::PriorityQueue;
-use medkeeper_recipes::queue::{ItemId, QueueConfig};
+use medkeeper_recipes::queue::{Clock, ItemId, QueueConfig};
 
 use crate::config::{HospitalConfig, NoShowPolicy};
-use crate::model::{
-    Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus, now_ms,
-};
+use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::store::{ClinicalStore, ExamResult};
 use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
 use crate::{Error, Result};
@@ -116,6 +114,7 @@ pub struct Hospital {
     store: Arc<dyn ClinicalStore>,
     config: Arc<HospitalConfig>,
     queues: HashMap<Pool, PriorityQueue>,
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Hospital {
@@ -133,12 +132,24 @@ impl Hospital {
         store: Arc<dyn ClinicalStore>,
         config: HospitalConfig,
     ) -> Result<Hospital> {
+        Hospital::with_clock(session, store, config, Clock::system())
+    }
+
+    /// Like [`new`](Hospital::new), reading the time from `clock` (order times, waiting times,
+    /// ageing, no-show grace): for simulations that run a day in seconds. Every instance of one
+    /// hospital must use the same clock.
+    pub fn with_clock(
+        session: Arc<dyn Session>,
+        store: Arc<dyn ClinicalStore>,
+        config: HospitalConfig,
+        clock: Clock,
+    ) -> Result<Hospital> {
         let mut queues = HashMap::new();
         for p in &config.pools {
             let q = PriorityQueue::new(
                 session.clone(),
                 tree::queue_path(&p.pool),
-                QueueConfig::new(config.targets.by_class()),
+                QueueConfig::new(config.targets.by_class()).with_clock(clock.clone()),
             )?;
             queues.insert(p.pool.clone(), q);
         }
@@ -147,7 +158,17 @@ impl Hospital {
             store,
             config: Arc::new(config),
             queues,
+            clock,
         })
+    }
+
+    /// Milliseconds since the Unix epoch by this hospital's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock
+            .now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
     }
 
     /// The coordination session.
@@ -197,7 +218,7 @@ impl Hospital {
                 "reason longer than {MAX_REASON_LEN} bytes"
             )));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let order = Order {
             id: OrderId::generate(),
             patient: new.patient,
@@ -351,7 +372,7 @@ impl Hospital {
             order: order.id.clone(),
             from: Some(order.state),
             to,
-            at_ms: now_ms(),
+            at_ms: self.now_ms(),
             actor: actor.to_string(),
             unit: unit.clone(),
         };
@@ -469,7 +490,7 @@ impl Hospital {
             .put_result(&ExamResult {
                 order: order.id.clone(),
                 text: text.to_string(),
-                at_ms: now_ms(),
+                at_ms: self.now_ms(),
                 actor: actor.to_string(),
             })
             .await?;
@@ -519,7 +540,7 @@ impl Hospital {
                 node.status = UnitStatus::Available;
                 node.order = None;
                 node.patient = None;
-                node.since_ms = now_ms();
+                node.since_ms = self.now_ms();
                 ops.push(Op::set_data(&unit_path, tree::to_json(&node), stat.version));
             }
             match self.session.get_data(&active).await {
@@ -574,7 +595,7 @@ impl Hospital {
                 return Ok(());
             }
             node.status = status;
-            node.since_ms = now_ms();
+            node.since_ms = self.now_ms();
             match self
                 .session
                 .set_data(&p, &tree::to_json(&node), stat.version)
@@ -635,7 +656,7 @@ impl Hospital {
             .filter(|(_, n, _)| matches!(n.status, UnitStatus::Available | UnitStatus::InUse))
             .count()
             .max(1) as u64;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut rows = Vec::new();
         for info in q.list().await? {
             let Some(d) = q.data(&info.id).await? else {
@@ -733,7 +754,7 @@ impl Hospital {
                             order: o.id.clone(),
                             from: Some(OrderState::Queued),
                             to: OrderState::Called,
-                            at_ms: now_ms(),
+                            at_ms: self.now_ms(),
                             actor: "reconciler".into(),
                             unit: Some(unit.clone()),
                         };
