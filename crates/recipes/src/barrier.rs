@@ -29,25 +29,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::{
-    CreateMode, CreateOptions, Error as CoordError, Session, SessionExt, SessionState, path,
-};
+use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Session, SessionExt, path};
 use tokio::time::Instant;
 
-use crate::line;
+use crate::line::{self, Waited};
 use crate::lock::validate_dir;
-use crate::{Error, LostReason, Result};
+use crate::{Error, Result};
 
 /// The name of the double barrier's ready node (Curator's `READY_NODE`).
 pub const READY_NODE: &str = "ready";
-
-/// What [`wait_watch`] saw.
-enum Woke {
-    /// The watch fired (re-read).
-    Fired,
-    /// The deadline passed.
-    TimedOut,
-}
 
 /// Sets an exist watch on `path`; `Ok(None)` if the node does not exist, else waits for the watch
 /// to fire, the deadline, or the session's end (an error). One exist watch per call. Connection
@@ -56,37 +46,13 @@ async fn wait_exists_change(
     s: &dyn Session,
     path: &str,
     deadline: Option<Instant>,
-) -> Result<Option<Woke>> {
+) -> Result<Option<Waited>> {
     let (stat, watch) =
         line::retrying(s, deadline, || async { Ok(s.exists_watch(path).await?) }).await?;
     if stat.is_none() {
         return Ok(None);
     }
-    wait_watch(s, watch, deadline).await.map(Some)
-}
-
-/// Waits for `watch` to fire, the deadline, or the session's end (an error).
-async fn wait_watch(
-    s: &dyn Session,
-    watch: medkeeper_coord::OneshotWatch,
-    deadline: Option<Instant>,
-) -> Result<Woke> {
-    let mut events = s.session_events();
-    let ended = events.wait_for(SessionState::is_terminal);
-    let sleep = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        event = watch => match event.state.to_error() {
-            Some(e) if event.state.is_terminal() => Err(Error::Coord(e)),
-            _ => Ok(Woke::Fired),
-        },
-        state = ended => Err(Error::Coord(state.to_error().unwrap_or(CoordError::SessionExpired))),
-        _ = sleep => Ok(Woke::TimedOut),
-    }
+    line::wait_event(s, watch, deadline).await.map(Some)
 }
 
 /// A barrier: while its node exists, [`wait`](Barrier::wait) blocks; removing the node lets
@@ -192,8 +158,8 @@ impl Barrier {
         loop {
             match wait_exists_change(s, &self.path, deadline).await? {
                 None => return Ok(()),
-                Some(Woke::Fired) => {}
-                Some(Woke::TimedOut) => return Err(Error::Timeout),
+                Some(Waited::Changed) => {}
+                Some(Waited::TimedOut) => return Err(Error::Timeout),
             }
         }
     }
@@ -313,17 +279,11 @@ impl DoubleBarrier {
             return Ok(entered);
         }
         loop {
-            let children = line::retrying(s, deadline, || async {
-                match s.get_children(&self.dir).await {
-                    Ok(c) => Ok(c),
-                    Err(CoordError::NoNode) => Ok(Vec::new()),
-                    Err(e) => Err(Error::Coord(e)),
-                }
-            })
-            .await?;
+            let children =
+                line::retrying(s, deadline, || line::children_or_empty(s, &self.dir)).await?;
             let children = participants(children);
             if !children.contains(&entered.name) {
-                return Err(self.node_missing());
+                return Err(line::lost_now(s));
             }
             if children.len() >= self.member_count {
                 line::retrying(s, deadline, || async {
@@ -338,9 +298,9 @@ impl DoubleBarrier {
                 .await?;
                 return Ok(entered);
             }
-            match wait_watch(s, ready_watch, deadline).await? {
-                Woke::Fired => {}
-                Woke::TimedOut => {
+            match line::wait_event(s, ready_watch, deadline).await? {
+                Waited::Changed => {}
+                Waited::TimedOut => {
                     let late = s.exists(&ready).await.ok().flatten().is_some();
                     if late {
                         return Ok(entered);
@@ -355,15 +315,6 @@ impl DoubleBarrier {
                 return Ok(entered);
             }
             ready_watch = w;
-        }
-    }
-
-    /// The error for a participant node that vanished: the session's end, or someone deleted it.
-    fn node_missing(&self) -> Error {
-        let st = self.session.state();
-        match st.to_error() {
-            Some(e) if st.is_terminal() => Error::Coord(e),
-            _ => Error::Lost(LostReason::NodeDeleted),
         }
     }
 
@@ -444,26 +395,16 @@ impl Entered {
         let s = session.as_ref();
         let mut ours_exists = true;
         loop {
-            let children = line::retrying(s, deadline, || async {
-                match s.get_children(&self.dir).await {
-                    Ok(c) => Ok(c),
-                    Err(CoordError::NoNode) => Ok(Vec::new()),
-                    Err(e) => Err(Error::Coord(e)),
-                }
-            })
-            .await?;
+            let children =
+                line::retrying(s, deadline, || line::children_or_empty(s, &self.dir)).await?;
             let children = participants(children);
             let Some(lowest) = children.first().cloned() else {
                 break;
             };
             let ours = children.iter().position(|c| *c == self.name);
             if ours.is_none() && ours_exists {
-                let st = s.state();
                 self.left = true;
-                return Err(match st.to_error() {
-                    Some(e) if st.is_terminal() => Error::Coord(e),
-                    _ => Error::Lost(LostReason::NodeDeleted),
-                });
+                return Err(line::lost_now(s));
             }
             if children.len() == 1 {
                 if ours_exists {
@@ -481,8 +422,8 @@ impl Entered {
                 lowest
             };
             match wait_exists_change(s, &path::join(&self.dir, &target), deadline).await? {
-                None | Some(Woke::Fired) => {}
-                Some(Woke::TimedOut) => return Err(Error::Timeout),
+                None | Some(Waited::Changed) => {}
+                Some(Waited::TimedOut) => return Err(Error::Timeout),
             }
         }
         self.left = true;
@@ -500,25 +441,11 @@ impl Entered {
     /// ended took it along). Failures are logged: the node goes with the session at the latest.
     async fn delete_now(&mut self) {
         let s = self.session.as_ref();
-        if let Err(e) = delete_participant(s, &self.path).await {
+        if let Err(e) = line::delete_ephemeral(s, &self.path).await {
             tracing::warn!(path = %self.path, error = %e, "could not delete a barrier participant");
         }
         // Only now: a leave dropped during the delete leaves it to `Drop`.
         self.left = true;
-    }
-}
-
-async fn delete_participant(s: &dyn Session, node: &str) -> Result<()> {
-    let r = line::retrying(s, None, || async {
-        match s.delete(node, -1).await {
-            Ok(()) | Err(CoordError::NoNode) => Ok(()),
-            Err(e) => Err(Error::Coord(e)),
-        }
-    })
-    .await;
-    match r {
-        Err(e) if e.is_session_fatal() => Ok(()),
-        other => other,
     }
 }
 
@@ -528,7 +455,7 @@ impl Drop for Entered {
             let session = self.session.clone();
             let node = std::mem::take(&mut self.path);
             line::spawn_cleanup(async move {
-                let _ = delete_participant(session.as_ref(), &node).await;
+                let _ = line::delete_ephemeral(session.as_ref(), &node).await;
             });
         }
     }

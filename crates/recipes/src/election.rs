@@ -21,13 +21,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::{Error as CoordError, Op, OpResult, Session, path};
+use medkeeper_coord::{Error as CoordError, Session, path};
 use tokio::time::Instant;
 
 use crate::hold::{self, Hold};
 use crate::line;
 use crate::lock::{mutex_turn, validate_dir};
-use crate::{ConnectionPolicy, Error, FencingToken, HoldState, LostReason, Result};
+use crate::{ConnectionPolicy, Error, HoldState, Result};
 
 /// The name part of a candidate's node (Curator's `LeaderLatch` `LOCK_NAME`).
 pub const LATCH_MARKER: &str = "latch-";
@@ -222,11 +222,8 @@ async fn first_participant(
 
 /// The leader of the election on `dir`, as any session can read it.
 pub async fn leader(session: &dyn Session, dir: &str) -> Result<Option<Participant>> {
-    match session.get_children(dir).await {
-        Ok(children) => first_participant(session, dir, children).await,
-        Err(CoordError::NoNode) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    let children = line::children_or_empty(session, dir).await?;
+    first_participant(session, dir, children).await
 }
 
 /// Leadership won by [`Election::campaign`]. Dropping it resigns in the background.
@@ -243,19 +240,15 @@ impl Leadership {
         &self.id
     }
 
-    /// The leader's candidate node.
-    pub fn path(&self) -> &str {
-        self.hold.path()
-    }
+    hold::hold_methods! {
+        /// The leader's candidate node.
+        fn path;
 
-    /// A fencing token: strictly larger for every later leader (the node's czxid).
-    pub fn fencing_token(&self) -> FencingToken {
-        self.hold.token()
-    }
+        /// A fencing token: strictly larger for every later leader (the node's czxid).
+        fn fencing_token;
 
-    /// Held, suspended or lost.
-    pub fn state(&self) -> HoldState {
-        self.hold.state()
+        /// Held, suspended or lost.
+        fn state;
     }
 
     /// True while leadership is held and not suspended.
@@ -263,30 +256,24 @@ impl Leadership {
         self.state() == HoldState::Held
     }
 
-    /// Resolves when leadership is lost, with the reason.
-    ///
-    /// # Cancellation safety
-    /// Safe.
-    pub async fn lost(&self) -> LostReason {
-        self.hold.lost().await
-    }
+    hold::hold_methods! {
+        /// Resolves when leadership is lost, with the reason.
+        ///
+        /// # Cancellation safety
+        /// Safe.
+        fn lost;
 
-    /// A check that makes a multi conditional on still leading.
-    pub fn check_op(&self) -> Op {
-        self.hold.check_op()
-    }
+        /// A check that makes a multi conditional on still leading.
+        fn check_op;
 
-    /// Applies `ops` atomically only while still leading.
-    ///
-    /// # Notable errors
-    /// `Lost(reason)` if leadership is gone (nothing applied); `Multi { index, .. }` for a
-    /// failing op of the caller's.
-    pub async fn write(&self, ops: &[Op]) -> Result<Vec<OpResult>> {
-        self.hold.write(ops).await
-    }
+        /// Applies `ops` atomically only while still leading.
+        ///
+        /// # Notable errors
+        /// `Lost(reason)` if leadership is gone (nothing applied); `Multi { index, .. }` for a
+        /// failing op of the caller's.
+        fn write;
 
-    /// Resigns and waits until the candidate node is deleted.
-    pub async fn resign(self) -> Result<()> {
-        self.hold.release().await
+        /// Resigns and waits until the candidate node is deleted.
+        fn resign = release;
     }
 }

@@ -133,10 +133,7 @@ async fn wait_turn(
         let sorted = line::retrying(s, deadline, || line::contenders(s, dir, is_contender)).await?;
         let Some(ours) = sorted.iter().position(|c| c.name == name) else {
             // Our node is gone: the session ended (its ephemerals went), or someone deleted it.
-            return match s.state().to_error() {
-                Some(e) if s.state().is_terminal() => Err(Error::Coord(e)),
-                _ => Err(Error::Lost(LostReason::NodeDeleted)),
-            };
+            return Err(line::lost_now(s));
         };
         match turn(&sorted, ours) {
             Turn::Holds => return Ok(Some((name, stat))),
@@ -164,19 +161,17 @@ pub(crate) struct Hold {
     session: Arc<dyn Session>,
     path: String,
     stat: Stat,
-    state: watch::Receiver<HoldState>,
-    monitor: tokio::task::AbortHandle,
+    monitor: Monitor,
     released: bool,
 }
 
 impl Hold {
     fn new(session: Arc<dyn Session>, path: String, stat: Stat, policy: ConnectionPolicy) -> Hold {
-        let (rx, monitor) = spawn_monitor(session.as_ref(), policy);
+        let monitor = Monitor::spawn(session.as_ref(), policy);
         Hold {
             session,
             path,
             stat,
-            state: rx,
             monitor,
             released: false,
         }
@@ -195,19 +190,11 @@ impl Hold {
     }
 
     pub fn state(&self) -> HoldState {
-        *self.state.borrow()
+        self.monitor.state()
     }
 
     pub async fn lost(&self) -> LostReason {
-        let mut rx = self.state.clone();
-        match rx.wait_for(|s| matches!(s, HoldState::Lost(_))).await {
-            Ok(s) => match *s {
-                HoldState::Lost(r) => r,
-                _ => LostReason::SessionEnded,
-            },
-            // The monitor is gone only if the hold was dropped; the session ended meanwhile.
-            Err(_) => LostReason::SessionEnded,
-        }
+        self.monitor.lost().await
     }
 
     pub fn check_op(&self) -> Op {
@@ -239,95 +226,180 @@ impl Hold {
 
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
-        self.monitor.abort();
-        delete_hold(self.session.clone(), self.path.clone()).await
+        self.monitor.stop();
+        line::delete_ephemeral(self.session.as_ref(), &self.path).await
     }
-}
 
-impl Hold {
     /// Gives the node up without deleting it: for a caller whose own multi deleted it (a
     /// semaphore's or queue's head leaving the line in the multi that takes what it waited for).
     pub fn forget(mut self) {
         self.released = true;
-        self.monitor.abort();
+        self.monitor.stop();
     }
 }
 
-/// Follows the session's states and maps them to a [`HoldState`] by `policy`, in a task that
-/// ends once the hold is lost (or when the returned handle aborts it). What every hold — a
-/// lock's node, a lease's unit nodes, a queue claim — reports as its state.
-pub(crate) fn spawn_monitor(
-    session: &dyn Session,
-    policy: ConnectionPolicy,
-) -> (watch::Receiver<HoldState>, tokio::task::AbortHandle) {
-    let (tx, rx) = watch::channel(HoldState::Held);
-    let mut events = session.session_events();
-    let monitor = tokio::spawn(async move {
-        let mut state = events.current();
-        loop {
-            let next = match state {
-                SessionState::Connected => HoldState::Held,
-                SessionState::Disconnected => match policy {
-                    ConnectionPolicy::Session => HoldState::Suspended,
-                    ConnectionPolicy::Standard => HoldState::Lost(LostReason::Disconnected),
-                },
-                _ => HoldState::Lost(LostReason::SessionEnded),
-            };
-            tx.send_if_modified(|s| {
-                if matches!(s, HoldState::Lost(_)) || *s == next {
-                    false
-                } else {
-                    *s = next;
-                    true
+/// Writes, inside the `impl` of a guard whose field `hold` is a [`Hold`], the guard's methods
+/// that hand on to it, each under the doc comment written before it: `fn path;`,
+/// `fn fencing_token;`, `fn stat;`, `fn state;`, `fn lost;`, `fn check_op;`, `fn write;` and
+/// `fn release;` (or `fn resign = release;`, the same under another name). What a guard adds
+/// of its own stays beside it.
+macro_rules! hold_methods {
+    () => {};
+    ($(#[$doc:meta])* fn path; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn path(&self) -> &str {
+            self.hold.path()
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+    ($(#[$doc:meta])* fn fencing_token; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn fencing_token(&self) -> $crate::FencingToken {
+            self.hold.token()
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+    ($(#[$doc:meta])* fn stat; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn stat(&self) -> &::medkeeper_coord::Stat {
+            self.hold.stat()
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+    ($(#[$doc:meta])* fn state; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn state(&self) -> $crate::HoldState {
+            self.hold.state()
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+    ($(#[$doc:meta])* fn lost; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub async fn lost(&self) -> $crate::LostReason {
+            self.hold.lost().await
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+    ($(#[$doc:meta])* fn check_op; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn check_op(&self) -> ::medkeeper_coord::Op {
+            self.hold.check_op()
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+    ($(#[$doc:meta])* fn write; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub async fn write(
+            &self,
+            ops: &[::medkeeper_coord::Op],
+        ) -> $crate::Result<Vec<::medkeeper_coord::OpResult>> {
+            self.hold.write(ops).await
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+    ($(#[$doc:meta])* fn release; $($rest:tt)*) => {
+        $crate::hold::hold_methods!($(#[$doc])* fn release = release; $($rest)*);
+    };
+    ($(#[$doc:meta])* fn $name:ident = release; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub async fn $name(self) -> $crate::Result<()> {
+            self.hold.release().await
+        }
+        $crate::hold::hold_methods!($($rest)*);
+    };
+}
+pub(crate) use hold_methods;
+
+/// The state of a hold — a lock's node, a lease's unit nodes, a queue claim, a member — as a
+/// task follows it; the task ends once the hold is lost, on [`stop`](Monitor::stop), or when
+/// this value is dropped.
+pub(crate) struct Monitor {
+    state: watch::Receiver<HoldState>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Monitor {
+    /// Follows the session's states and maps them to a [`HoldState`] by `policy`: what every
+    /// hold whose node only the session's end can take reports as its state.
+    pub fn spawn(session: &dyn Session, policy: ConnectionPolicy) -> Monitor {
+        let (tx, rx) = watch::channel(HoldState::Held);
+        let mut events = session.session_events();
+        let task = tokio::spawn(async move {
+            let mut state = events.current();
+            loop {
+                let next = match state {
+                    SessionState::Connected => HoldState::Held,
+                    SessionState::Disconnected => match policy {
+                        ConnectionPolicy::Session => HoldState::Suspended,
+                        ConnectionPolicy::Standard => HoldState::Lost(LostReason::Disconnected),
+                    },
+                    _ => HoldState::Lost(LostReason::SessionEnded),
+                };
+                tx.send_if_modified(|s| {
+                    if matches!(s, HoldState::Lost(_)) || *s == next {
+                        false
+                    } else {
+                        *s = next;
+                        true
+                    }
+                });
+                if matches!(next, HoldState::Lost(_)) {
+                    return;
                 }
-            });
-            if matches!(next, HoldState::Lost(_)) {
-                return;
+                state = events.changed().await;
             }
-            state = events.changed().await;
-        }
-    })
-    .abort_handle();
-    (rx, monitor)
-}
+        })
+        .abort_handle();
+        Monitor { state: rx, task }
+    }
 
-/// Waits until the state `rx` follows is lost, with the reason.
-pub(crate) async fn wait_lost(rx: &watch::Receiver<HoldState>) -> LostReason {
-    let mut rx = rx.clone();
-    match rx.wait_for(|s| matches!(s, HoldState::Lost(_))).await {
-        Ok(s) => match *s {
-            HoldState::Lost(r) => r,
-            _ => LostReason::SessionEnded,
-        },
-        // The monitor is gone only if the hold was dropped; the session ended meanwhile.
-        Err(_) => LostReason::SessionEnded,
+    /// A monitor of the task `task`, which reports the state through `state`'s sender.
+    pub fn from_task(state: watch::Receiver<HoldState>, task: tokio::task::AbortHandle) -> Monitor {
+        Monitor { state, task }
+    }
+
+    /// The state now.
+    pub fn state(&self) -> HoldState {
+        *self.state.borrow()
+    }
+
+    /// A receiver of the state and its changes.
+    pub fn subscribe(&self) -> watch::Receiver<HoldState> {
+        self.state.clone()
+    }
+
+    /// Waits until the hold is lost, with the reason.
+    pub async fn lost(&self) -> LostReason {
+        let mut rx = self.state.clone();
+        match rx.wait_for(|s| matches!(s, HoldState::Lost(_))).await {
+            Ok(s) => match *s {
+                HoldState::Lost(r) => r,
+                _ => LostReason::SessionEnded,
+            },
+            // The task is gone only if the hold was dropped; the session ended meanwhile.
+            Err(_) => LostReason::SessionEnded,
+        }
+    }
+
+    /// Stops following: the hold was released or handed on.
+    pub fn stop(&self) {
+        self.task.abort();
     }
 }
 
-async fn delete_hold(session: Arc<dyn Session>, path: String) -> Result<()> {
-    let s = session.as_ref();
-    let r = line::retrying(s, None, || async {
-        match s.delete(&path, -1).await {
-            Ok(()) | Err(CoordError::NoNode) => Ok(()),
-            Err(e) => Err(Error::Coord(e)),
-        }
-    })
-    .await;
-    match r {
-        // The session ended: its ephemeral node is gone with it.
-        Err(e) if e.is_session_fatal() => Ok(()),
-        other => other,
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        self.monitor.abort();
         if !self.released {
             let session = self.session.clone();
             let path = std::mem::take(&mut self.path);
             line::spawn_cleanup(async move {
-                if let Err(e) = delete_hold(session, path.clone()).await {
+                if let Err(e) = line::delete_ephemeral(session.as_ref(), &path).await {
                     tracing::warn!(%path, error = %e, "could not release a dropped hold");
                 }
             });

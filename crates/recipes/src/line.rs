@@ -118,11 +118,7 @@ pub(crate) async fn find_protected(
     dir: &str,
     prefix: &str,
 ) -> Result<Option<(String, Stat)>> {
-    let children = match session.get_children(dir).await {
-        Ok(c) => c,
-        Err(CoordError::NoNode) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    let children = children_or_empty(session, dir).await?;
     for name in children.into_iter().filter(|n| n.starts_with(prefix)) {
         if let Some(stat) = session.exists(&path::join(dir, &name)).await? {
             return Ok(Some((name, stat)));
@@ -243,6 +239,47 @@ pub(crate) fn spawn_cleanup(f: impl std::future::Future<Output = ()> + Send + 's
     }
 }
 
+/// The outcome of deleting a node of this session's: a session that has ended took its
+/// ephemeral nodes with it, so its end counts as done.
+pub(crate) fn gone_with_session(outcome: Result<()>) -> Result<()> {
+    match outcome {
+        Err(e) if e.is_session_fatal() => Ok(()),
+        other => other,
+    }
+}
+
+/// Deletes this session's ephemeral node at `path` (any version), retrying through connection
+/// losses. Succeeds if it is already gone, or if the session has ended (it went with it).
+pub(crate) async fn delete_ephemeral(session: &dyn Session, path: &str) -> Result<()> {
+    let outcome = retrying(session, None, || async {
+        match session.delete(path, -1).await {
+            Ok(()) | Err(CoordError::NoNode) => Ok(()),
+            Err(e) => Err(Error::Coord(e)),
+        }
+    })
+    .await;
+    gone_with_session(outcome)
+}
+
+/// Why a node this session created has vanished: the session's end (its terminal error), or
+/// someone's delete (`Lost(NodeDeleted)`).
+pub(crate) fn lost_now(session: &dyn Session) -> Error {
+    let state = session.state();
+    match state.to_error() {
+        Some(e) if state.is_terminal() => Error::Coord(e),
+        _ => Error::Lost(crate::LostReason::NodeDeleted),
+    }
+}
+
+/// The children of `dir`; none if it does not exist.
+pub(crate) async fn children_or_empty(session: &dyn Session, dir: &str) -> Result<Vec<String>> {
+    match session.get_children(dir).await {
+        Ok(c) => Ok(c),
+        Err(CoordError::NoNode) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Deletes this process's node: by name if known; otherwise (a create whose reply never came)
 /// after a write has passed through the session's pipeline behind the create, by its prefix.
 /// A session that has ended took its ephemeral nodes with it.
@@ -256,13 +293,9 @@ async fn delete_owned(
         let name = match name {
             Some(n) => Some(n.to_string()),
             None => {
-                // A write is applied after every earlier request of the session (also on the
-                // embedded engine, whose reads do not wait for in-flight writes): once this
-                // answers, a create sent before it is visible.
-                match session.multi(&[Op::check(dir, -1)]).await {
-                    Ok(_) => {}
-                    Err(e) if e.error == CoordError::NoNode => return Ok(()),
-                    Err(e) => return Err(Error::Coord(e.error)),
+                // Once the flush answers, a create sent before it is visible.
+                if !flush(session, dir).await? {
+                    return Ok(());
                 }
                 find_protected(session, dir, prefix).await?.map(|(n, _)| n)
             }
@@ -276,10 +309,7 @@ async fn delete_owned(
         Ok(())
     })
     .await;
-    match outcome {
-        Err(e) if e.is_session_fatal() => Ok(()),
-        other => other,
-    }
+    gone_with_session(outcome)
 }
 
 /// Creates `dir` as a container node (and its ancestors as persistent nodes) if missing.
@@ -310,22 +340,7 @@ pub(crate) async fn wait_gone(
     if stat.is_none() {
         return Ok(Waited::Changed);
     }
-    let mut events = session.session_events();
-    let ended = events.wait_for(SessionState::is_terminal);
-    let sleep = async {
-        match deadline {
-            Some(d) => tokio::time::sleep_until(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        event = watch => match event.state.to_error() {
-            Some(e) if event.state.is_terminal() => Err(Error::Coord(e)),
-            _ => Ok(Waited::Changed),
-        },
-        state = ended => Err(Error::Coord(state.to_error().unwrap_or(CoordError::SessionExpired))),
-        _ = sleep => Ok(Waited::TimedOut),
-    }
+    wait_event(session, watch, deadline).await
 }
 
 /// A fresh attempt tag: 32 hex digits, written as the first line of the data of nodes whose
@@ -480,10 +495,7 @@ async fn delete_tagged(
         Ok(())
     })
     .await;
-    match outcome {
-        Err(e) if e.is_session_fatal() => Ok(()),
-        other => other,
-    }
+    gone_with_session(outcome)
 }
 
 /// Waits for `event` (one or more one-shot watches), the session's end (an error), or

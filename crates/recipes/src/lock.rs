@@ -40,12 +40,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::{Op, OpResult, Session, Stat, path};
+use medkeeper_coord::{Session, path};
 use tokio::time::Instant;
 
 use crate::hold::{self, Hold, Turn};
 use crate::line::{self, Contender};
-use crate::{ConnectionPolicy, Error, FencingToken, HoldState, LostReason, Result};
+use crate::{ConnectionPolicy, Error, Result};
 
 /// The name part of a mutex contender's node, as Curator's `InterProcessMutex` names it.
 pub const LOCK_MARKER: &str = "lock-";
@@ -225,54 +225,40 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    /// The holder's node path (`.../lock/_c_<uuid>-lock-0000000007`).
-    pub fn path(&self) -> &str {
-        self.hold.path()
-    }
+    hold::hold_methods! {
+        /// The holder's node path (`.../lock/_c_<uuid>-lock-0000000007`).
+        fn path;
 
-    /// The fencing token: strictly larger for every later holder of this lock.
-    pub fn fencing_token(&self) -> FencingToken {
-        self.hold.token()
-    }
+        /// The fencing token: strictly larger for every later holder of this lock.
+        fn fencing_token;
 
-    /// The holder node's stat when it was created.
-    pub fn stat(&self) -> &Stat {
-        self.hold.stat()
-    }
+        /// The holder node's stat when it was created.
+        fn stat;
 
-    /// Held, suspended (connection lost, session may live) or lost.
-    pub fn state(&self) -> HoldState {
-        self.hold.state()
-    }
+        /// Held, suspended (connection lost, session may live) or lost.
+        fn state;
 
-    /// Resolves when the lock is lost (see [`ConnectionPolicy`]), with the reason. A node
-    /// deleted by someone else is noticed by the next [`write`](LockGuard::write), not here.
-    ///
-    /// # Cancellation safety
-    /// Safe.
-    pub async fn lost(&self) -> LostReason {
-        self.hold.lost().await
-    }
+        /// Resolves when the lock is lost (see [`ConnectionPolicy`]), with the reason. A node
+        /// deleted by someone else is noticed by the next [`write`](LockGuard::write), not here.
+        ///
+        /// # Cancellation safety
+        /// Safe.
+        fn lost;
 
-    /// The operation that makes a multi conditional on still holding this lock: a check that
-    /// the holder node exists. Put it first in a multi of your own.
-    pub fn check_op(&self) -> Op {
-        self.hold.check_op()
-    }
+        /// The operation that makes a multi conditional on still holding this lock: a check that
+        /// the holder node exists. Put it first in a multi of your own.
+        fn check_op;
 
-    /// Applies `ops` atomically, only if this lock is still held (one multi led by
-    /// [`check_op`](LockGuard::check_op)). Results are the caller's ops' own.
-    ///
-    /// # Notable errors
-    /// `Lost(reason)` if the lock is no longer held (nothing applied); `Multi { index, .. }`
-    /// with the index into `ops` if one of them failed (nothing applied).
-    pub async fn write(&self, ops: &[Op]) -> Result<Vec<OpResult>> {
-        self.hold.write(ops).await
-    }
+        /// Applies `ops` atomically, only if this lock is still held (one multi led by
+        /// [`check_op`](LockGuard::check_op)). Results are the caller's ops' own.
+        ///
+        /// # Notable errors
+        /// `Lost(reason)` if the lock is no longer held (nothing applied); `Multi { index, .. }`
+        /// with the index into `ops` if one of them failed (nothing applied).
+        fn write;
 
-    /// Releases the lock and waits until the holder node is deleted (retrying through
-    /// connection losses). Succeeds if the session has ended meanwhile: the node went with it.
-    pub async fn release(self) -> Result<()> {
-        self.hold.release().await
+        /// Releases the lock and waits until the holder node is deleted (retrying through
+        /// connection losses). Succeeds if the session has ended meanwhile: the node went with it.
+        fn release;
     }
 }

@@ -43,6 +43,7 @@ use medkeeper_coord::{
 };
 use tokio::sync::{oneshot, watch};
 
+use crate::hold::Monitor;
 use crate::line;
 use crate::lock::validate_dir;
 use crate::{Error, HoldState, LostReason, Result};
@@ -162,11 +163,7 @@ impl Membership {
 /// # Notable errors
 /// The coordination error of a failed read (`ConnectionLoss`, a session-fatal one).
 pub async fn members(session: &dyn Session, dir: &str) -> Result<Vec<MemberEntry>> {
-    let children = match session.get_children(dir).await {
-        Ok(c) => c,
-        Err(CoordError::NoNode) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
+    let children = line::children_or_empty(session, dir).await?;
     let mut out = read_members(session, dir, children, false).await?.0;
     out.sort();
     Ok(out)
@@ -237,10 +234,7 @@ async fn delete_own(s: &dyn Session, path: &str) -> Result<()> {
         }
     })
     .await;
-    match r {
-        Err(e) if e.is_session_fatal() => Ok(()),
-        other => other,
-    }
+    line::gone_with_session(r)
 }
 
 async fn join_member(
@@ -336,8 +330,7 @@ pub struct Member {
     path: String,
     id: String,
     stat: Stat,
-    state: watch::Receiver<HoldState>,
-    monitor: tokio::task::AbortHandle,
+    monitor: Monitor,
     left: bool,
 }
 
@@ -353,14 +346,13 @@ impl std::fmt::Debug for Member {
 impl Member {
     fn new(session: Arc<dyn Session>, path: String, id: &str, stat: Stat) -> Member {
         let (tx, rx) = watch::channel(HoldState::Held);
-        let monitor = tokio::spawn(monitor(session.clone(), path.clone(), tx)).abort_handle();
+        let task = tokio::spawn(monitor(session.clone(), path.clone(), tx)).abort_handle();
         Member {
             session,
             path,
             id: id.to_string(),
             stat,
-            state: rx,
-            monitor,
+            monitor: Monitor::from_task(rx, task),
             left: false,
         }
     }
@@ -389,7 +381,7 @@ impl Member {
     /// exist), `Lost` once the session ended or the node was deleted by someone else. Final once
     /// lost.
     pub fn state(&self) -> HoldState {
-        *self.state.borrow()
+        self.monitor.state()
     }
 
     /// Resolves when the membership is lost: the session ended (`SessionEnded`: the node is
@@ -398,14 +390,7 @@ impl Member {
     /// # Cancellation safety
     /// Safe.
     pub async fn lost(&self) -> LostReason {
-        let mut rx = self.state.clone();
-        match rx.wait_for(|s| matches!(s, HoldState::Lost(_))).await {
-            Ok(s) => match *s {
-                HoldState::Lost(r) => r,
-                _ => LostReason::SessionEnded,
-            },
-            Err(_) => LostReason::SessionEnded,
-        }
+        self.monitor.lost().await
     }
 
     /// Replaces the member's data (unconditionally: only this member writes it). Connection
@@ -444,7 +429,7 @@ impl Member {
     /// Safe: if dropped, the deletion continues in the background.
     pub async fn leave(mut self) -> Result<()> {
         self.left = true;
-        self.monitor.abort();
+        self.monitor.stop();
         let session = self.session.clone();
         let path = self.path.clone();
         // In a task, so a cancelled leave still leaves.
@@ -457,7 +442,6 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        self.monitor.abort();
         if !self.left {
             let session = self.session.clone();
             let path = std::mem::take(&mut self.path);
@@ -843,7 +827,7 @@ impl Registration {
                     break;
                 };
                 backoff = BACKOFF_MIN;
-                let mut held = member.state.clone();
+                let mut held = member.monitor.subscribe();
                 let mut data = self.data.subscribe();
                 let reason = loop {
                     let now = *held.borrow_and_update();

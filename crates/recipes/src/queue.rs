@@ -74,11 +74,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, OpResult, Session};
-use medkeeper_coord::{SessionExt, Stat, path};
-use tokio::sync::watch;
+use medkeeper_coord::{OneshotWatch, SessionExt, Stat, path};
 use tokio::time::Instant;
 
-use crate::hold::{self, Hold};
+use crate::hold::{self, Hold, Monitor};
 use crate::line::{self, PendingTagged, Waited};
 use crate::lock::{mutex_turn, validate_dir};
 use crate::{ConnectionPolicy, Error, FencingToken, HoldState, LostReason, Result};
@@ -548,8 +547,8 @@ impl PriorityQueue {
     /// Every item, in dequeue order now, with whether it is claimed.
     pub async fn list(&self) -> Result<Vec<ItemInfo>> {
         let s = self.session.as_ref();
-        let names = children_or_empty(s, &self.items_dir).await?;
-        let claimed: HashSet<String> = children_or_empty(s, &self.claims_dir)
+        let names = line::children_or_empty(s, &self.items_dir).await?;
+        let claimed: HashSet<String> = line::children_or_empty(s, &self.claims_dir)
             .await?
             .into_iter()
             .collect();
@@ -661,37 +660,20 @@ impl PriorityQueue {
         let s = self.session.as_ref();
         let claim_data = line::tagged_data(pending.tag(), &self.config.label);
         loop {
-            let (names, items_watch) = match s.get_children_watch(&self.items_dir).await {
-                Ok((names, _, w)) => (names, w),
-                Err(CoordError::NoNode) => {
-                    s.ensure_path(&self.items_dir).await?;
-                    continue;
-                }
-                Err(e) if e.is_retryable() => {
-                    line::await_connected(s, deadline).await?;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
+            let Some((names, items_watch)) = watch_children(s, &self.items_dir, deadline).await?
+            else {
+                continue;
             };
             let order = dequeue_order(names, self.config.clock.now(), &self.config.targets);
             let mut claims_watch = None;
             let mut raced = false;
             if !order.is_empty() {
-                let claimed: HashSet<String> = match s.get_children_watch(&self.claims_dir).await {
-                    Ok((c, _, w)) => {
-                        claims_watch = Some(w);
-                        c.into_iter().collect()
-                    }
-                    Err(CoordError::NoNode) => {
-                        s.ensure_path(&self.claims_dir).await?;
-                        continue;
-                    }
-                    Err(e) if e.is_retryable() => {
-                        line::await_connected(s, deadline).await?;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
+                let Some((claimed, w)) = watch_children(s, &self.claims_dir, deadline).await?
+                else {
+                    continue;
                 };
+                claims_watch = Some(w);
+                let claimed: HashSet<String> = claimed.into_iter().collect();
                 for item in order
                     .into_iter()
                     .filter(|i| !claimed.contains(i.id.as_str()))
@@ -764,7 +746,7 @@ impl PriorityQueue {
                     line::retrying(s, None, || async { Ok(s.exists(&claim_path).await?) }).await?;
                 match stat {
                     Some(st) if st.ephemeral_owner == s.session_id().0 => st,
-                    _ => return Err(lost_now(s)),
+                    _ => return Err(line::lost_now(s)),
                 }
             }
             // The item changed or went, or someone claimed it: try the next one.
@@ -776,7 +758,7 @@ impl PriorityQueue {
                 return Ok(Attempt::Reread);
             }
             Err(e) if e.index == Some(2) && e.error == CoordError::NoNode => {
-                return Err(lost_now(s));
+                return Err(line::lost_now(s));
             }
             Err(e) if e.error.is_retryable() => {
                 line::await_connected(s, None).await?;
@@ -818,18 +800,24 @@ fn parse_created(created: &str) -> Result<ItemId> {
     })
 }
 
-async fn children_or_empty(s: &dyn Session, dir: &str) -> Result<Vec<String>> {
-    match s.get_children(dir).await {
-        Ok(c) => Ok(c),
-        Err(CoordError::NoNode) => Ok(Vec::new()),
+/// The children of `dir` with a child watch; `None` — look again — once a missing `dir` has
+/// been created or a connection loss waited out.
+async fn watch_children(
+    s: &dyn Session,
+    dir: &str,
+    deadline: Option<Instant>,
+) -> Result<Option<(Vec<String>, OneshotWatch)>> {
+    match s.get_children_watch(dir).await {
+        Ok((children, _, w)) => Ok(Some((children, w))),
+        Err(CoordError::NoNode) => {
+            s.ensure_path(dir).await?;
+            Ok(None)
+        }
+        Err(e) if e.is_retryable() => {
+            line::await_connected(s, deadline).await?;
+            Ok(None)
+        }
         Err(e) => Err(e.into()),
-    }
-}
-
-fn lost_now(s: &dyn Session) -> Error {
-    match s.state().to_error() {
-        Some(e) if s.state().is_terminal() => Error::Coord(e),
-        _ => Error::Lost(LostReason::NodeDeleted),
     }
 }
 
@@ -845,8 +833,7 @@ pub struct Claim {
     item_path: String,
     claim_path: String,
     claim_stat: Stat,
-    state: watch::Receiver<HoldState>,
-    monitor: tokio::task::AbortHandle,
+    monitor: Monitor,
     released: bool,
 }
 
@@ -871,8 +858,8 @@ impl Claim {
         claim_stat: Stat,
         policy: ConnectionPolicy,
     ) -> Claim {
-        let (state, monitor) = hold::spawn_monitor(session.as_ref(), policy);
         Claim {
+            monitor: Monitor::spawn(session.as_ref(), policy),
             session,
             item,
             data,
@@ -880,8 +867,6 @@ impl Claim {
             item_path,
             claim_path,
             claim_stat,
-            state,
-            monitor,
             released: false,
         }
     }
@@ -914,7 +899,7 @@ impl Claim {
 
     /// Held, suspended (connection lost, session may live) or lost.
     pub fn state(&self) -> HoldState {
-        *self.state.borrow()
+        self.monitor.state()
     }
 
     /// Resolves when the claim is lost (see [`ConnectionPolicy`]), with the reason.
@@ -922,7 +907,7 @@ impl Claim {
     /// # Cancellation safety
     /// Safe.
     pub async fn lost(&self) -> LostReason {
-        hold::wait_lost(&self.state).await
+        self.monitor.lost().await
     }
 
     /// The operation that makes a multi conditional on still holding this claim.
@@ -967,7 +952,7 @@ impl Claim {
             match self.fenced(head.clone(), ops).await {
                 Ok(r) => {
                     self.released = true;
-                    self.monitor.abort();
+                    self.monitor.stop();
                     return Ok(r);
                 }
                 Err(e) if e.is_retryable() => {
@@ -982,7 +967,7 @@ impl Claim {
                         // Our own ephemeral claim can only have gone by this multi (the
                         // session lives): it was applied. Its results are lost.
                         self.released = true;
-                        self.monitor.abort();
+                        self.monitor.stop();
                         return Ok(Vec::new());
                     }
                 }
@@ -1020,34 +1005,18 @@ impl Claim {
     /// ended meanwhile (the claim went with it).
     pub async fn abandon(mut self) -> Result<()> {
         self.released = true;
-        self.monitor.abort();
-        delete_claim(self.session.clone(), std::mem::take(&mut self.claim_path)).await
-    }
-}
-
-async fn delete_claim(session: Arc<dyn Session>, claim_path: String) -> Result<()> {
-    let s = session.as_ref();
-    let r = line::retrying(s, None, || async {
-        match s.delete(&claim_path, -1).await {
-            Ok(()) | Err(CoordError::NoNode) => Ok(()),
-            Err(e) => Err(Error::Coord(e)),
-        }
-    })
-    .await;
-    match r {
-        Err(e) if e.is_session_fatal() => Ok(()),
-        other => other,
+        self.monitor.stop();
+        line::delete_ephemeral(self.session.as_ref(), &self.claim_path).await
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.monitor.abort();
         if !self.released {
             let session = self.session.clone();
             let p = std::mem::take(&mut self.claim_path);
             line::spawn_cleanup(async move {
-                if let Err(e) = delete_claim(session, p).await {
+                if let Err(e) = line::delete_ephemeral(session.as_ref(), &p).await {
                     tracing::warn!(error = %e, "could not abandon a dropped claim");
                 }
             });

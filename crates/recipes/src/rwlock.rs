@@ -19,18 +19,19 @@
 //!
 //! # Connection loss, expiry, cancellation
 //! As for [`Mutex`](crate::Mutex): protected creates, cancellation-safe acquires, guards that
-//! release on drop, [`HoldState`] by [`ConnectionPolicy`], fencing tokens and fenced writes.
+//! release on drop, [`HoldState`](crate::HoldState) by [`ConnectionPolicy`], fencing tokens and
+//! fenced writes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::{Op, OpResult, Session};
+use medkeeper_coord::Session;
 use tokio::time::Instant;
 
 use crate::hold::{self, Hold, Turn};
 use crate::line::{self, Contender};
 use crate::lock::validate_dir;
-use crate::{ConnectionPolicy, Error, FencingToken, HoldState, LostReason, Result};
+use crate::{ConnectionPolicy, Error, Result};
 
 /// The name part of a reader's node (Curator's `READ_LOCK_NAME`).
 pub const READ_MARKER: &str = "__READ__";
@@ -166,39 +167,27 @@ macro_rules! guard {
         }
 
         impl $name {
-            /// The holder's node path.
-            pub fn path(&self) -> &str {
-                self.hold.path()
-            }
+            hold::hold_methods! {
+                /// The holder's node path.
+                fn path;
 
-            /// The fencing token (the node's czxid).
-            pub fn fencing_token(&self) -> FencingToken {
-                self.hold.token()
-            }
+                /// The fencing token (the node's czxid).
+                fn fencing_token;
 
-            /// Held, suspended or lost.
-            pub fn state(&self) -> HoldState {
-                self.hold.state()
-            }
+                /// Held, suspended or lost.
+                fn state;
 
-            /// Resolves when the hold is lost.
-            pub async fn lost(&self) -> LostReason {
-                self.hold.lost().await
-            }
+                /// Resolves when the hold is lost.
+                fn lost;
 
-            /// A check that makes a multi conditional on still holding.
-            pub fn check_op(&self) -> Op {
-                self.hold.check_op()
-            }
+                /// A check that makes a multi conditional on still holding.
+                fn check_op;
 
-            /// Applies `ops` atomically only while still holding.
-            pub async fn write(&self, ops: &[Op]) -> Result<Vec<OpResult>> {
-                self.hold.write(ops).await
-            }
+                /// Applies `ops` atomically only while still holding.
+                fn write;
 
-            /// Releases and waits until the node is deleted.
-            pub async fn release(self) -> Result<()> {
-                self.hold.release().await
+                /// Releases and waits until the node is deleted.
+                fn release;
             }
         }
     };

@@ -51,10 +51,9 @@ use std::time::Duration;
 
 use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, OpResult, Session};
 use medkeeper_coord::{SessionId, Stat, path};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::hold::{self, Hold};
+use crate::hold::{self, Hold, Monitor};
 use crate::line::{self, PendingTagged, Waited};
 use crate::lock::{mutex_turn, validate_dir};
 use crate::{ConnectionPolicy, Error, FencingToken, HoldState, LostReason, Result};
@@ -354,7 +353,7 @@ impl Semaphore {
                         Some(stat) if stat.ephemeral_owner == s.session_id().0 => {
                             Ok(Some((free, stat)))
                         }
-                        _ => Err(lost_now(s)),
+                        _ => Err(line::lost_now(s)),
                     };
                 }
                 Err(e) if e.index.is_some_and(|i| i < k) && e.error == CoordError::NoNode => {
@@ -363,7 +362,7 @@ impl Semaphore {
                 // Someone outside the line took a unit meanwhile: look again.
                 Err(e) if e.index.is_some_and(|i| i < k) && e.error == CoordError::NodeExists => {}
                 Err(e) if e.index == Some(k) && e.error == CoordError::NoNode => {
-                    return Err(lost_now(s));
+                    return Err(line::lost_now(s));
                 }
                 Err(e) if e.error.is_retryable() => {
                     line::await_connected(s, deadline).await?;
@@ -381,11 +380,7 @@ impl Semaphore {
 
     /// Who holds which unit, in the configured order of the units.
     pub async fn holders(&self) -> Result<Vec<(String, LeaseHolder)>> {
-        let held = match self.session.get_children(&self.leases_dir).await {
-            Ok(c) => c,
-            Err(CoordError::NoNode) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
+        let held = line::children_or_empty(self.session.as_ref(), &self.leases_dir).await?;
         let mut out = Vec::new();
         for unit in self.units.iter().filter(|u| held.contains(u)) {
             let p = path::join(&self.leases_dir, unit);
@@ -415,11 +410,7 @@ impl Semaphore {
 
     /// The units nobody holds, in the configured order.
     pub async fn free_units(&self) -> Result<Vec<String>> {
-        let held = match self.session.get_children(&self.leases_dir).await {
-            Ok(c) => c,
-            Err(CoordError::NoNode) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
+        let held = line::children_or_empty(self.session.as_ref(), &self.leases_dir).await?;
         Ok(self
             .units
             .iter()
@@ -435,14 +426,6 @@ impl Semaphore {
             Err(Error::Coord(CoordError::NoNode)) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
-    }
-}
-
-/// Why a node the caller created vanished: the session's end, or someone's delete.
-fn lost_now(s: &dyn Session) -> Error {
-    match s.state().to_error() {
-        Some(e) if s.state().is_terminal() => Error::Coord(e),
-        _ => Error::Lost(LostReason::NodeDeleted),
     }
 }
 
@@ -469,8 +452,7 @@ pub struct Lease {
     paths: Vec<String>,
     tag: String,
     stat: Stat,
-    state: watch::Receiver<HoldState>,
-    monitor: tokio::task::AbortHandle,
+    monitor: Monitor,
     released: bool,
 }
 
@@ -493,15 +475,13 @@ impl Lease {
         stat: Stat,
         policy: ConnectionPolicy,
     ) -> Lease {
-        let (state, monitor) = hold::spawn_monitor(session.as_ref(), policy);
         Lease {
             paths: units.iter().map(|u| path::join(leases_dir, u)).collect(),
+            monitor: Monitor::spawn(session.as_ref(), policy),
             session,
             units,
             tag,
             stat,
-            state,
-            monitor,
             released: false,
         }
     }
@@ -529,7 +509,7 @@ impl Lease {
 
     /// Held, suspended (connection lost, session may live) or lost.
     pub fn state(&self) -> HoldState {
-        *self.state.borrow()
+        self.monitor.state()
     }
 
     /// Resolves when the lease is lost (see [`ConnectionPolicy`]), with the reason. Unit nodes
@@ -538,7 +518,7 @@ impl Lease {
     /// # Cancellation safety
     /// Safe.
     pub async fn lost(&self) -> LostReason {
-        hold::wait_lost(&self.state).await
+        self.monitor.lost().await
     }
 
     /// The operations that make a multi conditional on still holding this lease: one check per
@@ -580,7 +560,7 @@ impl Lease {
     /// connection losses). Succeeds if the session has ended meanwhile: the units went with it.
     pub async fn release(mut self) -> Result<()> {
         self.released = true;
-        self.monitor.abort();
+        self.monitor.stop();
         release_units(self.session.clone(), std::mem::take(&mut self.paths)).await
     }
 }
@@ -606,15 +586,11 @@ async fn release_units(session: Arc<dyn Session>, paths: Vec<String>) -> Result<
         }
     })
     .await;
-    match r {
-        Err(e) if e.is_session_fatal() => Ok(()),
-        other => other,
-    }
+    line::gone_with_session(r)
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.monitor.abort();
         if !self.released {
             let session = self.session.clone();
             let paths = std::mem::take(&mut self.paths);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use medkeeper_coord::{CreateMode, CreateOptions, Op, SessionExt};
 use medkeeper_recipes::{Error, HoldState, LostReason, Mutex};
 
-use crate::harness::{Backend, Counting, LoseCreateReply};
+use crate::harness::{Backend, Faulty};
 
 crate::backend_tests!(
     excludes_and_hands_off_in_order,
@@ -75,7 +75,7 @@ async fn one_notification_per_hand_off(b: &dyn Backend) {
     for _ in 0..waiters {
         let s = b.session().await;
         sessions.push(s.clone());
-        let counted = Counting::wrap(s, fired.clone());
+        let counted = Faulty::wrap(s).count_watches(fired.clone()).into_session();
         let mw = Mutex::new(counted, &dir).unwrap();
         tasks.push(tokio::spawn(async move {
             let g = mw.acquire().await.unwrap();
@@ -265,7 +265,13 @@ async fn lost_create_reply_is_found_again(b: &dyn Backend) {
     let dir = format!("{}/lock", b.base("lostreply"));
     let s = b.session().await;
     s.ensure_path(&dir).await.unwrap();
-    let m = Mutex::new(LoseCreateReply::wrap(s.clone()), &dir).unwrap();
+    let m = Mutex::new(
+        Faulty::wrap(s.clone())
+            .lose_next_create_reply()
+            .into_session(),
+        &dir,
+    )
+    .unwrap();
     // The create is applied but its reply is lost: the acquire finds its node by the protected
     // prefix instead of creating a second one (which would wait forever behind the first).
     let g = tokio::time::timeout(Duration::from_secs(10), m.acquire())

@@ -11,8 +11,7 @@ use medkeeper_coord::{CreateMode, CreateOptions, Op, Session, SessionExt};
 use medkeeper_recipes::queue::{ASAP, ROUTINE, STAT, URGENT};
 use medkeeper_recipes::{Error, LostReason, PriorityQueue, QueueConfig};
 
-use crate::harness::{Backend, LoseCreateReply};
-use crate::semaphore::LoseMultiReply;
+use crate::harness::{Backend, Faulty};
 
 crate::backend_tests!(
     stat_before_routine_and_fifo_within_a_class,
@@ -406,13 +405,25 @@ async fn lost_replies_neither_duplicate_nor_leak(b: &dyn Backend) {
     s.ensure_path(&format!("{dir}/items")).await.unwrap();
     s.ensure_path(&format!("{dir}/claims")).await.unwrap();
     // The enqueue's create is applied but its reply lost: it finds its item by its tag.
-    let producer = queue(LoseCreateReply::wrap(s.clone()), &dir, hour_targets());
+    let producer = queue(
+        Faulty::wrap(s.clone())
+            .lose_next_create_reply()
+            .into_session(),
+        &dir,
+        hour_targets(),
+    );
     let id = producer.enqueue(URGENT, b"once").await.unwrap();
     let listed = producer.list().await.unwrap();
     assert_eq!(listed.len(), 1, "enqueued exactly once");
     assert_eq!(listed[0].id, id);
     // The claim's multi is applied but its reply lost: the take adopts its own claim.
-    let consumer = queue(LoseMultiReply::wrap(s.clone()), &dir, hour_targets());
+    let consumer = queue(
+        Faulty::wrap(s.clone())
+            .lose_next_multi_reply()
+            .into_session(),
+        &dir,
+        hour_targets(),
+    );
     let c = tokio::time::timeout(Duration::from_secs(10), consumer.take())
         .await
         .expect("the take resolves the lost reply")

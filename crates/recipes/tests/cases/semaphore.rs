@@ -6,14 +6,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use medkeeper_coord::{
-    Acl, AddWatchMode, Capabilities, CreateMode, CreateOptions, MultiError, OneshotWatch, Op,
-    OpResult, PersistentWatch, Session, SessionEvents, SessionExt, SessionId, SessionState, Stat,
-};
+use medkeeper_coord::{CreateMode, CreateOptions, Op, SessionExt};
 use medkeeper_recipes::{Error, HoldState, LostReason, Semaphore};
 
-use crate::harness::Backend;
+use crate::harness::{Backend, Faulty};
 
 crate::backend_tests!(
     never_overbooks_and_leases_name_distinct_units,
@@ -313,7 +309,14 @@ async fn release_and_drop_free_units(b: &dyn Backend) {
 async fn lost_multi_reply_adopts_the_units(b: &dyn Backend) {
     let dir = b.base("sem-lostreply");
     let s = b.session().await;
-    let sem = Semaphore::new(LoseMultiReply::wrap(s.clone()), &dir, units(3)).unwrap();
+    let sem = Semaphore::new(
+        Faulty::wrap(s.clone())
+            .lose_next_multi_reply()
+            .into_session(),
+        &dir,
+        units(3),
+    )
+    .unwrap();
     // The multi that takes the units is applied but its reply is lost: the acquire adopts the
     // units it finds with its tag instead of taking two more (or leaking these).
     let lease = tokio::time::timeout(Duration::from_secs(10), sem.acquire(2))
@@ -328,108 +331,4 @@ async fn lost_multi_reply_adopts_the_units(b: &dyn Backend) {
     lease.release().await.unwrap();
     assert_eq!(sem.free_units().await.unwrap(), units(3));
     s.close().await;
-}
-
-/// A session whose next multi that creates something is applied but answered with
-/// `ConnectionLoss`, as when the connection drops after the request was sent and before its
-/// reply arrived.
-pub struct LoseMultiReply {
-    inner: Arc<dyn Session>,
-    armed: std::sync::atomic::AtomicBool,
-}
-
-impl LoseMultiReply {
-    /// `inner`, losing the reply of its next creating multi.
-    pub fn wrap(inner: Arc<dyn Session>) -> Arc<dyn Session> {
-        Arc::new(LoseMultiReply {
-            inner,
-            armed: std::sync::atomic::AtomicBool::new(true),
-        })
-    }
-}
-
-#[async_trait]
-impl Session for LoseMultiReply {
-    fn session_id(&self) -> SessionId {
-        self.inner.session_id()
-    }
-    fn session_timeout(&self) -> Duration {
-        self.inner.session_timeout()
-    }
-    fn state(&self) -> SessionState {
-        self.inner.state()
-    }
-    fn session_events(&self) -> SessionEvents {
-        self.inner.session_events()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn create(
-        &self,
-        p: &str,
-        d: &[u8],
-        o: &CreateOptions,
-    ) -> medkeeper_coord::Result<(String, Stat)> {
-        self.inner.create(p, d, o).await
-    }
-    async fn delete(&self, p: &str, v: i32) -> medkeeper_coord::Result<()> {
-        self.inner.delete(p, v).await
-    }
-    async fn exists(&self, p: &str) -> medkeeper_coord::Result<Option<Stat>> {
-        self.inner.exists(p).await
-    }
-    async fn exists_watch(&self, p: &str) -> medkeeper_coord::Result<(Option<Stat>, OneshotWatch)> {
-        self.inner.exists_watch(p).await
-    }
-    async fn get_data(&self, p: &str) -> medkeeper_coord::Result<(Vec<u8>, Stat)> {
-        self.inner.get_data(p).await
-    }
-    async fn get_data_watch(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(Vec<u8>, Stat, OneshotWatch)> {
-        self.inner.get_data_watch(p).await
-    }
-    async fn set_data(&self, p: &str, d: &[u8], v: i32) -> medkeeper_coord::Result<Stat> {
-        self.inner.set_data(p, d, v).await
-    }
-    async fn get_children_with_stat(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(Vec<String>, Stat)> {
-        self.inner.get_children_with_stat(p).await
-    }
-    async fn get_children_watch(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(Vec<String>, Stat, OneshotWatch)> {
-        self.inner.get_children_watch(p).await
-    }
-    async fn get_acl(&self, p: &str) -> medkeeper_coord::Result<(Vec<Acl>, Stat)> {
-        self.inner.get_acl(p).await
-    }
-    async fn set_acl(&self, p: &str, a: &[Acl], v: i32) -> medkeeper_coord::Result<Stat> {
-        self.inner.set_acl(p, a, v).await
-    }
-    async fn watch(&self, p: &str, m: AddWatchMode) -> medkeeper_coord::Result<PersistentWatch> {
-        self.inner.watch(p, m).await
-    }
-    async fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, MultiError> {
-        let r = self.inner.multi(ops).await;
-        let creates = ops.iter().any(|o| matches!(o, Op::Create { .. }));
-        if r.is_ok() && creates && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
-            return Err(MultiError::whole(medkeeper_coord::Error::ConnectionLoss));
-        }
-        r
-    }
-    async fn sync(&self, p: &str) -> medkeeper_coord::Result<()> {
-        self.inner.sync(p).await
-    }
-    async fn add_auth(&self, s: &str, a: &[u8]) -> medkeeper_coord::Result<()> {
-        self.inner.add_auth(s, a).await
-    }
-    async fn close(&self) {
-        self.inner.close().await
-    }
 }
