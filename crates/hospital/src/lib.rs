@@ -29,6 +29,7 @@ pub mod dispatch;
 mod error;
 pub mod model;
 pub mod orders;
+pub mod simulate;
 pub mod store;
 pub mod tree;
 

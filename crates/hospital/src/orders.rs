@@ -414,7 +414,8 @@ impl Hospital {
             .find_item(&order)
             .await?
             .ok_or_else(|| Error::Conflict(format!("order {id} is being dispatched")))?;
-        self.queue(&order.pool)?
+        let moved = self
+            .queue(&order.pool)?
             .reprioritise(&item, priority.class())
             .await
             .map_err(|e| match e.coord() {
@@ -424,6 +425,9 @@ impl Hospital {
                 _ => Error::Recipe(e),
             })?;
         if !self.store.set_priority(id, priority).await? {
+            // Cancelled meanwhile: the cancel may have looked for the item before it was
+            // renamed, so the renamed item leaves the line here (a no-op if dispatched).
+            self.queue(&order.pool)?.remove(&moved).await?;
             return Err(Error::Conflict(format!("order {id} left the queue")));
         }
         let mut order = order;
@@ -732,9 +736,15 @@ impl Hospital {
                     .is_some_and(|o| o.state == OrderState::Queued);
                 if still_queued {
                     in_line.insert(e.order);
-                } else if self.store.order(&e.order).await?.is_some() {
-                    // Cancelled (or otherwise gone on) in the store: take it out of line.
+                } else if let Some(o) = self.store.order(&e.order).await? {
+                    // Cancelled (or otherwise gone on) in the store: take it out of line,
+                    // and tell the patient.
                     if q.remove(&info.id).await? {
+                        self.update_patient_node(&o, |p| {
+                            p.position = None;
+                            p.estimated_wait_s = None;
+                        })
+                        .await?;
                         report.removed_items.push(e.order);
                     }
                 }
@@ -759,6 +769,15 @@ impl Hospital {
                             unit: Some(unit.clone()),
                         };
                         if self.store.transition(&t).await? {
+                            // The patient is told where to go, as the dispatcher would have.
+                            let mut called = o.clone();
+                            called.state = OrderState::Called;
+                            self.update_patient_node(&called, |p| {
+                                p.called_to = Some(unit.clone());
+                                p.position = None;
+                                p.estimated_wait_s = None;
+                            })
+                            .await?;
                             report.recorded_calls.push(o.id.clone());
                         }
                     } else if !in_line.contains(&o.id) {
@@ -785,6 +804,8 @@ impl Hospital {
             o.assigned = Some(unit.clone());
             o.pool = pool;
             self.free_unit(&o).await?;
+            self.update_patient_node(&order, |p| p.called_to = None)
+                .await?;
             report.freed_units.push(unit);
             report.ended_exams.push(order.patient);
         }

@@ -17,6 +17,8 @@ use medkeeper_embedded::{EmbeddedSession, Engine, EngineConfig, SessionOptions};
 pub enum BenchCommand {
     /// The embedded coordination engine.
     Coord(CoordBench),
+    /// One scenario of the side-by-side suite with Curator and kazoo (`scripts/bench`).
+    Recipes(crate::bench_recipes::RecipesBench),
 }
 
 /// Options of `bench coord`.
@@ -41,6 +43,7 @@ pub struct CoordBench {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Coord(b) => coord(b).await,
+        BenchCommand::Recipes(b) => crate::bench_recipes::run(b).await,
     }
 }
 

@@ -4,15 +4,20 @@
 //!   backend (create, get, set, delete, ls, stat, tree).
 //! - `medkeeper lock --connect TARGET PATH [--timeout MS] -- COMMAND [ARGS...]`: run a command
 //!   while holding a fair lock, with its fencing token in `MEDKEEPER_FENCING_TOKEN`.
-//! - `medkeeper bench coord`: the embedded engine's benchmark.
+//! - `medkeeper bench coord`: the embedded engine's benchmark; `medkeeper bench recipes`: one
+//!   scenario of the side-by-side suite with Curator and kazoo (`scripts/bench`).
+//! - `medkeeper simulate [--seed N] [--hours H] [--load L] [--json FILE]`: a simulated hospital
+//!   day, medkeeper's dispatch policy next to plain FIFO.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_recipes;
 mod coord;
 mod lock;
+mod simulate;
 
 /// medkeeper: a coordination service for hospitals on the ZooKeeper model.
 #[derive(Parser)]
@@ -32,6 +37,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A simulated hospital day through the real domain on a virtual clock: medkeeper's
+    /// policy next to plain FIFO on the same seeded arrivals.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +59,7 @@ fn main() -> ExitCode {
             Command::Coord(args) => coord::run(args).await,
             Command::Lock(args) => lock::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
+            Command::Simulate(args) => simulate::run(args).await,
         }
     });
     match result {

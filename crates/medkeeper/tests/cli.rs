@@ -236,3 +236,44 @@ fn lock_serialises_processes_on_zookeeper() {
         assert_eq!(pair[1], format!("exit {who}"), "no overlap: {lines:?}");
     }
 }
+
+/// `medkeeper simulate` runs two simulated hours through the real domain with both policies,
+/// prints the markdown report and writes the JSON one.
+#[test]
+fn simulate_prints_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args(["simulate", "--hours", "2", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| priority | target | orders | medkeeper p50 |"),
+        "{stdout}"
+    );
+    for row in [
+        "| stat |",
+        "| asap |",
+        "| urgent |",
+        "| routine |",
+        "| CT | 3 |",
+    ] {
+        assert!(stdout.contains(row), "no {row} in {stdout}");
+    }
+    assert!(stdout.contains("Verdict: medkeeper"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let orders = report["medkeeper"]["orders"].as_u64().unwrap();
+    assert!(orders > 0);
+    assert_eq!(report["fifo"]["orders"].as_u64(), Some(orders));
+    assert_eq!(report["params"]["seed"].as_u64(), Some(1));
+}

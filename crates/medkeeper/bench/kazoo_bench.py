@@ -1,0 +1,344 @@
+#!/usr/bin/env python3
+"""kazoo's side of medkeeper's benchmark suite (issue 7; run by scripts/bench).
+
+Runs ONE scenario against ZooKeeper for a window and prints ONE JSON line on stdout, with the
+same CLI and scenario names as `medkeeper bench recipes`:
+
+    kazoo_bench.py --connect zk:HOST:PORT[,...] --scenario NAME --seconds S [--warmup W] --json
+
+Each contender has its own KazooClient (its own session) and its own thread. Operations count
+only if they start and finish inside the measured window (after the warm-up).
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import ConnectionLoss
+from kazoo.recipe.queue import LockingQueue
+
+logging.basicConfig(level=logging.ERROR)
+
+WARMING, MEASURING, STOPPED = 0, 1, 2
+
+
+class Target:
+    def __init__(self, hosts):
+        self.hosts = hosts
+        self.clients = []
+
+    def client(self):
+        c = KazooClient(hosts=self.hosts, timeout=10.0)
+        c.start(timeout=30)
+        self.clients.append(c)
+        return c
+
+    def close(self):
+        for c in self.clients:
+            try:
+                c.stop()
+                c.close()
+            except Exception:  # noqa: BLE001 - already stopped
+                pass
+
+
+class Window:
+    """Runs workers (callables doing one operation) in threads through warm-up and window."""
+
+    def __init__(self, warmup, seconds):
+        self.warmup, self.seconds = warmup, seconds
+        self.phase = WARMING
+        self.lock = threading.Lock()
+        self.latencies = []
+        self.errors = []
+
+    def _loop(self, op):
+        lat = []
+        try:
+            while True:
+                before = self.phase
+                if before == STOPPED:
+                    break
+                t = time.perf_counter()
+                op()
+                if before == MEASURING and self.phase == MEASURING:
+                    lat.append(time.perf_counter() - t)
+        except Exception as e:  # noqa: BLE001 - reported
+            self.errors.append(repr(e))
+        with self.lock:
+            self.latencies.extend(lat)
+
+    def run(self, ops):
+        threads = [threading.Thread(target=self._loop, args=(op,), daemon=True) for op in ops]
+        for t in threads:
+            t.start()
+        time.sleep(self.warmup)
+        self.phase = MEASURING
+        start = time.perf_counter()
+        time.sleep(self.seconds)
+        self.phase = STOPPED
+        elapsed = time.perf_counter() - start
+        for t in threads:
+            t.join(timeout=60)
+        if self.errors:
+            raise RuntimeError(self.errors[0])
+        return len(self.latencies), elapsed, self.latencies
+
+
+def pipelined(client, submit, warmup, seconds, in_flight=64):
+    """Keeps `in_flight` async requests outstanding; `submit()` returns an IAsyncResult."""
+    sem = threading.Semaphore(in_flight)
+    state = {"phase": WARMING}
+    lat = []
+    errors = []
+
+    def issue():
+        sem.acquire()
+        before = state["phase"]
+        t = time.perf_counter()
+        r = submit()
+
+        def done(res):
+            try:
+                res.get_nowait()
+                if before == MEASURING and state["phase"] == MEASURING:
+                    lat.append(time.perf_counter() - t)
+            except Exception as e:  # noqa: BLE001 - reported
+                errors.append(repr(e))
+            sem.release()
+
+        r.rawlink(done)
+
+    end_warm = time.perf_counter() + warmup
+    while time.perf_counter() < end_warm:
+        issue()
+    state["phase"] = MEASURING
+    start = time.perf_counter()
+    end = start + seconds
+    while time.perf_counter() < end:
+        issue()
+    state["phase"] = STOPPED
+    elapsed = time.perf_counter() - start
+    for _ in range(in_flight):
+        sem.acquire()
+    if errors:
+        raise RuntimeError(errors[0])
+    return len(lat), elapsed, lat
+
+
+def scenario(target, name, root, warmup, seconds):
+    first = target.client()
+    first.ensure_path(root)
+    w = Window(warmup, seconds)
+    if name == "raw-pairs":
+        counter = [0]
+
+        def op():
+            counter[0] += 1
+            p = f"{root}/n{counter[0]}"
+            first.create(p, b"0123456789")
+            first.delete(p)
+
+        return w.run([op]), 1
+    if name == "raw-creates-64":
+        first.ensure_path(f"{root}/creates")
+        return pipelined(
+            first,
+            lambda: first.create_async(f"{root}/creates/n-", b"0123456789", sequence=True),
+            warmup,
+            seconds,
+        ), 1
+    if name == "raw-gets-64":
+        for i in range(64):
+            first.create(f"{root}/n{i}", b"\x07" * 100)
+        k = [0]
+
+        def submit():
+            k[0] += 1
+            return first.get_async(f"{root}/n{k[0] % 64}")
+
+        return pipelined(first, submit, warmup, seconds), 1
+    if name == "raw-children":
+        d = f"{root}/children"
+        first.ensure_path(d)
+        for i in range(16):
+            first.create(f"{d}/_c_00000000-0000-0000-0000-{i:012d}-lock-{i:010d}")
+        return w.run([lambda: first.get_children(d)]), 1
+    if name.startswith("lock-"):
+        n = {"lock-uncontended": 1, "lock-contended-4": 4, "lock-contended-16": 16,
+             "lock-independent-64": 64}[name]
+        independent = name == "lock-independent-64"
+        clients = [first] + [target.client() for _ in range(n - 1)]
+        ops = []
+        for i, c in enumerate(clients):
+            lock = c.Lock(f"{root}/lock{i if independent else ''}", f"k{i}")
+
+            def op(lock=lock):
+                lock.acquire()
+                lock.release()
+
+            ops.append(op)
+        return w.run(ops), n
+    if name == "semaphore-permits":
+        clients = [first] + [target.client() for _ in range(7)]
+        ops = []
+        for i, c in enumerate(clients):
+            sem = c.Semaphore(f"{root}/semaphore", f"k{i}", max_leases=4)
+
+            def op(sem=sem):
+                sem.acquire()
+                sem.release()
+
+            ops.append(op)
+        return w.run(ops), 8
+    if name == "queue-depth-10000":
+        q = LockingQueue(first, f"{root}/queue")
+        for b in range(0, 10_000, 250):
+            # One transaction per 250 items; a batch cut by a connection loss (a loaded
+            # machine) is sent again: the depth only needs to be about 10,000.
+            for attempt in range(5):
+                try:
+                    q.put_all([f"fill-{i}".encode() for i in range(b, b + 250)], priority=100)
+                    break
+                except ConnectionLoss:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.5)
+
+        def op():
+            q.put(b"order", priority=100)
+            q.get()
+            q.consume()
+
+        return w.run([op]), 1
+    if name == "election-failover":
+        return failover(target, first, root, seconds), 3
+    raise SystemExit(f"unknown scenario {name}")
+
+
+def failover(target, first, root, seconds):
+    """3 candidates; close the leader's session; time until the new leader's function runs and
+    every other remaining candidate reads the new leader after a child watch fired."""
+    path = f"{root}/election"
+    first.ensure_path(path)
+    won = []  # (index, time)
+    won_cv = threading.Condition()
+    candidates = {}  # index -> (client, election)
+
+    def add(client):
+        i = len(candidates)
+        e = client.Election(path, f"c{i}")
+        candidates[i] = (client, e)
+
+        def lead():
+            with won_cv:
+                won.append((i, time.perf_counter()))
+                won_cv.notify_all()
+            threading.Event().wait()  # hold until the session is closed
+
+        threading.Thread(target=lambda: _quiet(e.run, lead), daemon=True).start()
+
+    add(first)
+    add(target.client())
+    add(target.client())
+
+    def next_win(count):
+        with won_cv:
+            won_cv.wait_for(lambda: len(won) >= count, timeout=60)
+            if len(won) < count:
+                raise RuntimeError("no leader elected")
+            return won[count - 1]
+
+    leader, _ = next_win(1)
+    lat = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(lat) < 3:
+        old = f"c{leader}"
+        seen = {}
+        threads = []
+        for i, (c, e) in candidates.items():
+            if i == leader or c is None:
+                continue
+
+            def follow(c=c, e=e, i=i):
+                while True:
+                    fired = threading.Event()
+                    c.get_children(path, watch=lambda _ev: fired.set())
+                    cs = e.contenders()
+                    if cs and cs[0] != old:
+                        seen[i] = (cs[0], time.perf_counter())
+                        return
+                    fired.wait(30)
+
+            t = threading.Thread(target=follow, daemon=True)
+            t.start()
+            threads.append(t)
+        time.sleep(0.02)
+        client, _ = candidates[leader]
+        t0 = time.perf_counter()
+        client.stop()
+        candidates[leader] = (None, None)
+        nxt, done = next_win(len(lat) + 2)
+        for t in threads:
+            t.join(60)
+        for who, t in seen.values():
+            if who != f"c{nxt}":
+                raise RuntimeError(f"a follower saw {who}, not c{nxt}")
+            done = max(done, t)
+        if len(seen) != len(threads):
+            raise RuntimeError("a follower never saw the new leader")
+        lat.append(done - t0)
+        leader = nxt
+        add(target.client())
+    return len(lat), time.perf_counter() - start, lat
+
+
+def _quiet(f, *args):
+    try:
+        f(*args)
+    except Exception:  # noqa: BLE001 - the leader's session was closed under it
+        pass
+
+
+def pct(sorted_lat, q):
+    if not sorted_lat:
+        return None
+    return int(sorted_lat[min(len(sorted_lat) - 1, int(q * len(sorted_lat)))] * 1e6)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--connect", required=True)
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=1.0)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    hosts = a.connect.removeprefix("zk:")
+    root = f"/kazoo-bench/{a.scenario}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    target = Target(hosts)
+    try:
+        (ops, elapsed, lat), sessions = scenario(target, a.scenario, root, a.warmup, a.seconds)
+    finally:
+        target.close()
+    lat.sort()
+    line = {"participant": "kazoo", "scenario": a.scenario, "ops": ops,
+            "seconds": round(elapsed, 3), "rate": round(ops / elapsed, 1), "sessions": sessions}
+    if ops:
+        line["p50_us"], line["p99_us"] = pct(lat, 0.5), pct(lat, 0.99)
+    if a.json:
+        print(json.dumps(line), flush=True)
+    else:
+        print(f"kazoo {a.scenario}: {ops} ops in {elapsed:.2f} s = {ops / elapsed:.1f}/s", flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # leader threads of closed sessions are still parked
+
+
+if __name__ == "__main__":
+    main()
