@@ -477,7 +477,11 @@ async fn leader_kill_during_writes_loses_no_acknowledged_write() {
                         acked.push((i, Instant::now()));
                         i += 1;
                     }
-                    Err(e) if e.is_retryable() => {
+                    // An unknown outcome: retried, and found by NodeExists if it was applied.
+                    // Besides connection losses, a request caught in the failover can fail
+                    // with a system error (seen once in ~20 runs under load); it is no
+                    // acknowledgement either, so the check below is unaffected.
+                    Err(e) if e.is_retryable() || e == Error::SystemError => {
                         losses += 1;
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
