@@ -196,7 +196,7 @@ fn lock_serialises_processes_on_zookeeper() {
     let record = dir.path().join("record");
     let lock = format!("/cli-lock/{}", std::process::id());
     let script = format!(
-        "echo enter $0 >> {r}; sleep 0.2; echo exit $0 >> {r}",
+        "echo enter $0 >> {r}; sleep 0.5; echo exit $0 >> {r}",
         r = record.display()
     );
     let children: Vec<_> = (0..3)
@@ -209,7 +209,23 @@ fn lock_serialises_processes_on_zookeeper() {
                 .unwrap()
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(100));
+    // Wait until at least two of them are in the lock's line (process start-up and connecting
+    // take a while on a loaded machine), so the lock is held for a good while yet.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let out = medkeeper(&["coord", "--connect", &connect, "ls", &lock]);
+        let listed = String::from_utf8_lossy(&out.stdout)
+            .matches("-lock-")
+            .count();
+        if listed >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holders never queued"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let out = medkeeper(&[
         "lock",
         "--connect",
