@@ -7,7 +7,7 @@ use medkeeper_coord::{Error as CoordError, Op, OpResult, Session, SessionState, 
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::line::{self, Contender, Pending, Waited};
+use crate::line::{self, Contender, Gone, Pending};
 use crate::{Error, LostReason, Result};
 
 /// How a holder treats a connection loss (not an expiry) while it holds: the choice Apache
@@ -55,7 +55,14 @@ impl std::fmt::Display for FencingToken {
 /// it holds, or it waits for the named contender to go.
 pub(crate) enum Turn {
     Holds,
-    WaitFor(String),
+    /// Wait for the named contender to go. `decisive`: its deletion alone gives the turn, so
+    /// the contenders need not be read again (a hand-off costs the holder's delete and one
+    /// notification, no read). Sound because sequence numbers only grow: no contender can
+    /// later appear before this one, so what the sorted list showed before it stays true.
+    WaitFor {
+        name: String,
+        decisive: bool,
+    },
 }
 
 /// Joins the line under `dir` with a protected ephemeral-sequential node `<prefix><marker>`,
@@ -137,19 +144,25 @@ async fn wait_turn(
         };
         match turn(&sorted, ours) {
             Turn::Holds => return Ok(Some((name, stat))),
-            Turn::WaitFor(other) => {
+            Turn::WaitFor {
+                name: other,
+                decisive,
+            } => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {
                     return Ok(None);
                 }
                 let other = medkeeper_coord::path::join(dir, &other);
-                let waited = line::retrying(s, deadline, || line::wait_gone(s, &other, deadline))
-                    .await
-                    .or_else(|e| match e {
-                        Error::Timeout => Ok(Waited::TimedOut),
-                        e => Err(e),
-                    })?;
-                if waited == Waited::TimedOut {
-                    return Ok(None);
+                let waited =
+                    line::retrying(s, deadline, || line::wait_deleted(s, &other, deadline))
+                        .await
+                        .or_else(|e| match e {
+                            Error::Timeout => Ok(Gone::TimedOut),
+                            e => Err(e),
+                        })?;
+                match waited {
+                    Gone::TimedOut => return Ok(None),
+                    Gone::Deleted if decisive => return Ok(Some((name, stat))),
+                    Gone::Deleted | Gone::Changed => {}
                 }
             }
         }

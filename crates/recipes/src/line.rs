@@ -343,6 +343,42 @@ pub(crate) async fn wait_gone(
     wait_event(session, watch, deadline).await
 }
 
+/// What [`wait_deleted`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gone {
+    /// The node was deleted (or did not exist when the watch was set).
+    Deleted,
+    /// The node changed otherwise (its data).
+    Changed,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Like [`wait_gone`], telling a deletion apart from another change.
+pub(crate) async fn wait_deleted(
+    session: &dyn Session,
+    path: &str,
+    deadline: Option<Instant>,
+) -> Result<Gone> {
+    let (stat, watch) = session.exists_watch(path).await?;
+    if stat.is_none() {
+        return Ok(Gone::Deleted);
+    }
+    let deleted = std::sync::atomic::AtomicBool::new(false);
+    let event = async {
+        let e = watch.await;
+        if e.event_type == medkeeper_coord::EventType::NodeDeleted {
+            deleted.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        e
+    };
+    Ok(match wait_event(session, event, deadline).await? {
+        Waited::TimedOut => Gone::TimedOut,
+        Waited::Changed if deleted.load(std::sync::atomic::Ordering::Relaxed) => Gone::Deleted,
+        Waited::Changed => Gone::Changed,
+    })
+}
+
 /// A fresh attempt tag: 32 hex digits, written as the first line of the data of nodes whose
 /// names are fixed (a semaphore's unit leases, a queue's claims), so that after a connection
 /// loss or a cancellation the attempt can recognise its own nodes.

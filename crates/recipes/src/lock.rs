@@ -202,7 +202,11 @@ pub(crate) fn mutex_turn(sorted: &[Contender], ours: usize) -> Turn {
     if ours == 0 {
         Turn::Holds
     } else {
-        Turn::WaitFor(sorted[ours - 1].name.clone())
+        // The predecessor's deletion alone decides when it was the holder.
+        Turn::WaitFor {
+            name: sorted[ours - 1].name.clone(),
+            decisive: ours == 1,
+        }
     }
 }
 

@@ -47,12 +47,16 @@ fn writer_turn(sorted: &[Contender], ours: usize) -> Turn {
 }
 
 fn reader_turn(sorted: &[Contender], ours: usize) -> Turn {
-    match sorted[..ours]
+    let mut writers = sorted[..ours]
         .iter()
-        .find(|c| c.name.contains(WRITE_MARKER))
-    {
+        .filter(|c| c.name.contains(WRITE_MARKER));
+    match writers.next() {
         None => Turn::Holds,
-        Some(writer) => Turn::WaitFor(writer.name.clone()),
+        // The first writer before us; if it is the only one, its deletion alone decides.
+        Some(writer) => Turn::WaitFor {
+            name: writer.name.clone(),
+            decisive: writers.next().is_none(),
+        },
     }
 }
 
