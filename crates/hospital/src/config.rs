@@ -81,8 +81,9 @@ pub enum NoShowPolicy {
     /// The order ends as no-show; the unit is freed.
     #[default]
     NoShow,
-    /// The order goes back to the queue with its original priority and arrival; the unit is
-    /// freed.
+    /// The order goes back to the queue with its original priority, and ageing counts from
+    /// when it was ordered; the unit is freed. Its place in line is new: it rejoins its
+    /// (effective) class behind the orders enqueued before the no-show.
     Requeue,
 }
 
@@ -807,6 +808,7 @@ pub async fn load(session: &dyn Session, config: &HospitalConfig) -> Result<Load
                 order: None,
                 patient: None,
                 since_ms: now_ms(),
+                requeueing: false,
             });
             let outcome = upsert(session, &path, &fresh, |current| {
                 if current.is_empty() {

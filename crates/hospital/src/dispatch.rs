@@ -25,10 +25,16 @@
 //! [`Hospital::reconcile`](crate::orders::Hospital::reconcile).
 //!
 //! # Order of service
-//! The queue's order: effective priority (the FHIR priority, aged by one class per waiting
-//! target of its class, so routine orders cannot starve), then arrival. An order whose
-//! capabilities no free unit has is passed over for now (the next compatible order goes
-//! first); units in maintenance or offline are skipped.
+//! The queue's order: effective priority, then arrival. The effective priority is the FHIR
+//! priority aged by one class per waiting target of its class, but never past asap
+//! ([`AGEING_FLOOR`](crate::orders::AGEING_FLOOR)) unless the order is stat itself: a genuine
+//! stat order is never behind an aged one (letting aged orders reach stat, where the earlier
+//! arrival goes first, made stat waits worse under a backlog: docs/simulation.md). Routine
+//! and urgent orders still age to asap, ahead of every later asap, urgent and routine order,
+//! so they cannot starve — unless stat orders alone keep every compatible unit of the pool
+//! busy, which no order of service short of ignoring stat priority could help. An order
+//! whose capabilities no free unit has is passed over for now (the next compatible order
+//! goes first); units in maintenance or offline are skipped.
 //!
 //! # No-shows
 //! A called order whose patient has not started within the configured grace is handed to
@@ -43,7 +49,7 @@ use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 
 use crate::model::{OrderId, OrderState, PatientId, Pool, Transition, UnitStatus};
 use crate::orders::Hospital;
-use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
+use crate::tree::{self, ActiveExam, QueueEntry, UnitNode};
 use crate::{Error, Result};
 
 /// One assignment made by a dispatch round.
@@ -216,6 +222,7 @@ impl Dispatcher {
                 order: Some(entry.order.clone()),
                 patient: Some(entry.patient.clone()),
                 since_ms: self.hospital.now_ms(),
+                requeueing: false,
             };
             let active = ActiveExam {
                 order: entry.order.clone(),
@@ -281,37 +288,41 @@ impl Dispatcher {
             }
             return Ok(());
         }
-        let session = h.session();
-        if let Ok((d, st)) = session.get_data(&entry.patient_node).await
-            && let Ok(mut p) = tree::from_json::<PatientEntry>("patient queue", &d)
-        {
-            p.state = OrderState::Called;
-            p.called_to = Some(unit.to_string());
-            p.position = None;
-            p.estimated_wait_s = None;
-            let _ = session
-                .set_data(&entry.patient_node, &tree::to_json(&p), st.version)
-                .await;
-        }
-        Ok(())
+        // The patient's node shows the store's truth (called to this unit, unless a racing
+        // transition moved the order on since).
+        h.sync_patient_node_at(&entry.patient_node, &entry.order, |_, _| {})
+            .await
     }
 
     /// Keeps the position and estimated wait in the waiting patients' queue nodes current
-    /// (writes only those that changed).
+    /// (writes only those that changed). Each write is the version-checked read-modify-write
+    /// of [`Hospital::sync_patient_node`]: a position is shown only while the store says the
+    /// order is queued, and a racing transition's state is never overwritten.
     async fn refresh_positions(&self) -> Result<()> {
         let h = &self.hospital;
-        let session = h.session();
         for row in h.queue_view(&self.pool).await? {
-            let Some((p, mut e)) = h.find_patient_node(&row.patient, &row.order).await? else {
+            let Some((p, e)) = h.find_patient_node(&row.patient, &row.order).await? else {
                 continue;
             };
-            if e.position == Some(row.position) && e.estimated_wait_s == Some(row.estimated_wait_s)
+            if e.state == OrderState::Queued
+                && e.position == Some(row.position)
+                && e.estimated_wait_s == Some(row.estimated_wait_s)
             {
                 continue;
             }
-            e.position = Some(row.position);
-            e.estimated_wait_s = Some(row.estimated_wait_s);
-            let _ = session.set_data(&p, &tree::to_json(&e), -1).await;
+            let written = h
+                .sync_patient_node_at(&p, &row.order, |e, o| {
+                    if o.state == OrderState::Queued {
+                        e.position = Some(row.position);
+                        e.estimated_wait_s = Some(row.estimated_wait_s);
+                    }
+                })
+                .await;
+            match written {
+                // Racing writers: the next round tries again.
+                Ok(()) | Err(Error::Conflict(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

@@ -13,16 +13,34 @@
 //! - **Complete / cancel / no-show of an occupying order**: the store first (compare-and-set
 //!   on the state), then one multi frees the unit and ends the patient's active exam. A crash
 //!   in between leaves a unit held by a finished order: the reconciler frees it.
+//! - **No-show under the requeue policy**: the unit's node is marked
+//!   ([`UnitNode::requeueing`]) first, then the store records called → queued, then the unit
+//!   is freed and the order enqueued. A crash after the store write leaves a unit held by an
+//!   order the store calls queued — what a lost dispatch store write also leaves; the mark
+//!   tells them apart (a dispatch writes the unit's node afresh, without it), so the
+//!   reconciler frees the unit and enqueues the order instead of calling the patient back. A
+//!   mark left by a no-show that lost its compare-and-set (the patient arrived) is harmless:
+//!   it matters only while the store calls the occupying order queued, and is gone when the
+//!   unit is freed.
 //! - **Cancel of a queued order**: the store first, then the queue item is removed; the
 //!   reconciler removes queue items of orders that are no longer queued.
 //!
 //! Every transition is checked against the lifecycle ([`OrderState::can_become`]) and applied
 //! with a compare-and-set in the store, so an illegal or concurrent transition changes nothing
 //! and is reported ([`Error::IllegalTransition`]).
+//!
+//! # The patient's queue node follows the store
+//! Every write of a patient's queue node is a version-checked read-modify-write that reads
+//! the order from the store *after* reading the node, and shows the store's state, priority
+//! and unit ([`Hospital::sync_patient_node`]); a write that loses the version check reads
+//! both again. So of two racing transitions (a start racing a cancel), the node's last
+//! successful write read the store after the last transition that preceded it, and every
+//! transition is followed by its own write: the node ends showing the store's truth, never
+//! one caller's stale view.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, Session, SessionExt};
 use medkeeper_recipes::PriorityQueue;
@@ -53,6 +71,15 @@ pub struct NewOrder {
 
 /// The longest clinical reason accepted, in bytes.
 pub const MAX_REASON_LEN: usize = 2000;
+
+/// The most urgent priority ageing lifts an order to: asap. A genuine stat order is never
+/// behind an aged one; routine and urgent orders still age to asap, so they cannot starve
+/// unless stat orders alone keep every unit of the pool busy.
+pub const AGEING_FLOOR: Priority = Priority::Asap;
+
+/// How many times a patient queue node write is tried when racing writers keep changing the
+/// node.
+const NODE_WRITE_ATTEMPTS: usize = 16;
 
 /// One waiting order of a pool's queue, as staff see it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -149,7 +176,9 @@ impl Hospital {
             let q = PriorityQueue::new(
                 session.clone(),
                 tree::queue_path(&p.pool),
-                QueueConfig::new(config.targets.by_class()).with_clock(clock.clone()),
+                QueueConfig::new(config.targets.by_class())
+                    .with_clock(clock.clone())
+                    .with_ageing_floor(AGEING_FLOOR.class()),
             )?;
             queues.insert(p.pool.clone(), q);
         }
@@ -237,7 +266,8 @@ impl Hospital {
     }
 
     /// Puts a stored queued order in line: its patient queue node (if missing) and its queue
-    /// item.
+    /// item, with its priority and its order time (ageing counts from when it was ordered,
+    /// also for an order that goes back in line).
     async fn enqueue(&self, order: &Order) -> Result<ItemId> {
         let node = self.patient_node(order).await?;
         let entry = QueueEntry {
@@ -248,7 +278,11 @@ impl Hospital {
         };
         Ok(self
             .queue(&order.pool)?
-            .enqueue(order.priority.class(), &tree::to_json(&entry))
+            .enqueue_at(
+                order.priority.class(),
+                &tree::to_json(&entry),
+                UNIX_EPOCH + Duration::from_millis(order.created_ms.max(0) as u64),
+            )
             .await?)
     }
 
@@ -309,23 +343,69 @@ impl Hospital {
         Ok(None)
     }
 
-    /// Updates the patient's view of `order` (best effort for display fields; the store holds
-    /// the truth).
-    async fn update_patient_node(
+    /// Brings the patient's queue node of `order` in line with the store (see the module
+    /// docs): reads the node, then the order from the store, applies `f` (display fields such
+    /// as the position; it sees the store's order) and the store's state, priority and unit,
+    /// and writes it back version-checked, again from the start if the node changed meanwhile.
+    /// Nothing to do if the patient has no node for the order.
+    ///
+    /// # Notable errors
+    /// `Conflict` if racing writers changed the node on every one of a bounded number of
+    /// attempts.
+    pub(crate) async fn sync_patient_node(
         &self,
-        order: &Order,
-        f: impl Fn(&mut PatientEntry),
+        patient: &PatientId,
+        order: &OrderId,
+        f: impl Fn(&mut PatientEntry, &Order),
     ) -> Result<()> {
-        if let Some((p, mut e)) = self.find_patient_node(&order.patient, &order.id).await? {
-            f(&mut e);
-            e.state = order.state;
-            e.priority = order.priority;
-            match self.session.set_data(&p, &tree::to_json(&e), -1).await {
-                Ok(_) | Err(CoordError::NoNode) => {}
+        match self.find_patient_node(patient, order).await? {
+            Some((p, _)) => self.sync_patient_node_at(&p, order, f).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`sync_patient_node`](Hospital::sync_patient_node) of the node at `path`.
+    pub(crate) async fn sync_patient_node_at(
+        &self,
+        path: &str,
+        order: &OrderId,
+        f: impl Fn(&mut PatientEntry, &Order),
+    ) -> Result<()> {
+        for _ in 0..NODE_WRITE_ATTEMPTS {
+            let (data, stat) = match self.session.get_data(path).await {
+                Ok(v) => v,
+                Err(CoordError::NoNode) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let Ok(mut e) = tree::from_json::<PatientEntry>("patient queue", &data) else {
+                return Ok(());
+            };
+            if &e.order != order {
+                return Ok(());
+            }
+            // The store after the node: whatever transition this write may hide was made
+            // before the node was read, so its own write of the node (which follows it) fails
+            // the version check or comes after this one.
+            let Some(o) = self.store.order(order).await? else {
+                return Ok(());
+            };
+            f(&mut e, &o);
+            show_order(&mut e, &o);
+            // Written even when unchanged: the new version makes a stale writer that read the
+            // node before us fail its version check.
+            match self
+                .session
+                .set_data(path, &tree::to_json(&e), stat.version)
+                .await
+            {
+                Ok(_) | Err(CoordError::NoNode) => return Ok(()),
+                Err(CoordError::BadVersion) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        Err(Error::Conflict(format!(
+            "the patient queue node of order {order} keeps changing"
+        )))
     }
 
     /// An order.
@@ -432,7 +512,8 @@ impl Hospital {
         }
         let mut order = order;
         order.priority = priority;
-        self.update_patient_node(&order, |_| {}).await?;
+        self.sync_patient_node(&order.patient, &order.id, |_, _| {})
+            .await?;
         Ok(order)
     }
 
@@ -449,12 +530,8 @@ impl Hospital {
         } else {
             self.free_unit(&order).await?;
         }
-        self.update_patient_node(&done, |e| {
-            e.position = None;
-            e.estimated_wait_s = None;
-            e.called_to = None;
-        })
-        .await?;
+        self.sync_patient_node(&done.patient, &done.id, |_, _| {})
+            .await?;
         Ok(done)
     }
 
@@ -464,7 +541,8 @@ impl Hospital {
         let next = self
             .record(&order, OrderState::InProgress, actor, None)
             .await?;
-        self.update_patient_node(&next, |_| {}).await?;
+        self.sync_patient_node(&next.patient, &next.id, |_, _| {})
+            .await?;
         Ok(next)
     }
 
@@ -475,7 +553,7 @@ impl Hospital {
             .record(&order, OrderState::Completed, actor, None)
             .await?;
         self.free_unit(&order).await?;
-        self.update_patient_node(&next, |e| e.called_to = None)
+        self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
         Ok(next)
     }
@@ -501,27 +579,69 @@ impl Hospital {
         let next = self
             .record(&order, OrderState::Reported, actor, None)
             .await?;
-        self.update_patient_node(&next, |e| e.results_ready = true)
+        self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
         Ok(next)
     }
 
     /// The called patient did not arrive: by the configured policy the order ends as no-show,
-    /// or goes back in line (as a new arrival of its priority). The unit is freed.
+    /// or goes back in line with its priority, ageing counted from when it was ordered (its
+    /// place in line is new: behind the orders of its class enqueued before). The unit is
+    /// freed.
     pub async fn no_show(&self, id: &OrderId, actor: &str) -> Result<Order> {
         let order = self.order(id).await?;
         let to = match self.config.no_show_policy {
             NoShowPolicy::NoShow => OrderState::NoShow,
             NoShowPolicy::Requeue => OrderState::Queued,
         };
+        if to == OrderState::Queued && order.state.can_become(to) {
+            // Before the store write: see the module docs.
+            self.mark_requeueing(&order).await?;
+        }
         let next = self.record(&order, to, actor, None).await?;
         self.free_unit(&order).await?;
         if to == OrderState::Queued {
-            self.enqueue(&next).await?;
+            let item = self.enqueue(&next).await?;
+            // Cancelled meanwhile: the cancel may have looked for the item before it was
+            // enqueued, so the item leaves the line here (a no-op if dispatched).
+            if self.order(id).await?.state != OrderState::Queued {
+                self.queue(&next.pool)?.remove(&item).await?;
+            }
         }
-        self.update_patient_node(&next, |e| e.called_to = None)
+        self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
         Ok(next)
+    }
+
+    /// Marks the unit `order` occupies as going back in line ([`UnitNode::requeueing`]).
+    /// Nothing to do if no unit names the order.
+    async fn mark_requeueing(&self, order: &Order) -> Result<()> {
+        let Some(unit) = order.assigned.as_deref() else {
+            return Ok(());
+        };
+        let unit_path = tree::unit_path(&order.pool, unit);
+        for _ in 0..NODE_WRITE_ATTEMPTS {
+            let (data, stat) = match self.session.get_data(&unit_path).await {
+                Ok(v) => v,
+                Err(CoordError::NoNode) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut node: UnitNode = tree::from_json("unit", &data)?;
+            if node.order.as_ref() != Some(&order.id) || node.requeueing {
+                return Ok(());
+            }
+            node.requeueing = true;
+            match self
+                .session
+                .set_data(&unit_path, &tree::to_json(&node), stat.version)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(CoordError::BadVersion) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!("unit {unit} keeps changing")))
     }
 
     /// Frees the unit `order` occupies and ends the patient's active exam, in one multi.
@@ -544,6 +664,7 @@ impl Hospital {
                 node.status = UnitStatus::Available;
                 node.order = None;
                 node.patient = None;
+                node.requeueing = false;
                 node.since_ms = self.now_ms();
                 ops.push(Op::set_data(&unit_path, tree::to_json(&node), stat.version));
             }
@@ -721,7 +842,9 @@ impl Hospital {
         let by_id: HashMap<&OrderId, &Order> = live.iter().map(|o| (&o.id, o)).collect();
         // What the tree says: queue items and unit occupants, per pool.
         let mut in_line: HashSet<OrderId> = HashSet::new();
-        let mut occupying: HashMap<OrderId, (Pool, String)> = HashMap::new();
+        // Per occupying order: the pool, the unit, and whether it is marked as going back in
+        // line (a no-show under the requeue policy).
+        let mut occupying: HashMap<OrderId, (Pool, String, bool)> = HashMap::new();
         for pc in &self.config.pools {
             let q = self.queue(&pc.pool)?;
             for info in q.list().await? {
@@ -740,25 +863,35 @@ impl Hospital {
                     // Cancelled (or otherwise gone on) in the store: take it out of line,
                     // and tell the patient.
                     if q.remove(&info.id).await? {
-                        self.update_patient_node(&o, |p| {
-                            p.position = None;
-                            p.estimated_wait_s = None;
-                        })
-                        .await?;
+                        self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
                         report.removed_items.push(e.order);
                     }
                 }
             }
             for (name, node, _) in self.units_with_version(&pc.pool).await? {
                 if let Some(o) = node.order {
-                    occupying.insert(o, (pc.pool.clone(), name));
+                    occupying.insert(o, (pc.pool.clone(), name, node.requeueing));
                 }
             }
         }
         for o in &live {
             match o.state {
                 OrderState::Queued => {
-                    if let Some((_, unit)) = occupying.get(&o.id) {
+                    if let Some((pool, unit, true)) = occupying.get(&o.id) {
+                        // A no-show went back in line in the store; the tree had not followed:
+                        // free the unit and enqueue, as the no-show would have.
+                        let mut held = o.clone();
+                        held.assigned = Some(unit.clone());
+                        held.pool = pool.clone();
+                        self.free_unit(&held).await?;
+                        report.freed_units.push(unit.clone());
+                        report.ended_exams.push(o.patient.clone());
+                        if !in_line.contains(&o.id) {
+                            self.enqueue(o).await?;
+                            report.enqueued.push(o.id.clone());
+                        }
+                        self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
+                    } else if let Some((_, unit, false)) = occupying.get(&o.id) {
                         // The dispatch multi happened; the store missed it.
                         let t = Transition {
                             order: o.id.clone(),
@@ -770,18 +903,13 @@ impl Hospital {
                         };
                         if self.store.transition(&t).await? {
                             // The patient is told where to go, as the dispatcher would have.
-                            let mut called = o.clone();
-                            called.state = OrderState::Called;
-                            self.update_patient_node(&called, |p| {
-                                p.called_to = Some(unit.clone());
-                                p.position = None;
-                                p.estimated_wait_s = None;
-                            })
-                            .await?;
+                            self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
                             report.recorded_calls.push(o.id.clone());
                         }
                     } else if !in_line.contains(&o.id) {
                         self.enqueue(o).await?;
+                        // A no-show that died after freeing the unit left "called" on display.
+                        self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
                         report.enqueued.push(o.id.clone());
                     }
                 }
@@ -790,7 +918,7 @@ impl Hospital {
             }
         }
         // Units held by orders that are finished (or unknown to the store).
-        for (order_id, (pool, unit)) in occupying {
+        for (order_id, (pool, unit, _)) in occupying {
             if by_id
                 .get(&order_id)
                 .is_some_and(|o| o.state.occupies() || o.state == OrderState::Queued)
@@ -804,11 +932,31 @@ impl Hospital {
             o.assigned = Some(unit.clone());
             o.pool = pool;
             self.free_unit(&o).await?;
-            self.update_patient_node(&order, |p| p.called_to = None)
+            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
                 .await?;
             report.freed_units.push(unit);
             report.ended_exams.push(order.patient);
         }
         Ok(report)
+    }
+}
+
+/// What the patient's queue node shows of `o` as the store has it: its state and priority,
+/// where to go while called or in the exam, no place in line unless queued, results once
+/// reported.
+fn show_order(e: &mut PatientEntry, o: &Order) {
+    e.state = o.state;
+    e.priority = o.priority;
+    e.called_to = if o.state.occupies() {
+        o.assigned.clone()
+    } else {
+        None
+    };
+    if o.state != OrderState::Queued {
+        e.position = None;
+        e.estimated_wait_s = None;
+    }
+    if o.state == OrderState::Reported {
+        e.results_ready = true;
     }
 }

@@ -105,6 +105,13 @@ pub struct UnitNode {
     /// Since when the status holds, ms since the epoch.
     #[serde(default)]
     pub since_ms: i64,
+    /// The occupying order is going back in line (a no-show under the requeue policy): set
+    /// in the unit's node *before* the store records called → queued, so that
+    /// [`Hospital::reconcile`](crate::orders::Hospital::reconcile) can tell a crash after that
+    /// store write (free the unit, re-enqueue) from a dispatch whose store write was lost
+    /// (record the call). A dispatch writes the node afresh, without it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requeueing: bool,
 }
 
 impl UnitNode {

@@ -120,6 +120,7 @@ both!(
     several_dispatchers_never_double_book,
     dispatch_fails_over_when_the_holder_expires,
     reconciler_repairs_a_crash_between_the_writes,
+    requeued_no_show_keeps_its_priority_and_order_time,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -540,6 +541,71 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
             .is_none()
     );
     assert!(h.reconcile().await.unwrap().is_clean());
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+/// Issue 5: a requeued no-show went back in line as a new arrival, although the policy's docs
+/// promised its original priority and arrival. It keeps its priority, and ageing counts from
+/// when it was ordered; its place in line is new (behind orders enqueued before the no-show).
+async fn requeued_no_show_keeps_its_priority_and_order_time(b: &Backend) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let session = b.session().await;
+    let mut config = HospitalConfig::demo();
+    config.no_show_policy = config::NoShowPolicy::Requeue;
+    config::load(session.as_ref(), &config).await.unwrap();
+    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let t = now.clone();
+    let clock = medkeeper_recipes::queue::Clock::new(move || {
+        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
+    });
+    let routine_target = config.targets.routine;
+    let h = Arc::new(Hospital::with_clock(session, store.clone(), config, clock).unwrap());
+    let (p1, p2) = (PatientId::generate(), PatientId::generate());
+    let first = h
+        .create_order(order(&p1, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let made = d.dispatch_once(&guard).await.unwrap();
+    assert_eq!(made.len(), 1);
+    now.fetch_add(10 * 60_000, Ordering::SeqCst);
+    let second = h
+        .create_order(order(&p2, Priority::Routine), "dr")
+        .await
+        .unwrap();
+
+    let back = h.no_show(&first.id, "tech").await.unwrap();
+    assert_eq!(back.state, OrderState::Queued);
+    assert_eq!(back.priority, Priority::Routine);
+    let items = h.queue(&mri()).unwrap().list().await.unwrap();
+    assert_eq!(items.len(), 2);
+    // Rejoins its class behind the order enqueued before the no-show...
+    let rows = h.queue_view(&mri()).await.unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.order.clone()).collect::<Vec<_>>(),
+        [second.id.clone(), first.id.clone()]
+    );
+    // ...with its priority and its order time.
+    assert_eq!(items[1].class, Priority::Routine.class());
+    assert_eq!(items[1].id.enqueued_at_ms() as i64, first.created_ms);
+    assert_eq!(rows[1].waited_s, 600);
+    let view = h.patient_view(&p1).await.unwrap();
+    assert_eq!(view.len(), 1);
+    assert_eq!(view[0].state, OrderState::Queued);
+    assert_eq!(view[0].called_to, None);
+    // Ageing counts from the order time: one routine target after the first order it is
+    // served as urgent, ahead of the second, which is ten minutes short of its target.
+    now.store(
+        first.created_ms + routine_target.as_millis() as i64,
+        Ordering::SeqCst,
+    );
+    let rows = h.queue_view(&mri()).await.unwrap();
+    assert_eq!(rows[0].order, first.id);
+    assert_eq!(rows[0].effective_priority, Priority::Urgent);
+    assert_eq!(rows[1].effective_priority, Priority::Routine);
     guard.release().await.unwrap();
     h.session().close().await;
 }

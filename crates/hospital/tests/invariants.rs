@@ -13,22 +13,23 @@
 //!   its pool, no item names an order that is not queued, every order's history is one legal
 //!   path through the lifecycle (so it is called at most once per queueing), and every order
 //!   has exactly one patient queue node.
-//! - **Priority order, except where ageing promotes**: in every dispatch round, an order left
-//!   in line whose patient was free never had a compatible unit that stayed free or went to an
-//!   order behind it in the line (by effective class from the listing before the round).
+//! - **Priority order, except where ageing promotes**: every line is in dequeue order by the
+//!   floored rule — effective class `max(aged class, min(class, asap))`, then arrival — so a
+//!   genuine stat order is never behind an aged one; and in every dispatch round, an order
+//!   left in line whose patient was free never had a compatible unit that stayed free or went
+//!   to an order behind it in the line (from the listing before the round).
 //! - **No order waits forever**: after the sequence, with every exam finished, the clock past
 //!   four routine targets and dispatch rounds until the lines are empty, every order that was
 //!   not cancelled is completed, reported or a no-show.
 //!
 //! - **The patient is told the truth**: each order's patient queue node shows the store's
-//!   state and priority, and where to go while called — except for orders two racing steps
-//!   both acted on: those nodes are written last-writer-wins from each caller's own view, a
-//!   known gap.
+//!   state and priority, and where to go while called — also for orders two racing steps both
+//!   acted on.
 //!
 //! Also: a rejected transition changes nothing, and a restarted instance's reconciler repairs
 //! exactly what a crash between the two stores' writes left (and nothing after a clean crash).
-//! Crashes between the writes are made with a store that fails its next transition, or by
-//! writing the store alone before the crash. A [`Step::Race`] runs two steps at once; its
+//! Crashes between the writes are made with a store that fails its next transition (before or
+//! after writing it), or by writing the store alone before the crash. A [`Step::Race`] runs two steps at once; its
 //! interleaving is up to the runtime, so a race failure may not shrink to the same run.
 //!
 //! `PROPTEST_CASES` sets the number of cases (32 by default). Failing sequences become fixed
@@ -45,14 +46,14 @@ use medkeeper_hospital::config::{
     self, HospitalConfig, NoShowPolicy, PoolConfig, Targets, UnitConfig,
 };
 use medkeeper_hospital::dispatch::{Assignment, Dispatcher};
-use medkeeper_hospital::orders::{Hospital, NewOrder, ReconcileReport};
+use medkeeper_hospital::orders::{AGEING_FLOOR, Hospital, NewOrder, ReconcileReport};
 use medkeeper_hospital::store::{ClinicalStore, ExamResult, Patient, SqliteStore, StoreError};
 use medkeeper_hospital::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
 use medkeeper_hospital::{
     Error, Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus,
 };
 use medkeeper_recipes::LockGuard;
-use medkeeper_recipes::queue::{Clock, ItemInfo};
+use medkeeper_recipes::queue::{Clock, ItemInfo, effective_class_floored};
 use proptest::prelude::*;
 
 /// Patients in a case: few, so patients often have several orders at once.
@@ -239,6 +240,15 @@ enum Step {
         by: Inst,
         order: Pick,
     },
+    /// The instance's no-show of a called order (by the case's policy) writes the store and
+    /// dies before the tree follows (the unit freed, under the requeue policy the order
+    /// enqueued); the restarted instance's reconciler finishes it — and must not take the
+    /// requeued order for a dispatch whose store write was lost. A plain crash if no order is
+    /// called.
+    CrashMidNoShow {
+        by: Inst,
+        order: Pick,
+    },
     /// Two steps at once (their requests interleave on the runtime): any outcome a
     /// concurrent caller may see is accepted (illegal transitions, conflicts), and the
     /// invariants must hold afterwards.
@@ -311,6 +321,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (inst(), ask()).prop_map(|(by, ask)| Step::CrashMidCreate { by, ask }),
         1 => (inst(), kind()).prop_map(|(by, kind)| Step::CrashMidDispatch { by, kind }),
         1 => (inst(), pick()).prop_map(|(by, order)| Step::CrashMidFinish { by, order }),
+        1 => (inst(), pick()).prop_map(|(by, order)| Step::CrashMidNoShow { by, order }),
     ]
 }
 
@@ -447,6 +458,115 @@ fn reconciler_tells_the_patient_of_an_exam_it_ends() {
     );
 }
 
+/// Issue 5: a crash between a requeue no-show's store write (called → queued) and freeing the
+/// unit looked to the reconciler like a dispatch whose store write was lost: it recorded the
+/// call again and called the patient back to the unit they had not come to.
+#[test]
+fn reconciler_finishes_a_requeue_no_show_instead_of_calling_again() {
+    replay(
+        true,
+        vec![
+            Step::Create {
+                by: Inst::A,
+                ask: stat_mri(0),
+            },
+            Step::Dispatch {
+                by: Inst::A,
+                kind: Kind::Mri,
+            },
+            Step::CrashMidNoShow {
+                by: Inst::B,
+                order: Pick::Ready(0),
+            },
+            Step::Dispatch {
+                by: Inst::A,
+                kind: Kind::Mri,
+            },
+            // Called again, and a no-show again: a second crash, of the dispatching instance.
+            Step::CrashMidNoShow {
+                by: Inst::A,
+                order: Pick::Ready(0),
+            },
+        ],
+    );
+    replay(
+        false,
+        vec![
+            Step::Create {
+                by: Inst::A,
+                ask: stat_mri(0),
+            },
+            Step::Dispatch {
+                by: Inst::A,
+                kind: Kind::Mri,
+            },
+            Step::CrashMidNoShow {
+                by: Inst::B,
+                order: Pick::Ready(0),
+            },
+        ],
+    );
+}
+
+/// Issue 5: patient queue nodes were written last-writer-wins from each caller's view, so a
+/// start racing a cancel (or a no-show racing a start) could leave the patient seeing a state
+/// the store did not have. The interleaving is up to the runtime, so the race is run many
+/// times.
+#[test]
+fn racing_transitions_leave_the_patient_node_showing_the_store() {
+    for requeue in [false, true] {
+        for _ in 0..40 {
+            for (a, b) in [
+                (
+                    Step::Start {
+                        by: Inst::A,
+                        order: Pick::Ready(0),
+                    },
+                    Step::Cancel {
+                        by: Inst::B,
+                        order: Pick::Ready(0),
+                    },
+                ),
+                (
+                    Step::NoShow {
+                        by: Inst::A,
+                        order: Pick::Ready(0),
+                    },
+                    Step::Start {
+                        by: Inst::B,
+                        order: Pick::Ready(0),
+                    },
+                ),
+                (
+                    Step::NoShow {
+                        by: Inst::A,
+                        order: Pick::Ready(0),
+                    },
+                    Step::Cancel {
+                        by: Inst::B,
+                        order: Pick::Ready(0),
+                    },
+                ),
+            ] {
+                replay(
+                    requeue,
+                    vec![
+                        Step::Create {
+                            by: Inst::A,
+                            ask: stat_mri(0),
+                        },
+                        Step::Dispatch {
+                            by: Inst::A,
+                            kind: Kind::Mri,
+                        },
+                        Step::Race(Box::new(a), Box::new(b)),
+                    ],
+                );
+            }
+        }
+    }
+}
+
 /// Issue 5, found by `invariants_hold`: a cancel racing a re-prioritisation of the same
 /// queued order left the cancelled order in line: the cancel looked for the item just before
 /// the re-prioritisation renamed it, and the re-prioritisation, finding the order no longer
@@ -516,8 +636,6 @@ struct Snapshot {
 struct RaceSide {
     said: String,
     created: Option<OrderId>,
-    /// The orders it acted on.
-    touched: HashSet<OrderId>,
 }
 
 /// What a step did, for the checks after it.
@@ -541,10 +659,6 @@ struct World {
     orders: Vec<OrderId>,
     patients: Vec<PatientId>,
     log: Vec<String>,
-    /// Orders both sides of a [`Step::Race`] acted on. Their patient queue nodes are not
-    /// checked: those are written last-writer-wins from each caller's own idea of the state,
-    /// so two racing transitions can leave the older state on display (a known gap).
-    raced: HashSet<OrderId>,
 }
 
 fn err(what: impl std::fmt::Display, e: impl std::fmt::Debug) -> String {
@@ -569,6 +683,7 @@ impl World {
         let store = Arc::new(FaultyStore {
             inner: SqliteStore::in_memory().map_err(|e| err("store", e))?,
             fail_next_transition: AtomicBool::new(false),
+            fail_after_next_transition: AtomicBool::new(false),
         });
         let now_ms = Arc::new(AtomicI64::new(EPOCH_MS));
         let policy = if requeue {
@@ -593,7 +708,6 @@ impl World {
             orders: Vec::new(),
             patients: (0..PATIENTS).map(|_| PatientId::generate()).collect(),
             log: Vec::new(),
-            raced: HashSet::new(),
         })
     }
 
@@ -904,12 +1018,14 @@ impl World {
                 }
                 let (ra, rb) = tokio::join!(self.race_one(a, before), self.race_one(b, before));
                 let (ra, rb) = (ra?, rb?);
-                self.raced
-                    .extend(ra.touched.intersection(&rb.touched).cloned());
                 for r in [ra, rb] {
                     self.log.push(format!("    {}", r.said));
                     self.orders.extend(r.created);
                 }
+                Ok(Outcome::default())
+            }
+            Step::CrashMidNoShow { by, order } => {
+                self.crash_mid_no_show(*by, order, before).await?;
                 Ok(Outcome::default())
             }
             Step::CrashMidFinish { by, order } => {
@@ -958,22 +1074,61 @@ impl World {
         }
     }
 
+    /// [`Step::CrashMidNoShow`].
+    async fn crash_mid_no_show(
+        &mut self,
+        by: Inst,
+        order: &Pick,
+        before: &Snapshot,
+    ) -> Result<(), String> {
+        let mut expected = ReconcileReport::default();
+        let called = |o: &Order| o.state == OrderState::Called;
+        if let Some(id) = self.pick(order, before, called)
+            && called(&before.orders[&id])
+        {
+            let o = &before.orders[&id];
+            self.store
+                .fail_after_next_transition
+                .store(true, Ordering::SeqCst);
+            let result = self.hospital(by).no_show(&id, "tech").await;
+            self.store
+                .fail_after_next_transition
+                .store(false, Ordering::SeqCst);
+            if !matches!(result, Err(Error::Store(_))) {
+                return Err(format!(
+                    "no-show of {} with a store that dies after writing: {result:?}",
+                    self.tag(&id)
+                ));
+            }
+            let to = self.store.order(&id).await.map_err(|e| err("order", e))?;
+            self.log.push(format!(
+                "    {} called -> {:?} in the store only",
+                self.tag(&id),
+                to.map(|o| o.state)
+            ));
+            expected.freed_units = vec![o.assigned.clone().expect("assigned")];
+            expected.ended_exams = vec![o.patient.clone()];
+            if self.config.no_show_policy == NoShowPolicy::Requeue {
+                expected.enqueued = vec![id];
+            }
+        }
+        self.crash(by, expected).await
+    }
+
     /// One side of a [`Step::Race`]. Accepts what a concurrent caller may legally see
     /// (illegal transitions, conflicts); any other error is a failure.
     async fn race_one(&self, step: &Step, before: &Snapshot) -> Result<RaceSide, String> {
-        let side = |said: String, touched: Option<&OrderId>| RaceSide {
+        let side = |said: String| RaceSide {
             said,
             created: None,
-            touched: touched.into_iter().cloned().collect(),
         };
-        let legal =
-            |what: &str, id: Option<&OrderId>, r: medkeeper_hospital::Result<String>| match r {
-                Ok(s) => Ok(side(format!("{what}: {s}"), id)),
-                Err(e @ (Error::IllegalTransition { .. } | Error::Conflict(_))) => {
-                    Ok(side(format!("{what}: {e}"), id))
-                }
-                Err(e) => Err(err(what, e)),
-            };
+        let legal = |what: &str, r: medkeeper_hospital::Result<String>| match r {
+            Ok(s) => Ok(side(format!("{what}: {s}"))),
+            Err(e @ (Error::IllegalTransition { .. } | Error::Conflict(_))) => {
+                Ok(side(format!("{what}: {e}")))
+            }
+            Err(e) => Err(err(what, e)),
+        };
         let any = |_: &Order| true;
         match step {
             Step::Create { by, ask } => {
@@ -985,7 +1140,6 @@ impl World {
                 Ok(RaceSide {
                     said: format!("created #{}", self.orders.len()),
                     created: Some(o.id),
-                    touched: HashSet::new(),
                 })
             }
             Step::Cancel { by, order }
@@ -994,7 +1148,7 @@ impl World {
             | Step::NoShow { by, order }
             | Step::Reprioritise { by, order, .. } => {
                 let Some(id) = self.pick(order, before, any) else {
-                    return Ok(side("no order".into(), None));
+                    return Ok(side("no order".into()));
                 };
                 let h = self.hospital(*by);
                 let what = format!("{:?} {}", step, self.tag(&id));
@@ -1006,11 +1160,7 @@ impl World {
                     Step::Reprioritise { priority, .. } => h.reprioritise(&id, *priority).await,
                     _ => unreachable!(),
                 };
-                legal(
-                    &what,
-                    Some(&id),
-                    r.map(|o| format!("{} {}", o.state, o.priority)),
-                )
+                legal(&what, r.map(|o| format!("{} {}", o.state, o.priority)))
             }
             Step::SetUnit {
                 by,
@@ -1024,12 +1174,12 @@ impl World {
                     .hospital(*by)
                     .set_unit_status(&pc.pool, name, *status)
                     .await;
-                legal(&format!("{name} {status}"), None, r.map(|()| "done".into()))
+                legal(&format!("{name} {status}"), r.map(|()| "done".into()))
             }
             Step::Dispatch { by, kind } => {
                 let inst = &self.instances[by.ix()];
                 let Some(guard) = inst.guards[kind.ix()].as_ref() else {
-                    return Ok(side("dispatch: locked out".into(), None));
+                    return Ok(side("dispatch: locked out".into()));
                 };
                 let made = inst.dispatchers[kind.ix()]
                     .dispatch_once(guard)
@@ -1039,15 +1189,7 @@ impl World {
                     .iter()
                     .map(|a| format!("{} -> {}", self.tag(&a.order), a.unit))
                     .collect();
-                Ok(RaceSide {
-                    said: format!("dispatch {kind:?}: called {called:?}"),
-                    created: None,
-                    // It also rewrites the positions of everyone in line.
-                    touched: before.items[kind.ix()]
-                        .iter()
-                        .map(|(_, e)| e.order.clone())
-                        .collect(),
-                })
+                Ok(side(format!("dispatch {kind:?}: called {called:?}")))
             }
             other => Err(format!("{other:?} cannot race")),
         }
@@ -1365,6 +1507,46 @@ impl World {
             }
         }
 
+        // Every line in dequeue order by the floored rule: a genuine stat order is never
+        // behind an aged one.
+        let targets = targets().by_class();
+        let now = UNIX_EPOCH + Duration::from_millis(self.now() as u64);
+        for (k, line) in s.items.iter().enumerate() {
+            let pool = &self.config.pools[k].pool;
+            let key = |info: &ItemInfo| {
+                let waited = now.duration_since(info.enqueued_at).unwrap_or_default();
+                let eff =
+                    effective_class_floored(info.class, waited, &targets, AGEING_FLOOR.class());
+                (eff, info.sequence)
+            };
+            for w in line.windows(2) {
+                let (a, b) = (&w[0].0, &w[1].0);
+                let (ka, kb) = (key(a), key(b));
+                if ka > kb || a.effective_class != ka.0 {
+                    return Err(format!(
+                        "{pool}: {} (class {}, listed effective {}, floored {}, seq {}) is before {} (class {}, floored {}, seq {})",
+                        self.tag(&w[0].1.order),
+                        a.class,
+                        a.effective_class,
+                        ka.0,
+                        a.sequence,
+                        self.tag(&w[1].1.order),
+                        b.class,
+                        kb.0,
+                        b.sequence
+                    ));
+                }
+                if b.class == Priority::Stat.class() && a.class != b.class {
+                    return Err(format!(
+                        "{pool}: stat {} is behind aged {} (class {})",
+                        self.tag(&w[1].1.order),
+                        self.tag(&w[0].1.order),
+                        a.class
+                    ));
+                }
+            }
+        }
+
         // One patient queue node per order, telling the patient the truth.
         for (id, o) in &s.orders {
             let entries: Vec<&PatientEntry> = s
@@ -1387,8 +1569,7 @@ impl World {
             } else {
                 e.called_to.is_none() || e.called_to == o.assigned
             };
-            let raced = self.raced.contains(id);
-            if !raced && (e.state != o.state || e.priority != o.priority || !told_where) {
+            if e.state != o.state || e.priority != o.priority || !told_where {
                 return Err(format!(
                     "{} is {} ({}, on {:?}); its patient sees {e:?}",
                     self.tag(id),
@@ -1628,11 +1809,13 @@ async fn start_instance(
     })
 }
 
-/// The real SQLite store, with one fault to inject: the next `transition` fails without
-/// writing, as if the process died just before it. Forwards everything else.
+/// The real SQLite store, with two faults to inject: the next `transition` fails without
+/// writing, as if the process died just before it; or it is written and then reported
+/// failed, as if the process died just after it. Forwards everything else.
 struct FaultyStore {
     inner: SqliteStore,
     fail_next_transition: AtomicBool,
+    fail_after_next_transition: AtomicBool,
 }
 
 #[async_trait::async_trait]
@@ -1655,7 +1838,16 @@ impl ClinicalStore for FaultyStore {
                 "injected: the process died before this write".into(),
             ));
         }
-        self.inner.transition(t).await
+        let moved = self.inner.transition(t).await?;
+        if self
+            .fail_after_next_transition
+            .swap(false, Ordering::SeqCst)
+        {
+            return Err(StoreError::Backend(
+                "injected: the process died after this write".into(),
+            ));
+        }
+        Ok(moved)
     }
     async fn set_priority(&self, id: &OrderId, priority: Priority) -> Result<bool, StoreError> {
         self.inner.set_priority(id, priority).await

@@ -16,6 +16,11 @@
 //!   arrived after it, never those that arrived before it. `waited` is measured from the
 //!   enqueue time in the item's name, on the clock of [`QueueConfig::clock`]: clients' clocks
 //!   should be synchronised (NTP); skew shifts ageing, never FIFO order within a class.
+//! - **Ageing floor.** With [`QueueConfig::with_ageing_floor`]`(f)` ageing never lifts an item
+//!   above class `f` unless it was enqueued there ([`effective_class_floored`]): an item
+//!   enqueued in a class more urgent than `f` is never behind an aged one. The default floor,
+//!   0, ages all the way to class 0. Then a class below the floor cannot starve unless the
+//!   classes at or above it saturate the consumers on their own.
 //! - **At least once, never lost.** [`PriorityQueue::take`] does not remove the item: it
 //!   creates an ephemeral claim beside it. [`Claim::complete`] removes item and claim in one
 //!   multi (with [`Claim::complete_with`], together with the caller's own writes — the
@@ -148,6 +153,10 @@ pub struct QueueConfig {
     pub label: String,
     /// The clock for enqueue times and ageing.
     pub clock: Clock,
+    /// The most urgent class ageing lifts an item to (0 by default: all the way). An item
+    /// enqueued in a more urgent class keeps it. Every client of one queue should use the
+    /// same floor (it decides the order).
+    pub ageing_floor: u8,
 }
 
 impl QueueConfig {
@@ -158,6 +167,7 @@ impl QueueConfig {
             policy: ConnectionPolicy::default(),
             label: String::new(),
             clock: Clock::system(),
+            ageing_floor: 0,
         }
     }
 
@@ -183,6 +193,14 @@ impl QueueConfig {
         self.label = label.into();
         self
     }
+
+    /// With this ageing floor: ageing never lifts an item above class `floor` unless it was
+    /// enqueued there ([`effective_class_floored`]). With FHIR's classes and floor [`ASAP`], a
+    /// genuine stat item is never behind an aged one, while routine items still age to asap.
+    pub fn with_ageing_floor(mut self, floor: u8) -> QueueConfig {
+        self.ageing_floor = floor;
+        self
+    }
 }
 
 /// The effective class of an item of `class` that has waited `waited`:
@@ -196,6 +214,14 @@ pub fn effective_class(class: u8, waited: Duration, targets: &[Duration]) -> u8 
         }
         _ => class,
     }
+}
+
+/// The effective class of an item of `class` that has waited `waited`, with ageing stopped at
+/// class `floor` unless the item was enqueued in a more urgent class:
+/// `max(effective_class(class, waited, targets), min(class, floor))`. With `floor` 0 it is
+/// [`effective_class`].
+pub fn effective_class_floored(class: u8, waited: Duration, targets: &[Duration], floor: u8) -> u8 {
+    effective_class(class, waited, targets).max(class.min(floor))
 }
 
 /// The identity of an item: its node name, `item-<c>-<ms>-<tag>-<seq>`, parsed.
@@ -281,11 +307,24 @@ pub struct ItemInfo {
 }
 
 /// The items among `names` (others skipped) in dequeue order at `now`: by effective class
-/// ([`effective_class`]), then sequence number. Pure: the clock is the caller's.
+/// ([`effective_class`]), then sequence number. Pure: the clock is the caller's. Ages all the
+/// way to class 0; [`dequeue_order_floored`] stops ageing at a floor.
 pub fn dequeue_order(
     names: impl IntoIterator<Item = String>,
     now: SystemTime,
     targets: &[Duration],
+) -> Vec<ItemInfo> {
+    dequeue_order_floored(names, now, targets, 0)
+}
+
+/// The items among `names` (others skipped) in dequeue order at `now` with ageing stopped at
+/// class `floor`: by effective class ([`effective_class_floored`]), then sequence number. Pure:
+/// the clock is the caller's.
+pub fn dequeue_order_floored(
+    names: impl IntoIterator<Item = String>,
+    now: SystemTime,
+    targets: &[Duration],
+    floor: u8,
 ) -> Vec<ItemInfo> {
     let mut items: Vec<ItemInfo> = names
         .into_iter()
@@ -295,7 +334,7 @@ pub fn dequeue_order(
             let waited = now.duration_since(enqueued_at).unwrap_or_default();
             ItemInfo {
                 class: id.class(),
-                effective_class: effective_class(id.class(), waited, targets),
+                effective_class: effective_class_floored(id.class(), waited, targets, floor),
                 enqueued_at,
                 sequence: id.sequence(),
                 claimed: false,
@@ -378,6 +417,16 @@ impl PriorityQueue {
         &self.dir
     }
 
+    /// `names` in dequeue order now, by this queue's targets and ageing floor.
+    fn order_of(&self, names: Vec<String>) -> Vec<ItemInfo> {
+        dequeue_order_floored(
+            names,
+            self.config.clock.now(),
+            &self.config.targets,
+            self.config.ageing_floor,
+        )
+    }
+
     fn check_class(&self, class: u8) -> Result<()> {
         if usize::from(class) >= self.config.targets.len() {
             return Err(Error::InvalidArgument(format!(
@@ -397,11 +446,28 @@ impl PriorityQueue {
     /// # Cancellation safety
     /// Not idempotent across cancellation: a dropped enqueue may or may not have enqueued.
     pub async fn enqueue(&self, class: u8, data: &[u8]) -> Result<ItemId> {
+        self.enqueue_at(class, data, self.config.clock.now()).await
+    }
+
+    /// Adds an item of `class` with `data` as if enqueued at `enqueued_at`: ageing counts from
+    /// then (for an item that goes back in line, such as a called patient who did not come).
+    /// The sequence number is new, so the item joins its class behind every item enqueued
+    /// before this call, whatever their enqueue times. A time after now counts as no wait
+    /// until it passes.
+    ///
+    /// # Notable errors
+    /// As [`enqueue`](PriorityQueue::enqueue).
+    ///
+    /// # Cancellation safety
+    /// As [`enqueue`](PriorityQueue::enqueue).
+    pub async fn enqueue_at(
+        &self,
+        class: u8,
+        data: &[u8],
+        enqueued_at: SystemTime,
+    ) -> Result<ItemId> {
         self.check_class(class)?;
-        let ms = self
-            .config
-            .clock
-            .now()
+        let ms = enqueued_at
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_millis()
@@ -552,7 +618,7 @@ impl PriorityQueue {
             .await?
             .into_iter()
             .collect();
-        let mut items = dequeue_order(names, self.config.clock.now(), &self.config.targets);
+        let mut items = self.order_of(names);
         for i in &mut items {
             i.claimed = claimed.contains(i.id.as_str());
         }
@@ -664,7 +730,7 @@ impl PriorityQueue {
             else {
                 continue;
             };
-            let order = dequeue_order(names, self.config.clock.now(), &self.config.targets);
+            let order = self.order_of(names);
             let mut claims_watch = None;
             let mut raced = false;
             if !order.is_empty() {
@@ -1055,6 +1121,72 @@ mod tests {
         assert_eq!(effective_class(7, s(1_000_000), &T), 7);
         // Enormous waits saturate instead of overflowing.
         assert_eq!(effective_class(ROUTINE, Duration::MAX, &T), 0);
+    }
+
+    #[test]
+    fn effective_class_floored_stops_ageing_at_the_floor() {
+        let s = Duration::from_secs;
+        // Floor 0 is plain ageing.
+        for (c, w) in [(ROUTINE, 720), (URGENT, 60), (ASAP, 30), (STAT, 5)] {
+            assert_eq!(
+                effective_class_floored(c, s(w), &T, 0),
+                effective_class(c, s(w), &T)
+            );
+        }
+        // Floor asap: routine ages to urgent, then asap, never stat.
+        assert_eq!(effective_class_floored(ROUTINE, s(239), &T, ASAP), ROUTINE);
+        assert_eq!(effective_class_floored(ROUTINE, s(240), &T, ASAP), URGENT);
+        assert_eq!(effective_class_floored(ROUTINE, s(480), &T, ASAP), ASAP);
+        assert_eq!(effective_class_floored(ROUTINE, s(720), &T, ASAP), ASAP);
+        assert_eq!(
+            effective_class_floored(ROUTINE, Duration::MAX, &T, ASAP),
+            ASAP
+        );
+        assert_eq!(effective_class_floored(URGENT, s(60), &T, ASAP), ASAP);
+        assert_eq!(effective_class_floored(URGENT, s(600), &T, ASAP), ASAP);
+        assert_eq!(effective_class_floored(ASAP, s(600), &T, ASAP), ASAP);
+        // An item enqueued above the floor keeps its class.
+        assert_eq!(effective_class_floored(STAT, s(600), &T, ASAP), STAT);
+        // Floor urgent: asap may not age to stat either.
+        assert_eq!(effective_class_floored(ASAP, s(600), &T, URGENT), ASAP);
+        assert_eq!(
+            effective_class_floored(ROUTINE, s(10_000), &T, URGENT),
+            URGENT
+        );
+        // A floor beyond the classes stops all ageing.
+        assert_eq!(effective_class_floored(ROUTINE, s(10_000), &T, 9), ROUTINE);
+    }
+
+    #[test]
+    fn a_fresh_stat_item_goes_before_aged_ones_with_a_floor() {
+        let t0 = 1_700_000_000_000u64;
+        let at = |ms: u64| UNIX_EPOCH + Duration::from_millis(ms);
+        let names = vec![
+            name(URGENT, t0, 1),
+            name(ROUTINE, t0, 2),
+            name(STAT, t0 + 700_000, 3),
+            name(ASAP, t0 + 700_000, 4),
+        ];
+        let seqs = |floor| -> Vec<i64> {
+            dequeue_order_floored(names.clone(), at(t0 + 720_000), &T, floor)
+                .iter()
+                .map(|i| i.sequence)
+                .collect()
+        };
+        // Without a floor the aged urgent and routine items are stat and arrived first.
+        assert_eq!(seqs(0), [1, 2, 3, 4]);
+        assert_eq!(
+            dequeue_order(names.clone(), at(t0 + 720_000), &T),
+            dequeue_order_floored(names.clone(), at(t0 + 720_000), &T, 0)
+        );
+        // With floor asap the fresh stat item goes first; the aged ones are asap, FIFO with
+        // the fresh asap item.
+        assert_eq!(seqs(ASAP), [3, 1, 2, 4]);
+        let listed = dequeue_order_floored(names.clone(), at(t0 + 720_000), &T, ASAP);
+        assert_eq!(
+            listed.iter().map(|i| i.effective_class).collect::<Vec<_>>(),
+            [STAT, ASAP, ASAP, ASAP]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::harness::{Backend, Faulty};
 crate::backend_tests!(
     stat_before_routine_and_fifo_within_a_class,
     ageing_promotes_an_old_routine_item_past_newer_urgent_ones,
+    ageing_floor_keeps_a_fresh_stat_item_first_and_enqueue_at_keeps_the_time,
     reprioritise_keeps_the_place_and_refuses_a_claimed_item,
     abandoned_or_dropped_claim_returns_the_item,
     consumer_expiry_returns_the_claimed_item,
@@ -94,6 +95,47 @@ async fn ageing_promotes_an_old_routine_item_past_newer_urgent_ones(b: &dyn Back
     c.complete().await.unwrap();
     let c = q.take().await.unwrap();
     assert_eq!(c.data(), b"u1");
+    c.complete().await.unwrap();
+    s.close().await;
+}
+
+async fn ageing_floor_keeps_a_fresh_stat_item_first_and_enqueue_at_keeps_the_time(b: &dyn Backend) {
+    let dir = b.base("q-floor");
+    let s = b.session().await;
+    let q = queue(
+        s.clone(),
+        &dir,
+        QueueConfig::new(vec![Duration::from_secs(60); 4]).with_ageing_floor(ASAP),
+    );
+    // Ordered an hour ago: ageing counts from then, so it has aged past stat — but the floor
+    // holds it at asap.
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    let old = q
+        .enqueue_at(ROUTINE, b"old routine", an_hour_ago)
+        .await
+        .unwrap();
+    assert_eq!(old.enqueued_at_ms() / 1000, {
+        let ms = an_hour_ago
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        ms / 1000
+    });
+    let asap = q.enqueue(ASAP, b"fresh asap").await.unwrap();
+    let stat = q.enqueue(STAT, b"fresh stat").await.unwrap();
+    // A late-enqueued old item still joins behind the earlier arrivals of its class.
+    let late = q.enqueue_at(ASAP, b"late asap", an_hour_ago).await.unwrap();
+    assert!(late.sequence() > stat.sequence());
+    let listed = q.list().await.unwrap();
+    let ids: Vec<_> = listed.iter().map(|i| i.id.clone()).collect();
+    assert_eq!(ids, [stat, old.clone(), asap, late]);
+    assert_eq!(listed[1].class, ROUTINE);
+    assert_eq!(listed[1].effective_class, ASAP);
+    let c = q.take().await.unwrap();
+    assert_eq!(c.data(), b"fresh stat");
+    c.complete().await.unwrap();
+    let c = q.take().await.unwrap();
+    assert_eq!(c.id(), &old);
     c.complete().await.unwrap();
     s.close().await;
 }
