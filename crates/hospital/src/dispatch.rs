@@ -281,12 +281,21 @@ impl Dispatcher {
             unit: Some(unit.to_string()),
         };
         if !h.store().transition(&t).await? {
-            // Cancelled in the store meanwhile: give the unit back at once.
+            // The order moved on in the store meanwhile. Only if it no longer needs this unit
+            // (cancelled, or otherwise finished) is the unit given back at once. A reconciler
+            // that found the occupied unit first has recorded this very call (called or
+            // already in progress on this unit): then the assignment stands — freeing the unit
+            // here would give it to a second patient.
             if let Some(mut order) = h.store().order(&entry.order).await? {
-                order.assigned = Some(unit.to_string());
-                h.free_unit(&order).await?;
+                let ours = order.state.occupies() && order.assigned.as_deref() == Some(unit);
+                if !ours {
+                    order.assigned = Some(unit.to_string());
+                    h.free_unit(&order).await?;
+                    return Ok(());
+                }
+            } else {
+                return Ok(());
             }
-            return Ok(());
         }
         // The patient's node shows the store's truth (called to this unit, unless a racing
         // transition moved the order on since).
