@@ -8,6 +8,8 @@
 //!   scenario of the side-by-side suite with Curator and kazoo (`scripts/bench`).
 //! - `medkeeper simulate [--seed N] [--hours H] [--load L] [--json FILE]`: a simulated hospital
 //!   day, medkeeper's dispatch policy next to plain FIFO.
+//! - `medkeeper dispatch --connect TARGET --store FILE.sqlite [--hospital FILE.toml]
+//!   [--instance NAME]`: one instance's dispatchers, one per pool, until SIGTERM/SIGINT.
 
 use std::process::ExitCode;
 
@@ -16,6 +18,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod bench_recipes;
 mod coord;
+mod dispatch;
 mod lock;
 mod simulate;
 
@@ -40,6 +43,9 @@ enum Command {
     /// A simulated hospital day through the real domain on a virtual clock: medkeeper's
     /// policy next to plain FIFO on the same seeded arrivals.
     Simulate(simulate::SimulateArgs),
+    /// Run this instance's dispatchers (one per pool, each while holding the pool's lock) until
+    /// SIGTERM/SIGINT; prints `dispatching POOL as NAME` when it takes a pool.
+    Dispatch(dispatch::DispatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +66,7 @@ fn main() -> ExitCode {
             Command::Lock(args) => lock::run(args).await,
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Simulate(args) => simulate::run(args).await,
+            Command::Dispatch(args) => dispatch::run(args).await,
         }
     });
     match result {
