@@ -407,14 +407,65 @@ public final class CuratorBench {
             e.printStackTrace();
             status = 1;
         }
-        for (CuratorFramework c : clients) {
+        List<CuratorFramework> used;
+        synchronized (clients) {
+            used = new ArrayList<>(clients);
+        }
+        for (CuratorFramework c : used) {
             try {
                 c.close();
             } catch (Exception e) {
                 // already closed
             }
         }
+        // Leave the server as found: later runs must not pay for this run's znodes.
+        try {
+            CuratorFramework c = client();
+            deleteTree(c, root);
+            c.close();
+        } catch (Exception e) {
+            System.err.println("curator bench: could not delete " + root + ": " + e);
+        }
         System.exit(status);
+    }
+
+    /**
+     * Deletes root and everything below it: lists the tree level by level, then deletes the
+     * deepest level first with up to 256 deletes in flight (Curator's deletingChildrenIfNeeded
+     * deletes one node at a time: ~10 s for a 10,000-item queue).
+     */
+    static void deleteTree(CuratorFramework c, String root) throws Exception {
+        List<List<String>> levels = new ArrayList<>();
+        levels.add(List.of(root));
+        while (true) {
+            List<String> next = new ArrayList<>();
+            for (String p : levels.get(levels.size() - 1)) {
+                try {
+                    for (String child : c.getChildren().forPath(p)) next.add(p + "/" + child);
+                } catch (org.apache.zookeeper.KeeperException.NoNodeException e) {
+                    // gone already
+                }
+            }
+            if (next.isEmpty()) break;
+            levels.add(next);
+        }
+        Semaphore inFlight = new Semaphore(256);
+        AtomicReference<String> failed = new AtomicReference<>();
+        for (int i = levels.size() - 1; i >= 0; i--) {
+            for (String p : levels.get(i)) {
+                inFlight.acquire();
+                c.delete().inBackground((client, event) -> {
+                    int rc = event.getResultCode();
+                    if (rc != 0 && rc != org.apache.zookeeper.KeeperException.Code.NONODE.intValue()) {
+                        failed.compareAndSet(null, event.getPath() + ": rc " + rc);
+                    }
+                    inFlight.release();
+                }).forPath(p);
+            }
+            inFlight.acquire(256); // the level is done
+            inFlight.release(256);
+        }
+        if (failed.get() != null) throw new IllegalStateException("delete failed at " + failed.get());
     }
 
     static long pct(List<Long> sorted, double q) {

@@ -5,6 +5,10 @@ Input: one JSON object a line, {"round", "target", "result": {participant, scena
 seconds, rate, p50_us, p99_us, sessions}} or {"round", "target", "participant", "scenario",
 "error"}. The markdown section is written between two marker comments, so the rest of
 docs/benchmarks.md (the `medkeeper bench coord` figures, the embedded engine's section) is kept.
+Also: scenario e (`dispatch`: orders/s end to end, created → called and created → completed
+latency), scenario f (`memory`: bytes per znode, the embedded engine's RSS against the
+standalone ZooKeeper's JVM) and the servers' RSS, heap and GC counts after each round
+(`--servers`, lines written by `report.py --server-stats ROUND TARGET NODE PID`).
 Standard library only.
 """
 
@@ -12,6 +16,8 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
+import sys
 
 START = "<!-- scripts/bench: side-by-side results (generated; edit scripts/bench instead) -->"
 END = "<!-- end of scripts/bench results -->"
@@ -127,7 +133,141 @@ def targets(g):
     return rows, formulas
 
 
-def markdown(runs, errors, m0, m1):
+def server_stats(round_, target, node, pid):
+    """One JSON line: a ZooKeeper server's RSS, heap in use and GC counts (`jstat -gc`)."""
+    o = {"round": int(round_), "target": target, "node": node, "pid": int(pid)}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    o["rss_kb"] = int(line.split()[1])
+    except OSError:
+        o["alive"] = False
+        print(json.dumps(o))
+        return
+    try:
+        out = subprocess.run(["jstat", "-gc", str(pid)], capture_output=True, text=True,
+                             timeout=20).stdout.split("\n")
+        g = dict(zip(out[0].split(), out[1].split()))
+        val = lambda k: float(g.get(k, "0").replace(",", "."))  # noqa: E731
+        o["heap_used_kb"] = round(sum(val(k) for k in ("S0U", "S1U", "EU", "OU")))
+        o["heap_capacity_kb"] = round(sum(val(k) for k in ("S0C", "S1C", "EC", "OC")))
+        o["young_gcs"], o["full_gcs"] = int(val("YGC")), int(val("FGC"))
+        o["gc_seconds"] = val("GCT")
+    except Exception as e:  # noqa: BLE001 - no JDK tools: RSS only
+        o["jstat_error"] = str(e)
+    print(json.dumps(o))
+
+
+def fmt_us(s):
+    if s is None:
+        return "—"
+    m = lambda v: f"{v / 1000:,.1f}"  # noqa: E731
+    if s["n"] == 1:
+        return m(s["median"])
+    return f"**{m(s['median'])}** ({m(s['min'])}–{m(s['max'])})"
+
+
+def fmt_bytes(s):
+    if s is None:
+        return "—"
+    if s["n"] == 1:
+        return f"{s['median']:,.0f}"
+    return f"**{s['median']:,.0f}** ({s['min']:,.0f}–{s['max']:,.0f})"
+
+
+def dispatch_section(g):
+    cols = [t for t in ("embedded", "ensemble") if (t, "dispatch", "medkeeper") in g]
+    if not cols:
+        return []
+    title = {"embedded": "embedded engine", "ensemble": "3-node ensemble"}
+    inflight = {r.get("in_flight") for t in cols for r in g[(t, "dispatch", "medkeeper")]}
+    out = ["### Dispatch end to end (medkeeper only)", ""]
+    out.append(
+        "The real hospital domain on one session: the demo hospital (2 MRI, 3 CT, 1 X-ray, and "
+        "departments) loaded, an in-memory SQLite clinical store, one `Dispatcher` per pool "
+        "running (each holding its pool's lock), a producer creating orders (random FHIR "
+        "priority; MRI, CT or XRAY in proportion to their units, 2, 3 and 1; a new patient "
+        "each) and technicians starting and completing "
+        "every called order at once; "
+        f"{', '.join(str(i) for i in sorted(x for x in inflight if x))} orders in the system at "
+        "a time. Orders/s: orders completed inside the window. Latency from the order's "
+        "creation (its insert into the clinical store, just before its queue item) to its "
+        "assignment (the dispatcher's `called`), and to its completion; milliseconds. Curator "
+        "and kazoo have no dispatcher. (`medkeeper bench dispatch`)"
+    )
+    out.append("")
+    out.append("| | " + " | ".join(title[t] for t in cols) + " |")
+    out.append("|---|" + "---:|" * len(cols))
+    rows = [("orders/s end to end", "rate", fmt_rate),
+            ("created → called p50, ms", "p50_us", fmt_us),
+            ("created → called p99, ms", "p99_us", fmt_us),
+            ("created → completed p50, ms", "e2e_p50_us", fmt_us),
+            ("created → completed p99, ms", "e2e_p99_us", fmt_us)]
+    for label, key, f in rows:
+        cells = [f(summary(g[(t, "dispatch", "medkeeper")], key)) for t in cols]
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def memory_section(g):
+    mk, zk = g.get(("embedded", "memory", "medkeeper")), g.get(("standalone", "memory", "zookeeper"))
+    if not mk and not zk:
+        return []
+    n = {r.get("znodes") for r in (mk or []) + (zk or [])}
+    d = {r.get("data_bytes") for r in (mk or []) + (zk or [])}
+    out = ["### Memory per znode", ""]
+    out.append(
+        f"{', '.join(f'{x:,}' for x in sorted(n))} persistent znodes of "
+        f"{', '.join(str(x) for x in sorted(d))} B (under 1,000 parents, 64 creates in flight); "
+        "bytes per znode = growth of the resident set (VmRSS) of the process holding the tree, "
+        "divided by the znodes: the benchmark's own process for the embedded engine, the "
+        "standalone server's JVM for ZooKeeper (read from /proc/PID/status after a full GC, "
+        "`jcmd PID GC.run`). For the JVM the live heap after that GC is shown too: the tree's "
+        "own size without the collector's slack, and the figure to compare — the JVM's RSS "
+        "growth depends on how much heap earlier scenarios had already made it commit (this "
+        "scenario runs last), the engine's does not. (`medkeeper bench memory`)"
+    )
+    out.append("")
+    out.append("| | medkeeper (embedded) | ZooKeeper 3.8 (standalone JVM) |")
+    out.append("|---|---:|---:|")
+    cell = lambda rs, k: fmt_bytes(summary(rs or [], k))  # noqa: E731
+    out.append(f"| RSS growth per znode, bytes | {cell(mk, 'rss_per_znode')} "
+               f"| {cell(zk, 'rss_per_znode')} |")
+    out.append(f"| live heap per znode after full GC, bytes | — | {cell(zk, 'heap_per_znode')} |")
+    out.append(f"| fill rate, creates/s | {cell(mk, 'rate')} | {cell(zk, 'rate')} |")
+    out.append("")
+    return out
+
+
+def servers_section(servers):
+    if not servers:
+        return []
+    out = ["### ZooKeeper servers after each round", ""]
+    out.append(
+        "Each server's resident set, heap in use and capacity (`jstat -gc`) and its collections "
+        "so far, read after the round and after any leftovers were wiped (every participant "
+        "deletes its own subtree when it ends; round 0 is before the first run). A heap that "
+        "only grows, or full collections piling up, would mean the later rounds measure a "
+        "struggling server."
+    )
+    out.append("")
+    out.append("| round | server | RSS, MiB | heap used / capacity, MiB | young GCs | full GCs "
+               "| GC time, s |")
+    out.append("|---:|---|---:|---:|---:|---:|---:|")
+    for s in servers:
+        mib = lambda k: f"{s[k] / 1024:,.0f}" if k in s else "—"  # noqa: E731
+        out.append(
+            f"| {s['round']} | {s['target']} {s['node']}"
+            f"{'' if s.get('alive', True) else ' (exited)'} | {mib('rss_kb')} "
+            f"| {mib('heap_used_kb')} / {mib('heap_capacity_kb')} | {s.get('young_gcs', '—')} "
+            f"| {s.get('full_gcs', '—')} | {s.get('gc_seconds', '—')} |")
+    out.append("")
+    return out
+
+
+def markdown(runs, errors, m0, m1, servers=()):
     g = group(runs)
     out = [START, "", "## Side by side: medkeeper, Apache Curator and kazoo (`scripts/bench`)", ""]
     out.append(
@@ -141,7 +281,7 @@ def markdown(runs, errors, m0, m1):
         f"Machine: {m0['nproc']} cores ({m0['cpu']}), {m0['memory']}, Linux {m0['kernel']}; "
         f"load average {m0['loadavg']} at the start, {m1['loadavg']} at the end (other builds "
         "on the same machine make the figures noisy). ZooKeeper "
-        f"{m0['zookeeper']} with tickTime 200 ms, standalone and a 3-node ensemble on loopback "
+        f"{m0['zookeeper']} with tickTime 200 ms and a {m0.get('zk_heap', '128m')} heap, standalone and a 3-node ensemble on loopback "
         f"(`scripts/zk`); {m0['java']}; Curator {m0['curator']}; kazoo {m0['kazoo']}; "
         f"{m0['rustc']}."
     )
@@ -192,6 +332,8 @@ def markdown(runs, errors, m0, m1):
                     cells.append(fmt_ms(s))
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
+    out += dispatch_section(g)
+    out += memory_section(g)
     rows, f = targets(g)
     out += ["### Targets (issue 7)", ""]
     if f["W"] and f["R"]:
@@ -215,6 +357,7 @@ def markdown(runs, errors, m0, m1):
             f"| {r['ratio']:.2f}× {r['base_name']} | **{r['status']}** |"
         )
     out.append("")
+    out += servers_section(servers)
     if errors:
         out += ["### Failed runs", ""]
         for e in errors:
@@ -226,10 +369,14 @@ def markdown(runs, errors, m0, m1):
 
 
 def main():
+    if len(sys.argv) == 6 and sys.argv[1] == "--server-stats":
+        server_stats(*sys.argv[2:])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
     ap.add_argument("--machine-start", required=True)
     ap.add_argument("--machine-end", required=True)
+    ap.add_argument("--servers", help="servers.jsonl of scripts/bench (optional)")
     ap.add_argument("--markdown", required=True)
     ap.add_argument("--json", required=True)
     a = ap.parse_args()
@@ -238,7 +385,11 @@ def main():
         m0 = json.load(f)
     with open(a.machine_end) as f:
         m1 = json.load(f)
-    section, rows, formulas = markdown(runs, errors, m0, m1)
+    servers = []
+    if a.servers and os.path.exists(a.servers):
+        with open(a.servers) as f:
+            servers = [json.loads(line) for line in f if line.strip()]
+    section, rows, formulas = markdown(runs, errors, m0, m1, servers)
 
     old = ""
     if os.path.exists(a.markdown):
@@ -262,7 +413,7 @@ def main():
                         "rate": summary(rs, "rate"), "p50_us": summary(rs, "p50_us"),
                         "p99_us": summary(rs, "p99_us")})
     with open(a.json, "w") as f:
-        json.dump({"machine": {"start": m0, "end": m1}, "formulas": formulas,
+        json.dump({"machine": {"start": m0, "end": m1}, "formulas": formulas, "servers": servers,
                    "targets": rows, "summary": medians, "runs": runs, "errors": errors},
                   f, indent=1)
         f.write("\n")

@@ -19,7 +19,17 @@ pub enum BenchCommand {
     Coord(CoordBench),
     /// One scenario of the side-by-side suite with Curator and kazoo (`scripts/bench`).
     Recipes(crate::bench_recipes::RecipesBench),
+    /// Scenario e of the suite: the hospital's dispatch end to end (orders/s, enqueue →
+    /// assigned latency).
+    Dispatch(dispatch::DispatchBench),
+    /// Scenario f of the suite: memory per znode, this engine's RSS or a ZooKeeper server's.
+    Memory(memory::MemoryBench),
 }
+
+#[path = "bench_dispatch.rs"]
+mod dispatch;
+#[path = "bench_memory.rs"]
+mod memory;
 
 /// Options of `bench coord`.
 #[derive(Args, Debug)]
@@ -44,6 +54,8 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         BenchCommand::Coord(b) => coord(b).await,
         BenchCommand::Recipes(b) => crate::bench_recipes::run(b).await,
+        BenchCommand::Dispatch(b) => dispatch::run(b).await,
+        BenchCommand::Memory(b) => memory::run(b).await,
     }
 }
 

@@ -1,0 +1,508 @@
+//! `medkeeper bench dispatch`: scenario e of the suite (issue 7) — the real hospital domain
+//! on one coordination target: the demo hospital loaded, an in-memory SQLite clinical store,
+//! one [`Dispatcher`] per pool running, a producer creating orders (random FHIR priorities, on
+//! MRI, CT and XRAY in proportion to their units: 2, 3 and 1 in the demo) and technicians that
+//! start and complete every called order at once.
+//!
+//! Reports orders/s end to end (orders completed inside the measured window) and the latency
+//! from the order's creation (its insert into the clinical store, just before its queue item
+//! is written) to its assignment (the dispatcher's `called` transition), HdrHistogram p50/p99;
+//! also created → completed. The producer keeps `--in-flight` orders in the system (created,
+//! not yet completed), so the figures measure the dispatch path, not an unbounded queue.
+//!
+//! The clinical store is wrapped so that every state change is seen where it happens: the
+//! `called` transition both timestamps the assignment and hands the order to a technician.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use medkeeper_coord::{Session, SessionExt};
+use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
+use medkeeper_hospital::config::{self, HospitalConfig};
+use medkeeper_hospital::dispatch::Dispatcher;
+use medkeeper_hospital::orders::{Hospital, NewOrder};
+use medkeeper_hospital::store::{ClinicalStore, ExamResult, Patient, SqliteStore, StoreError};
+use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::coord::{self, ConnectArgs};
+
+/// Options of `bench dispatch`.
+#[derive(Args, Debug)]
+pub struct DispatchBench {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Length of the measured window, seconds.
+    #[arg(long, default_value_t = 8.0)]
+    seconds: f64,
+    /// Warm-up before the window, seconds.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Orders in the system at once (created and not yet completed).
+    #[arg(long, default_value_t = 16)]
+    in_flight: usize,
+    /// Print one JSON line on stdout (otherwise a human-readable line).
+    #[arg(long)]
+    json: bool,
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What the wrapped store saw, shared with the producer.
+struct Probe {
+    /// Creation instant of every order in the system, by order id.
+    created: StdMutex<HashMap<String, Instant>>,
+    /// The measured window, once it is set (nothing counts before).
+    window: OnceLock<(Instant, Instant)>,
+    /// created → called, µs (assignments inside the window).
+    called: StdMutex<Histogram<u64>>,
+    /// created → completed, µs (completions inside the window).
+    done: StdMutex<Histogram<u64>>,
+    completed: AtomicU64,
+    /// Free places in the system for the producer.
+    room: Semaphore,
+    /// Called orders, for the technicians.
+    calls: mpsc::UnboundedSender<OrderId>,
+}
+
+impl Probe {
+    fn in_window(&self, t: Instant) -> bool {
+        self.window
+            .get()
+            .is_some_and(|&(start, end)| t >= start && t <= end)
+    }
+
+    fn on_transition(&self, t: &Transition) {
+        let now = Instant::now();
+        let key = t.order.to_string();
+        match t.to {
+            OrderState::Called => {
+                let created = self.created.lock().expect("probe").get(&key).copied();
+                if let Some(c) = created
+                    && self.in_window(now)
+                {
+                    let us = (now - c).as_micros().max(1) as u64;
+                    self.called.lock().expect("probe").record(us).ok();
+                }
+                let _ = self.calls.send(t.order.clone());
+            }
+            OrderState::Completed => {
+                let created = self.created.lock().expect("probe").remove(&key);
+                if let Some(c) = created
+                    && self.in_window(now)
+                {
+                    let us = (now - c).as_micros().max(1) as u64;
+                    self.done.lock().expect("probe").record(us).ok();
+                    self.completed.fetch_add(1, Ordering::Relaxed);
+                }
+                self.room.add_permits(1);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The clinical store, with every order creation and state change reported to the probe.
+struct ProbedStore {
+    inner: SqliteStore,
+    probe: Arc<Probe>,
+}
+
+type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+// `ClinicalStore` is an `async_trait`; its methods are written here in the form the macro
+// expands to, so that this crate needs no dependency of its own for it.
+impl ClinicalStore for ProbedStore {
+    fn upsert_patient<'a, 'b, 'c>(&'a self, patient: &'b Patient) -> Fut<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.upsert_patient(patient)
+    }
+
+    fn patient<'a, 'b, 'c>(&'a self, id: &'b PatientId) -> Fut<'c, Option<Patient>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.patient(id)
+    }
+
+    fn insert_order<'a, 'b, 'd, 'c>(&'a self, order: &'b Order, actor: &'d str) -> Fut<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        'd: 'c,
+        Self: 'c,
+    {
+        self.probe
+            .created
+            .lock()
+            .expect("probe")
+            .insert(order.id.to_string(), Instant::now());
+        self.inner.insert_order(order, actor)
+    }
+
+    fn order<'a, 'b, 'c>(&'a self, id: &'b OrderId) -> Fut<'c, Option<Order>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.order(id)
+    }
+
+    fn transition<'a, 'b, 'c>(&'a self, t: &'b Transition) -> Fut<'c, bool>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move {
+            let changed = self.inner.transition(t).await?;
+            if changed {
+                self.probe.on_transition(t);
+            }
+            Ok(changed)
+        })
+    }
+
+    fn set_priority<'a, 'b, 'c>(&'a self, id: &'b OrderId, priority: Priority) -> Fut<'c, bool>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.set_priority(id, priority)
+    }
+
+    fn transitions<'a, 'b, 'c>(&'a self, id: &'b OrderId) -> Fut<'c, Vec<Transition>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.transitions(id)
+    }
+
+    fn orders_in<'a, 'b, 'c>(&'a self, states: &'b [OrderState]) -> Fut<'c, Vec<Order>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.orders_in(states)
+    }
+
+    fn orders_of<'a, 'b, 'c>(&'a self, patient: &'b PatientId) -> Fut<'c, Vec<Order>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.orders_of(patient)
+    }
+
+    fn put_result<'a, 'b, 'c>(&'a self, result: &'b ExamResult) -> Fut<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.put_result(result)
+    }
+
+    fn result<'a, 'b, 'c>(&'a self, id: &'b OrderId) -> Fut<'c, Option<ExamResult>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.result(id)
+    }
+}
+
+/// A small xorshift generator (the figures need variety, not statistics).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// Runs `medkeeper bench dispatch`.
+pub async fn run(b: DispatchBench) -> anyhow::Result<std::process::ExitCode> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    // ZooKeeper: a fresh chroot per run (deleted afterwards); embedded: the directory given.
+    let (engine, chroot, args) = match b.connect.connect.strip_prefix("embedded:") {
+        Some("") => anyhow::bail!("--connect embedded: needs a directory"),
+        Some(dir) => (
+            Some(
+                Engine::open(EngineConfig::new(dir))
+                    .with_context(|| format!("cannot open the embedded engine at {dir}"))?,
+            ),
+            None,
+            b.connect.clone(),
+        ),
+        None => {
+            let chroot = format!("/medkeeper-bench/dispatch-{}-{stamp}", std::process::id());
+            let root = coord::connect(&b.connect).await?.session;
+            root.ensure_path(&chroot).await?;
+            root.close().await;
+            let mut args = b.connect.clone();
+            args.connect = format!("{}{chroot}", b.connect.connect);
+            (None, Some(chroot), args)
+        }
+    };
+    let session: Arc<dyn Session> = match &engine {
+        Some(e) => Arc::new(
+            e.connect(SessionOptions {
+                timeout: Duration::from_millis(args.session_timeout_ms),
+            })
+            .await,
+        ),
+        None => coord::connect(&args).await?.session,
+    };
+    let result = measure(&b, session.clone()).await;
+    session.close().await;
+    if let Some(chroot) = chroot {
+        let root = coord::connect(&b.connect).await?.session;
+        if let Err(e) = crate::bench_recipes::delete_tree(&root, &chroot).await {
+            eprintln!("medkeeper bench: could not delete {chroot}: {e:#}");
+        }
+        root.close().await;
+    }
+    if let Some(e) = engine {
+        e.shutdown();
+    }
+    let o = result?;
+    let rate = o.completed as f64 / o.seconds;
+    let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
+    if b.json {
+        let mut line = serde_json::json!({
+            "participant": "medkeeper",
+            "scenario": "dispatch",
+            "ops": o.completed,
+            "seconds": (o.seconds * 1000.0).round() / 1000.0,
+            "rate": (rate * 10.0).round() / 10.0,
+            "sessions": 1,
+            "in_flight": b.in_flight,
+            "created": o.created,
+        });
+        if !o.called.is_empty() {
+            line["p50_us"] = q(&o.called, 0.5).into();
+            line["p99_us"] = q(&o.called, 0.99).into();
+        }
+        if !o.done.is_empty() {
+            line["e2e_p50_us"] = q(&o.done, 0.5).into();
+            line["e2e_p99_us"] = q(&o.done, 0.99).into();
+        }
+        println!("{line}");
+    } else {
+        println!(
+            "medkeeper dispatch: {} orders completed in {:.2} s = {rate:.1}/s; created → called \
+             p50 {} µs, p99 {} µs; created → completed p50 {} µs, p99 {} µs",
+            o.completed,
+            o.seconds,
+            q(&o.called, 0.5),
+            q(&o.called, 0.99),
+            q(&o.done, 0.5),
+            q(&o.done, 0.99),
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+struct Measured {
+    completed: u64,
+    created: u64,
+    seconds: f64,
+    called: Histogram<u64>,
+    done: Histogram<u64>,
+}
+
+async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result<Measured> {
+    let warmup = Duration::from_secs_f64(b.warmup.max(0.0));
+    let window = Duration::from_secs_f64(b.seconds.max(0.1));
+    let hospital_config = HospitalConfig::demo();
+    config::load(session.as_ref(), &hospital_config).await?;
+    let (calls_tx, mut calls_rx) = mpsc::unbounded_channel();
+    let probe = Arc::new(Probe {
+        created: StdMutex::new(HashMap::new()),
+        window: OnceLock::new(),
+        called: StdMutex::new(new_hist()),
+        done: StdMutex::new(new_hist()),
+        completed: AtomicU64::new(0),
+        room: Semaphore::new(b.in_flight.max(1)),
+        calls: calls_tx,
+    });
+    let store = Arc::new(ProbedStore {
+        inner: SqliteStore::in_memory()?,
+        probe: probe.clone(),
+    });
+    let pools: Vec<Pool> = hospital_config
+        .pools
+        .iter()
+        .map(|p| p.pool.clone())
+        .collect();
+    let hospital = Arc::new(Hospital::new(session, store, hospital_config)?);
+
+    // One dispatcher per pool.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut dispatchers = Vec::new();
+    for pool in &pools {
+        let d = Dispatcher::new(hospital.clone(), pool.clone(), "bench");
+        let mut stop = stop_rx.clone();
+        dispatchers.push(tokio::spawn(async move {
+            d.run(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        }));
+    }
+    // Technicians: every called order is started and completed at once.
+    let h = hospital.clone();
+    let technicians = tokio::spawn(async move {
+        let mut running = tokio::task::JoinSet::new();
+        while let Some(id) = calls_rx.recv().await {
+            let h = h.clone();
+            running.spawn(async move {
+                h.start(&id, "tech").await?;
+                h.complete(&id, "tech").await?;
+                anyhow::Ok(())
+            });
+            while let Some(r) = running.try_join_next() {
+                r.context("technician panicked")??;
+            }
+        }
+        while let Some(r) = running.join_next().await {
+            r.context("technician panicked")??;
+        }
+        anyhow::Ok(())
+    });
+
+    // Let every dispatcher take its pool's lock before the clock starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now() + warmup;
+    let end = start + window;
+    let _ = probe.window.set((start, end));
+
+    // The producer: a random unit of MRI, CT and XRAY picks the pool (so each pool gets orders
+    // in proportion to its units and no single-unit pool bounds the whole run), a random
+    // priority, a new patient each time (a patient is never in two exams at once);
+    // `in_flight` orders in the system.
+    let kinds: Vec<Pool> = ["MRI", "CT", "XRAY"]
+        .iter()
+        .map(|k| Pool::Equipment((*k).into()))
+        .flat_map(|p| {
+            let units = hospital.config().pool(&p).map_or(0, |c| c.units.len());
+            std::iter::repeat_n(p, units)
+        })
+        .collect();
+    anyhow::ensure!(
+        !kinds.is_empty(),
+        "the demo hospital has no MRI, CT or XRAY unit"
+    );
+    let priorities = [
+        Priority::Routine,
+        Priority::Urgent,
+        Priority::Asap,
+        Priority::Stat,
+    ];
+    let mut rng = Rng(stamp_seed());
+    let mut created = 0u64;
+    let produced: anyhow::Result<()> = async {
+        while Instant::now() < end {
+            let permit = tokio::select! {
+                p = probe.room.acquire() => p.context("the producer's semaphore closed")?,
+                _ = tokio::time::sleep_until(end.into()) => break,
+            };
+            permit.forget(); // given back by the order's completion
+            let pool = kinds[(rng.next() % kinds.len() as u64) as usize].clone();
+            let priority = priorities[(rng.next() % priorities.len() as u64) as usize];
+            hospital
+                .create_order(
+                    NewOrder {
+                        patient: PatientId::generate(),
+                        pool,
+                        capabilities: vec![],
+                        priority,
+                        reason: "benchmark".into(),
+                    },
+                    "bench",
+                )
+                .await?;
+            if Instant::now() >= start {
+                created += 1;
+            }
+            if technicians.is_finished() {
+                break; // it failed: its error is reported below
+            }
+        }
+        Ok(())
+    }
+    .await;
+
+    // Drain: the orders still in the system finish (they no longer count), then stop.
+    let drain = Instant::now() + Duration::from_secs(10);
+    while probe.room.available_permits() < b.in_flight.max(1)
+        && Instant::now() < drain
+        && !technicians.is_finished()
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(true);
+    for d in dispatchers {
+        match tokio::time::timeout(Duration::from_secs(10), d).await {
+            Ok(r) => r.context("dispatcher panicked")??,
+            Err(_) => anyhow::bail!("a dispatcher did not stop within 10 s"),
+        }
+    }
+    drop(hospital);
+    // The technicians wait for calls forever (the probe holds the sender); a finished task
+    // means an error.
+    if technicians.is_finished() {
+        technicians.await.context("technicians panicked")??;
+    } else {
+        technicians.abort();
+    }
+    produced?;
+    let called = probe.called.lock().expect("probe").clone();
+    let done = probe.done.lock().expect("probe").clone();
+    Ok(Measured {
+        completed: probe.completed.load(Ordering::Relaxed),
+        created,
+        seconds: window.as_secs_f64(),
+        called,
+        done,
+    })
+}
+
+fn stamp_seed() -> u64 {
+    let n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    n | 1
+}
