@@ -14,8 +14,6 @@
 //! `called` transition both timestamps the assignment and hands the order to a technician.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,6 +28,8 @@ use medkeeper_hospital::dispatch::Dispatcher;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{ClinicalStore, ExamResult, Patient, SqliteStore, StoreError};
 use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::coord::{self, ConnectArgs};
@@ -117,134 +117,59 @@ struct ProbedStore {
     probe: Arc<Probe>,
 }
 
-type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-// `ClinicalStore` is an `async_trait`; its methods are written here in the form the macro
-// expands to, so that this crate needs no dependency of its own for it.
+#[async_trait::async_trait]
 impl ClinicalStore for ProbedStore {
-    fn upsert_patient<'a, 'b, 'c>(&'a self, patient: &'b Patient) -> Fut<'c, ()>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.upsert_patient(patient)
+    async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
+        self.inner.upsert_patient(patient).await
     }
 
-    fn patient<'a, 'b, 'c>(&'a self, id: &'b PatientId) -> Fut<'c, Option<Patient>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.patient(id)
+    async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
+        self.inner.patient(id).await
     }
 
-    fn insert_order<'a, 'b, 'd, 'c>(&'a self, order: &'b Order, actor: &'d str) -> Fut<'c, ()>
-    where
-        'a: 'c,
-        'b: 'c,
-        'd: 'c,
-        Self: 'c,
-    {
+    async fn insert_order(&self, order: &Order, actor: &str) -> Result<(), StoreError> {
         self.probe
             .created
             .lock()
             .expect("probe")
             .insert(order.id.to_string(), Instant::now());
-        self.inner.insert_order(order, actor)
+        self.inner.insert_order(order, actor).await
     }
 
-    fn order<'a, 'b, 'c>(&'a self, id: &'b OrderId) -> Fut<'c, Option<Order>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.order(id)
+    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.inner.order(id).await
     }
 
-    fn transition<'a, 'b, 'c>(&'a self, t: &'b Transition) -> Fut<'c, bool>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        Box::pin(async move {
-            let changed = self.inner.transition(t).await?;
-            if changed {
-                self.probe.on_transition(t);
-            }
-            Ok(changed)
-        })
+    async fn transition(&self, t: &Transition) -> Result<bool, StoreError> {
+        let changed = self.inner.transition(t).await?;
+        if changed {
+            self.probe.on_transition(t);
+        }
+        Ok(changed)
     }
 
-    fn set_priority<'a, 'b, 'c>(&'a self, id: &'b OrderId, priority: Priority) -> Fut<'c, bool>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.set_priority(id, priority)
+    async fn set_priority(&self, id: &OrderId, priority: Priority) -> Result<bool, StoreError> {
+        self.inner.set_priority(id, priority).await
     }
 
-    fn transitions<'a, 'b, 'c>(&'a self, id: &'b OrderId) -> Fut<'c, Vec<Transition>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.transitions(id)
+    async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {
+        self.inner.transitions(id).await
     }
 
-    fn orders_in<'a, 'b, 'c>(&'a self, states: &'b [OrderState]) -> Fut<'c, Vec<Order>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.orders_in(states)
+    async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
+        self.inner.orders_in(states).await
     }
 
-    fn orders_of<'a, 'b, 'c>(&'a self, patient: &'b PatientId) -> Fut<'c, Vec<Order>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.orders_of(patient)
+    async fn orders_of(&self, patient: &PatientId) -> Result<Vec<Order>, StoreError> {
+        self.inner.orders_of(patient).await
     }
 
-    fn put_result<'a, 'b, 'c>(&'a self, result: &'b ExamResult) -> Fut<'c, ()>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_result(result)
+    async fn put_result(&self, result: &ExamResult) -> Result<(), StoreError> {
+        self.inner.put_result(result).await
     }
 
-    fn result<'a, 'b, 'c>(&'a self, id: &'b OrderId) -> Fut<'c, Option<ExamResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.result(id)
-    }
-}
-
-/// A small xorshift generator (the figures need variety, not statistics).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
+    async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError> {
+        self.inner.result(id).await
     }
 }
 
@@ -430,7 +355,7 @@ async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result
         Priority::Asap,
         Priority::Stat,
     ];
-    let mut rng = Rng(stamp_seed());
+    let mut rng = SmallRng::from_os_rng();
     let mut created = 0u64;
     let produced: anyhow::Result<()> = async {
         while Instant::now() < end {
@@ -439,8 +364,8 @@ async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result
                 _ = tokio::time::sleep_until(end.into()) => break,
             };
             permit.forget(); // given back by the order's completion
-            let pool = kinds[(rng.next() % kinds.len() as u64) as usize].clone();
-            let priority = priorities[(rng.next() % priorities.len() as u64) as usize];
+            let pool = kinds[rng.random_range(..kinds.len())].clone();
+            let priority = priorities[rng.random_range(..priorities.len())];
             hospital
                 .create_order(
                     NewOrder {
@@ -497,12 +422,4 @@ async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result
         called,
         done,
     })
-}
-
-fn stamp_seed() -> u64 {
-    let n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    n | 1
 }
