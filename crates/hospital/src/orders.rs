@@ -69,6 +69,24 @@ pub struct NewOrder {
     pub reason: String,
 }
 
+impl NewOrder {
+    /// The order this asks for, as created at `now_ms`: a fresh id, queued, not assigned.
+    pub fn into_queued(self, now_ms: i64) -> Order {
+        Order {
+            id: OrderId::generate(),
+            patient: self.patient,
+            pool: self.pool,
+            capabilities: self.capabilities,
+            priority: self.priority,
+            reason: self.reason,
+            state: OrderState::Queued,
+            assigned: None,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+        }
+    }
+}
+
 /// The longest clinical reason accepted, in bytes.
 pub const MAX_REASON_LEN: usize = 2000;
 
@@ -247,19 +265,7 @@ impl Hospital {
                 "reason longer than {MAX_REASON_LEN} bytes"
             )));
         }
-        let now = self.now_ms();
-        let order = Order {
-            id: OrderId::generate(),
-            patient: new.patient,
-            pool: new.pool,
-            capabilities: new.capabilities,
-            priority: new.priority,
-            reason: new.reason,
-            state: OrderState::Queued,
-            assigned: None,
-            created_ms: now,
-            updated_ms: now,
-        };
+        let order = new.into_queued(self.now_ms());
         self.store.insert_order(&order, actor).await?;
         self.enqueue(&order).await?;
         Ok(order)

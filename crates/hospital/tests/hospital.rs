@@ -475,19 +475,7 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
     let h = instance(b, store.clone()).await;
     // 1. Stored, but the process died before the queue item was written.
     let p = PatientId::generate();
-    let now = medkeeper_hospital::model::now_ms();
-    let lost = medkeeper_hospital::Order {
-        id: medkeeper_hospital::OrderId::generate(),
-        patient: p.clone(),
-        pool: mri(),
-        capabilities: vec![],
-        priority: Priority::Urgent,
-        reason: String::new(),
-        state: OrderState::Queued,
-        assigned: None,
-        created_ms: now,
-        updated_ms: now,
-    };
+    let lost = order(&p, Priority::Urgent).into_queued(medkeeper_hospital::model::now_ms());
     store.insert_order(&lost, "dr").await.unwrap();
     let report = h.reconcile().await.unwrap();
     assert_eq!(report.enqueued, vec![lost.id.clone()]);

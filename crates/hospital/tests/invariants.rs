@@ -946,19 +946,7 @@ impl World {
             }
             Step::CrashMidCreate { by, ask } => {
                 let new = self.new_order(ask);
-                let now = self.now();
-                let order = Order {
-                    id: OrderId::generate(),
-                    patient: new.patient,
-                    pool: new.pool,
-                    capabilities: new.capabilities,
-                    priority: new.priority,
-                    reason: new.reason,
-                    state: OrderState::Queued,
-                    assigned: None,
-                    created_ms: now,
-                    updated_ms: now,
-                };
+                let order = new.into_queued(self.now());
                 self.store
                     .insert_order(&order, "dr")
                     .await
