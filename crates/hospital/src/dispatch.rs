@@ -191,7 +191,6 @@ impl Dispatcher {
             return Ok(made);
         }
         let q = h.queue(&self.pool)?;
-        session.ensure_path(q.items_path()).await?;
         for info in q.list().await? {
             if free.is_empty() {
                 break;
