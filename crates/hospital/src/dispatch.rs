@@ -24,6 +24,13 @@
 //! crash between the multi and the store write is repaired by
 //! [`Hospital::reconcile`](crate::orders::Hospital::reconcile).
 //!
+//! # Manual calls
+//! A scheduler may call a queued order out of the queue's order, to a unit of their choice
+//! ([`Hospital::call`]). It is the same multi (without the lock check) and the same store
+//! write: the unit's version check, the item's delete and the `active` create keep a manual
+//! call and a dispatcher (or two manual calls) from ever booking one unit, one order or one
+//! patient twice, so it needs no lock.
+//!
 //! # Order of service
 //! The queue's order: effective priority, then arrival. The effective priority is the FHIR
 //! priority aged by one class per waiting target of its class, but never past asap
@@ -44,10 +51,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::{AddWatchMode, CreateMode, CreateOptions, Op, SessionExt};
+use medkeeper_coord::{
+    AddWatchMode, CreateMode, CreateOptions, Error as CoordError, Op, SessionExt,
+};
 use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 
-use crate::model::{OrderId, OrderState, PatientId, Pool, Transition, UnitStatus};
+use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Transition, UnitStatus};
 use crate::orders::Hospital;
 use crate::tree::{self, ActiveExam, QueueEntry, UnitNode};
 use crate::{Error, Result};
@@ -178,7 +187,6 @@ impl Dispatcher {
     /// `Recipe(Lost(_))` if the lock is no longer held (nothing more is assigned).
     pub async fn dispatch_once(&self, guard: &LockGuard) -> Result<Vec<Assignment>> {
         let h = &self.hospital;
-        let session = h.session().clone();
         let mut free: Vec<(String, UnitNode, i32)> = h
             .units_with_version(&self.pool)
             .await?
@@ -215,49 +223,38 @@ impl Dispatcher {
                 continue;
             };
             let (unit, node, version) = free[ix].clone();
-            let occupied = UnitNode {
-                status: UnitStatus::InUse,
-                capabilities: node.capabilities.clone(),
-                order: Some(entry.order.clone()),
-                patient: Some(entry.patient.clone()),
-                since_ms: self.hospital.now_ms(),
-                requeueing: false,
-            };
-            let active = ActiveExam {
-                order: entry.order.clone(),
-                pool: self.pool.clone(),
-                unit: unit.clone(),
-            };
-            let active_path = tree::active_path(&entry.patient);
-            session
-                .ensure_path(&tree::patient_path(&entry.patient))
-                .await?;
-            let ops = [
-                Op::delete(q.item_path(&info.id), -1),
-                Op::set_data(
-                    tree::unit_path(&self.pool, &unit),
-                    tree::to_json(&occupied),
+            let ops = h
+                .assignment_ops(
+                    &self.pool,
+                    q.item_path(&info.id),
+                    &entry,
+                    &unit,
+                    &node,
                     version,
-                ),
-                Op::create(
-                    &active_path,
-                    tree::to_json(&active),
-                    CreateOptions::new(CreateMode::Persistent),
-                ),
-            ];
+                )
+                .await?;
             match guard.write(&ops).await {
                 Ok(_) => {}
-                Err(RecipeError::Multi { index: Some(0), .. }) => continue, // left the line
-                Err(RecipeError::Multi { index: Some(1), .. }) => {
+                Err(RecipeError::Multi {
+                    index: Some(OP_ITEM),
+                    ..
+                }) => continue, // left the line
+                Err(RecipeError::Multi {
+                    index: Some(OP_UNIT),
+                    ..
+                }) => {
                     // The unit changed (maintenance, another assignment): next round re-reads.
                     free.remove(ix);
                     continue;
                 }
-                Err(RecipeError::Multi { index: Some(2), .. }) => continue, // patient busy
+                Err(RecipeError::Multi {
+                    index: Some(OP_ACTIVE),
+                    ..
+                }) => continue, // patient busy
                 Err(e) => return Err(e.into()),
             }
             free.remove(ix);
-            self.record_call(&entry, &unit).await?;
+            h.record_call(&entry, &unit, &self.actor()).await?;
             made.push(Assignment {
                 order: entry.order,
                 patient: entry.patient,
@@ -266,40 +263,6 @@ impl Dispatcher {
         }
         self.refresh_positions().await?;
         Ok(made)
-    }
-
-    /// After the multi: the store records the call; the patient is told where to go.
-    async fn record_call(&self, entry: &QueueEntry, unit: &str) -> Result<()> {
-        let h = &self.hospital;
-        let t = Transition {
-            order: entry.order.clone(),
-            from: Some(OrderState::Queued),
-            to: OrderState::Called,
-            at_ms: self.hospital.now_ms(),
-            actor: self.actor(),
-            unit: Some(unit.to_string()),
-        };
-        if !h.store().transition(&t).await? {
-            // The order moved on in the store meanwhile. Only if it no longer needs this unit
-            // (cancelled, or otherwise finished) is the unit given back at once. A reconciler
-            // that found the occupied unit first has recorded this very call (called or
-            // already in progress on this unit): then the assignment stands — freeing the unit
-            // here would give it to a second patient.
-            if let Some(mut order) = h.store().order(&entry.order).await? {
-                let ours = order.state.occupies() && order.assigned.as_deref() == Some(unit);
-                if !ours {
-                    order.assigned = Some(unit.to_string());
-                    h.free_unit(&order).await?;
-                    return Ok(());
-                }
-            } else {
-                return Ok(());
-            }
-        }
-        // The patient's node shows the store's truth (called to this unit, unless a racing
-        // transition moved the order on since).
-        h.sync_patient_node_at(&entry.patient_node, &entry.order, |_, _| {})
-            .await
     }
 
     /// Keeps the position and estimated wait in the waiting patients' queue nodes current
@@ -357,6 +320,207 @@ impl Dispatcher {
             }
         }
         Ok(())
+    }
+}
+
+/// In an assignment's multi ([`Hospital::assignment_ops`]): the delete of the queue item.
+const OP_ITEM: usize = 0;
+/// In an assignment's multi: the version-checked write of the unit's node.
+const OP_UNIT: usize = 1;
+/// In an assignment's multi: the create of the patient's `active` node.
+const OP_ACTIVE: usize = 2;
+
+impl Hospital {
+    /// The operations of an assignment's multi, in this order (see the module docs): delete
+    /// the order's queue item at `item_path` ([`OP_ITEM`]), set the unit's node (read at
+    /// `version`) to in use by the order ([`OP_UNIT`]), create the patient's `active` node
+    /// ([`OP_ACTIVE`]). Makes sure the patient's node exists (the `active` node's parent).
+    pub(crate) async fn assignment_ops(
+        &self,
+        pool: &Pool,
+        item_path: String,
+        entry: &QueueEntry,
+        unit: &str,
+        node: &UnitNode,
+        version: i32,
+    ) -> Result<Vec<Op>> {
+        let occupied = UnitNode {
+            status: UnitStatus::InUse,
+            capabilities: node.capabilities.clone(),
+            order: Some(entry.order.clone()),
+            patient: Some(entry.patient.clone()),
+            since_ms: self.now_ms(),
+            requeueing: false,
+        };
+        let active = ActiveExam {
+            order: entry.order.clone(),
+            pool: pool.clone(),
+            unit: unit.to_string(),
+        };
+        self.session()
+            .ensure_path(&tree::patient_path(&entry.patient))
+            .await?;
+        Ok(vec![
+            Op::delete(item_path, -1),
+            Op::set_data(
+                tree::unit_path(pool, unit),
+                tree::to_json(&occupied),
+                version,
+            ),
+            Op::create(
+                tree::active_path(&entry.patient),
+                tree::to_json(&active),
+                CreateOptions::new(CreateMode::Persistent),
+            ),
+        ])
+    }
+
+    /// After an assignment's multi: the store records queued → called to `unit` by `actor`;
+    /// the patient is told where to go. Returns false if the call does not stand: the order
+    /// moved on in the store meanwhile (cancelled), and the unit was given back.
+    pub(crate) async fn record_call(
+        &self,
+        entry: &QueueEntry,
+        unit: &str,
+        actor: &str,
+    ) -> Result<bool> {
+        let t = Transition {
+            order: entry.order.clone(),
+            from: Some(OrderState::Queued),
+            to: OrderState::Called,
+            at_ms: self.now_ms(),
+            actor: actor.to_string(),
+            unit: Some(unit.to_string()),
+        };
+        if !self.store().transition(&t).await? {
+            // The order moved on in the store meanwhile. Only if it no longer needs this unit
+            // (cancelled, or otherwise finished) is the unit given back at once. A reconciler
+            // that found the occupied unit first has recorded this very call (called or
+            // already in progress on this unit): then the assignment stands — freeing the unit
+            // here would give it to a second patient.
+            let Some(mut order) = self.store().order(&entry.order).await? else {
+                return Ok(false);
+            };
+            let ours = order.state.occupies() && order.assigned.as_deref() == Some(unit);
+            if !ours {
+                order.assigned = Some(unit.to_string());
+                self.free_unit(&order).await?;
+                // Whoever moved it on tells the patient.
+                return Ok(false);
+            }
+        }
+        // The patient's node shows the store's truth (called to this unit, unless a racing
+        // transition moved the order on since).
+        self.sync_patient_node_at(&entry.patient_node, &entry.order, |_, _| {})
+            .await?;
+        Ok(true)
+    }
+
+    /// Calls a queued order to `unit` (or, if `None`, the first available compatible unit of
+    /// its pool, by name), out of the queue's order: a scheduler's override of the
+    /// dispatcher. `actor` is recorded with the call.
+    ///
+    /// The call is made exactly as the dispatcher makes one: one multi deletes the order's
+    /// queue item, sets the unit's node to in use by the order (version-checked against the
+    /// node read here) and creates the patient's `active` node; then the store records
+    /// queued → called with the unit and `actor`, and the patient's queue node says where to
+    /// go. A crash between the multi and the store write is repaired by
+    /// [`reconcile`](Hospital::reconcile) like a dispatcher's.
+    ///
+    /// It does not take the pool's dispatch lock, and needs not: the multi alone makes
+    /// double-booking impossible. The unit's version check fails if anyone (a dispatcher, a
+    /// second call, a status change) wrote the unit since it was read; the item delete fails
+    /// if the order left the line (dispatched, cancelled, reprioritised); the `active` create
+    /// fails if the patient is in an exam. A racing dispatcher meets the same checks from the
+    /// other side. So whichever writes first wins and the other changes nothing.
+    ///
+    /// # Notable errors
+    /// - `NotFound` for an unknown order, or an unknown `unit` of the order's pool.
+    /// - `IllegalTransition` (to `called`) if the order is not queued, also if it was
+    ///   cancelled between the multi and the store write (the unit is then given back).
+    /// - `Invalid` if `unit` lacks a capability the order needs (units' capabilities are
+    ///   configuration: retrying cannot help).
+    /// - `Conflict` if `unit` is not available (in use, maintenance, offline), no unit of the
+    ///   pool is available and compatible (`unit: None`), the order is not in line right now
+    ///   (being dispatched, or not yet enqueued), the patient is already in an exam, or the
+    ///   multi lost a race (the unit or the item changed meanwhile). Nothing was changed.
+    pub async fn call(&self, id: &OrderId, unit: Option<&str>, actor: &str) -> Result<Order> {
+        let order = self.order(id).await?;
+        if order.state != OrderState::Queued {
+            return Err(Error::IllegalTransition {
+                order: order.id,
+                from: order.state,
+                to: OrderState::Called,
+            });
+        }
+        let pool = order.pool.clone();
+        let units = self.units_with_version(&pool).await?;
+        let (name, node, version) = match unit {
+            Some(name) => {
+                let Some(u) = units.into_iter().find(|(n, _, _)| n == name) else {
+                    return Err(Error::NotFound(format!("unit {name} of {pool}")));
+                };
+                if !u.1.can_do(&order.capabilities) {
+                    return Err(Error::Invalid(format!(
+                        "unit {name} of {pool} lacks some of {:?}",
+                        order.capabilities
+                    )));
+                }
+                if u.1.status != UnitStatus::Available {
+                    return Err(Error::Conflict(format!(
+                        "unit {name} of {pool} is {}",
+                        u.1.status
+                    )));
+                }
+                u
+            }
+            None => units
+                .into_iter()
+                .find(|(_, n, _)| {
+                    n.status == UnitStatus::Available && n.can_do(&order.capabilities)
+                })
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "no unit of {pool} with {:?} is available",
+                        order.capabilities
+                    ))
+                })?,
+        };
+        let Some((item, entry)) = self.find_entry(&order).await? else {
+            return Err(Error::Conflict(format!(
+                "order {id} is not in line right now (being dispatched or enqueued)"
+            )));
+        };
+        let q = self.queue(&pool)?;
+        let ops = self
+            .assignment_ops(&pool, q.item_path(&item), &entry, &name, &node, version)
+            .await?;
+        match self.session().multi(&ops).await {
+            Ok(_) => {}
+            Err(e) => {
+                return Err(match (e.index, &e.error) {
+                    (Some(OP_ITEM), CoordError::NoNode) => {
+                        Error::Conflict(format!("order {id} left the line meanwhile"))
+                    }
+                    (Some(OP_UNIT), CoordError::BadVersion | CoordError::NoNode) => {
+                        Error::Conflict(format!("unit {name} of {pool} changed meanwhile"))
+                    }
+                    (Some(OP_ACTIVE), CoordError::NodeExists) => {
+                        Error::Conflict(format!("patient {} is already in an exam", order.patient))
+                    }
+                    _ => e.into(),
+                });
+            }
+        }
+        if !self.record_call(&entry, &name, actor).await? {
+            let now = self.order(id).await?;
+            return Err(Error::IllegalTransition {
+                order: now.id,
+                from: now.state,
+                to: OrderState::Called,
+            });
+        }
+        self.order(id).await
     }
 }
 

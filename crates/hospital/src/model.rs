@@ -30,6 +30,7 @@ macro_rules! opaque_id {
     ($(#[$doc:meta])* $name:ident, $what:literal, $prefix:literal) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(try_from = "String", into = "String")]
         pub struct $name(String);
 
@@ -89,6 +90,7 @@ opaque_id!(
 );
 
 /// A FHIR request priority (`ServiceRequest.priority`, value set `request-priority`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Priority {
@@ -159,6 +161,7 @@ impl FromStr for Priority {
 }
 
 /// What an order asks for: a unit of an equipment kind, or a doctor of a department.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "pool", content = "name", rename_all = "lowercase")]
 pub enum Pool {
@@ -195,6 +198,7 @@ impl fmt::Display for Pool {
 ///   └──────► cancelled ◄───────┘ (also from called)
 /// ```
 /// `called → queued` is a re-queue after a patient did not arrive (by policy).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OrderState {
@@ -287,6 +291,7 @@ impl FromStr for OrderState {
 }
 
 /// An order for an exam (FHIR `ServiceRequest`): who, what, how urgent, why.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// The order's id.
@@ -312,6 +317,7 @@ pub struct Order {
 }
 
 /// The status of a unit or doctor, as its node's data says.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum UnitStatus {
@@ -337,6 +343,7 @@ impl fmt::Display for UnitStatus {
 }
 
 /// One state change of an order, as the clinical store records it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transition {
     /// The order.

@@ -24,6 +24,13 @@
 //!   unit is freed.
 //! - **Cancel of a queued order**: the store first, then the queue item is removed; the
 //!   reconciler removes queue items of orders that are no longer queued.
+//! - **Manual call** ([`Hospital::call`]): as a dispatch — one multi, then the store.
+//!
+//! Each of those in-between states is also what a *live* operation leaves for a moment, between
+//! its two writes. So the reconciler leaves alone what changed within [`RECONCILE_GRACE`]
+//! (the operation still finishes it itself) and reads the order from the store again before
+//! every repair: a repair never races the operation it would duplicate (two queue items for
+//! one order, say). A crash's leftovers are repaired by the first run after the grace.
 //!
 //! Every transition is checked against the lifecycle ([`OrderState::can_become`]) and applied
 //! with a compare-and-set in the store, so an illegal or concurrent transition changes nothing
@@ -94,6 +101,17 @@ pub const MAX_REASON_LEN: usize = 2000;
 /// behind an aged one; routine and urgent orders still age to asap, so they cannot starve
 /// unless stat orders alone keep every unit of the pool busy.
 pub const AGEING_FLOOR: Priority = Priority::Asap;
+
+/// How long [`Hospital::reconcile`] leaves alone what changed last: an order stored as queued
+/// but in no line, a unit held by an order the store calls queued or finished, a queue item
+/// of an order no longer queued. Each of those is also what a live operation leaves between
+/// its two writes (a create between storing and enqueueing, a no-show between its store
+/// write and the enqueue, a dispatch between its multi and its store write, a cancel or
+/// complete between its store write and the tree's); repairing it meanwhile would race that
+/// operation (enqueue an order twice, say). Ten seconds is far longer than the gap between
+/// two writes of one operation, and short enough that the periodic reconciler's next run
+/// repairs a real crash soon. See [`Hospital::reconcile_with_grace`].
+pub const RECONCILE_GRACE: Duration = Duration::from_secs(10);
 
 /// How many times a patient queue node write is tried when racing writers keep changing the
 /// node.
@@ -427,13 +445,19 @@ impl Hospital {
 
     /// The queue item of a queued order (a scan of the pool's queue: O(items)).
     pub(crate) async fn find_item(&self, order: &Order) -> Result<Option<ItemId>> {
+        Ok(self.find_entry(order).await?.map(|(id, _)| id))
+    }
+
+    /// The queue item of a queued order and what it holds (a scan of the pool's queue:
+    /// O(items)).
+    pub(crate) async fn find_entry(&self, order: &Order) -> Result<Option<(ItemId, QueueEntry)>> {
         let q = self.queue(&order.pool)?;
         for info in q.list().await? {
             if let Some(d) = q.data(&info.id).await?
                 && let Ok(e) = tree::from_json::<QueueEntry>("queue item", &d)
                 && e.order == order.id
             {
-                return Ok(Some(info.id));
+                return Ok(Some((info.id, e)));
             }
         }
         Ok(None)
@@ -833,9 +857,41 @@ impl Hospital {
         Ok(out)
     }
 
-    /// Repairs what a crash between a store write and a tree write left (see the module docs).
-    /// Safe to run at any time and from several instances; run it at start-up and periodically.
+    /// Repairs what a crash between a store write and a tree write left (see the module docs),
+    /// leaving alone what changed within [`RECONCILE_GRACE`]: that is presumably an operation
+    /// still between its two writes, which finishes it itself. Safe to run at any time and
+    /// from several instances; run it at start-up (it repairs what is older than the grace)
+    /// and periodically (each run picks up what the previous one left for being too recent).
     pub async fn reconcile(&self) -> Result<ReconcileReport> {
+        self.reconcile_with_grace(RECONCILE_GRACE).await
+    }
+
+    /// [`reconcile`](Hospital::reconcile) with another grace, measured by this hospital's
+    /// clock. Every repair waits until what it repairs has been left as it is for `grace`:
+    /// - a queued order in no line (a create, or a requeued no-show, between the store write
+    ///   and the enqueue) — by the order's `updated_ms`;
+    /// - a unit held by an order the store calls queued: with the requeue mark (a no-show
+    ///   between its store write and the unit freed) by the order's `updated_ms`, without it
+    ///   (a dispatch or a [`call`](Hospital::call) between its multi and its store write) by
+    ///   the unit's `since_ms`;
+    /// - a queue item of an order no longer queued (a cancel between its store write and the
+    ///   item's removal) and a unit held by a finished order (a complete, cancel or no-show
+    ///   between its store write and the unit freed) — by the order's `updated_ms`.
+    ///
+    /// A repair of something younger would race the live operation: two enqueues of one
+    /// order (the harm the grace exists for), or a repair done twice and reported by both.
+    /// Every decision reads the order from the store again just before acting (an order
+    /// created, requeued or finished after the run's first read is judged by its state now,
+    /// never by a stale one).
+    ///
+    /// A zero grace repairs everything at once: for tests that simulate a crash and
+    /// reconcile straight after, and for a tool run while no instance is live.
+    pub async fn reconcile_with_grace(&self, grace: Duration) -> Result<ReconcileReport> {
+        let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        // True if what changed at `at_ms` has been left alone for the grace. A time ahead of
+        // this clock (another instance's clock runs ahead) is not settled until it is passed.
+        let settled =
+            |at_ms: i64| grace.is_zero() || self.now_ms().saturating_sub(at_ms) >= grace_ms;
         let mut report = ReconcileReport::default();
         let live = self
             .store
@@ -848,9 +904,7 @@ impl Hospital {
         let by_id: HashMap<&OrderId, &Order> = live.iter().map(|o| (&o.id, o)).collect();
         // What the tree says: queue items and unit occupants, per pool.
         let mut in_line: HashSet<OrderId> = HashSet::new();
-        // Per occupying order: the pool, the unit, and whether it is marked as going back in
-        // line (a no-show under the requeue policy).
-        let mut occupying: HashMap<OrderId, (Pool, String, bool)> = HashMap::new();
+        let mut occupying: HashMap<OrderId, Occupant> = HashMap::new();
         for pc in &self.config.pools {
             let q = self.queue(&pc.pool)?;
             for info in q.list().await? {
@@ -865,7 +919,11 @@ impl Hospital {
                     .is_some_and(|o| o.state == OrderState::Queued);
                 if still_queued {
                     in_line.insert(e.order);
-                } else if let Some(o) = self.store.order(&e.order).await? {
+                } else if let Some(o) = self.store.order(&e.order).await?
+                    // Queued now: created or requeued after the first read; in line rightly.
+                    && o.state != OrderState::Queued
+                    && settled(o.updated_ms)
+                {
                     // Cancelled (or otherwise gone on) in the store: take it out of line,
                     // and tell the patient.
                     if q.remove(&info.id).await? {
@@ -876,55 +934,81 @@ impl Hospital {
             }
             for (name, node, _) in self.units_with_version(&pc.pool).await? {
                 if let Some(o) = node.order {
-                    occupying.insert(o, (pc.pool.clone(), name, node.requeueing));
+                    occupying.insert(
+                        o,
+                        Occupant {
+                            pool: pc.pool.clone(),
+                            unit: name,
+                            requeueing: node.requeueing,
+                            since_ms: node.since_ms,
+                        },
+                    );
                 }
             }
         }
-        for o in &live {
-            match o.state {
-                OrderState::Queued => {
-                    if let Some((pool, unit, true)) = occupying.get(&o.id) {
-                        // A no-show went back in line in the store; the tree had not followed:
-                        // free the unit and enqueue, as the no-show would have.
-                        let mut held = o.clone();
-                        held.assigned = Some(unit.clone());
-                        held.pool = pool.clone();
-                        self.free_unit(&held).await?;
-                        report.freed_units.push(unit.clone());
-                        report.ended_exams.push(o.patient.clone());
-                        if !in_line.contains(&o.id) {
-                            self.enqueue(o).await?;
-                            report.enqueued.push(o.id.clone());
-                        }
-                        self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
-                    } else if let Some((_, unit, false)) = occupying.get(&o.id) {
-                        // The dispatch multi happened; the store missed it.
-                        let t = Transition {
-                            order: o.id.clone(),
-                            from: Some(OrderState::Queued),
-                            to: OrderState::Called,
-                            at_ms: self.now_ms(),
-                            actor: "reconciler".into(),
-                            unit: Some(unit.clone()),
-                        };
-                        if self.store.transition(&t).await? {
-                            // The patient is told where to go, as the dispatcher would have.
-                            self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
-                            report.recorded_calls.push(o.id.clone());
-                        }
-                    } else if !in_line.contains(&o.id) {
-                        self.enqueue(o).await?;
-                        // A no-show that died after freeing the unit left "called" on display.
-                        self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
+        for o in live.iter().filter(|o| o.state == OrderState::Queued) {
+            let held = occupying.get(&o.id);
+            if held.is_none() && in_line.contains(&o.id) {
+                continue; // In line, as it should be.
+            }
+            // The store again, now: the first read may be stale.
+            let Some(o) = self.store.order(&o.id).await? else {
+                continue;
+            };
+            if o.state != OrderState::Queued {
+                continue;
+            }
+            match held {
+                Some(occ) if occ.requeueing => {
+                    if !settled(o.updated_ms) {
+                        continue;
+                    }
+                    // A no-show went back in line in the store; the tree had not followed:
+                    // free the unit and enqueue, as the no-show would have.
+                    let mut held = o.clone();
+                    held.assigned = Some(occ.unit.clone());
+                    held.pool = occ.pool.clone();
+                    self.free_unit(&held).await?;
+                    report.freed_units.push(occ.unit.clone());
+                    report.ended_exams.push(o.patient.clone());
+                    if !in_line.contains(&o.id) {
+                        self.enqueue(&o).await?;
                         report.enqueued.push(o.id.clone());
                     }
+                    self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
                 }
-                OrderState::Called | OrderState::InProgress => {}
-                _ => {}
+                Some(occ) => {
+                    if !settled(occ.since_ms) {
+                        continue;
+                    }
+                    // The assignment multi happened; the store missed it.
+                    let t = Transition {
+                        order: o.id.clone(),
+                        from: Some(OrderState::Queued),
+                        to: OrderState::Called,
+                        at_ms: self.now_ms(),
+                        actor: "reconciler".into(),
+                        unit: Some(occ.unit.clone()),
+                    };
+                    if self.store.transition(&t).await? {
+                        // The patient is told where to go, as the dispatcher would have.
+                        self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
+                        report.recorded_calls.push(o.id.clone());
+                    }
+                }
+                None => {
+                    if !settled(o.updated_ms) {
+                        continue;
+                    }
+                    self.enqueue(&o).await?;
+                    // A no-show that died after freeing the unit left "called" on display.
+                    self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
+                    report.enqueued.push(o.id.clone());
+                }
             }
         }
         // Units held by orders that are finished (or unknown to the store).
-        for (order_id, (pool, unit, _)) in occupying {
+        for (order_id, occ) in occupying {
             if by_id
                 .get(&order_id)
                 .is_some_and(|o| o.state.occupies() || o.state == OrderState::Queued)
@@ -934,17 +1018,34 @@ impl Hospital {
             let Some(order) = self.store.order(&order_id).await? else {
                 continue;
             };
+            // Live now (created and called after the first read): the unit is rightly held.
+            if order.state.occupies() || order.state == OrderState::Queued {
+                continue;
+            }
+            if !settled(order.updated_ms) {
+                continue;
+            }
             let mut o = order.clone();
-            o.assigned = Some(unit.clone());
-            o.pool = pool;
+            o.assigned = Some(occ.unit.clone());
+            o.pool = occ.pool;
             self.free_unit(&o).await?;
             self.sync_patient_node(&order.patient, &order.id, |_, _| {})
                 .await?;
-            report.freed_units.push(unit);
+            report.freed_units.push(occ.unit);
             report.ended_exams.push(order.patient);
         }
         Ok(report)
     }
+}
+
+/// An order occupying a unit, as [`Hospital::reconcile_with_grace`] found it.
+struct Occupant {
+    pool: Pool,
+    unit: String,
+    /// Marked as going back in line (a no-show under the requeue policy).
+    requeueing: bool,
+    /// When the unit's node was last written as in use by it.
+    since_ms: i64,
 }
 
 /// What the patient's queue node shows of `o` as the store has it: its state and priority,

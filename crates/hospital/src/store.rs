@@ -3,11 +3,21 @@
 //! results. SQLite is the embedded default ([`SqliteStore`]); the trait is shaped so a
 //! PostgreSQL implementation can follow (plain SQL, compare-and-set transitions, no
 //! SQLite-only features in the contract).
+//!
+//! It also keeps what the HTTP API needs to authenticate and to account for access: API
+//! bearer tokens (their SHA-256 hash only, never the token: [`TokenRecord`]) and the audit
+//! trail of every access to patient data and every API write ([`AuditRecord`]).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Order, OrderId, OrderState, PatientId, Priority, Transition};
+
+/// The audit records [`ClinicalStore::audit`] returns when the query sets no limit.
+pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
+
+/// The most audit records one [`ClinicalStore::audit`] call returns, whatever the query's limit.
+pub const AUDIT_MAX_LIMIT: u32 = 10_000;
 
 mod sqlite;
 pub use sqlite::SqliteStore;
@@ -52,7 +62,94 @@ pub struct ExamResult {
     pub actor: String,
 }
 
+/// An API bearer token as stored: only its SHA-256 hash (hex), never the token itself.
+///
+/// The server hashes the presented token and looks the hash up
+/// ([`ClinicalStore::token_by_hash`]); a stolen copy of the store yields no usable token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Short public id, e.g. `t-1a2b3c4d`: what the audit trail and the token list name.
+    pub id: String,
+    /// Lowercase hex SHA-256 of the whole token text.
+    pub hash: String,
+    /// `admin`, `scheduler`, `doctor`, `nurse`, `technician` or `patient`: validated by the
+    /// server, stored as text.
+    pub role: String,
+    /// The patient a `patient` token is for.
+    #[serde(default)]
+    pub patient: Option<PatientId>,
+    /// What the token is for (who holds it), free text.
+    pub label: String,
+    /// When it was issued, ms since the epoch.
+    pub created_ms: i64,
+    /// When it was revoked, ms since the epoch; `None` while valid.
+    #[serde(default)]
+    pub revoked_ms: Option<i64>,
+}
+
+/// One audited access to patient data (or any API write).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Assigned by the store on [append](ClinicalStore::append_audit) (the value passed in is
+    /// ignored); increasing.
+    pub seq: i64,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Who: a token id (`t-1a2b3c4d`), or `cli` / `system`.
+    pub actor: String,
+    /// The actor's role.
+    pub role: String,
+    /// What, e.g. `order.create`, `patient.read`.
+    pub action: String,
+    /// The patient whose data was read or written, if any.
+    #[serde(default)]
+    pub patient: Option<PatientId>,
+    /// The order concerned, if any.
+    #[serde(default)]
+    pub order: Option<OrderId>,
+    /// `ok`, `denied`, or an error code such as `not_found`.
+    pub outcome: String,
+    /// Anything else worth keeping (free text).
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Which audit records to list ([`ClinicalStore::audit`]). Every filter that is set must
+/// match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Only records about this patient.
+    #[serde(default)]
+    pub patient: Option<PatientId>,
+    /// Only records by this actor.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only records at or after this time, ms since the epoch.
+    #[serde(default)]
+    pub since_ms: Option<i64>,
+    /// Only records after this sequence number (paging forward).
+    #[serde(default)]
+    pub after_seq: Option<i64>,
+    /// At most this many records: [`AUDIT_DEFAULT_LIMIT`] if unset, never more than
+    /// [`AUDIT_MAX_LIMIT`].
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl AuditQuery {
+    /// The limit this query gets: its own, or the default, capped.
+    pub fn effective_limit(&self) -> u32 {
+        self.limit
+            .unwrap_or(AUDIT_DEFAULT_LIMIT)
+            .min(AUDIT_MAX_LIMIT)
+    }
+}
+
 /// The clinical store's contract. Every method is atomic on its own.
+///
+/// The token and audit methods have default implementations that refuse
+/// ([`StoreError::Backend`]), so a store that predates them (or a test double that does not
+/// serve the HTTP API) still compiles; a wrapper around a real store should forward them.
 #[async_trait]
 pub trait ClinicalStore: Send + Sync {
     /// Creates or updates a patient.
@@ -96,4 +193,31 @@ pub trait ClinicalStore: Send + Sync {
 
     /// An order's results, if reported.
     async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError>;
+
+    /// Stores a new API token.
+    ///
+    /// # Notable errors
+    /// `Exists` if the id or the hash is taken.
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+
+    /// The token with this hash, if any — revoked ones included (the caller checks
+    /// `revoked_ms`).
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Every token, revoked ones included, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Revokes the token `id` at `at_ms`. Returns false (and changes nothing) if no such token
+    /// exists or it is already revoked.
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+
+    /// Appends `record` to the audit trail (its `seq` is ignored) and returns the sequence
+    /// number assigned: greater than every earlier one.
+    async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError>;
+
+    /// The audit records matching `query`, in ascending `seq`, at most
+    /// [`query.effective_limit()`](AuditQuery::effective_limit) of them: with `after_seq`
+    /// the first ones after it (paging forward), without it the most recent ones (the last
+    /// `limit` matching records — still in ascending order).
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }

@@ -89,6 +89,7 @@ pub fn patient_queue_path(patient: &PatientId) -> String {
 }
 
 /// What a unit's (or doctor's) node holds.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnitNode {
     /// Available, in use, maintenance, offline.
@@ -147,6 +148,7 @@ pub struct ActiveExam {
 }
 
 /// What the patient may see of one exam (`/medical/patients/<id>/queue/queue-NNNNNNNNNN`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientEntry {
     /// The order.

@@ -121,6 +121,11 @@ both!(
     dispatch_fails_over_when_the_holder_expires,
     reconciler_repairs_a_crash_between_the_writes,
     requeued_no_show_keeps_its_priority_and_order_time,
+    manual_call_to_a_named_unit,
+    manual_call_to_any_unit,
+    manual_call_of_a_non_queued_order_changes_nothing,
+    manual_call_to_an_in_use_unit_or_a_busy_patient_is_refused,
+    reconciler_leaves_what_is_in_flight_alone_within_the_grace,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -473,14 +478,22 @@ async fn dispatch_fails_over_when_the_holder_expires(b: &Backend) {
 async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let h = instance(b, store.clone()).await;
+    // Each crash is simulated and reconciled at once: no grace (see
+    // `reconciler_leaves_what_is_in_flight_alone_within_the_grace`).
     // 1. Stored, but the process died before the queue item was written.
     let p = PatientId::generate();
     let lost = order(&p, Priority::Urgent).into_queued(medkeeper_hospital::model::now_ms());
     store.insert_order(&lost, "dr").await.unwrap();
-    let report = h.reconcile().await.unwrap();
+    let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
     assert_eq!(report.enqueued, vec![lost.id.clone()]);
     assert_eq!(h.queue_view(&mri()).await.unwrap()[0].order, lost.id);
-    assert!(h.reconcile().await.unwrap().is_clean(), "idempotent");
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean(),
+        "idempotent"
+    );
 
     // 2. The dispatch multi happened; the store write did not: simulate by undoing the store's
     //    record of the call (a fresh store row in `queued`).
@@ -498,7 +511,7 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
         unit: None,
     };
     assert!(store.transition(&reverted).await.unwrap());
-    let report = h.reconcile().await.unwrap();
+    let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
     assert_eq!(report.recorded_calls, vec![lost.id.clone()]);
     assert_eq!(h.order(&lost.id).await.unwrap().state, OrderState::Called);
 
@@ -512,7 +525,7 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
         unit: None,
     };
     assert!(store.transition(&done).await.unwrap());
-    let report = h.reconcile().await.unwrap();
+    let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
     assert_eq!(report.freed_units, vec![unit.clone()]);
     let (data, _) = h
         .session()
@@ -528,7 +541,12 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
             .unwrap()
             .is_none()
     );
-    assert!(h.reconcile().await.unwrap().is_clean());
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
     guard.release().await.unwrap();
     h.session().close().await;
 }
@@ -594,6 +612,380 @@ async fn requeued_no_show_keeps_its_priority_and_order_time(b: &Backend) {
     assert_eq!(rows[0].order, first.id);
     assert_eq!(rows[0].effective_priority, Priority::Urgent);
     assert_eq!(rows[1].effective_priority, Priority::Routine);
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+/// The unit's node, as the tree has it.
+async fn unit_node(h: &Hospital, unit: &str) -> UnitNode {
+    let (data, _) = h
+        .session()
+        .get_data(&tree::unit_path(&mri(), unit))
+        .await
+        .unwrap();
+    tree::from_json("unit", &data).unwrap()
+}
+
+/// The called order's exam starts and completes.
+async fn finish(h: &Hospital, id: &medkeeper_hospital::OrderId) {
+    h.start(id, "tech").await.unwrap();
+    h.complete(id, "tech").await.unwrap();
+}
+
+/// The orders waiting in the MRI line, in dispatch order.
+async fn mri_line(h: &Hospital) -> Vec<medkeeper_hospital::OrderId> {
+    h.queue_view(&mri())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.order)
+        .collect()
+}
+
+async fn manual_call_to_a_named_unit(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let (p1, p2) = (PatientId::generate(), PatientId::generate());
+    let routine = h
+        .create_order(order(&p1, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    let stat = h
+        .create_order(order(&p2, Priority::Stat), "dr")
+        .await
+        .unwrap();
+    // Out of the queue's order: the routine order first, to MRI-2.
+    let called = h
+        .call(&routine.id, Some("MRI-2"), "scheduler:sam")
+        .await
+        .unwrap();
+    assert_eq!(called.state, OrderState::Called);
+    assert_eq!(called.assigned.as_deref(), Some("MRI-2"));
+    assert_eq!(h.order(&routine.id).await.unwrap(), called);
+    let last = store.transitions(&routine.id).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (
+            last.from,
+            last.to,
+            last.actor.as_str(),
+            last.unit.as_deref()
+        ),
+        (
+            Some(OrderState::Queued),
+            OrderState::Called,
+            "scheduler:sam",
+            Some("MRI-2")
+        )
+    );
+    // The tree as the dispatcher leaves it: the unit in use by the order, the patient in
+    // the exam, the order out of line, the patient told where to go.
+    let node = unit_node(&h, "MRI-2").await;
+    assert_eq!(node.status, UnitStatus::InUse);
+    assert_eq!(node.order.as_ref(), Some(&routine.id));
+    assert_eq!(node.patient.as_ref(), Some(&p1));
+    assert!(!node.requeueing);
+    assert!(
+        h.session()
+            .exists(&tree::active_path(&p1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(mri_line(&h).await, std::slice::from_ref(&stat.id));
+    let seen = h.patient_view(&p1).await.unwrap();
+    assert_eq!(seen[0].state, OrderState::Called);
+    assert_eq!(seen[0].called_to.as_deref(), Some("MRI-2"));
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    // The dispatcher carries on with what is left: the stat order to the other unit.
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let made = d.dispatch_once(&guard).await.unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!((&made[0].order, made[0].unit.as_str()), (&stat.id, "MRI-1"));
+    // The exam runs its course like a dispatched one.
+    h.start(&routine.id, "tech").await.unwrap();
+    h.complete(&routine.id, "tech").await.unwrap();
+    assert_eq!(unit_node(&h, "MRI-2").await.status, UnitStatus::Available);
+    // Unknown unit or order: NotFound; a unit without the capability: Invalid.
+    let p3 = PatientId::generate();
+    let mut contrast = order(&p3, Priority::Urgent);
+    contrast.capabilities = vec!["contrast".into()];
+    let contrast = h.create_order(contrast, "dr").await.unwrap();
+    assert!(matches!(
+        h.call(&contrast.id, Some("MRI-9"), "s").await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        h.call(&medkeeper_hospital::OrderId::generate(), None, "s")
+            .await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        h.call(&contrast.id, Some("MRI-2"), "s").await,
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(
+        h.order(&contrast.id).await.unwrap().state,
+        OrderState::Queued
+    );
+    assert_eq!(mri_line(&h).await, std::slice::from_ref(&contrast.id));
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+async fn manual_call_to_any_unit(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let (p1, p2, p3) = (
+        PatientId::generate(),
+        PatientId::generate(),
+        PatientId::generate(),
+    );
+    let first = h
+        .create_order(order(&p1, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    // No unit named: the first available compatible one, by name.
+    let called = h.call(&first.id, None, "scheduler").await.unwrap();
+    assert_eq!(called.assigned.as_deref(), Some("MRI-1"));
+    assert_eq!(unit_node(&h, "MRI-1").await.order.as_ref(), Some(&first.id));
+    // MRI-1 is taken: the next one goes to MRI-2.
+    let second = h
+        .create_order(order(&p2, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    let called = h.call(&second.id, None, "scheduler").await.unwrap();
+    assert_eq!(called.assigned.as_deref(), Some("MRI-2"));
+    // Nothing available: Conflict, nothing changed.
+    let third = h
+        .create_order(order(&p3, Priority::Stat), "dr")
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.call(&third.id, None, "scheduler").await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(h.order(&third.id).await.unwrap().state, OrderState::Queued);
+    assert_eq!(mri_line(&h).await, std::slice::from_ref(&third.id));
+    // A unit in maintenance is passed over; an incompatible one too.
+    finish(&h, &first.id).await;
+    h.set_unit_status(&mri(), "MRI-1", UnitStatus::Maintenance)
+        .await
+        .unwrap();
+    finish(&h, &second.id).await;
+    let p4 = PatientId::generate();
+    let mut contrast = order(&p4, Priority::Urgent);
+    contrast.capabilities = vec!["contrast".into()];
+    let contrast = h.create_order(contrast, "dr").await.unwrap();
+    assert!(matches!(
+        h.call(&contrast.id, None, "scheduler").await,
+        Err(Error::Conflict(_))
+    ));
+    let called = h.call(&third.id, None, "scheduler").await.unwrap();
+    assert_eq!(called.assigned.as_deref(), Some("MRI-2"));
+    assert_eq!(mri_line(&h).await, std::slice::from_ref(&contrast.id));
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    h.session().close().await;
+}
+
+async fn manual_call_of_a_non_queued_order_changes_nothing(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let (p1, p2) = (PatientId::generate(), PatientId::generate());
+    let called = h
+        .create_order(order(&p1, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    h.call(&called.id, Some("MRI-1"), "scheduler")
+        .await
+        .unwrap();
+    let cancelled = h
+        .create_order(order(&p2, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    h.cancel(&cancelled.id, "dr").await.unwrap();
+    let before = (
+        unit_node(&h, "MRI-1").await,
+        unit_node(&h, "MRI-2").await,
+        store.transitions(&called.id).await.unwrap(),
+        store.transitions(&cancelled.id).await.unwrap(),
+    );
+    // Called (to the same unit or another), cancelled: refused with the real state.
+    for (id, unit, from) in [
+        (&called.id, Some("MRI-1"), OrderState::Called),
+        (&called.id, Some("MRI-2"), OrderState::Called),
+        (&called.id, None, OrderState::Called),
+        (&cancelled.id, Some("MRI-2"), OrderState::Cancelled),
+    ] {
+        let r = h.call(id, unit, "scheduler").await;
+        assert!(
+            matches!(
+                &r,
+                Err(Error::IllegalTransition { from: f, to: OrderState::Called, .. }) if *f == from
+            ),
+            "{r:?}"
+        );
+    }
+    let after = (
+        unit_node(&h, "MRI-1").await,
+        unit_node(&h, "MRI-2").await,
+        store.transitions(&called.id).await.unwrap(),
+        store.transitions(&cancelled.id).await.unwrap(),
+    );
+    assert_eq!(before, after);
+    assert!(mri_line(&h).await.is_empty());
+    assert!(
+        h.session()
+            .exists(&tree::active_path(&p2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.session().close().await;
+}
+
+async fn manual_call_to_an_in_use_unit_or_a_busy_patient_is_refused(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let (p1, p2) = (PatientId::generate(), PatientId::generate());
+    let first = h
+        .create_order(order(&p1, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    let other = h
+        .create_order(order(&p2, Priority::Stat), "dr")
+        .await
+        .unwrap();
+    // p1 has a second order, on CT.
+    let ct = h
+        .create_order(
+            NewOrder {
+                pool: Pool::Equipment("CT".into()),
+                ..order(&p1, Priority::Stat)
+            },
+            "dr",
+        )
+        .await
+        .unwrap();
+    h.call(&first.id, Some("MRI-1"), "scheduler").await.unwrap();
+    let mri1 = unit_node(&h, "MRI-1").await;
+    // A unit in use: Conflict; the unit still holds its order, the other order still waits.
+    assert!(matches!(
+        h.call(&other.id, Some("MRI-1"), "scheduler").await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(unit_node(&h, "MRI-1").await, mri1);
+    assert_eq!(h.order(&other.id).await.unwrap().state, OrderState::Queued);
+    assert_eq!(mri_line(&h).await, std::slice::from_ref(&other.id));
+    assert!(
+        h.session()
+            .exists(&tree::active_path(&p2))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The patient is in an exam already: the multi fails as a whole — the CT unit stays
+    // free and the order stays in line.
+    let r = h.call(&ct.id, Some("CT-3"), "scheduler").await;
+    assert!(
+        matches!(&r, Err(Error::Conflict(m)) if m.contains("exam")),
+        "{r:?}"
+    );
+    assert_eq!(h.order(&ct.id).await.unwrap().state, OrderState::Queued);
+    assert_eq!(
+        h.queue_view(&Pool::Equipment("CT".into()))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let units = h.units(&Pool::Equipment("CT".into())).await.unwrap();
+    assert!(units.iter().all(|u| u.node.status == UnitStatus::Available));
+    assert_eq!(store.transitions(&ct.id).await.unwrap().len(), 1);
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    h.session().close().await;
+}
+
+/// A create between its store write and its enqueue, and a dispatch between its multi and its
+/// store write, look to the reconciler like a crash between them. Within the grace it leaves
+/// them alone (the live operation finishes them; a repair would race it: two queue items for
+/// one order); after the grace it repairs them.
+async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend) {
+    use medkeeper_hospital::orders::RECONCILE_GRACE;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let session = b.session().await;
+    let config = HospitalConfig::demo();
+    config::load(session.as_ref(), &config).await.unwrap();
+    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let t = now.clone();
+    let clock = medkeeper_recipes::queue::Clock::new(move || {
+        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
+    });
+    let h = Arc::new(Hospital::with_clock(session, store.clone(), config, clock).unwrap());
+    let grace = RECONCILE_GRACE.as_millis() as i64;
+
+    // A create in flight: stored, not yet in line.
+    let p = PatientId::generate();
+    let in_flight = order(&p, Priority::Urgent).into_queued(h.now_ms());
+    store.insert_order(&in_flight, "dr").await.unwrap();
+    assert!(h.reconcile().await.unwrap().is_clean());
+    now.fetch_add(grace - 1, Ordering::SeqCst);
+    assert!(
+        h.reconcile().await.unwrap().is_clean(),
+        "still within the grace"
+    );
+    assert!(mri_line(&h).await.is_empty());
+    now.fetch_add(1, Ordering::SeqCst);
+    // Past the grace: a crash, then; repaired.
+    let report = h.reconcile().await.unwrap();
+    assert_eq!(report.enqueued, vec![in_flight.id.clone()]);
+    assert_eq!(mri_line(&h).await, std::slice::from_ref(&in_flight.id));
+    assert_eq!(
+        h.queue(&mri()).unwrap().list().await.unwrap().len(),
+        1,
+        "enqueued once"
+    );
+    assert!(h.reconcile().await.unwrap().is_clean());
+
+    // A dispatch in flight: the multi made, the store not yet written (undone here).
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let made = d.dispatch_once(&guard).await.unwrap();
+    assert_eq!(made.len(), 1);
+    let undo = medkeeper_hospital::Transition {
+        order: in_flight.id.clone(),
+        from: Some(OrderState::Called),
+        to: OrderState::Queued,
+        at_ms: h.now_ms() - 2 * grace, // only the unit's time counts here
+        actor: "test: the dispatcher's store write is still to come".into(),
+        unit: None,
+    };
+    assert!(store.transition(&undo).await.unwrap());
+    assert!(h.reconcile().await.unwrap().is_clean());
+    now.fetch_add(grace, Ordering::SeqCst);
+    let report = h.reconcile().await.unwrap();
+    assert_eq!(report.recorded_calls, vec![in_flight.id.clone()]);
+    assert_eq!(
+        h.order(&in_flight.id).await.unwrap().assigned.as_deref(),
+        Some(made[0].unit.as_str())
+    );
+    assert!(h.reconcile().await.unwrap().is_clean());
     guard.release().await.unwrap();
     h.session().close().await;
 }

@@ -47,7 +47,10 @@ use medkeeper_hospital::config::{
 };
 use medkeeper_hospital::dispatch::{Assignment, Dispatcher};
 use medkeeper_hospital::orders::{AGEING_FLOOR, Hospital, NewOrder, ReconcileReport};
-use medkeeper_hospital::store::{ClinicalStore, ExamResult, Patient, SqliteStore, StoreError};
+use medkeeper_hospital::store::{
+    AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, SqliteStore, StoreError,
+    TokenRecord,
+};
 use medkeeper_hospital::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
 use medkeeper_hospital::{
     Error, Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus,
@@ -1239,9 +1242,10 @@ impl World {
         let name = format!("{by:?}{}", self.log.len()).to_lowercase();
         let fresh =
             start_instance(&self.engine, &self.store, &self.now_ms, &self.config, &name).await?;
+        // Straight after the crash, with the virtual clock unchanged: no grace.
         let report = fresh
             .hospital
-            .reconcile()
+            .reconcile_with_grace(Duration::ZERO)
             .await
             .map_err(|e| err("reconcile", e))?;
         if report != expected {
@@ -1808,6 +1812,24 @@ struct FaultyStore {
 
 #[async_trait::async_trait]
 impl ClinicalStore for FaultyStore {
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.insert_token(token).await
+    }
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token_by_hash(hash).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        self.inner.revoke_token(id, at_ms).await
+    }
+    async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
+        self.inner.append_audit(record).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.audit(query).await
+    }
     async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
         self.inner.upsert_patient(patient).await
     }

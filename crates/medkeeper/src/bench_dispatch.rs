@@ -26,7 +26,10 @@ use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
 use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::dispatch::Dispatcher;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
-use medkeeper_hospital::store::{ClinicalStore, ExamResult, Patient, SqliteStore, StoreError};
+use medkeeper_hospital::store::{
+    AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, SqliteStore, StoreError,
+    TokenRecord,
+};
 use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -119,6 +122,24 @@ struct ProbedStore {
 
 #[async_trait::async_trait]
 impl ClinicalStore for ProbedStore {
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        self.inner.insert_token(token).await
+    }
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token_by_hash(hash).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        self.inner.revoke_token(id, at_ms).await
+    }
+    async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
+        self.inner.append_audit(record).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.audit(query).await
+    }
     async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
         self.inner.upsert_patient(patient).await
     }

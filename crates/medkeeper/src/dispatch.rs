@@ -159,13 +159,13 @@ async fn serve(
 /// The running dispatchers and status tasks of one session. [`stop`](Dispatchers::stop) asks
 /// them to release their locks and waits; dropping it without stopping stops them in the
 /// background (the caller then closes the session, which drops the locks anyway).
-struct Dispatchers {
+pub(crate) struct Dispatchers {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl Dispatchers {
-    fn start(hospital: &Arc<Hospital>, pools: &[Pool], instance: &str) -> Dispatchers {
+    pub(crate) fn start(hospital: &Arc<Hospital>, pools: &[Pool], instance: &str) -> Dispatchers {
         let (stop, _) = watch::channel(false);
         let mut tasks = JoinSet::new();
         for pool in pools {
@@ -185,7 +185,7 @@ impl Dispatchers {
         Dispatchers { stop, tasks }
     }
 
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         let _ = self.stop.send(true);
         let all = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
@@ -202,7 +202,7 @@ impl Drop for Dispatchers {
 }
 
 /// Resolves once `stop` says so (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
@@ -269,7 +269,7 @@ async fn announce(
     }
 }
 
-fn default_instance() -> String {
+pub(crate) fn default_instance() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();

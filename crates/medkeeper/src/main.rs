@@ -17,9 +17,11 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod bench_recipes;
+mod client;
 mod coord;
 mod dispatch;
 mod lock;
+mod serve;
 mod simulate;
 
 /// medkeeper: a coordination service for hospitals on the ZooKeeper model.
@@ -46,6 +48,14 @@ enum Command {
     /// Run this instance's dispatchers (one per pool, each while holding the pool's lock) until
     /// SIGTERM/SIGINT; prints `dispatching POOL as NAME` when it takes a pool.
     Dispatch(dispatch::DispatchArgs),
+    /// Serve the HTTP API, live streams and dashboard, and dispatch (the main job): the
+    /// embedded default in a data directory, or one of several instances on a ZooKeeper
+    /// ensemble. Prints the URL (and an admin token on first start).
+    Serve(serve::ServeArgs),
+    /// Everyday work against a running `medkeeper serve` (pools, queue, unit, patient, order,
+    /// cluster, tree, token, audit).
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +77,8 @@ fn main() -> ExitCode {
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Dispatch(args) => dispatch::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Client(cmd) => client::run(cmd).await,
         }
     });
     match result {

@@ -21,6 +21,11 @@
 //! transitions (id autoincrement PK, order_id → orders, from_state NULL for creation,
 //!              to_state, at_ms, actor, unit)       index (order_id)
 //! results     (order_id PK → orders, text, at_ms, actor)
+//! -- v2
+//! tokens      (id PK, hash UNIQUE (hex SHA-256), role, patient, label, created_ms,
+//!              revoked_ms NULL while valid)
+//! audit       (seq autoincrement PK, at_ms, actor, role, action, patient, order_id,
+//!              outcome, detail)                   index (patient, seq), (at_ms)
 //! ```
 //!
 //! The SQL is plain enough to run on PostgreSQL, except for what is marked SQLite-only:
@@ -46,7 +51,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
-use super::{ClinicalStore, ExamResult, Patient, StoreError};
+use super::{AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, StoreError, TokenRecord};
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
 
 /// How long a statement waits for another process's lock on the file before failing.
@@ -98,11 +103,45 @@ const MIGRATIONS: &[&str] = &[
         actor     TEXT NOT NULL
     );
     "#,
+    // v2: API tokens (hashes only) and the audit trail.
+    r#"
+    CREATE TABLE tokens (
+        id          TEXT NOT NULL PRIMARY KEY,
+        hash        TEXT NOT NULL UNIQUE,
+        role        TEXT NOT NULL,
+        patient     TEXT,
+        label       TEXT NOT NULL,
+        created_ms  BIGINT NOT NULL,
+        revoked_ms  BIGINT
+    );
+
+    -- SQLite-only: PostgreSQL spells the key BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY.
+    -- No foreign keys: the trail outlives (and may name) patients and orders never stored.
+    CREATE TABLE audit (
+        seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms     BIGINT NOT NULL,
+        actor     TEXT NOT NULL,
+        role      TEXT NOT NULL,
+        action    TEXT NOT NULL,
+        patient   TEXT,
+        order_id  TEXT,
+        outcome   TEXT NOT NULL,
+        detail    TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_patient ON audit (patient, seq);
+    CREATE INDEX audit_by_time ON audit (at_ms);
+    "#,
 ];
 
 /// The columns of `orders`, in the order [`RawOrder::read`] expects them.
 const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, priority, reason, \
                              state, assigned, created_ms, updated_ms";
+
+/// The columns of `tokens`, in the order [`read_token`] expects them.
+const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms";
+
+/// The columns of `audit`, in the order [`read_audit`] expects them.
+const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, action, patient, order_id, outcome, detail";
 
 /// The SQLite clinical store. Cheap to clone: clones share one connection.
 ///
@@ -310,6 +349,55 @@ impl RawOrder {
             updated_ms: self.updated_ms,
         })
     }
+}
+
+fn read_token(r: &rusqlite::Row<'_>) -> Result<TokenRecord, StoreError> {
+    let id: String = r.get(0).map_err(backend)?;
+    let patient: Option<String> = r.get(3).map_err(backend)?;
+    let rec = format!("token {id:?}");
+    Ok(TokenRecord {
+        hash: r.get(1).map_err(backend)?,
+        role: r.get(2).map_err(backend)?,
+        patient: patient.map(|p| parse(&rec, "patient", &p)).transpose()?,
+        label: r.get(4).map_err(backend)?,
+        created_ms: r.get(5).map_err(backend)?,
+        revoked_ms: r.get(6).map_err(backend)?,
+        id,
+    })
+}
+
+fn read_audit(r: &rusqlite::Row<'_>) -> Result<AuditRecord, StoreError> {
+    let seq: i64 = r.get(0).map_err(backend)?;
+    let patient: Option<String> = r.get(5).map_err(backend)?;
+    let order: Option<String> = r.get(6).map_err(backend)?;
+    let rec = format!("audit record {seq}");
+    Ok(AuditRecord {
+        seq,
+        at_ms: r.get(1).map_err(backend)?,
+        actor: r.get(2).map_err(backend)?,
+        role: r.get(3).map_err(backend)?,
+        action: r.get(4).map_err(backend)?,
+        patient: patient.map(|p| parse(&rec, "patient", &p)).transpose()?,
+        order: order.map(|o| parse(&rec, "order", &o)).transpose()?,
+        outcome: r.get(7).map_err(backend)?,
+        detail: r.get(8).map_err(backend)?,
+    })
+}
+
+/// Runs `sql` and reads every row with `read`.
+fn query_rows<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    read: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql).map_err(backend)?;
+    let mut rows = stmt.query(params).map_err(backend)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(backend)? {
+        out.push(read(r)?);
+    }
+    Ok(out)
 }
 
 fn query_orders(
@@ -594,6 +682,136 @@ impl ClinicalStore for SqliteStore {
                 at_ms,
                 actor,
             }))
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+        let t = token.clone();
+        self.run(move |conn| {
+            conn.execute(
+                &format!(
+                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ),
+                params![
+                    t.id,
+                    t.hash,
+                    t.role,
+                    t.patient.as_ref().map(|p| p.as_str()),
+                    t.label,
+                    t.created_ms,
+                    t.revoked_ms,
+                ],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    // Which of the two is taken is not said: the hash is a secret's.
+                    StoreError::Exists(format!("token {} (id or hash taken)", t.id))
+                } else {
+                    backend(e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let hash = hash.to_string();
+        self.run(move |conn| {
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1");
+            Ok(query_rows(conn, &sql, [hash], read_token)?.pop())
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.run(move |conn| {
+            // Ties on created_ms break by id: deterministic on every backend (no rowid).
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_ms, id");
+            query_rows(conn, &sql, [], read_token)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.run(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE tokens SET revoked_ms = ?1 WHERE id = ?2 AND revoked_ms IS NULL",
+                    params![at_ms, id],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
+        let a = record.clone();
+        self.run(move |conn| {
+            // RETURNING: SQLite 3.35+ and PostgreSQL alike.
+            conn.query_row(
+                "INSERT INTO audit (at_ms, actor, role, action, patient, order_id, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 RETURNING seq",
+                params![
+                    a.at_ms,
+                    a.actor,
+                    a.role,
+                    a.action,
+                    a.patient.as_ref().map(|p| p.as_str()),
+                    a.order.as_ref().map(|o| o.as_str()),
+                    a.outcome,
+                    a.detail,
+                ],
+                |r| r.get(0),
+            )
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let q = query.clone();
+        self.run(move |conn| {
+            let mut conds = Vec::new();
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut bind = |cond: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                conds.push(cond.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(p) = &q.patient {
+                bind("patient = ?", p.as_str().to_string().into());
+            }
+            if let Some(a) = &q.actor {
+                bind("actor = ?", a.clone().into());
+            }
+            if let Some(t) = q.since_ms {
+                bind("at_ms >= ?", t.into());
+            }
+            if let Some(s) = q.after_seq {
+                bind("seq > ?", s.into());
+            }
+            let filter = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let limit = q.effective_limit();
+            // Paging forward: the first `limit` after `after_seq`. Otherwise the most recent
+            // `limit`, taken newest first and put back in ascending order.
+            let sql = if q.after_seq.is_some() {
+                format!("SELECT {AUDIT_COLUMNS} FROM audit {filter} ORDER BY seq LIMIT {limit}")
+            } else {
+                format!(
+                    "SELECT {AUDIT_COLUMNS} FROM (
+                         SELECT {AUDIT_COLUMNS} FROM audit {filter} ORDER BY seq DESC LIMIT {limit}
+                     ) AS recent ORDER BY seq"
+                )
+            };
+            query_rows(conn, &sql, params_from_iter(args), read_audit)
         })
         .await
     }
@@ -1056,5 +1274,311 @@ mod tests {
         let history = store.transitions(&oid("o-1")).await.unwrap();
         assert_eq!(history.len(), 2);
         assert_eq!(history[1].unit.as_ref(), Some(&winners[0]));
+    }
+
+    fn token(id: &str, hash: &str, created_ms: i64) -> TokenRecord {
+        TokenRecord {
+            id: id.into(),
+            hash: hash.into(),
+            role: "doctor".into(),
+            patient: None,
+            label: "Dr. Quinn's laptop".into(),
+            created_ms,
+            revoked_ms: None,
+        }
+    }
+
+    fn audit_rec(at_ms: i64, actor: &str, patient: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            seq: -7, // ignored
+            at_ms,
+            actor: actor.into(),
+            role: "nurse".into(),
+            action: "patient.read".into(),
+            patient: patient.map(pid),
+            order: None,
+            outcome: "ok".into(),
+            detail: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn token_round_trip_keeps_every_field() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut t = token("t-00000001", &"ab".repeat(32), 1_000);
+        t.role = "patient".into();
+        t.patient = Some(pid("p-1"));
+        t.revoked_ms = Some(2_000);
+        store.insert_token(&t).await.unwrap();
+        let plain = token("t-00000002", &"cd".repeat(32), 500);
+        store.insert_token(&plain).await.unwrap();
+        assert_eq!(
+            store.token_by_hash(&t.hash).await.unwrap(),
+            Some(t.clone()),
+            "revoked tokens are found too"
+        );
+        assert_eq!(
+            store.token_by_hash(&plain.hash).await.unwrap(),
+            Some(plain.clone())
+        );
+        assert_eq!(store.token_by_hash("ef").await.unwrap(), None);
+        // Oldest first.
+        assert_eq!(store.tokens().await.unwrap(), vec![plain, t]);
+    }
+
+    #[tokio::test]
+    async fn duplicate_token_id_or_hash_is_exists_and_changes_nothing() {
+        let store = SqliteStore::in_memory().unwrap();
+        let t = token("t-00000001", "aa", 1_000);
+        store.insert_token(&t).await.unwrap();
+        let same_hash = token("t-00000002", "aa", 2_000);
+        assert!(matches!(
+            store.insert_token(&same_hash).await,
+            Err(StoreError::Exists(m)) if m.contains("t-00000002")
+        ));
+        let same_id = token("t-00000001", "bb", 3_000);
+        assert!(matches!(
+            store.insert_token(&same_id).await,
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(store.tokens().await.unwrap(), vec![t]);
+        assert_eq!(store.token_by_hash("bb").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn revoke_token_once() {
+        let store = SqliteStore::in_memory().unwrap();
+        let t = token("t-00000001", "aa", 1_000);
+        store.insert_token(&t).await.unwrap();
+        assert!(store.revoke_token("t-00000001", 5_000).await.unwrap());
+        // Already revoked: false, and the first revocation time stands.
+        assert!(!store.revoke_token("t-00000001", 6_000).await.unwrap());
+        assert!(!store.revoke_token("t-unknown", 6_000).await.unwrap());
+        let now = store.token_by_hash("aa").await.unwrap().unwrap();
+        assert_eq!(now.revoked_ms, Some(5_000));
+        assert_eq!(
+            now,
+            TokenRecord {
+                revoked_ms: Some(5_000),
+                ..t
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn audit_append_assigns_increasing_seq_and_round_trips() {
+        let store = SqliteStore::in_memory().unwrap();
+        let mut full = audit_rec(1_000, "t-00000001", Some("p-1"));
+        full.order = Some(oid("o-1"));
+        full.action = "order.create".into();
+        full.outcome = "not_found".into();
+        full.detail = "\"quotes\" and ünïcode".into();
+        let s1 = store.append_audit(&full).await.unwrap();
+        let s2 = store
+            .append_audit(&audit_rec(900, "cli", None))
+            .await
+            .unwrap();
+        assert!(s2 > s1, "{s1} then {s2}");
+        let all = store.audit(&AuditQuery::default()).await.unwrap();
+        assert_eq!(
+            all,
+            vec![
+                AuditRecord { seq: s1, ..full },
+                AuditRecord {
+                    seq: s2,
+                    ..audit_rec(900, "cli", None)
+                },
+            ],
+            "ascending seq, not time"
+        );
+    }
+
+    #[tokio::test]
+    async fn audit_filters_limit_and_paging() {
+        let store = SqliteStore::in_memory().unwrap();
+        // 10 records: even ones about p-1 by t-a, odd ones about p-2 by t-b; at_ms = 100 * i.
+        let mut seqs = Vec::new();
+        for i in 0..10 {
+            let (actor, patient) = if i % 2 == 0 {
+                ("t-a", "p-1")
+            } else {
+                ("t-b", "p-2")
+            };
+            seqs.push(
+                store
+                    .append_audit(&audit_rec(100 * i, actor, Some(patient)))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let at = |v: Vec<AuditRecord>| v.into_iter().map(|r| r.at_ms).collect::<Vec<_>>();
+        let q = |f: fn(&mut AuditQuery)| {
+            let mut q = AuditQuery::default();
+            f(&mut q);
+            q
+        };
+        assert_eq!(
+            at(store
+                .audit(&q(|q| q.patient = Some(pid("p-1"))))
+                .await
+                .unwrap()),
+            [0, 200, 400, 600, 800]
+        );
+        assert_eq!(
+            at(store
+                .audit(&q(|q| q.actor = Some("t-b".into())))
+                .await
+                .unwrap()),
+            [100, 300, 500, 700, 900]
+        );
+        assert_eq!(
+            at(store.audit(&q(|q| q.since_ms = Some(700))).await.unwrap()),
+            [700, 800, 900]
+        );
+        // Filters combine.
+        assert_eq!(
+            at(store
+                .audit(&q(|q| {
+                    q.patient = Some(pid("p-2"));
+                    q.since_ms = Some(400);
+                    q.actor = Some("t-b".into());
+                }))
+                .await
+                .unwrap()),
+            [500, 700, 900]
+        );
+        assert!(
+            store
+                .audit(&q(|q| {
+                    q.patient = Some(pid("p-1"));
+                    q.actor = Some("t-b".into());
+                }))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // A limit without after_seq: the most recent ones, still ascending.
+        assert_eq!(
+            at(store.audit(&q(|q| q.limit = Some(3))).await.unwrap()),
+            [700, 800, 900]
+        );
+        assert_eq!(
+            at(store
+                .audit(&q(|q| {
+                    q.limit = Some(2);
+                    q.patient = Some(pid("p-1"));
+                }))
+                .await
+                .unwrap()),
+            [600, 800]
+        );
+        // Paging forward from after_seq: the first ones after it.
+        let mut page = AuditQuery {
+            after_seq: Some(seqs[2]),
+            limit: Some(3),
+            ..AuditQuery::default()
+        };
+        assert_eq!(at(store.audit(&page).await.unwrap()), [300, 400, 500]);
+        page.after_seq = Some(seqs[5]);
+        let rest = store.audit(&page).await.unwrap();
+        assert_eq!(at(rest.clone()), [600, 700, 800]);
+        page.after_seq = Some(rest[2].seq);
+        assert_eq!(at(store.audit(&page).await.unwrap()), [900]);
+        page.after_seq = Some(seqs[9]);
+        assert!(store.audit(&page).await.unwrap().is_empty());
+        // Limit 0 is 0; the default is 100; the cap is 10 000.
+        assert!(
+            store
+                .audit(&q(|q| q.limit = Some(0)))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(AuditQuery::default().effective_limit(), 100);
+        assert_eq!(q(|q| q.limit = Some(u32::MAX)).effective_limit(), 10_000);
+    }
+
+    #[tokio::test]
+    async fn audit_default_limit_is_the_most_recent_hundred() {
+        let store = SqliteStore::in_memory().unwrap();
+        for i in 0..120 {
+            store
+                .append_audit(&audit_rec(i, "system", None))
+                .await
+                .unwrap();
+        }
+        let got = store.audit(&AuditQuery::default()).await.unwrap();
+        assert_eq!(got.len(), 100);
+        assert_eq!((got[0].at_ms, got[99].at_ms), (20, 119));
+        assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    #[tokio::test]
+    async fn a_v1_database_is_migrated_and_keeps_its_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clinical.db");
+        // A database as a v1 build left it.
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO patients (id, name, birth_date) VALUES ('p-1', 'Ada', NULL)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let version: i64 = store
+            .conn
+            .lock()
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(
+            store.patient(&pid("p-1")).await.unwrap().unwrap().name,
+            "Ada"
+        );
+        let t = token("t-00000001", "aa", 1);
+        store.insert_token(&t).await.unwrap();
+        assert_eq!(store.token_by_hash("aa").await.unwrap(), Some(t));
+        let seq = store
+            .append_audit(&audit_rec(1, "cli", Some("p-1")))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.audit(&AuditQuery::default()).await.unwrap()[0].seq,
+            seq
+        );
+        // Opening again migrates nothing more.
+        drop(store);
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.tokens().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn corrupt_token_and_audit_values_are_reported_as_corrupt() {
+        let store = SqliteStore::in_memory().unwrap();
+        store.insert_token(&token("t-1", "aa", 1)).await.unwrap();
+        store
+            .append_audit(&audit_rec(1, "cli", Some("p-1")))
+            .await
+            .unwrap();
+        {
+            let conn = store.conn.lock().unwrap();
+            conn.execute("UPDATE tokens SET patient = 'a/b'", [])
+                .unwrap();
+            conn.execute("UPDATE audit SET order_id = 'x/y'", [])
+                .unwrap();
+        }
+        assert!(matches!(
+            store.token_by_hash("aa").await,
+            Err(StoreError::Corrupt(m)) if m.contains("t-1")
+        ));
+        assert!(matches!(
+            store.audit(&AuditQuery::default()).await,
+            Err(StoreError::Corrupt(m)) if m.contains("order")
+        ));
     }
 }

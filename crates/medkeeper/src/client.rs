@@ -1,0 +1,1302 @@
+//! The everyday commands against a running `medkeeper serve`: pools, queues, units, patients,
+//! orders, the cluster, the tree, tokens and the audit log, over the JSON API (`docs/api.md`).
+//!
+//! Every command takes `--server URL` (`MEDKEEPER_SERVER`), `--token TOKEN`
+//! (`MEDKEEPER_TOKEN`) and `--json` (the raw answer instead of a table). A server error
+//! `{"error":{"code","message"}}` is printed as `error: MESSAGE (CODE, HTTP STATUS)`; the exit
+//! status is 2 for a 4xx answer and 1 otherwise. `token create` and `audit` also work offline
+//! with `--data DIR`, straight on the clinical store `DIR/clinical.sqlite`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// `println!` that ignores a closed stdout (`medkeeper pools | head -1`) instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// How long one request may take.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which server to talk to, as whom, and how to print the answer.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Server")]
+pub struct ServerArgs {
+    /// The server's base URL.
+    #[arg(
+        long,
+        env = "MEDKEEPER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    server: String,
+    /// The bearer token (`mkt_...`).
+    #[arg(long, env = "MEDKEEPER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the server's JSON answer instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The commands against a running server (flattened into `medkeeper ...`).
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Pools with their units (status, and the order and patient while in use) and queue
+    /// lengths.
+    Pools {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Only this pool (`MRI`, `cardiology`, `equipment:NAME`, `department:NAME`).
+        pool: Option<String>,
+    },
+    /// A pool's queue in dispatch order: position, order, patient, priority (ordered and after
+    /// ageing), time waited, estimated wait.
+    Queue {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The pool.
+        pool: String,
+    },
+    /// Set a unit's (or doctor's) status.
+    Unit {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The pool.
+        pool: String,
+        /// The unit or doctor.
+        unit: String,
+        /// The new status.
+        #[arg(long, value_parser = ["available", "maintenance", "offline"])]
+        status: String,
+    },
+    /// Create or show patients.
+    #[command(subcommand)]
+    Patient(PatientCommand),
+    /// Create, show and move orders through their life.
+    #[command(subcommand)]
+    Order(OrderCommand),
+    /// The cluster's members and its leader.
+    Cluster {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The coordination tree, read-only, through the server (admin only; `medkeeper coord`
+    /// talks to the coordination service directly).
+    Tree {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The path (the server's default when omitted).
+        path: Option<String>,
+        /// How many levels below the path.
+        #[arg(long)]
+        depth: Option<u32>,
+    },
+    /// Issue, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The audit log: who read patient data or changed anything, when, with what outcome
+    /// (admin).
+    Audit {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Only records about this patient.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Only records by this actor (a token id, `t-...`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records at or after this time, ms since the Unix epoch.
+        #[arg(long)]
+        since_ms: Option<i64>,
+        /// Only records after this sequence number.
+        #[arg(long)]
+        after_seq: Option<i64>,
+        /// At most this many records.
+        #[arg(long)]
+        limit: Option<u32>,
+        /// Read the clinical store `DIR/clinical.sqlite` directly instead of asking a server.
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+}
+
+/// `medkeeper patient ...`.
+#[derive(Subcommand, Debug)]
+pub enum PatientCommand {
+    /// Register a patient; prints the patient's id.
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Birth date, YYYY-MM-DD.
+        #[arg(long)]
+        birth_date: Option<String>,
+        /// The opaque id to use (a fresh `p-...` when omitted).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// A patient's demographics, orders and queue entries.
+    Show {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The patient's id.
+        id: String,
+    },
+}
+
+/// `medkeeper order ...`.
+#[derive(Subcommand, Debug)]
+pub enum OrderCommand {
+    /// Order an exam; prints the order's id on the first line, then a summary.
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The patient's id.
+        #[arg(long)]
+        patient: String,
+        /// The pool (`MRI`, `cardiology`, ...).
+        #[arg(long)]
+        pool: String,
+        /// The FHIR priority.
+        #[arg(long, value_parser = PRIORITIES)]
+        priority: String,
+        /// A capability the unit must have (repeatable).
+        #[arg(long = "capability", value_name = "C")]
+        capabilities: Vec<String>,
+        /// The clinical reason.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
+    /// An order, its transitions and its result.
+    Show {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+    },
+    /// Change a queued order's priority.
+    Priority {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+        /// The new priority.
+        #[arg(value_parser = PRIORITIES)]
+        priority: String,
+    },
+    /// Cancel an order.
+    Cancel {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+    },
+    /// Call the patient to a unit now (any free compatible unit unless --unit).
+    Call {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+        /// The unit or doctor.
+        #[arg(long)]
+        unit: Option<String>,
+    },
+    /// The exam has started.
+    Start {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+    },
+    /// The exam is done (results pending).
+    Complete {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+    },
+    /// Report the results (the order becomes `reported`: results ready).
+    Report {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+        /// The report.
+        #[arg(long)]
+        text: String,
+    },
+    /// The patient did not arrive.
+    NoShow {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The order's id.
+        id: String,
+    },
+}
+
+/// `medkeeper token ...`.
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Issue a token; prints the token (shown only this once) on the first line.
+    Create {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The role.
+        #[arg(long, value_parser = ROLES)]
+        role: String,
+        /// The patient a `patient` token belongs to.
+        #[arg(long)]
+        patient: Option<String>,
+        /// A note on whom it is for.
+        #[arg(long, value_name = "TEXT")]
+        label: Option<String>,
+        /// Issue offline, straight into the clinical store `DIR/clinical.sqlite` (no server
+        /// needed; works while one runs).
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+    },
+    /// Every token (never the secret): id, role, patient, label, created, revoked.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Revoke a token.
+    Revoke {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The token's id (`t-...`).
+        id: String,
+    },
+}
+
+const PRIORITIES: [&str; 4] = ["routine", "urgent", "asap", "stat"];
+const ROLES: [&str; 6] = [
+    "admin",
+    "scheduler",
+    "doctor",
+    "nurse",
+    "technician",
+    "patient",
+];
+
+/// The server answered with an error status.
+#[derive(Debug)]
+struct ApiError {
+    status: u16,
+    code: String,
+    message: String,
+    /// What to try, when the client can tell.
+    hint: Option<&'static str>,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, HTTP {})", self.message, self.code, self.status)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Runs a client command.
+pub async fn run(cmd: ClientCommand) -> anyhow::Result<ExitCode> {
+    match command(cmd).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => match e.downcast_ref::<ApiError>() {
+            Some(api) => {
+                eprintln!("error: {api}");
+                if let Some(hint) = api.hint {
+                    eprintln!("  hint: {hint}");
+                }
+                Ok(if (400..500).contains(&api.status) {
+                    ExitCode::from(2)
+                } else {
+                    ExitCode::FAILURE
+                })
+            }
+            None => Err(e),
+        },
+    }
+}
+
+async fn command(cmd: ClientCommand) -> anyhow::Result<()> {
+    match cmd {
+        ClientCommand::Pools { server, pool } => {
+            let c = Client::new(&server)?;
+            match pool {
+                Some(p) => {
+                    let v = c.get(&format!("/api/pools/{}", seg(&p))).await?;
+                    c.print(&v, |v| print_pools(std::slice::from_ref(v)));
+                }
+                None => {
+                    let v = c.get("/api/pools").await?;
+                    c.print(&v, |v| print_pools(arr(v)));
+                }
+            }
+        }
+        ClientCommand::Queue { server, pool } => {
+            let c = Client::new(&server)?;
+            let v = c.get(&format!("/api/pools/{}/queue", seg(&pool))).await?;
+            c.print(&v, print_queue);
+        }
+        ClientCommand::Unit {
+            server,
+            pool,
+            unit,
+            status,
+        } => {
+            let c = Client::new(&server)?;
+            let v = c
+                .send(
+                    Method::Put,
+                    &format!("/api/pools/{}/units/{}/status", seg(&pool), seg(&unit)),
+                    Some(json!({ "status": status })),
+                )
+                .await?;
+            c.print(&v, |v| print_units(std::slice::from_ref(v)));
+        }
+        ClientCommand::Patient(PatientCommand::Create {
+            server,
+            name,
+            birth_date,
+            id,
+        }) => {
+            let c = Client::new(&server)?;
+            let mut body = json!({ "name": name });
+            if let Some(b) = birth_date {
+                body["birth_date"] = json!(b);
+            }
+            if let Some(id) = id {
+                body["id"] = json!(id);
+            }
+            let v = c.send(Method::Post, "/api/patients", Some(body)).await?;
+            c.print(&v, |v| outln!("{}", text(&v["id"])));
+        }
+        ClientCommand::Patient(PatientCommand::Show { server, id }) => {
+            let c = Client::new(&server)?;
+            let v = c.get(&format!("/api/patients/{}", seg(&id))).await?;
+            c.print(&v, print_patient);
+        }
+        ClientCommand::Order(cmd) => order_command(cmd).await?,
+        ClientCommand::Cluster { server } => {
+            let c = Client::new(&server)?;
+            let v = c.get("/api/cluster").await?;
+            c.print(&v, print_cluster);
+        }
+        ClientCommand::Tree {
+            server,
+            path,
+            depth,
+        } => {
+            let c = Client::new(&server)?;
+            let mut query = Vec::new();
+            if let Some(p) = &path {
+                query.push(("path", p.clone()));
+            }
+            if let Some(d) = depth {
+                query.push(("depth", d.to_string()));
+            }
+            let v = c.get(&with_query("/api/tree", &query)).await?;
+            c.print(&v, |v| print_tree(v, 0));
+        }
+        ClientCommand::Token(cmd) => token_command(cmd).await?,
+        ClientCommand::Audit {
+            server,
+            patient,
+            actor,
+            since_ms,
+            after_seq,
+            limit,
+            data,
+        } => {
+            let v = match data {
+                Some(dir) => {
+                    offline::audit(&dir, patient, actor, since_ms, after_seq, limit).await?
+                }
+                None => {
+                    let c = Client::new(&server)?;
+                    let mut query = Vec::new();
+                    if let Some(p) = patient {
+                        query.push(("patient", p));
+                    }
+                    if let Some(a) = actor {
+                        query.push(("actor", a));
+                    }
+                    if let Some(s) = since_ms {
+                        query.push(("since_ms", s.to_string()));
+                    }
+                    if let Some(s) = after_seq {
+                        query.push(("after_seq", s.to_string()));
+                    }
+                    if let Some(l) = limit {
+                        query.push(("limit", l.to_string()));
+                    }
+                    c.get(&with_query("/api/audit", &query)).await?
+                }
+            };
+            output(server.json, &v, print_audit);
+        }
+    }
+    Ok(())
+}
+
+async fn order_command(cmd: OrderCommand) -> anyhow::Result<()> {
+    let (server, id, action, body) = match cmd {
+        OrderCommand::Create {
+            server,
+            patient,
+            pool,
+            priority,
+            capabilities,
+            reason,
+        } => {
+            let c = Client::new(&server)?;
+            let body = json!({
+                "patient": patient,
+                "pool": pool,
+                "priority": priority,
+                "capabilities": capabilities,
+                "reason": reason.unwrap_or_default(),
+            });
+            let v = c.send(Method::Post, "/api/orders", Some(body)).await?;
+            c.print(&v, |v| {
+                outln!("{}", text(&v["id"]));
+                print_order_summary(v);
+            });
+            return Ok(());
+        }
+        OrderCommand::Show { server, id } => {
+            let c = Client::new(&server)?;
+            let v = c.get(&format!("/api/orders/{}", seg(&id))).await?;
+            c.print(&v, print_order_details);
+            return Ok(());
+        }
+        OrderCommand::Priority {
+            server,
+            id,
+            priority,
+        } => (
+            server,
+            id,
+            "priority",
+            Some(json!({ "priority": priority })),
+        ),
+        OrderCommand::Cancel { server, id } => (server, id, "cancel", None),
+        OrderCommand::Call { server, id, unit } => {
+            let body = match unit {
+                Some(u) => json!({ "unit": u }),
+                None => json!({}),
+            };
+            (server, id, "call", Some(body))
+        }
+        OrderCommand::Start { server, id } => (server, id, "start", None),
+        OrderCommand::Complete { server, id } => (server, id, "complete", None),
+        OrderCommand::Report { server, id, text } => {
+            (server, id, "report", Some(json!({ "text": text })))
+        }
+        OrderCommand::NoShow { server, id } => (server, id, "no-show", None),
+    };
+    let c = Client::new(&server)?;
+    let v = c
+        .send(
+            Method::Post,
+            &format!("/api/orders/{}/{action}", seg(&id)),
+            body,
+        )
+        .await?;
+    c.print(&v, print_order_line);
+    Ok(())
+}
+
+async fn token_command(cmd: TokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        TokenCommand::Create {
+            server,
+            role,
+            patient,
+            label,
+            data,
+        } => {
+            let v = match data {
+                Some(dir) => offline::issue_token(&dir, &role, patient, label).await?,
+                None => {
+                    let c = Client::new(&server)?;
+                    let mut body = json!({ "role": role });
+                    if let Some(p) = patient {
+                        body["patient"] = json!(p);
+                    }
+                    if let Some(l) = label {
+                        body["label"] = json!(l);
+                    }
+                    c.send(Method::Post, "/api/tokens", Some(body)).await?
+                }
+            };
+            output(server.json, &v, |v| {
+                outln!("{}", text(&v["token"]));
+                let mut line = format!("id {}  role {}", text(&v["id"]), text(&v["role"]));
+                if !v["patient"].is_null() {
+                    line.push_str(&format!("  patient {}", text(&v["patient"])));
+                }
+                eprintln!("{line}  (the token is shown only this once)");
+            });
+        }
+        TokenCommand::List { server } => {
+            let c = Client::new(&server)?;
+            let v = c.get("/api/tokens").await?;
+            c.print(&v, print_tokens);
+        }
+        TokenCommand::Revoke { server, id } => {
+            let c = Client::new(&server)?;
+            let v = c
+                .send(Method::Delete, &format!("/api/tokens/{}", seg(&id)), None)
+                .await?;
+            c.print(&v, |_| outln!("revoked {id}"));
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP
+
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+/// A blocking ureq agent, called from the blocking pool.
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: Option<String>,
+    json: bool,
+}
+
+impl Client {
+    fn new(args: &ServerArgs) -> anyhow::Result<Client> {
+        let base = args.server.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!(
+                "--server {:?}: expected a URL such as http://127.0.0.1:8080",
+                args.server
+            );
+        }
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(TIMEOUT))
+            .http_status_as_error(false)
+            .build();
+        Ok(Client {
+            agent: config.into(),
+            base,
+            token: args.token.clone().filter(|t| !t.is_empty()),
+            json: args.json,
+        })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(Method::Get, path, None).await
+    }
+
+    /// Sends one request; a 2xx answer's JSON (`null` when empty), else an [`ApiError`].
+    async fn send(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let agent = self.agent.clone();
+        let url = format!("{}{path}", self.base);
+        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
+        let base = self.base.clone();
+        let no_token = auth.is_none();
+        let result =
+            tokio::task::spawn_blocking(move || request(&agent, method, &url, auth, body, &base))
+                .await
+                .context("the request thread failed")?;
+        result.map_err(|e| match e.downcast::<ApiError>() {
+            Ok(mut api) => {
+                if api.status == 401 && no_token {
+                    api.hint = Some("pass --token or set MEDKEEPER_TOKEN");
+                }
+                api.into()
+            }
+            Err(e) => e,
+        })
+    }
+
+    /// Prints `v` as JSON with `--json`, else with `human`.
+    fn print(&self, v: &Value, human: impl FnOnce(&Value)) {
+        output(self.json, v, human)
+    }
+}
+
+fn output(json: bool, v: &Value, human: impl FnOnce(&Value)) {
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+        );
+    } else {
+        human(v)
+    }
+}
+
+fn request(
+    agent: &ureq::Agent,
+    method: Method,
+    url: &str,
+    auth: Option<String>,
+    body: Option<Value>,
+    base: &str,
+) -> anyhow::Result<Value> {
+    macro_rules! with_auth {
+        ($req:expr) => {{
+            let req = $req.header("Accept", "application/json");
+            match &auth {
+                Some(a) => req.header("Authorization", a),
+                None => req,
+            }
+        }};
+    }
+    let result = match (method, body) {
+        (Method::Get, _) => with_auth!(agent.get(url)).call(),
+        (Method::Delete, _) => with_auth!(agent.delete(url)).call(),
+        (Method::Post, Some(b)) => with_auth!(agent.post(url)).send_json(&b),
+        (Method::Post, None) => with_auth!(agent.post(url)).send_empty(),
+        (Method::Put, Some(b)) => with_auth!(agent.put(url)).send_json(&b),
+        (Method::Put, None) => with_auth!(agent.put(url)).send_empty(),
+    };
+    let mut response = result.map_err(|e| transport_error(e, base))?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("cannot read the answer from {base} (HTTP {status})"))?;
+    let parsed: Option<Value> = if text.trim().is_empty() {
+        None
+    } else {
+        serde_json::from_str(&text).ok()
+    };
+    if (200..300).contains(&status) {
+        return match parsed {
+            Some(v) => Ok(v),
+            None if text.trim().is_empty() => Ok(Value::Null),
+            None => Err(anyhow!(
+                "{base} answered HTTP {status} with something that is not JSON: {}",
+                snippet(&text)
+            )),
+        };
+    }
+    let error = parsed.as_ref().map(|v| &v["error"]);
+    match error {
+        Some(e) if e["code"].is_string() => Err(ApiError {
+            status,
+            code: text_of(&e["code"]),
+            message: text_of(&e["message"]),
+            hint: None,
+        }
+        .into()),
+        _ => Err(ApiError {
+            status,
+            code: "http".into(),
+            message: if text.trim().is_empty() {
+                format!("{base} answered without a body")
+            } else {
+                snippet(&text)
+            },
+            hint: None,
+        }
+        .into()),
+    }
+}
+
+fn transport_error(e: ureq::Error, base: &str) -> anyhow::Error {
+    let refused = match &e {
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::ConnectionReset
+        ),
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        _ => false,
+    };
+    if refused {
+        anyhow!(
+            "cannot reach the medkeeper server at {base}: {e} (is `medkeeper serve` running \
+             there? set --server or MEDKEEPER_SERVER)"
+        )
+    } else if matches!(e, ureq::Error::Timeout(_)) {
+        anyhow!(
+            "no answer from the medkeeper server at {base} within {}s: {e}",
+            TIMEOUT.as_secs()
+        )
+    } else {
+        anyhow!("request to the medkeeper server at {base} failed: {e}")
+    }
+}
+
+fn snippet(s: &str) -> String {
+    let s = s.trim();
+    let cut: String = s.chars().take(200).collect();
+    if cut.len() < s.len() {
+        format!("{cut}...")
+    } else {
+        cut
+    }
+}
+
+/// Percent-encodes one path segment or query value (RFC 3986 unreserved characters stay).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return path.to_string();
+    }
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{k}={}", seg(v).replace("%2F", "/")))
+        .collect();
+    format!("{path}?{}", q.join("&"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offline (on the clinical store)
+
+mod offline {
+    use std::path::Path;
+
+    use anyhow::{Context, anyhow};
+    use medkeeper_hospital::PatientId;
+    use medkeeper_hospital::store::{AuditQuery, ClinicalStore, SqliteStore};
+    use medkeeper_server::auth::Role;
+    use medkeeper_server::ApiError;
+    use serde_json::Value;
+
+    fn open(dir: &Path) -> anyhow::Result<SqliteStore> {
+        let file = dir.join("clinical.sqlite");
+        if !file.exists() {
+            anyhow::bail!(
+                "no clinical store at {} (the --data directory of `medkeeper serve`)",
+                file.display()
+            );
+        }
+        SqliteStore::open(&file)
+            .with_context(|| format!("cannot open the clinical store {}", file.display()))
+    }
+
+    /// Issues a token into the store; the answer shaped like `POST /api/tokens`.
+    pub async fn issue_token(
+        dir: &Path,
+        role: &str,
+        patient: Option<String>,
+        label: Option<String>,
+    ) -> anyhow::Result<Value> {
+        let role: Role = role.parse().map_err(|e: ApiError| anyhow!("{}", e.message))?;
+        let patient = patient
+            .map(|p| p.parse::<PatientId>())
+            .transpose()
+            .map_err(|e| anyhow!("{e}"))?;
+        let store = open(dir)?;
+        let (record, secret) = medkeeper_server::auth::issue_token(&store, role, patient, label.as_deref().unwrap_or(""))
+            .await
+            .map_err(|e| anyhow!("cannot issue the token: {} ({})", e.message, e.code))?;
+        let mut v = serde_json::to_value(&record)?;
+        if let Some(fields) = v.as_object_mut() {
+            fields.remove("hash");
+        }
+        v["token"] = Value::String(secret);
+        Ok(v)
+    }
+
+    /// The audit records the query selects, as JSON like `GET /api/audit`.
+    pub async fn audit(
+        dir: &Path,
+        patient: Option<String>,
+        actor: Option<String>,
+        since_ms: Option<i64>,
+        after_seq: Option<i64>,
+        limit: Option<u32>,
+    ) -> anyhow::Result<Value> {
+        let store = open(dir)?;
+        let query = AuditQuery {
+            patient: patient
+                .map(|p| p.parse::<PatientId>())
+                .transpose()
+                .map_err(|e| anyhow!("{e}"))?,
+            actor,
+            since_ms,
+            after_seq,
+            limit,
+        };
+        let records = store
+            .audit(&query)
+            .await
+            .map_err(|e| anyhow!("cannot read the audit log: {e}"))?;
+        Ok(serde_json::to_value(&records)?)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text output
+
+fn arr(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// A JSON value as a table cell: `-` for null or empty.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) if s.is_empty() => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.is_empty() => "-".into(),
+        Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(","),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON string as is (empty when absent).
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// `{"pool":"equipment","name":"MRI"}` as `MRI (equipment)`.
+fn pool_name(v: &Value) -> String {
+    match (v["name"].as_str(), v["pool"].as_str()) {
+        (Some(n), Some(k)) => format!("{n} ({k})"),
+        _ => text(v),
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+fn time(v: &Value) -> String {
+    let Some(ms) = v.as_i64() else {
+        return text(v);
+    };
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Seconds as `42s`, `3m05s`, `2h07m`.
+fn duration(v: &Value) -> String {
+    let Some(s) = v.as_u64() else {
+        return text(v);
+    };
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// Left-aligned columns, two spaces apart; the last column is not padded.
+fn table(indent: &str, headers: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::from(indent);
+        let last = cells.len().saturating_sub(1);
+        for (i, cell) in cells.into_iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        outln!("{}", out.trim_end());
+    };
+    line(headers.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+fn print_pools(pools: &[Value]) {
+    if pools.is_empty() {
+        outln!("no pools");
+    }
+    for (i, p) in pools.iter().enumerate() {
+        if i > 0 {
+            outln!();
+        }
+        outln!(
+            "{} {}  queue {}",
+            text(&p["pool"]),
+            text(&p["name"]),
+            text(&p["queue_length"])
+        );
+        let units = arr(&p["units"]);
+        if units.is_empty() {
+            outln!("  no units");
+        } else {
+            print_units_indented("  ", units);
+        }
+    }
+}
+
+fn print_units(units: &[Value]) {
+    print_units_indented("", units)
+}
+
+fn print_units_indented(indent: &str, units: &[Value]) {
+    let rows: Vec<Vec<String>> = units
+        .iter()
+        .map(|u| {
+            vec![
+                text(&u["name"]),
+                text(&u["status"]),
+                text(&u["order"]),
+                text(&u["patient"]),
+                text(&u["capabilities"]),
+                time(&u["since_ms"]),
+            ]
+        })
+        .collect();
+    table(
+        indent,
+        &[
+            "UNIT",
+            "STATUS",
+            "ORDER",
+            "PATIENT",
+            "CAPABILITIES",
+            "SINCE",
+        ],
+        &rows,
+    );
+}
+
+fn print_queue(v: &Value) {
+    let rows: Vec<Vec<String>> = arr(v)
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r["position"]),
+                text(&r["order"]),
+                text(&r["patient"]),
+                format!(
+                    "{}/{}",
+                    text(&r["priority"]),
+                    text(&r["effective_priority"])
+                ),
+                duration(&r["waited_s"]),
+                duration(&r["estimated_wait_s"]),
+                text(&r["capabilities"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        outln!("the queue is empty");
+        return;
+    }
+    table(
+        "",
+        &[
+            "POS",
+            "ORDER",
+            "PATIENT",
+            "PRIORITY/EFFECTIVE",
+            "WAITED",
+            "EST.WAIT",
+            "CAPABILITIES",
+        ],
+        &rows,
+    );
+}
+
+fn print_patient(v: &Value) {
+    let p = &v["patient"];
+    if p.is_null() {
+        outln!("patient: (no demographics on record)");
+    } else {
+        outln!("patient     {}", text(&p["id"]));
+        outln!("name        {}", text(&p["name"]));
+        outln!("birth date  {}", text(&p["birth_date"]));
+    }
+    let orders = arr(&v["orders"]);
+    outln!();
+    if orders.is_empty() {
+        outln!("no orders");
+    } else {
+        let rows: Vec<Vec<String>> = orders
+            .iter()
+            .map(|o| {
+                vec![
+                    text(&o["id"]),
+                    pool_name(&o["pool"]),
+                    text(&o["priority"]),
+                    text(&o["state"]),
+                    text(&o["assigned"]),
+                    time(&o["created_ms"]),
+                ]
+            })
+            .collect();
+        table(
+            "",
+            &["ORDER", "POOL", "PRIORITY", "STATE", "ASSIGNED", "CREATED"],
+            &rows,
+        );
+    }
+    let queue = arr(&v["queue"]);
+    if !queue.is_empty() {
+        outln!();
+        let rows: Vec<Vec<String>> = queue
+            .iter()
+            .map(|e| {
+                vec![
+                    text(&e["order"]),
+                    pool_name(&e["pool"]),
+                    text(&e["state"]),
+                    text(&e["position"]),
+                    duration(&e["estimated_wait_s"]),
+                    text(&e["called_to"]),
+                    if e["results_ready"].as_bool() == Some(true) {
+                        "yes".into()
+                    } else {
+                        "no".into()
+                    },
+                ]
+            })
+            .collect();
+        table(
+            "",
+            &[
+                "QUEUED ORDER",
+                "POOL",
+                "STATE",
+                "POS",
+                "EST.WAIT",
+                "CALLED TO",
+                "RESULTS",
+            ],
+            &rows,
+        );
+    }
+}
+
+fn print_order_summary(o: &Value) {
+    let rows = [
+        ("patient", text(&o["patient"])),
+        ("pool", pool_name(&o["pool"])),
+        ("priority", text(&o["priority"])),
+        ("state", text(&o["state"])),
+        ("assigned", text(&o["assigned"])),
+        ("capabilities", text(&o["capabilities"])),
+        ("reason", text(&o["reason"])),
+        ("created", time(&o["created_ms"])),
+        ("updated", time(&o["updated_ms"])),
+    ];
+    for (k, v) in rows {
+        outln!("{k:<13}{v}");
+    }
+}
+
+fn print_order_line(o: &Value) {
+    let mut line = format!("{}: {}", text(&o["id"]), text(&o["state"]));
+    if !o["assigned"].is_null() {
+        line.push_str(&format!(" ({})", text(&o["assigned"])));
+    }
+    line.push_str(&format!(", priority {}", text(&o["priority"])));
+    outln!("{line}");
+}
+
+fn print_order_details(v: &Value) {
+    let o = &v["order"];
+    outln!("{:<13}{}", "order", text(&o["id"]));
+    print_order_summary(o);
+    let transitions = arr(&v["transitions"]);
+    if !transitions.is_empty() {
+        outln!();
+        let rows: Vec<Vec<String>> = transitions
+            .iter()
+            .map(|t| {
+                vec![
+                    time(&t["at_ms"]),
+                    text(&t["from"]),
+                    text(&t["to"]),
+                    text(&t["actor"]),
+                    text(&t["unit"]),
+                ]
+            })
+            .collect();
+        table("", &["AT", "FROM", "TO", "ACTOR", "UNIT"], &rows);
+    }
+    let r = &v["result"];
+    outln!();
+    if r.is_null() {
+        outln!("result: none yet");
+    } else {
+        outln!(
+            "result (reported {} by {}):",
+            time(&r["at_ms"]),
+            text(&r["actor"])
+        );
+        for line in text_of(&r["text"]).lines() {
+            outln!("  {line}");
+        }
+    }
+}
+
+fn print_cluster(v: &Value) {
+    outln!("instance  {}", text(&v["instance"]));
+    outln!("leader    {}", text(&v["leader"]));
+    outln!();
+    let leader = v["leader"].as_str();
+    let rows: Vec<Vec<String>> = arr(&v["members"])
+        .iter()
+        .map(|m| {
+            let id = text(&m["id"]);
+            vec![
+                if Some(id.as_str()) == leader {
+                    "*".into()
+                } else {
+                    String::new()
+                },
+                id,
+                text(&m["url"]),
+                time(&m["started_ms"]),
+            ]
+        })
+        .collect();
+    table("", &["", "MEMBER", "URL", "STARTED"], &rows);
+}
+
+fn print_tree(node: &Value, depth: usize) {
+    let indent = "  ".repeat(depth);
+    let Some(path) = node["path"].as_str() else {
+        // A bare child name (beyond the depth the server expanded).
+        outln!("{indent}{}", text(node));
+        return;
+    };
+    let name = if depth == 0 {
+        path
+    } else {
+        path.rsplit('/').next().unwrap_or(path)
+    };
+    let mut line = format!("{indent}{name}");
+    if let Some(data) = node["data"].as_str()
+        && !data.is_empty()
+    {
+        let one_line = data.replace('\n', " ");
+        let cut: String = one_line.chars().take(80).collect();
+        let ellipsis = if cut.len() < one_line.len() {
+            "..."
+        } else {
+            ""
+        };
+        line.push_str(&format!("  = {cut}{ellipsis}"));
+    } else if node["data"].is_null() && node.get("data").is_some() {
+        line.push_str("  = (binary)");
+    }
+    let children = arr(&node["children"]);
+    let num_children = node["stat"]["numChildren"]
+        .as_u64()
+        .or_else(|| node["stat"]["num_children"].as_u64())
+        .unwrap_or(0);
+    if children.is_empty() && num_children > 0 {
+        line.push_str(&format!("  (+{num_children} children)"));
+    }
+    outln!("{line}");
+    for c in children {
+        print_tree(c, depth + 1);
+    }
+}
+
+fn print_tokens(v: &Value) {
+    let rows: Vec<Vec<String>> = arr(v)
+        .iter()
+        .map(|t| {
+            vec![
+                text(&t["id"]),
+                text(&t["role"]),
+                text(&t["patient"]),
+                text(&t["label"]),
+                time(&t["created_ms"]),
+                time(&t["revoked_ms"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        outln!("no tokens");
+        return;
+    }
+    table(
+        "",
+        &["ID", "ROLE", "PATIENT", "LABEL", "CREATED", "REVOKED"],
+        &rows,
+    );
+}
+
+fn print_audit(v: &Value) {
+    let rows: Vec<Vec<String>> = arr(v)
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r["seq"]),
+                time(&r["at_ms"]),
+                text(&r["actor"]),
+                text(&r["role"]),
+                text(&r["action"]),
+                text(&r["patient"]),
+                text(&r["order"]),
+                text(&r["outcome"]),
+                text(&r["detail"]),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        outln!("no audit records");
+        return;
+    }
+    table(
+        "",
+        &[
+            "SEQ", "AT", "ACTOR", "ROLE", "ACTION", "PATIENT", "ORDER", "OUTCOME", "DETAIL",
+        ],
+        &rows,
+    );
+}

@@ -1,0 +1,464 @@
+//! `medkeeper serve`: one medkeeper instance — the HTTP API, event streams and dashboard, the
+//! dispatchers, cluster membership and leadership — over the embedded engine (the default: one
+//! data directory) or a ZooKeeper ensemble (`--connect zk:…`).
+//!
+//! ## Configuration
+//! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
+//! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
+//! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`), then defaults.
+//!
+//! ## What an instance does
+//! - Binds the listener first and prints `listening on http://ADDR/`.
+//! - On first start (no token in the clinical store) creates an admin token and prints it once:
+//!   `admin token: mkt_…` (lost? `medkeeper token create --data DIR --role admin`).
+//! - Per coordination session: loads the hospital configuration (idempotent), repairs what a
+//!   crash left ([`Hospital::reconcile`]), joins `/medical/members/<instance>` (ephemeral, with
+//!   its URL), stands for leader at `/medical/leader`, and runs one dispatcher per pool (each
+//!   while holding its pool's lock, so pools spread over instances). The leader runs the
+//!   reconciler every [`RECONCILE_EVERY`]. If the session expires (the process was paused past
+//!   its timeout), everything it held is gone; the instance opens a new session and does it
+//!   all again, while the API answers 503 `unavailable` in between.
+//! - SIGTERM/SIGINT: stops accepting, ends the event streams, lets in-flight requests finish,
+//!   releases the pool locks, leaves, and closes the session so its ephemerals go at once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use medkeeper_coord::{Session, SessionState};
+use medkeeper_hospital::config::{self, HospitalConfig};
+use medkeeper_hospital::model::now_ms;
+use medkeeper_hospital::orders::Hospital;
+use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
+use medkeeper_hospital::{Pool, tree};
+use medkeeper_recipes::{Election, Membership};
+use medkeeper_server::{Limits, MemberInfo, Role, ServerState, issue_token};
+use serde::Deserialize;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::coord::{ConnectArgs, connect};
+use crate::dispatch::{Dispatchers, default_instance, stopped};
+
+/// How often the leader runs the reconciler.
+pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
+/// How long a failed session start waits before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+/// How long shutdown waits for in-flight requests.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// `medkeeper serve` arguments.
+#[derive(Args, Debug, Default)]
+pub struct ServeArgs {
+    /// A TOML file with any of the settings below (flags and environment win).
+    #[arg(long, env = "MEDKEEPER_CONFIG")]
+    config: Option<PathBuf>,
+    /// The data directory: the embedded engine (`DIR/coord`) and the clinical store
+    /// (`DIR/clinical.sqlite`). Default `./medkeeper-data`.
+    #[arg(long, env = "MEDKEEPER_DATA")]
+    data: Option<PathBuf>,
+    /// Where to listen (loopback by default; port 0 picks a free one). Default
+    /// `127.0.0.1:8080`.
+    #[arg(long, env = "MEDKEEPER_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// The coordination service: `zk:HOST:PORT[,HOST:PORT...][/chroot]` (`zk+tls:` for TLS),
+    /// or `embedded:DIR`. Default: the embedded engine in the data directory.
+    #[arg(long, env = "MEDKEEPER_CONNECT")]
+    connect: Option<String>,
+    /// ZooKeeper credentials, `digest:user:password`.
+    #[arg(long, env = "MEDKEEPER_AUTH")]
+    auth: Option<String>,
+    /// CA certificate (PEM) for `zk+tls:`.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS to ZooKeeper.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS to ZooKeeper.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Session timeout in milliseconds. Default 10000.
+    #[arg(long, env = "MEDKEEPER_SESSION_TIMEOUT_MS")]
+    session_timeout_ms: Option<u64>,
+    /// The hospital configuration (TOML); the demo hospital if absent.
+    #[arg(long, env = "MEDKEEPER_HOSPITAL")]
+    hospital: Option<PathBuf>,
+    /// This instance's id (members, lock nodes, order history). Default `<hostname>-<pid>`.
+    #[arg(long, env = "MEDKEEPER_INSTANCE")]
+    instance: Option<String>,
+    /// The clinical store's SQLite file. Default `DATA/clinical.sqlite`.
+    #[arg(long, env = "MEDKEEPER_STORE")]
+    store: Option<PathBuf>,
+    /// Requests in flight before new ones are shed with 503. Default 256.
+    #[arg(long, env = "MEDKEEPER_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// A request's deadline in milliseconds (503 `timeout` after it). Default 10000.
+    #[arg(long, env = "MEDKEEPER_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
+}
+
+/// The settings a `--config` file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    connect: Option<String>,
+    auth: Option<String>,
+    session_timeout_ms: Option<u64>,
+    hospital: Option<PathBuf>,
+    instance: Option<String>,
+    store: Option<PathBuf>,
+    max_in_flight: Option<usize>,
+    request_timeout_ms: Option<u64>,
+}
+
+/// Settings after flags, environment, file and defaults.
+struct Settings {
+    data: PathBuf,
+    listen: SocketAddr,
+    connect: ConnectArgs,
+    hospital: Option<PathBuf>,
+    instance: String,
+    store: PathBuf,
+    limits: Limits,
+}
+
+fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
+    let file = match &args.config {
+        None => FileSettings::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the config file {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", p.display()))?
+        }
+    };
+    let data = args
+        .data
+        .or(file.data)
+        .unwrap_or_else(|| PathBuf::from("./medkeeper-data"));
+    let connect = args
+        .connect
+        .or(file.connect)
+        .unwrap_or_else(|| format!("embedded:{}", data.join("coord").display()));
+    let mut limits = Limits::default();
+    if let Some(n) = args.max_in_flight.or(file.max_in_flight) {
+        if n == 0 {
+            bail!("max_in_flight must be at least 1");
+        }
+        limits.max_in_flight = n;
+    }
+    if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
+        limits.request_timeout = Duration::from_millis(ms.max(1));
+    }
+    Ok(Settings {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        connect: ConnectArgs {
+            connect,
+            auth: args.auth.or(file.auth),
+            tls_ca: args.tls_ca,
+            tls_cert: args.tls_cert,
+            tls_key: args.tls_key,
+            session_timeout_ms: args
+                .session_timeout_ms
+                .or(file.session_timeout_ms)
+                .unwrap_or(10_000),
+        },
+        hospital: args.hospital.or(file.hospital),
+        instance: args
+            .instance
+            .or(file.instance)
+            .unwrap_or_else(default_instance),
+        store: args
+            .store
+            .or(file.store)
+            .unwrap_or_else(|| data.join("clinical.sqlite")),
+        data,
+        limits,
+    })
+}
+
+/// Opens (creating) the clinical store under the data directory.
+pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    SqliteStore::open(path)
+        .with_context(|| format!("cannot open the clinical store {}", path.display()))
+}
+
+/// Runs the instance until SIGTERM or SIGINT.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let s = settings(args)?;
+    medkeeper_hospital::model::validate_name("instance id", &s.instance)
+        .map_err(|e| anyhow::anyhow!("--instance: {e}"))?;
+    std::fs::create_dir_all(&s.data)
+        .with_context(|| format!("cannot create the data directory {}", s.data.display()))?;
+    let config = match &s.hospital {
+        Some(path) => HospitalConfig::from_file(path)
+            .with_context(|| format!("cannot load the hospital file {}", path.display()))?,
+        None => HospitalConfig::demo(),
+    };
+    let store: Arc<dyn ClinicalStore> = Arc::new(open_store(&s.store)?);
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", s.listen))?;
+    let addr = listener.local_addr().context("listener address")?;
+    let url = format!("http://{addr}/");
+    let state = ServerState::new(
+        MemberInfo {
+            id: s.instance.clone(),
+            url: url.clone(),
+            started_ms: now_ms(),
+        },
+        store.clone(),
+        s.limits.clone(),
+    );
+    println!(
+        "medkeeper {} serving {}",
+        env!("CARGO_PKG_VERSION"),
+        config.name
+    );
+    println!("listening on {url}");
+    if store.tokens().await.context("reading tokens")?.is_empty() {
+        let (rec, token) = issue_token(store.as_ref(), Role::Admin, None, "first start")
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create the admin token: {}", e.message))?;
+        println!("admin token: {token}");
+        println!(
+            "  (shown once; id {}; more with `medkeeper token create --data {} --role ROLE`)",
+            rec.id,
+            s.data.display()
+        );
+    }
+    println!("dashboard: {url}#token=<token>");
+
+    let (stop_tx, stop) = watch::channel(false);
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+
+    // The coordination side: sessions, dispatchers, membership, leadership.
+    let coordination = tokio::spawn(sessions(
+        s.connect.clone(),
+        config,
+        store,
+        state.clone(),
+        stop.clone(),
+    ));
+
+    // The HTTP side.
+    let app = medkeeper_server::router(state.clone());
+    let shutdown_state = state.clone();
+    let mut stop_http = stop.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop_http.wait_for(|s| *s).await;
+        shutdown_state.shut_down();
+    });
+    let served = tokio::spawn(async move { server.await });
+    stopped(stop.clone()).await;
+    eprintln!("stopping: finishing in-flight requests");
+    match tokio::time::timeout(DRAIN, served).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("warning: HTTP server: {e}"),
+        Ok(Err(e)) => eprintln!("warning: HTTP server task: {e}"),
+        Err(_) => eprintln!("warning: requests still in flight after {DRAIN:?}; stopping anyway"),
+    }
+    match coordination.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(e),
+        Err(e) => bail!("coordination task: {e}"),
+    }
+    eprintln!("stopped {}", state.me().id);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One session after another until `stop`.
+async fn sessions(
+    connect_args: ConnectArgs,
+    config: HospitalConfig,
+    store: Arc<dyn ClinicalStore>,
+    state: Arc<ServerState>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let instance = state.me().id.clone();
+    loop {
+        let conn = match connect(&connect_args).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("warning: {instance}: {e:#}; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => continue,
+                    _ = stopped(stop.clone()) => return Ok(()),
+                }
+            }
+        };
+        let session = conn.session.clone();
+        let outcome = one_session(
+            session.clone(),
+            store.clone(),
+            config.clone(),
+            &state,
+            stop.clone(),
+        )
+        .await;
+        state.set_hospital(None);
+        conn.close().await;
+        match outcome {
+            Ok(None) => return Ok(()),
+            Ok(Some(st)) => eprintln!("session {st:?}: {instance} opens a new session"),
+            Err(e) => {
+                eprintln!(
+                    "warning: {instance}: {e:#} (session {:?}); starting again",
+                    session.state()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = stopped(stop.clone()) => return Ok(()),
+                }
+            }
+        }
+        if *stop.borrow() {
+            return Ok(());
+        }
+    }
+}
+
+/// One session's life; `Ok(None)` after `stop`, `Ok(Some(state))` when the session ended.
+async fn one_session(
+    session: Arc<dyn Session>,
+    store: Arc<dyn ClinicalStore>,
+    config: HospitalConfig,
+    state: &Arc<ServerState>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<SessionState>> {
+    let me = state.me().clone();
+    config::load(session.as_ref(), &config)
+        .await
+        .context("loading the hospital configuration")?;
+    let pools: Vec<Pool> = config.pools.iter().map(|p| p.pool.clone()).collect();
+    let hospital = Arc::new(Hospital::new(session.clone(), store, config)?);
+    let report = hospital.reconcile().await.context("reconciling")?;
+    if !report.is_clean() {
+        eprintln!(
+            "{}: reconciled {}",
+            me.id,
+            serde_json::to_string(&report).unwrap_or_default()
+        );
+    }
+    state.set_hospital(Some(hospital.clone()));
+    let mut dispatchers = Dispatchers::start(&hospital, &pools, &me.id);
+    let (done_tx, done) = watch::channel(false);
+    let member = tokio::spawn(membership(session.clone(), me.clone(), done.clone()));
+    let leader = tokio::spawn(lead(hospital.clone(), me.id.clone(), done));
+    let mut events = session.session_events();
+    let ended = tokio::select! {
+        st = events.wait_for(SessionState::is_terminal) => Some(st),
+        _ = stopped(stop) => None,
+    };
+    let _ = done_tx.send(true);
+    dispatchers.stop().await;
+    let _ = member.await;
+    let _ = leader.await;
+    Ok(ended)
+}
+
+/// Keeps this instance in `/medical/members` until `done`.
+async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Receiver<bool>) {
+    let data = serde_json::to_vec(&me).unwrap_or_default();
+    let group = match Membership::new(session.clone(), tree::MEMBERS) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("warning: {}: membership: {e}", me.id);
+            return;
+        }
+    };
+    loop {
+        match group.join(&me.id, data.clone()).await {
+            Ok(member) => {
+                tokio::select! {
+                    _ = member.lost() => {}
+                    _ = stopped(done.clone()) => {
+                        let _ = member.leave().await;
+                        return;
+                    }
+                }
+            }
+            Err(e) if session.state().is_terminal() => {
+                let _ = e;
+                return;
+            }
+            Err(e) => eprintln!("warning: {}: joining the members: {e}", me.id),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stopped(done.clone()) => return,
+        }
+    }
+}
+
+/// Stands for leader until `done`; while leading, runs the reconciler periodically.
+async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) {
+    let session = hospital.session().clone();
+    let election = match Election::new(session.clone(), tree::LEADER, id.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("warning: {id}: election: {e}");
+            return;
+        }
+    };
+    loop {
+        let leadership = tokio::select! {
+            l = election.campaign() => l,
+            _ = stopped(done.clone()) => return,
+        };
+        match leadership {
+            Ok(l) => {
+                eprintln!("leading as {id}");
+                loop {
+                    tokio::select! {
+                        _ = l.lost() => {
+                            eprintln!("no longer leading as {id}");
+                            break;
+                        }
+                        _ = stopped(done.clone()) => {
+                            let _ = l.resign().await;
+                            return;
+                        }
+                        _ = tokio::time::sleep(RECONCILE_EVERY) => {
+                            match hospital.reconcile().await {
+                                Ok(r) if !r.is_clean() => eprintln!(
+                                    "{id}: reconciled {}",
+                                    serde_json::to_string(&r).unwrap_or_default()
+                                ),
+                                Ok(_) => {}
+                                Err(e) => eprintln!("warning: {id}: reconciling: {e}"),
+                            }
+                        }
+                    }
+                }
+            }
+            Err(_) if session.state().is_terminal() => return,
+            Err(e) => eprintln!("warning: {id}: campaigning: {e}"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = stopped(done.clone()) => return,
+        }
+    }
+}

@@ -1,0 +1,424 @@
+// medkeeper dashboard: plain JS, no framework. Live through Server-Sent Events, never polling.
+// Every piece of data is inserted with textContent / createElement, never as HTML.
+"use strict";
+window.__loadCount = (window.__loadCount || 0) + 1;
+
+(function () {
+  const TOKEN_KEY = "medkeeper.token";
+  const streams = [];
+  let token = null;
+
+  // ---------- small helpers ----------
+  const $ = (id) => document.getElementById(id);
+
+  // h("td", {class: "x", data: {order: id}}, "text", childNode, ...)
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === "data") for (const [dk, dv] of Object.entries(v)) el.dataset[dk] = dv;
+      else if (k === "class") el.className = v;
+      else el.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children.flat()) {
+      if (c === null || c === undefined || c === false) continue;
+      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return el;
+  }
+
+  function short(id) {
+    id = String(id || "");
+    return id.length > 12 ? id.slice(0, 10) + "…" : id;
+  }
+
+  function idCode(id) {
+    return h("code", { class: "id", title: id }, short(id));
+  }
+
+  function duration(s) {
+    s = Math.max(0, Math.round(Number(s) || 0));
+    if (s < 60) return s + " s";
+    const m = Math.round(s / 60);
+    if (m < 60) return m + " min";
+    const hh = Math.floor(m / 60), mm = m % 60;
+    return hh + " h" + (mm ? " " + mm + " min" : "");
+  }
+
+  function minutes(s) {
+    const m = Math.max(1, Math.round((Number(s) || 0) / 60));
+    return m === 1 ? "about 1 minute" : "about " + m + " minutes";
+  }
+
+  function setStatus(msg, kind) {
+    const el = $("status");
+    el.textContent = msg || "";
+    el.hidden = !msg;
+    el.className = "status" + (kind ? " status-" + kind : "");
+  }
+
+  // ---------- API ----------
+  class ApiError extends Error {
+    constructor(status, code, message) {
+      super(message);
+      this.status = status;
+      this.code = code;
+    }
+  }
+
+  async function api(path, opts) {
+    opts = opts || {};
+    const headers = { Authorization: "Bearer " + token, Accept: "application/json" };
+    if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+    let res;
+    try {
+      res = await fetch(path, {
+        method: opts.method || "GET",
+        headers,
+        body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+      });
+    } catch (e) {
+      throw new ApiError(0, "network", "cannot reach the server (" + e.message + ")");
+    }
+    const text = await res.text();
+    let body = null;
+    try { body = text ? JSON.parse(text) : null; } catch (_) { body = null; }
+    if (!res.ok) {
+      const err = body && body.error ? body.error : {};
+      throw new ApiError(res.status, err.code || "http_" + res.status,
+        err.message || res.status + " " + res.statusText);
+    }
+    return body;
+  }
+
+  function showError(what, e) {
+    const code = e && e.code ? " [" + e.code + "]" : "";
+    setStatus(what + ": " + (e && e.message ? e.message : String(e)) + code, "error");
+  }
+
+  // An EventSource with a visible connected / reconnecting indicator. The browser reconnects
+  // by itself after a dropped connection; if it gives up (an HTTP error), we retry with backoff.
+  function stream(path, event, onData, indicator) {
+    const entry = { es: null, timer: null, closed: false, delay: 1000 };
+    const set = (state, text) => {
+      if (!indicator) return;
+      indicator.dataset.state = state;
+      indicator.lastChild.textContent = text;
+    };
+    const open = () => {
+      if (entry.closed) return;
+      const sep = path.includes("?") ? "&" : "?";
+      const es = new EventSource(path + sep + "access_token=" + encodeURIComponent(token));
+      entry.es = es;
+      set("connecting", "connecting");
+      es.onopen = () => { entry.delay = 1000; set("live", "live"); };
+      es.addEventListener(event, (ev) => {
+        set("live", "live");
+        let data;
+        try { data = JSON.parse(ev.data); } catch (e) { showError("bad event on " + path, e); return; }
+        onData(data);
+      });
+      es.onerror = () => {
+        if (es.readyState === EventSource.CLOSED) {
+          set("offline", "offline, retrying");
+          es.close();
+          entry.timer = setTimeout(open, entry.delay);
+          entry.delay = Math.min(entry.delay * 2, 30000);
+          checkAuth();
+        } else {
+          set("reconnecting", "reconnecting");
+        }
+      };
+    };
+    entry.close = () => {
+      entry.closed = true;
+      clearTimeout(entry.timer);
+      if (entry.es) entry.es.close();
+    };
+    streams.push(entry);
+    open();
+    return entry;
+  }
+
+  function liveBadge(label) {
+    return h("span", { class: "live", data: { state: "connecting" }, title: label },
+      h("span", { class: "live-dot", "aria-hidden": "true" }), h("span", {}, "connecting"));
+  }
+
+  async function checkAuth() {
+    try { await api("/api/whoami"); } catch (e) {
+      if (e.status === 401) signOut("Your token is no longer valid: " + e.message);
+    }
+  }
+
+  // ---------- token and start ----------
+  function readToken() {
+    const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+    if (m) {
+      const t = decodeURIComponent(m[1]);
+      sessionStorage.setItem(TOKEN_KEY, t);
+      history.replaceState(null, "", location.pathname + location.search);
+      return t;
+    }
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  function signOut(message) {
+    while (streams.length) streams.pop().close();
+    sessionStorage.removeItem(TOKEN_KEY);
+    token = null;
+    $("view").replaceChildren();
+    $("cluster").replaceChildren();
+    $("who").textContent = "";
+    $("signout").hidden = true;
+    $("signin").hidden = false;
+    setStatus(message || "", message ? "error" : "");
+    $("token-input").focus();
+  }
+
+  async function start() {
+    token = readToken();
+    if (!token) { signOut(); return; }
+    $("signin").hidden = true;
+    let me;
+    try { me = await api("/api/whoami"); } catch (e) {
+      if (e.status === 401) { signOut("Sign-in failed: " + e.message); return; }
+      showError("Cannot load the dashboard", e);
+      return;
+    }
+    setStatus("");
+    $("signout").hidden = false;
+    $("who").textContent = me.role === "patient" ? "Patient" : "Signed in as " + me.role;
+    const params = new URLSearchParams(location.search);
+    if (me.role === "patient") {
+      patientView(me.patient);
+    } else if (location.pathname === "/patient") {
+      cluster();
+      patientView(params.get("id"));
+    } else {
+      cluster();
+      staffView();
+    }
+  }
+
+  // ---------- cluster header ----------
+  function cluster() {
+    const box = $("cluster");
+    const body = h("span", { class: "cluster-body" }, "cluster …");
+    const live = liveBadge("cluster stream");
+    box.replaceChildren(body, live);
+    const render = (c) => {
+      const members = (c.members || []).map((m) => {
+        const leader = m.id === c.leader;
+        return h("li", { class: leader ? "member leader" : "member", title: m.url || "" },
+          leader ? h("span", { "aria-hidden": "true" }, "★ ") : null, m.id,
+          leader ? h("span", { class: "sr-only" }, " (leader)") : null);
+      });
+      body.replaceChildren(
+        h("span", { class: "cl-label" }, "Instance "), h("strong", {}, c.instance || "?"),
+        h("span", { class: "cl-label" }, " · Leader "),
+        h("strong", {}, c.leader || "none"),
+        h("span", { class: "cl-label" }, " · " + members.length + (members.length === 1 ? " member" : " members")),
+        h("ul", { class: "members", "aria-label": "cluster members" }, members));
+    };
+    api("/api/cluster").then(render, (e) => showError("Cluster", e));
+    stream("/api/cluster/events", "cluster", render, live);
+  }
+
+  // ---------- staff view ----------
+  async function staffView() {
+    $("view-name").textContent = "Units and queues";
+    document.title = "medkeeper — units and queues";
+    const view = $("view");
+    view.replaceChildren(h("p", { class: "muted" }, "Loading pools…"));
+    let pools;
+    try { pools = await api("/api/pools"); } catch (e) { showError("Pools", e); return; }
+    const count = {};
+    for (const p of pools) count[p.name] = (count[p.name] || 0) + 1;
+    const grid = h("div", { class: "pools" });
+    view.replaceChildren(h("h1", { class: "sr-only" }, "Units and queues"), grid);
+    for (const p of pools) {
+      const key = count[p.name] > 1 ? p.pool + ":" + p.name : p.name;
+      grid.append(poolSection(p, key));
+    }
+  }
+
+  function poolSection(p, key) {
+    const hid = "pool-" + p.pool + "-" + p.name;
+    const live = liveBadge(p.name + " stream");
+    const summary = h("p", { class: "summary", "aria-live": "polite" });
+    const body = h("div", { class: "pool-body" });
+    const sec = h("section", { class: "pool", data: { pool: p.name, kind: p.pool }, "aria-labelledby": hid },
+      h("div", { class: "pool-head" },
+        h("h2", { id: hid }, p.name, " ", h("span", { class: "kind" }, p.pool === "department" ? "department" : "equipment")),
+        live),
+      summary, body);
+    renderPool(sec, summary, body, { units: p.units || [], queue: null, queue_length: p.queue_length });
+    stream("/api/pools/" + encodeURIComponent(key) + "/events", "pool",
+      (data) => renderPool(sec, summary, body, data), live);
+    return sec;
+  }
+
+  const STATUS = {
+    "available": { icon: "●", text: "available" },
+    "in-use": { icon: "◉", text: "in use" },
+    "maintenance": { icon: "▲", text: "maintenance" },
+    "offline": { icon: "○", text: "offline" },
+  };
+
+  function renderPool(sec, summary, body, data) {
+    const units = data.units || [];
+    const inUse = units.filter((u) => u.status === "in-use").length;
+    const inService = units.filter((u) => u.status !== "offline" && u.status !== "maintenance").length;
+    const pct = inService ? Math.round((100 * inUse) / inService) : 0;
+    const waiting = data.queue ? data.queue.length : (data.queue_length || 0);
+    sec.dataset.waiting = String(waiting);
+    summary.textContent = waiting + " waiting · " + inUse + " of " + inService + " in service in use" +
+      (units.length > inService ? " · " + (units.length - inService) + " out of service" : "");
+
+    const bar = h("div", { class: "util" },
+      h("div", { class: "util-label" }, h("span", {}, "Utilisation"), h("strong", {}, inService ? pct + "%" : "no unit in service")),
+      h("div", { class: "util-track", role: "progressbar", "aria-label": "Utilisation",
+        "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": pct,
+        "aria-valuetext": inUse + " of " + inService + " units in use" },
+        h("div", { class: "util-fill" + (pct >= 100 ? " full" : ""), style: "width:" + pct + "%" })));
+
+    const cards = h("ul", { class: "units", "aria-label": "units" }, units.map(unitCard));
+    body.replaceChildren(bar, cards, queueTable(data.queue));
+  }
+
+  function unitCard(u) {
+    const st = STATUS[u.status] || { icon: "?", text: u.status };
+    return h("li", { class: "unit st-" + u.status, data: { unit: u.name, status: u.status } },
+      h("div", { class: "unit-top" },
+        h("span", { class: "unit-name" }, u.name),
+        h("span", { class: "badge st-badge" }, h("span", { "aria-hidden": "true" }, st.icon + " "), st.text)),
+      u.status === "in-use"
+        ? h("div", { class: "unit-occ" }, "Patient ", patientLink(u.patient), h("br"), "Order ", idCode(u.order))
+        : null,
+      u.since_ms ? h("div", { class: "unit-since muted" }, "since " + new Date(u.since_ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" })) : null,
+      (u.capabilities || []).length
+        ? h("ul", { class: "caps", "aria-label": "capabilities" }, u.capabilities.map((c) => h("li", {}, c)))
+        : null);
+  }
+
+  function patientLink(id) {
+    if (!id) return "—";
+    return h("a", { href: "/patient?id=" + encodeURIComponent(id), title: id }, short(id));
+  }
+
+  function prioBadge(p) {
+    return h("span", { class: "badge prio prio-" + p }, p);
+  }
+
+  function queueTable(queue) {
+    if (queue === null) return h("p", { class: "muted" }, "Loading queue…");
+    if (!queue.length) return h("p", { class: "empty" }, "No one waiting.");
+    const maxWait = Math.max(60, ...queue.map((r) => r.waited_s || 0));
+    const now = Date.now();
+    const rows = queue.map((r) => h("tr", { data: { order: r.order } },
+      h("td", { class: "num" }, r.position),
+      h("td", {}, patientLink(r.patient)),
+      h("td", {}, idCode(r.order)),
+      h("td", {}, prioBadge(r.priority),
+        r.effective_priority && r.effective_priority !== r.priority
+          ? h("span", { class: "aged" }, " → ", prioBadge(r.effective_priority), h("span", { class: "sr-only" }, " after waiting"))
+          : null),
+      h("td", { class: "num" },
+        h("span", { class: "waited", data: { base: r.waited_s || 0, at: now } }, duration(r.waited_s)),
+        h("span", { class: "wait-bar", "aria-hidden": "true" },
+          h("span", { style: "width:" + Math.round((100 * (r.waited_s || 0)) / maxWait) + "%" }))),
+      h("td", { class: "num" }, duration(r.estimated_wait_s)),
+      h("td", {}, (r.capabilities || []).join(", ") || "—")));
+    const head = ["#", "Patient", "Order", "Priority", "Waited", "Est. wait", "Needs"]
+      .map((t) => h("th", { scope: "col" }, t));
+    return h("div", { class: "table-wrap" },
+      h("table", { class: "queue" },
+        h("caption", {}, "Queue, in dispatch order"),
+        h("thead", {}, h("tr", {}, head)),
+        h("tbody", {}, rows)));
+  }
+
+  // "Waited" keeps counting between events (a local clock, not a request).
+  setInterval(() => {
+    for (const el of document.querySelectorAll(".waited[data-at]")) {
+      el.textContent = duration(Number(el.dataset.base) + (Date.now() - Number(el.dataset.at)) / 1000);
+    }
+  }, 15000);
+
+  // ---------- patient view ----------
+  function patientView(id) {
+    $("view-name").textContent = "My exams";
+    document.title = "medkeeper — my exams";
+    const view = $("view");
+    if (!id) {
+      const input = h("input", { id: "pid", name: "id", required: true, spellcheck: "false" });
+      view.replaceChildren(h("section", { class: "signin" },
+        h("h1", {}, "Open a patient's page"),
+        h("form", { method: "get", action: "/patient" },
+          h("label", { for: "pid" }, "Patient id"), input, h("button", { type: "submit" }, "Open"))));
+      return;
+    }
+    const live = liveBadge("patient stream");
+    const title = h("h1", {}, "Your exams");
+    const list = h("div", { class: "exams", "aria-live": "polite" }, h("p", { class: "muted" }, "Loading…"));
+    view.replaceChildren(h("section", { class: "patient", data: { patient: id } },
+      h("div", { class: "pool-head" }, title, live),
+      h("p", { class: "hint muted" }, "This page updates by itself; there is no need to refresh it."), list));
+    const path = "/api/patients/" + encodeURIComponent(id);
+    api(path).then((d) => {
+      if (d && d.patient && d.patient.name) title.textContent = "Exams for " + d.patient.name;
+      renderExams(list, d.queue || []);
+    }, (e) => showError("Patient", e));
+    stream(path + "/events", "patient", (d) => renderExams(list, d.queue || []), live);
+  }
+
+  function examText(e) {
+    const pool = (e.pool && e.pool.name) || "the exam";
+    switch (e.state) {
+      case "queued":
+        return e.position === 1
+          ? "You are next in line for " + pool + (e.estimated_wait_s != null ? ", " + minutes(e.estimated_wait_s) : "")
+          : "You are number " + (e.position || "?") + " in line for " + pool +
+            (e.estimated_wait_s != null ? ", " + minutes(e.estimated_wait_s) : "");
+      case "called": return "Please go to " + (e.called_to || pool);
+      case "in-progress": return "Your " + pool + " exam is under way" + (e.called_to ? " at " + e.called_to : "");
+      case "completed": return e.results_ready ? "Your results are ready" : "Your " + pool + " exam is done. Results are not ready yet.";
+      case "reported": return "Your results are ready";
+      case "cancelled": return "Your " + pool + " exam was cancelled";
+      case "no-show": return "You missed your call for " + pool + ". Please ask at the desk.";
+      default: return pool + ": " + e.state;
+    }
+  }
+
+  function renderExams(list, queue) {
+    if (!queue.length) { list.replaceChildren(h("p", { class: "empty big" }, "You have no exams right now.")); return; }
+    list.replaceChildren(h("ul", { class: "exam-list" }, queue.map((e) => {
+      const ready = e.results_ready || e.state === "reported";
+      return h("li", { class: "exam ex-" + e.state + (ready ? " ready" : ""), data: { order: e.order, state: e.state } },
+        h("p", { class: "exam-text" }, examText(e)),
+        h("p", { class: "exam-meta muted" }, (e.pool && e.pool.name) || "", " · ", prioBadge(e.priority),
+          " · ", e.state.replace("-", " "), " · order ", idCode(e.order)));
+    })));
+  }
+
+  // ---------- wiring ----------
+  document.addEventListener("DOMContentLoaded", () => {
+    $("signin-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const t = $("token-input").value.trim();
+      if (!/^mkt_[0-9a-f]+$/i.test(t)) { setStatus("A token looks like mkt_ followed by hex digits.", "error"); return; }
+      sessionStorage.setItem(TOKEN_KEY, t);
+      $("token-input").value = "";
+      start();
+    });
+    $("signout").addEventListener("click", () => signOut());
+    start();
+  });
+  // A browser keeps at most 6 HTTP/1.1 connections per server, and every open stream holds one:
+  // close them before leaving, or the next page's request waits behind them.
+  const closeAll = () => { while (streams.length) streams.pop().close(); };
+  window.addEventListener("beforeunload", closeAll);
+  window.addEventListener("pagehide", closeAll);
+  window.addEventListener("pageshow", (ev) => { if (ev.persisted) location.reload(); });
+})();

@@ -1,0 +1,256 @@
+//! Live views for Server-Sent Events, driven by coordination watches.
+//!
+//! A [`Hub`] keeps one feed per watched thing (a pool, a unit, a patient, the cluster), shared
+//! by every client streaming it: one persistent recursive watch on the thing's subtree, one
+//! recomputed view per burst of changes ([`COALESCE`]), sent on a `tokio::sync::watch` channel
+//! so a slow client skips to the newest view instead of buffering old ones. The feed ends when
+//! its last client goes, and follows the instance to a new session after an expiry.
+//!
+//! After a reconnection the view is recomputed (a persistent watch is re-registered by the
+//! client library, but what changed while disconnected is read afresh rather than trusted).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use medkeeper_coord::{AddWatchMode, SessionState};
+use medkeeper_hospital::orders::Hospital;
+use medkeeper_hospital::{PatientId, Pool, tree};
+use tokio::sync::watch;
+
+use crate::state::ServerState;
+use crate::views;
+
+/// How long a feed waits after a change for more changes before recomputing its view.
+pub const COALESCE: Duration = Duration::from_millis(5);
+/// How long a feed waits before watching again after a failure.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// What a feed watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// A pool: its units and its queue.
+    Pool(Pool),
+    /// One unit of a pool.
+    Unit(Pool, String),
+    /// A patient's own view.
+    Patient(PatientId),
+    /// Members and leader.
+    Cluster,
+}
+
+impl Topic {
+    /// The SSE event name.
+    pub fn event(&self) -> &'static str {
+        match self {
+            Topic::Pool(_) => "pool",
+            Topic::Unit(..) => "unit",
+            Topic::Patient(_) => "patient",
+            Topic::Cluster => "cluster",
+        }
+    }
+
+    /// The subtrees whose changes change the view.
+    fn paths(&self) -> Vec<String> {
+        match self {
+            Topic::Pool(p) => vec![tree::pool_path(p)],
+            Topic::Unit(p, u) => vec![tree::unit_path(p, u)],
+            Topic::Patient(id) => vec![tree::patient_path(id)],
+            Topic::Cluster => vec![tree::MEMBERS.to_string(), tree::LEADER.to_string()],
+        }
+    }
+
+    /// True if a change at `path` does not change the view (the dispatcher's lock line).
+    fn ignores(&self, path: &str) -> bool {
+        match self {
+            Topic::Pool(p) => path.starts_with(&tree::lock_path(p)),
+            _ => false,
+        }
+    }
+}
+
+/// A view as sent: JSON text.
+pub type View = Option<Arc<str>>;
+
+/// The feeds of one server (see the module docs).
+#[derive(Default)]
+pub struct Hub {
+    feeds: Mutex<HashMap<Topic, Weak<watch::Sender<View>>>>,
+}
+
+impl Hub {
+    /// A follower of `topic`'s view, starting a feed if none runs. The first value may be
+    /// `None` until the feed has computed the view.
+    pub fn subscribe(&self, state: &Arc<ServerState>, topic: Topic) -> Subscription {
+        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
+        feeds.retain(|_, w| w.strong_count() > 0);
+        if let Some(tx) = feeds.get(&topic).and_then(Weak::upgrade) {
+            return Subscription {
+                rx: tx.subscribe(),
+                _feed: tx,
+            };
+        }
+        let (tx, rx) = watch::channel(None);
+        let tx = Arc::new(tx);
+        feeds.insert(topic.clone(), Arc::downgrade(&tx));
+        tokio::spawn(feed(Arc::downgrade(state), topic, Arc::downgrade(&tx)));
+        Subscription { rx, _feed: tx }
+    }
+}
+
+/// One client's follower of a feed; the feed runs while any subscription lives.
+pub struct Subscription {
+    /// The views.
+    pub rx: watch::Receiver<View>,
+    _feed: Arc<watch::Sender<View>>,
+}
+
+/// Runs a feed until its last subscription is gone or the server is.
+async fn feed(state: Weak<ServerState>, topic: Topic, tx: Weak<watch::Sender<View>>) {
+    let Some(mut hospitals) = state.upgrade().map(|s| s.hospitals()) else {
+        return;
+    };
+    loop {
+        let hospital = hospitals.borrow_and_update().clone();
+        let Some(hospital) = hospital else {
+            if hospitals.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        match follow(&state, &topic, &tx, &hospital, &mut hospitals).await {
+            Follow::Stop => return,
+            Follow::NewSession => continue,
+            Follow::Retry => {
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    _ = hospitals.changed() => {}
+                }
+            }
+        }
+        if tx.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
+enum Follow {
+    Stop,
+    NewSession,
+    Retry,
+}
+
+/// Follows one session's changes of `topic`.
+async fn follow(
+    state: &Weak<ServerState>,
+    topic: &Topic,
+    tx: &Weak<watch::Sender<View>>,
+    hospital: &Arc<Hospital>,
+    hospitals: &mut watch::Receiver<Option<Arc<Hospital>>>,
+) -> Follow {
+    let session = hospital.session().clone();
+    let mut watches = Vec::new();
+    for path in topic.paths() {
+        // Watching an absent node is fine: its creation is an event.
+        match session
+            .watch(&path, AddWatchMode::PersistentRecursive)
+            .await
+        {
+            Ok(w) => watches.push(w),
+            Err(e) => {
+                tracing::debug!(?topic, error = %e, "cannot watch; retrying");
+                return Follow::Retry;
+            }
+        }
+    }
+    let mut events = session.session_events();
+    loop {
+        // Publish the current view.
+        let Some(s) = state.upgrade() else {
+            return Follow::Stop;
+        };
+        let view = views::of_topic(&s, hospital, topic).await;
+        drop(s);
+        let Some(sender) = tx.upgrade() else {
+            return Follow::Stop;
+        };
+        match view {
+            Ok(v) => {
+                sender.send_if_modified(|old| {
+                    if old.as_deref() == Some(v.as_str()) {
+                        false
+                    } else {
+                        *old = Some(v.into());
+                        true
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::debug!(?topic, error = %e.message, "cannot compute a view; retrying");
+                return Follow::Retry;
+            }
+        }
+        // Wait for a change that matters.
+        let first = async {
+            loop {
+                let next = match watches.as_mut_slice() {
+                    [a] => a.next().await,
+                    [a, b] => tokio::select! { e = a.next() => e, e = b.next() => e },
+                    _ => None,
+                };
+                match next {
+                    Some(ev) if topic.ignores(&ev.path) => continue,
+                    other => return other.is_some(),
+                }
+            }
+        };
+        tokio::select! {
+            alive = first => {
+                if !alive {
+                    return Follow::Retry;
+                }
+                tokio::time::sleep(COALESCE).await;
+                // Drain what else arrived meanwhile: one recomputation covers it all.
+                for w in watches.iter_mut() {
+                    while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.next()).await {}
+                }
+            }
+            st = events.changed() => {
+                if st.is_terminal() {
+                    // This session is over: wait for the instance's next one.
+                    return match hospitals.changed().await {
+                        Ok(()) => Follow::NewSession,
+                        Err(_) => Follow::Stop,
+                    };
+                }
+                if st != SessionState::Connected {
+                    let again = events.wait_for(|s| s == SessionState::Connected || s.is_terminal()).await;
+                    if again.is_terminal() {
+                        continue;
+                    }
+                }
+            }
+            r = hospitals.changed() => {
+                return if r.is_ok() { Follow::NewSession } else { Follow::Stop };
+            }
+            _ = closed(tx) => return Follow::Stop,
+        }
+    }
+}
+
+/// Resolves when every subscription of the feed is gone.
+async fn closed(tx: &Weak<watch::Sender<View>>) {
+    let Some(sender) = tx.upgrade() else {
+        return;
+    };
+    let weak = Arc::downgrade(&sender);
+    drop(sender);
+    // The sender lives in the subscriptions (Arc); poll its liveness at a modest rate. A feed
+    // without subscribers costs nothing else, so a second of delay in ending it is harmless.
+    loop {
+        if weak.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,173 @@
+//! The server's shared state.
+
+use std::sync::Arc;
+
+use medkeeper_coord::SessionState;
+use medkeeper_hospital::model::now_ms;
+use medkeeper_hospital::orders::Hospital;
+use medkeeper_hospital::store::{AuditRecord, ClinicalStore};
+use medkeeper_hospital::{OrderId, PatientId};
+use tokio::sync::{Semaphore, watch};
+
+use crate::auth::{Caller, TokenCache};
+use crate::error::ApiError;
+use crate::sse::Hub;
+
+/// Limits of one server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Requests handled at once before new ones are answered 503 `overloaded`.
+    pub max_in_flight: usize,
+    /// Open event streams before new ones are answered 503 `overloaded`.
+    pub max_streams: usize,
+    /// The longest a request may take before it is answered 503 `timeout`.
+    pub request_timeout: std::time::Duration,
+    /// The largest request body, in bytes.
+    pub max_body: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_in_flight: 256,
+            max_streams: 1024,
+            request_timeout: std::time::Duration::from_secs(10),
+            max_body: 64 * 1024,
+        }
+    }
+}
+
+/// Who this instance is, as the cluster view shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct MemberInfo {
+    /// The instance id.
+    pub id: String,
+    /// Where it serves the API.
+    pub url: String,
+    /// When it started, ms since the epoch.
+    pub started_ms: i64,
+}
+
+/// The server's state, shared by every request (`Arc`).
+pub struct ServerState {
+    me: MemberInfo,
+    store: Arc<dyn ClinicalStore>,
+    hospital: watch::Sender<Option<Arc<Hospital>>>,
+    pub(crate) tokens: TokenCache,
+    pub(crate) hub: Hub,
+    pub(crate) streams: Arc<Semaphore>,
+    pub(crate) limits: Limits,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerState").field("me", &self.me).finish()
+    }
+}
+
+impl ServerState {
+    /// The state of an instance `me` over the clinical `store`. The hospital (a coordination
+    /// session) is set with [`set_hospital`](ServerState::set_hospital); until then the API
+    /// answers 503 `unavailable`.
+    pub fn new(me: MemberInfo, store: Arc<dyn ClinicalStore>, limits: Limits) -> Arc<ServerState> {
+        Arc::new(ServerState {
+            me,
+            store,
+            hospital: watch::channel(None).0,
+            tokens: TokenCache::default(),
+            hub: Hub::default(),
+            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            limits,
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    /// Serves `hospital` (a new session's) from now on; `None` while there is none.
+    pub fn set_hospital(&self, hospital: Option<Arc<Hospital>>) {
+        self.hospital.send_replace(hospital);
+    }
+
+    /// Follows the hospital being served.
+    pub(crate) fn hospitals(&self) -> watch::Receiver<Option<Arc<Hospital>>> {
+        self.hospital.subscribe()
+    }
+
+    /// The hospital being served.
+    ///
+    /// # Notable errors
+    /// `unavailable` while there is no session.
+    pub fn hospital(&self) -> Result<Arc<Hospital>, ApiError> {
+        self.hospital
+            .borrow()
+            .clone()
+            .ok_or_else(|| ApiError::unavailable("no coordination session yet; retry"))
+    }
+
+    /// The clinical store.
+    pub fn store(&self) -> &Arc<dyn ClinicalStore> {
+        &self.store
+    }
+
+    /// Ends every event stream (for a graceful shutdown: the HTTP server waits for open
+    /// connections, and streams never end by themselves). New streams end at once.
+    pub fn shut_down(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once [`shut_down`](ServerState::shut_down) is called.
+    pub(crate) fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.shutdown.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// This instance.
+    pub fn me(&self) -> &MemberInfo {
+        &self.me
+    }
+
+    /// True when a session is connected.
+    pub fn session_connected(&self) -> bool {
+        self.hospital
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| h.session().state() == SessionState::Connected)
+    }
+
+    /// Records an access in the audit log. A failure to record is logged and turns the answer
+    /// into 500: an access that cannot be audited is not served silently.
+    pub(crate) async fn audit(&self, entry: Audit<'_>) -> Result<(), ApiError> {
+        let record = AuditRecord {
+            seq: 0,
+            at_ms: now_ms(),
+            actor: entry.caller.token.clone(),
+            role: entry.caller.role.to_string(),
+            action: entry.action.to_string(),
+            patient: entry.patient.cloned(),
+            order: entry.order.cloned(),
+            outcome: entry.outcome.to_string(),
+            detail: entry.detail,
+        };
+        match self.store.append_audit(&record).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(error = %e, action = entry.action, "cannot write the audit log");
+                Err(ApiError::internal(format!(
+                    "cannot write the audit log: {e}"
+                )))
+            }
+        }
+    }
+}
+
+/// One audit entry being written.
+pub(crate) struct Audit<'a> {
+    pub caller: &'a Caller,
+    pub action: &'static str,
+    pub patient: Option<&'a PatientId>,
+    pub order: Option<&'a OrderId>,
+    pub outcome: &'a str,
+    pub detail: String,
+}
