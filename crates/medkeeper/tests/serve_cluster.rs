@@ -1,0 +1,270 @@
+//! Several `medkeeper serve` processes on one real ZooKeeper (`MEDKEEPER_ZK_CONNECT`; skipped
+//! without it; `scripts/test-zk` runs it on a standalone server and on a 3-node ensemble).
+//!
+//! Three instances share one clinical store and one `/medical` tree (a fresh chroot). Every
+//! instance answers every request; all three see the same members and the same leader; an order
+//! created through one is read through another. The leader stopped with SIGTERM leaves at once
+//! (its session is closed) and another instance leads; an instance killed with SIGKILL drops out
+//! of the members once its session expires.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use medkeeper_coord::SessionExt;
+use serde_json::{Value, json};
+
+const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A `medkeeper serve` process; killed when dropped.
+struct Instance {
+    name: String,
+    url: String,
+    child: Child,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts an instance and waits for its URL (and the admin token, if it prints one).
+fn start(connect: &str, dir: &Path, name: &str) -> (Instance, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args(["serve", "--connect", connect, "--listen", "127.0.0.1:0"])
+        .arg("--data")
+        .arg(dir.join(name))
+        .arg("--store")
+        .arg(dir.join("clinical.sqlite"))
+        .args(["--instance", name, "--session-timeout-ms"])
+        .arg(SESSION_TIMEOUT.as_millis().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start medkeeper serve");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut url = None;
+    let mut token = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                if let Some(u) = line.strip_prefix("listening on ") {
+                    url = Some(u.trim().to_string());
+                }
+                if let Some(t) = line.strip_prefix("admin token: ") {
+                    token = Some(t.trim().to_string());
+                }
+                if line.starts_with("dashboard:") {
+                    break;
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let url = url.unwrap_or_else(|| panic!("{name} printed no URL"));
+    (
+        Instance {
+            name: name.to_string(),
+            url,
+            child,
+        },
+        token,
+    )
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(15)))
+        .build()
+        .into()
+}
+
+fn get(agent: &ureq::Agent, url: &str, token: &str) -> (u16, Value) {
+    let mut r = agent
+        .get(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+fn post(agent: &ureq::Agent, url: &str, token: &str, body: Value) -> (u16, Value) {
+    let mut r = agent
+        .post(url)
+        .header("Authorization", &format!("Bearer {token}"))
+        .send_json(&body)
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = r.status().as_u16();
+    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+/// The members and leader an instance reports.
+fn cluster(
+    agent: &ureq::Agent,
+    i: &Instance,
+    token: &str,
+) -> Option<(Vec<String>, Option<String>)> {
+    let (status, v) = get(agent, &format!("{}api/cluster", i.url), token);
+    if status != 200 {
+        return None;
+    }
+    let members = v["members"]
+        .as_array()?
+        .iter()
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    Some((members, v["leader"].as_str().map(str::to_string)))
+}
+
+/// Waits until every instance in `live` reports exactly `live` as members and one same leader
+/// among them; returns the leader and how long it took.
+fn await_agreement(
+    agent: &ureq::Agent,
+    live: &[&Instance],
+    token: &str,
+    within: Duration,
+) -> (String, Duration) {
+    let start = Instant::now();
+    let mut want: Vec<String> = live.iter().map(|i| i.name.clone()).collect();
+    want.sort();
+    let mut last = Vec::new();
+    while start.elapsed() < within {
+        last = live
+            .iter()
+            .map(|i| cluster(agent, i, token))
+            .collect::<Vec<_>>();
+        let leaders: Vec<_> = last
+            .iter()
+            .map(|c| {
+                c.as_ref()
+                    .and_then(|(m, l)| (m == &want).then(|| l.clone()).flatten())
+            })
+            .collect();
+        if let Some(Some(l)) = leaders.first()
+            && leaders.iter().all(|x| x.as_deref() == Some(l.as_str()))
+            && want.contains(l)
+        {
+            return (l.clone(), start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no agreement on members {want:?} within {within:?}: {last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_instances_share_one_hospital() {
+    let Ok(hosts) = std::env::var("MEDKEEPER_ZK_CONNECT") else {
+        println!("SKIP serve_cluster: MEDKEEPER_ZK_CONNECT is not set");
+        return;
+    };
+    if hosts.is_empty() {
+        println!("SKIP serve_cluster: MEDKEEPER_ZK_CONNECT is not set");
+        return;
+    }
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let chroot = format!("/serve-{}-{nonce:x}", std::process::id());
+    let root = medkeeper_zk::connect(medkeeper_zk::ConnectOptions::new(&hosts).unwrap())
+        .await
+        .unwrap();
+    root.ensure_path(&chroot).await.unwrap();
+    let connect = format!("zk:{hosts}{chroot}");
+    let dir = tempfile::tempdir().unwrap();
+
+    tokio::task::spawn_blocking(move || {
+        let agent = agent();
+        let (a, token) = start(&connect, dir.path(), "a");
+        let token = token.expect("the first instance prints an admin token");
+        let (b, again) = start(&connect, dir.path(), "b");
+        assert_eq!(again, None, "only the first start creates an admin token");
+        let (c, _) = start(&connect, dir.path(), "c");
+        let mut all = vec![a, b, c];
+
+        let (leader, took) = await_agreement(&agent, &all.iter().collect::<Vec<_>>(), &token, Duration::from_secs(30));
+        eprintln!("3 instances agree on members and leader {leader} after {took:?}");
+
+        // Any instance answers any request: create through one, read through the others.
+        let (status, p) = post(&agent, &format!("{}api/patients", all[1].url), &token, json!({"name": "Cluster Test"}));
+        assert_eq!(status, 201, "{p}");
+        let patient = p["id"].as_str().unwrap().to_string();
+        let (status, o) = post(
+            &agent,
+            &format!("{}api/orders", all[1].url),
+            &token,
+            json!({"patient": patient, "pool": "CT", "priority": "urgent", "reason": "cluster"}),
+        );
+        assert_eq!(status, 201, "{o}");
+        let order = o["id"].as_str().unwrap().to_string();
+        for i in [&all[0], &all[2]] {
+            let (status, v) = get(&agent, &format!("{}api/orders/{order}", i.url), &token);
+            assert_eq!(status, 200, "{} GET order: {v}", i.name);
+            assert_eq!(v["order"]["patient"], json!(patient));
+        }
+        // Some instance dispatches CT: the order is called within a few seconds.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let (_, v) = get(&agent, &format!("{}api/orders/{order}", all[2].url), &token);
+            if v["order"]["state"] == json!("called") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "order never called: {v}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        // The leader stopped gracefully leaves at once; another leads.
+        let ix = all.iter().position(|i| i.name == leader).unwrap();
+        let mut stopped = all.remove(ix);
+        let t = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &stopped.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let (next, took) = await_agreement(&agent, &all.iter().collect::<Vec<_>>(), &token, Duration::from_secs(15));
+        assert_ne!(next, leader);
+        eprintln!("leader {leader} stopped (SIGTERM): {next} leads, members agree after {took:?}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = stopped.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "{leader} did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{leader} exited with {status}");
+        eprintln!("{leader} exited 0 after {:?}", t.elapsed());
+
+        // An instance killed with SIGKILL drops out once its session expires.
+        let ix = all.iter().position(|i| i.name == next).unwrap();
+        let mut killed = all.remove(ix);
+        killed.child.kill().unwrap();
+        let _ = killed.child.wait();
+        let (last, took) = await_agreement(&agent, &all.iter().collect::<Vec<_>>(), &token, SESSION_TIMEOUT + Duration::from_secs(10));
+        eprintln!("leader {next} killed (SIGKILL): {last} leads after {took:?} (session timeout {SESSION_TIMEOUT:?})");
+        let (status, v) = get(&agent, &format!("{}readyz", all[0].url), &token);
+        assert_eq!(status, 200, "{v}");
+    })
+    .await
+    .unwrap();
+}
