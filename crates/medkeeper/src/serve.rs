@@ -65,9 +65,10 @@ pub struct ServeArgs {
     /// `127.0.0.1:8080`.
     #[arg(long, env = "MEDKEEPER_LISTEN")]
     listen: Option<SocketAddr>,
-    /// The coordination service: `zk:HOST:PORT[,HOST:PORT...][/chroot]` (`zk+tls:` for TLS),
-    /// or `embedded:DIR`. Default: the embedded engine in the data directory.
-    #[arg(long, env = "MEDKEEPER_CONNECT")]
+    /// The coordination service: `zk:HOST:PORT[,HOST:PORT...][/chroot]` (`zk+tls:` for TLS;
+    /// the `zk:` may be left out), or `embedded:DIR`. Default: the embedded engine in the data
+    /// directory.
+    #[arg(long, visible_alias = "zookeeper", env = "MEDKEEPER_CONNECT")]
     connect: Option<String>,
     /// ZooKeeper credentials, `digest:user:password`.
     #[arg(long, env = "MEDKEEPER_AUTH")]
@@ -144,6 +145,13 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     let connect = args
         .connect
         .or(file.connect)
+        .map(|c| {
+            if c.starts_with("embedded:") || c.starts_with("zk:") || c.starts_with("zk+tls:") {
+                c
+            } else {
+                format!("zk:{c}")
+            }
+        })
         .unwrap_or_else(|| format!("embedded:{}", data.join("coord").display()));
     let mut limits = Limits::default();
     if let Some(n) = args.max_in_flight.or(file.max_in_flight) {
