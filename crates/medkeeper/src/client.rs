@@ -784,8 +784,8 @@ mod offline {
     use anyhow::{Context, anyhow};
     use medkeeper_hospital::PatientId;
     use medkeeper_hospital::store::{AuditQuery, ClinicalStore, SqliteStore};
-    use medkeeper_server::auth::Role;
     use medkeeper_server::ApiError;
+    use medkeeper_server::auth::Role;
     use serde_json::Value;
 
     fn open(dir: &Path) -> anyhow::Result<SqliteStore> {
@@ -807,15 +807,22 @@ mod offline {
         patient: Option<String>,
         label: Option<String>,
     ) -> anyhow::Result<Value> {
-        let role: Role = role.parse().map_err(|e: ApiError| anyhow!("{}", e.message))?;
+        let role: Role = role
+            .parse()
+            .map_err(|e: ApiError| anyhow!("{}", e.message))?;
         let patient = patient
             .map(|p| p.parse::<PatientId>())
             .transpose()
             .map_err(|e| anyhow!("{e}"))?;
         let store = open(dir)?;
-        let (record, secret) = medkeeper_server::auth::issue_token(&store, role, patient, label.as_deref().unwrap_or(""))
-            .await
-            .map_err(|e| anyhow!("cannot issue the token: {} ({})", e.message, e.code))?;
+        let (record, secret) = medkeeper_server::auth::issue_token(
+            &store,
+            role,
+            patient,
+            label.as_deref().unwrap_or(""),
+        )
+        .await
+        .map_err(|e| anyhow!("cannot issue the token: {} ({})", e.message, e.code))?;
         let mut v = serde_json::to_value(&record)?;
         if let Some(fields) = v.as_object_mut() {
             fields.remove("hash");
@@ -1205,10 +1212,19 @@ fn print_cluster(v: &Value) {
     table("", &["", "MEMBER", "URL", "STARTED"], &rows);
 }
 
+/// A field of a tree node: at its top level (what the server sends) or under `stat`.
+fn stat_field<'a>(node: &'a Value, snake: &str, camel: &str) -> &'a Value {
+    [&node[snake], &node["stat"][snake], &node["stat"][camel]]
+        .into_iter()
+        .find(|v| !v.is_null())
+        .unwrap_or(&Value::Null)
+}
+
+/// One node per line, indented; data (UTF-8, cut at 80 characters) after `=`. Children the
+/// server listed by name only (`more`, beyond `--depth`) are printed as bare names.
 fn print_tree(node: &Value, depth: usize) {
     let indent = "  ".repeat(depth);
     let Some(path) = node["path"].as_str() else {
-        // A bare child name (beyond the depth the server expanded).
         outln!("{indent}{}", text(node));
         return;
     };
@@ -1218,31 +1234,39 @@ fn print_tree(node: &Value, depth: usize) {
         path.rsplit('/').next().unwrap_or(path)
     };
     let mut line = format!("{indent}{name}");
-    if let Some(data) = node["data"].as_str()
-        && !data.is_empty()
-    {
-        let one_line = data.replace('\n', " ");
-        let cut: String = one_line.chars().take(80).collect();
-        let ellipsis = if cut.len() < one_line.len() {
-            "..."
-        } else {
-            ""
-        };
-        line.push_str(&format!("  = {cut}{ellipsis}"));
-    } else if node["data"].is_null() && node.get("data").is_some() {
-        line.push_str("  = (binary)");
+    let data_length = stat_field(node, "data_length", "dataLength")
+        .as_u64()
+        .unwrap_or(0);
+    match node["data"].as_str() {
+        Some(data) if !data.is_empty() => {
+            let one_line = data.replace('\n', " ");
+            let cut: String = one_line.chars().take(80).collect();
+            let ellipsis = if cut.len() < one_line.len() {
+                "..."
+            } else {
+                ""
+            };
+            line.push_str(&format!("  = {cut}{ellipsis}"));
+        }
+        None if data_length > 0 => line.push_str(&format!("  = ({data_length} bytes, not UTF-8)")),
+        _ => {}
     }
     let children = arr(&node["children"]);
-    let num_children = node["stat"]["numChildren"]
+    let more = arr(&node["more"]);
+    let num_children = stat_field(node, "num_children", "numChildren")
         .as_u64()
-        .or_else(|| node["stat"]["num_children"].as_u64())
         .unwrap_or(0);
-    if children.is_empty() && num_children > 0 {
-        line.push_str(&format!("  (+{num_children} children)"));
+    let listed = (children.len() + more.len()) as u64;
+    if num_children > listed {
+        line.push_str(&format!("  (+{} more)", num_children - listed));
     }
     outln!("{line}");
     for c in children {
         print_tree(c, depth + 1);
+    }
+    let inner = "  ".repeat(depth + 1);
+    for m in more {
+        outln!("{inner}{}", text(m));
     }
 }
 

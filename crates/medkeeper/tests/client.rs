@@ -1,0 +1,431 @@
+//! End to end through the real binary: `medkeeper serve` on a fresh data directory, and the
+//! client commands (`pools`, `queue`, `unit`, `patient`, `order`, `token`, `audit`, ...) as
+//! subprocesses talking to it over HTTP.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_medkeeper");
+
+/// A running `medkeeper serve`, killed on drop.
+struct Server {
+    child: Child,
+    url: String,
+    admin: String,
+    log: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- medkeeper serve output ---");
+            for line in self.log.lock().unwrap().iter() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Copies a child's output into `log` line by line, and into `tx` if given.
+fn drain(
+    out: impl Read + Send + 'static,
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+    tx: Option<mpsc::Sender<String>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            log.lock().unwrap().push(format!("[{name}] {line}"));
+            if let Some(tx) = &tx {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory and waits (up to 60 s) for its URL and the
+    /// admin token it prints on first start.
+    fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--data")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .env_remove("MEDKEEPER_SERVER")
+            .env_remove("MEDKEEPER_TOKEN")
+            .env_remove("MEDKEEPER_CONFIG")
+            .env_remove("MEDKEEPER_CONNECT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("medkeeper serve starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        drain(
+            child.stdout.take().unwrap(),
+            "stdout",
+            log.clone(),
+            Some(tx),
+        );
+        drain(child.stderr.take().unwrap(), "stderr", log.clone(), None);
+        let mut server = Server {
+            child,
+            url: String::new(),
+            admin: String::new(),
+            log,
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while server.url.is_empty() || server.admin.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(e) => panic!("medkeeper serve did not print its URL and admin token: {e}"),
+            };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                server.url = rest.trim().trim_end_matches('/').to_string();
+            }
+            if let Some(rest) = line.split("admin token: ").nth(1) {
+                server.admin = rest.trim().to_string();
+            }
+        }
+        assert!(
+            server.url.starts_with("http://127.0.0.1:"),
+            "{}",
+            server.url
+        );
+        assert!(server.admin.starts_with("mkt_"), "{}", server.admin);
+        server.wait_ready(deadline);
+        server
+    }
+
+    /// Waits until `GET /readyz` answers 200: the server may listen before its coordination
+    /// session is connected (the API answers 503 `unavailable` meanwhile).
+    fn wait_ready(&self, deadline: Instant) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let url = format!("{}/readyz", self.url);
+        loop {
+            let answer = match agent.get(&url).call() {
+                Ok(mut r) => {
+                    let status = r.status().as_u16();
+                    let body = r.body_mut().read_to_string().unwrap_or_default();
+                    if status == 200 {
+                        return;
+                    }
+                    format!("HTTP {status}: {body}")
+                }
+                Err(e) => e.to_string(),
+            };
+            assert!(Instant::now() < deadline, "{url} never ready: {answer}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `medkeeper ARGS` against this server with `token`.
+    fn run(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("MEDKEEPER_SERVER", &self.url)
+            .env("MEDKEEPER_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("medkeeper runs")
+    }
+
+    /// Runs a command that must succeed; its stdout.
+    fn ok(&self, token: &str, args: &[&str]) -> String {
+        let out = self.run(token, args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "medkeeper {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// Runs a command with `--json` that must succeed; its answer.
+    fn json(&self, token: &str, args: &[&str]) -> Value {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let stdout = self.ok(token, &args);
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    }
+
+    /// Runs a command that must fail; its exit status and stderr.
+    fn fails(&self, token: &str, args: &[&str]) -> (i32, String) {
+        let out = self.run(token, args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            !out.status.success(),
+            "medkeeper {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (out.status.code().unwrap_or(-1), stderr)
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().trim().to_string()
+}
+
+#[test]
+fn everyday_work_against_a_running_server() {
+    let server = Server::start();
+    let admin = server.admin.clone();
+    let s = &server;
+
+    // Both MRI units out of service, so a new order waits in line.
+    for unit in ["MRI-1", "MRI-2"] {
+        let out = s.ok(&admin, &["unit", "MRI", unit, "--status", "maintenance"]);
+        assert!(out.contains("maintenance"), "{out}");
+    }
+    let pools = s.ok(&admin, &["pools", "MRI"]);
+    assert!(
+        pools.contains("MRI-1") && pools.contains("MRI-2"),
+        "{pools}"
+    );
+
+    // A patient and an urgent MRI order.
+    let patient = first_line(&s.ok(
+        &admin,
+        &[
+            "patient",
+            "create",
+            "--name",
+            "Ada Lovelace",
+            "--birth-date",
+            "1815-12-10",
+        ],
+    ));
+    assert!(!patient.is_empty() && !patient.contains(' '), "{patient}");
+    let created = s.ok(
+        &admin,
+        &[
+            "order",
+            "create",
+            "--patient",
+            &patient,
+            "--pool",
+            "MRI",
+            "--priority",
+            "urgent",
+            "--reason",
+            "headache, rule out a bleed",
+        ],
+    );
+    let order = first_line(&created);
+    assert!(order.starts_with("o-"), "{created}");
+    assert!(
+        created.contains("urgent") && created.contains("queued"),
+        "{created}"
+    );
+
+    // It is in the MRI queue, as a table and as JSON.
+    let queue = s.ok(&admin, &["queue", "MRI"]);
+    assert!(
+        queue.contains(&order) && queue.contains(&patient),
+        "{queue}"
+    );
+    let rows = s.json(&admin, &["queue", "MRI"]);
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["order"] == order.as_str())
+        .unwrap_or_else(|| panic!("{rows}"));
+    assert_eq!(row["priority"], "urgent");
+    let shown = s.ok(&admin, &["patient", "show", &patient]);
+    assert!(
+        shown.contains("Ada Lovelace") && shown.contains(&order),
+        "{shown}"
+    );
+
+    // A unit comes back: the dispatcher calls the patient to it.
+    s.ok(&admin, &["unit", "MRI", "MRI-1", "--status", "available"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let called = loop {
+        let v = s.json(&admin, &["order", "show", &order]);
+        if v["order"]["state"] == "called" {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not called within 10 s: {v:#}\n{}",
+            s.ok(&admin, &["pools", "MRI"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(called["order"]["assigned"], "MRI-1", "{called:#}");
+
+    // The exam, start to report.
+    let out = s.ok(&admin, &["order", "start", &order]);
+    assert!(out.contains("in-progress"), "{out}");
+    let out = s.ok(&admin, &["order", "complete", &order]);
+    assert!(out.contains("completed"), "{out}");
+    let out = s.ok(
+        &admin,
+        &["order", "report", &order, "--text", "No acute findings."],
+    );
+    assert!(out.contains("reported"), "{out}");
+    let details = s.ok(&admin, &["order", "show", &order]);
+    assert!(
+        details.contains("reported") && details.contains("No acute findings."),
+        "{details}"
+    );
+    for state in ["queued", "called", "in-progress", "completed"] {
+        assert!(details.contains(state), "transition to {state}: {details}");
+    }
+
+    // An illegal transition: exit status 2 and the server's code.
+    let (code, stderr) = s.fails(&admin, &["order", "complete", &order]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("illegal_transition") && stderr.contains("HTTP 409"),
+        "{stderr}"
+    );
+    let (code, stderr) = s.fails(&admin, &["order", "show", "o-does-not-exist"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("not_found"), "{stderr}");
+
+    // A patient token sees its own order and nothing of the hospital.
+    let issued = s.ok(
+        &admin,
+        &[
+            "token",
+            "create",
+            "--role",
+            "patient",
+            "--patient",
+            &patient,
+            "--label",
+            "Ada",
+        ],
+    );
+    let patient_token = first_line(&issued);
+    assert!(patient_token.starts_with("mkt_"), "{issued}");
+    let own = s.ok(&patient_token, &["order", "show", &order]);
+    assert!(own.contains(&order) && own.contains("reported"), "{own}");
+    let (code, stderr) = s.fails(&patient_token, &["pools"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("forbidden"), "{stderr}");
+
+    // No token at all.
+    let (code, stderr) = s.fails("", &["pools"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+
+    // A token issued offline, straight into the store, while the server runs.
+    let data = server.data().to_str().unwrap().to_string();
+    let issued = s.ok(
+        "",
+        &[
+            "token", "create", "--data", &data, "--role", "nurse", "--label", "ward 3",
+        ],
+    );
+    let nurse = first_line(&issued);
+    assert!(nurse.starts_with("mkt_"), "{issued}");
+    let pools = s.ok(&nurse, &["pools"]);
+    assert!(pools.contains("MRI-1"), "{pools}");
+    let tokens = s.json(&admin, &["token", "list"]);
+    let nurse_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["label"] == "ward 3")
+        .unwrap_or_else(|| panic!("{tokens:#}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = s.ok(&admin, &["token", "list"]);
+    assert!(
+        listed.contains(&nurse_id) && listed.contains("nurse"),
+        "{listed}"
+    );
+
+    // Revoked, it is refused.
+    s.ok(&admin, &["token", "revoke", &nurse_id]);
+    let (code, stderr) = s.fails(&nurse, &["pools"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+
+    // The audit log, through the server and offline.
+    let audit = s.ok(&admin, &["audit", "--limit", "5"]);
+    let lines: Vec<&str> = audit.lines().collect();
+    assert!(
+        lines.len() >= 2 && lines.len() <= 6 && lines[0].starts_with("SEQ"),
+        "{audit}"
+    );
+    let records = s.json(&admin, &["audit", "--limit", "5"]);
+    let records = records.as_array().unwrap();
+    assert!(!records.is_empty() && records.len() <= 5, "{records:?}");
+    let about = s.json(&admin, &["audit", "--patient", &patient]);
+    assert!(
+        about
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["order"] == order.as_str()),
+        "{about:#}"
+    );
+    let offline = s.json("", &["audit", "--data", &data, "--limit", "3"]);
+    let offline = offline.as_array().unwrap();
+    assert!(!offline.is_empty() && offline.len() <= 3, "{offline:?}");
+
+    // The cluster and the tree.
+    let cluster = s.ok(&admin, &["cluster"]);
+    assert!(cluster.contains("leader"), "{cluster}");
+    let tree = s.ok(&admin, &["tree", "/medical", "--depth", "2"]);
+    assert!(tree.starts_with("/medical"), "{tree}");
+}
+
+#[test]
+fn no_server_names_the_url_and_hints_at_serve() {
+    let out = Command::new(BIN)
+        .args(["pools", "--server", "http://127.0.0.1:1"])
+        .env_remove("MEDKEEPER_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("http://127.0.0.1:1") && stderr.contains("medkeeper serve"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn offline_commands_need_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing: PathBuf = dir.path().join("nothing-here");
+    let out = Command::new(BIN)
+        .args(["token", "create", "--role", "admin", "--data"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("clinical.sqlite"), "{stderr}");
+    assert!(!missing.exists(), "nothing is created");
+}
