@@ -8,7 +8,8 @@
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`), then defaults.
 //!
 //! ## What an instance does
-//! - Binds the listener first and prints `listening on http://ADDR/`.
+//! - Binds the listener first; prints `listening on http://ADDR/` once ready (a session, the
+//!   hospital loaded), answering 503 `unavailable` until then.
 //! - On first start (no token in the clinical store) creates an admin token and prints it once:
 //!   `admin token: mkt_…` (lost? `medkeeper token create --data DIR --role admin`).
 //! - Per coordination session: loads the hospital configuration (idempotent), repairs what a
@@ -48,6 +49,8 @@ use crate::dispatch::{Dispatchers, default_instance, stopped};
 pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// How long a failed session start waits before trying again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How long start-up waits for the first session before printing the URL anyway.
+const READY_WAIT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -231,24 +234,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store.clone(),
         s.limits.clone(),
     );
-    println!(
-        "medkeeper {} serving {}",
-        env!("CARGO_PKG_VERSION"),
-        config.name
-    );
-    println!("listening on {url}");
-    if store.tokens().await.context("reading tokens")?.is_empty() {
+    let hospital_name = config.name.clone();
+    let first_token = if store.tokens().await.context("reading tokens")?.is_empty() {
         let (rec, token) = issue_token(store.as_ref(), Role::Admin, None, "first start")
             .await
             .map_err(|e| anyhow::anyhow!("cannot create the admin token: {}", e.message))?;
-        println!("admin token: {token}");
-        println!(
-            "  (shown once; id {}; more with `medkeeper token create --data {} --role ROLE`)",
-            rec.id,
-            s.data.display()
-        );
-    }
-    println!("dashboard: {url}#token=<token>");
+        Some((rec.id, token))
+    } else {
+        None
+    };
+    let data_dir = s.data.clone();
 
     let (stop_tx, stop) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -279,6 +274,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_state.shut_down();
     });
     let served = tokio::spawn(async move { server.await });
+    // The URL is printed once the instance is ready (a session, the hospital loaded): a
+    // script that waits for it can use the API at once. Requests before that get 503.
+    let mut ready = state.hospitals();
+    tokio::select! {
+        _ = ready.wait_for(Option::is_some) => {}
+        _ = tokio::time::sleep(READY_WAIT) => {
+            eprintln!("warning: no coordination session after {READY_WAIT:?}; serving 503 until there is one");
+        }
+        _ = stopped(stop.clone()) => {}
+    }
+    println!(
+        "medkeeper {} serving {hospital_name}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("listening on {url}");
+    if let Some((id, token)) = &first_token {
+        println!("admin token: {token}");
+        println!(
+            "  (shown once; id {id}; more with `medkeeper token create --data {} --role ROLE`)",
+            data_dir.display()
+        );
+    }
+    println!("dashboard: {url}#token=<token>");
     stopped(stop.clone()).await;
     eprintln!("stopping: finishing in-flight requests");
     match tokio::time::timeout(DRAIN, served).await {

@@ -167,8 +167,8 @@ fn random_hex(n: usize) -> Result<String, ApiError> {
 /// which is shown once and never again.
 ///
 /// # Notable errors
-/// `invalid` for a patient token without a patient or a staff token with one; `internal` if
-/// the store fails.
+/// `invalid` for a patient token without a patient, or for a patient the store does not
+/// know, or a staff token with one; `internal` if the store fails.
 pub async fn issue_token(
     store: &dyn ClinicalStore,
     role: Role,
@@ -185,6 +185,14 @@ pub async fn issue_token(
             )));
         }
         _ => {}
+    }
+    if let Some(p) = &patient
+        && store.patient(p).await?.is_none()
+        && store.orders_of(p).await?.is_empty()
+    {
+        return Err(ApiError::invalid(format!(
+            "patient {p} is not known (register the patient or order an exam first)"
+        )));
     }
     if label.len() > 200 {
         return Err(ApiError::invalid("label: at most 200 bytes"));

@@ -109,13 +109,12 @@ impl From<HospitalError> for ApiError {
     fn from(e: HospitalError) -> ApiError {
         match e {
             HospitalError::NotFound(_) => ApiError::not_found(e.to_string()),
-            HospitalError::Invalid(_) => ApiError::invalid(e.to_string()),
+            // The code says "invalid" / "conflict" already; the message is the reason alone.
+            HospitalError::Invalid(why) => ApiError::invalid(why),
             HospitalError::IllegalTransition { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "illegal_transition", e.to_string())
             }
-            HospitalError::Conflict(_) => {
-                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
-            }
+            HospitalError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "conflict", why),
             HospitalError::Coord(c) => c.into(),
             HospitalError::Recipe(r) => r.into(),
             HospitalError::Store(s) => s.into(),

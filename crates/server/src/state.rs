@@ -88,8 +88,8 @@ impl ServerState {
         self.hospital.send_replace(hospital);
     }
 
-    /// Follows the hospital being served.
-    pub(crate) fn hospitals(&self) -> watch::Receiver<Option<Arc<Hospital>>> {
+    /// Follows the hospital being served (`None` while there is no session).
+    pub fn hospitals(&self) -> watch::Receiver<Option<Arc<Hospital>>> {
         self.hospital.subscribe()
     }
 
