@@ -7,114 +7,64 @@
 //! (its session is closed) and another instance leads; an instance killed with SIGKILL drops out
 //! of the members once its session expires.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use medkeeper_coord::SessionExt;
 use serde_json::{Value, json};
+use support::{Serve, agent, call};
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A `medkeeper serve` process; killed when dropped.
+/// A `medkeeper serve` process and its instance id.
 struct Instance {
     name: String,
-    url: String,
-    child: Child,
+    serve: Serve,
 }
 
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl std::ops::Deref for Instance {
+    type Target = Serve;
+    fn deref(&self) -> &Serve {
+        &self.serve
     }
 }
 
-/// Starts an instance and waits for its URL (and the admin token, if it prints one).
+/// Starts an instance on `connect`, sharing the clinical store in `dir`.
 fn start(connect: &str, dir: &Path, name: &str) -> (Instance, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
-        .args(["serve", "--connect", connect, "--listen", "127.0.0.1:0"])
-        .arg("--data")
-        .arg(dir.join(name))
-        .arg("--store")
-        .arg(dir.join("clinical.sqlite"))
-        .args(["--instance", name, "--session-timeout-ms"])
-        .arg(SESSION_TIMEOUT.as_millis().to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start medkeeper serve");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut url = None;
-    let mut token = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(line) => {
-                if let Some(u) = line.strip_prefix("listening on ") {
-                    url = Some(u.trim().to_string());
-                }
-                if let Some(t) = line.strip_prefix("admin token: ") {
-                    token = Some(t.trim().to_string());
-                }
-                if line.starts_with("dashboard:") {
-                    break;
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-    }
-    let url = url.unwrap_or_else(|| panic!("{name} printed no URL"));
+    let data = dir.join(name);
+    let store = dir.join("clinical.sqlite");
+    let timeout = SESSION_TIMEOUT.as_millis().to_string();
+    let serve = Serve::start(&[
+        "--connect",
+        connect,
+        "--data",
+        data.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--instance",
+        name,
+        "--session-timeout-ms",
+        &timeout,
+    ]);
+    let token = serve.admin.clone();
     (
         Instance {
             name: name.to_string(),
-            url,
-            child,
+            serve,
         },
         token,
     )
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(15)))
-        .build()
-        .into()
-}
-
 fn get(agent: &ureq::Agent, url: &str, token: &str) -> (u16, Value) {
-    let mut r = agent
-        .get(url)
-        .header("Authorization", &format!("Bearer {token}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = r.status().as_u16();
-    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+    call(agent, "GET", url, token, None)
 }
 
 fn post(agent: &ureq::Agent, url: &str, token: &str, body: Value) -> (u16, Value) {
-    let mut r = agent
-        .post(url)
-        .header("Authorization", &format!("Bearer {token}"))
-        .send_json(&body)
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
-    let status = r.status().as_u16();
-    (status, r.body_mut().read_json().unwrap_or(Value::Null))
+    call(agent, "POST", url, token, Some(body))
 }
 
 /// The members and leader an instance reports.
@@ -237,7 +187,7 @@ async fn zookeeper_instances_share_one_hospital() {
         let mut stopped = all.remove(ix);
         let t = Instant::now();
         let ok = Command::new("kill")
-            .args(["-TERM", &stopped.child.id().to_string()])
+            .args(["-TERM", &stopped.serve.child.id().to_string()])
             .status()
             .unwrap();
         assert!(ok.success());
@@ -246,7 +196,7 @@ async fn zookeeper_instances_share_one_hospital() {
         eprintln!("leader {leader} stopped (SIGTERM): {next} leads, members agree after {took:?}");
         let deadline = Instant::now() + Duration::from_secs(15);
         let status = loop {
-            if let Some(s) = stopped.child.try_wait().unwrap() {
+            if let Some(s) = stopped.serve.child.try_wait().unwrap() {
                 break s;
             }
             assert!(Instant::now() < deadline, "{leader} did not exit after SIGTERM");
@@ -258,8 +208,8 @@ async fn zookeeper_instances_share_one_hospital() {
         // An instance killed with SIGKILL drops out once its session expires.
         let ix = all.iter().position(|i| i.name == next).unwrap();
         let mut killed = all.remove(ix);
-        killed.child.kill().unwrap();
-        let _ = killed.child.wait();
+        killed.serve.child.kill().unwrap();
+        let _ = killed.serve.child.wait();
         let (last, took) = await_agreement(&agent, &all.iter().collect::<Vec<_>>(), &token, SESSION_TIMEOUT + Duration::from_secs(10));
         eprintln!("leader {next} killed (SIGKILL): {last} leads after {took:?} (session timeout {SESSION_TIMEOUT:?})");
         let (status, v) = get(&agent, &format!("{}readyz", all[0].url), &token);

@@ -32,6 +32,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
@@ -110,7 +111,9 @@ pub fn router(state: Arc<ServerState>) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overload))
                 .load_shed()
-                .concurrency_limit(limits.max_in_flight)
+                // One bound for the whole API: `Router::layer` wraps each route on its own,
+                // so a per-service limit would bound each route separately.
+                .layer(GlobalConcurrencyLimitLayer::new(limits.max_in_flight))
                 .timeout(limits.request_timeout),
         );
     let streams = Router::new()

@@ -1,0 +1,186 @@
+//! `medkeeper serve` as a process on the embedded default: load shedding, request deadlines,
+//! body limits, readiness, and graceful shutdown with open event streams.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::{Serve, agent, call};
+
+/// Starts sending a request whose body never completes: it holds its slot among the requests
+/// in flight until the server's deadline ends it.
+fn slow_request(addr: &str, token: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /api/patients HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+    )
+    .unwrap();
+    s.flush().unwrap();
+    s
+}
+
+/// The status line and body of a raw HTTP/1.1 response.
+fn read_response(s: TcpStream) -> (String, String) {
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (status.trim().to_string(), String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn overload_is_shed_with_503_and_slow_requests_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let srv = Serve::start(&[
+        "--data",
+        data,
+        "--max-in-flight",
+        "1",
+        "--request-timeout-ms",
+        "1500",
+    ]);
+    let token = srv.admin.clone().unwrap();
+    let a = agent();
+    let pools = format!("{}api/pools", srv.url);
+    assert_eq!(call(&a, "GET", &pools, &token, None).0, 200);
+
+    // One request in flight (its body never comes) holds the only slot…
+    let slow = slow_request(&srv.addr(), &token);
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(300));
+    // …so the next is shed at once, not queued.
+    let t = Instant::now();
+    let (status, body) = call(&a, "GET", &pools, &token, None);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], json!("overloaded"), "{body}");
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "shed late: {:?}",
+        t.elapsed()
+    );
+    // Health and event streams are outside the in-flight bound.
+    assert_eq!(
+        call(&a, "GET", &format!("{}healthz", srv.url), &token, None).0,
+        200
+    );
+
+    // The slow request is ended by its deadline with 503 `timeout`.
+    let (status, body) = read_response(slow);
+    assert!(status.contains(" 503 "), "{status} {body}");
+    assert!(body.contains("\"timeout\""), "{body}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1400), "ended early: {took:?}");
+    eprintln!("slow request ended with 503 timeout after {took:?} (deadline 1.5 s)");
+
+    // The slot is free again; nothing was half-written.
+    let (status, v) = call(&a, "GET", &pools, &token, None);
+    assert_eq!(status, 200, "{v}");
+    let (_, audit) = call(
+        &a,
+        "GET",
+        &format!("{}api/audit?limit=100", srv.url),
+        &token,
+        None,
+    );
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["action"] != json!("patient.create")),
+        "a patient was created by the timed-out request: {audit}"
+    );
+}
+
+#[test]
+fn oversize_bodies_get_413_and_ready_means_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Serve::start(&["--data", dir.path().to_str().unwrap()]);
+    let token = srv.admin.clone().unwrap();
+    let a = agent();
+    // Printed its URL only once ready.
+    let (status, v) = call(&a, "GET", &format!("{}readyz", srv.url), &token, None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ready"], json!(true));
+    let big = json!({"name": "x".repeat(70 * 1024)});
+    let (status, v) = call(
+        &a,
+        "POST",
+        &format!("{}api/patients", srv.url),
+        &token,
+        Some(big),
+    );
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(v["error"]["code"], json!("payload_too_large"));
+}
+
+#[test]
+fn sigterm_ends_streams_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Serve::start(&["--data", dir.path().to_str().unwrap()]);
+    let token = srv.admin.clone().unwrap();
+    // An open event stream (they never end by themselves).
+    let mut stream = TcpStream::connect(srv.addr()).unwrap();
+    write!(
+        stream,
+        "GET /api/pools/MRI/events?access_token={token} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+
+    let t = Instant::now();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The stream ends (EOF) instead of holding the shutdown open.
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = srv.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "exit {status}; {}",
+        srv.log.lock().unwrap()
+    );
+    eprintln!(
+        "SIGTERM with an open stream: exited 0 after {:?}",
+        t.elapsed()
+    );
+    assert!(srv.log.lock().unwrap().contains("stopped"));
+}
