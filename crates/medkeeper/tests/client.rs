@@ -2,138 +2,40 @@
 //! client commands (`pools`, `queue`, `unit`, `patient`, `order`, `token`, `audit`, ...) as
 //! subprocesses talking to it over HTTP.
 
-use std::io::{BufRead, BufReader, Read};
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::Serve;
 
 const BIN: &str = env!("CARGO_BIN_EXE_medkeeper");
 
-/// A running `medkeeper serve`, killed on drop.
+/// A running `medkeeper serve` on a fresh data directory, killed on drop.
 struct Server {
-    child: Child,
+    /// Its URL without the trailing `/`.
     url: String,
     admin: String,
-    log: Arc<Mutex<Vec<String>>>,
+    _serve: Serve,
     dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- medkeeper serve output ---");
-            for line in self.log.lock().unwrap().iter() {
-                eprintln!("{line}");
-            }
-        }
-    }
-}
-
-/// Copies a child's output into `log` line by line, and into `tx` if given.
-fn drain(
-    out: impl Read + Send + 'static,
-    name: &'static str,
-    log: Arc<Mutex<Vec<String>>>,
-    tx: Option<mpsc::Sender<String>>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
-            log.lock().unwrap().push(format!("[{name}] {line}"));
-            if let Some(tx) = &tx {
-                let _ = tx.send(line);
-            }
-        }
-    });
-}
-
 impl Server {
-    /// Starts a server on a fresh data directory and waits (up to 60 s) for its URL and the
-    /// admin token it prints on first start.
+    /// Starts a server on a fresh data directory (it prints its URL once ready).
     fn start() -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .arg("--data")
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .env_remove("MEDKEEPER_SERVER")
-            .env_remove("MEDKEEPER_TOKEN")
-            .env_remove("MEDKEEPER_CONFIG")
-            .env_remove("MEDKEEPER_CONNECT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("medkeeper serve starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        drain(
-            child.stdout.take().unwrap(),
-            "stdout",
-            log.clone(),
-            Some(tx),
-        );
-        drain(child.stderr.take().unwrap(), "stderr", log.clone(), None);
-        let mut server = Server {
-            child,
-            url: String::new(),
-            admin: String::new(),
-            log,
+        let serve = Serve::start(&["--data", dir.path().to_str().unwrap()]);
+        let url = serve.url.trim_end_matches('/').to_string();
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        let admin = serve.admin.clone().expect("an admin token on first start");
+        assert!(admin.starts_with("mkt_"), "{admin}");
+        Server {
+            url,
+            admin,
+            _serve: serve,
             dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while server.url.is_empty() || server.admin.is_empty() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = match rx.recv_timeout(left) {
-                Ok(line) => line,
-                Err(e) => panic!("medkeeper serve did not print its URL and admin token: {e}"),
-            };
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                server.url = rest.trim().trim_end_matches('/').to_string();
-            }
-            if let Some(rest) = line.split("admin token: ").nth(1) {
-                server.admin = rest.trim().to_string();
-            }
-        }
-        assert!(
-            server.url.starts_with("http://127.0.0.1:"),
-            "{}",
-            server.url
-        );
-        assert!(server.admin.starts_with("mkt_"), "{}", server.admin);
-        server.wait_ready(deadline);
-        server
-    }
-
-    /// Waits until `GET /readyz` answers 200: the server may listen before its coordination
-    /// session is connected (the API answers 503 `unavailable` meanwhile).
-    fn wait_ready(&self, deadline: Instant) {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        let url = format!("{}/readyz", self.url);
-        loop {
-            let answer = match agent.get(&url).call() {
-                Ok(mut r) => {
-                    let status = r.status().as_u16();
-                    let body = r.body_mut().read_to_string().unwrap_or_default();
-                    if status == 200 {
-                        return;
-                    }
-                    format!("HTTP {status}: {body}")
-                }
-                Err(e) => e.to_string(),
-            };
-            assert!(Instant::now() < deadline, "{url} never ready: {answer}");
-            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -29,6 +29,12 @@ impl Drop for Serve {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- medkeeper serve stderr ---\n{}",
+                self.log.lock().unwrap()
+            );
+        }
     }
 }
 
@@ -39,6 +45,13 @@ impl Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            // Only what the test says: no settings from the environment.
+            .env_remove("MEDKEEPER_CONFIG")
+            .env_remove("MEDKEEPER_CONNECT")
+            .env_remove("MEDKEEPER_DATA")
+            .env_remove("MEDKEEPER_STORE")
+            .env_remove("MEDKEEPER_SERVER")
+            .env_remove("MEDKEEPER_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,729 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver by chromedriver.
+//!
+//! Starts the real `medkeeper serve` on an embedded data directory, opens the staff dashboard,
+//! changes the hospital through the HTTP API and checks that the page follows live over
+//! Server-Sent Events, without a reload; then opens a patient's own page with a patient token.
+//! Screenshots go to `target/browser/`; with `MEDKEEPER_UPDATE_SCREENSHOT=1` the dashboard's is
+//! also copied to `docs/dashboard.png`.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (`scripts/test` installs them).
+//! `MEDKEEPER_SKIP_BROWSER=1` skips the test.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+/// A child process killed (and reaped) when dropped, so nothing outlives a failed assertion.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    /// It leads its own process group, killed as a whole (chromedriver's Chromium with it).
+    group: bool,
+    /// The tail of its stderr, shown if the test fails.
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.group {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", self.child.id())])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            if !log.is_empty() {
+                eprintln!("---- {} stderr (tail) ----\n{log}", self.name);
+            }
+        }
+    }
+}
+
+/// Keeps the last 64 KiB of what `r` writes.
+fn drain_into(r: impl Read + Send + 'static, log: Arc<Mutex<String>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(r).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = log.lock() {
+                l.push_str(&line);
+                l.push('\n');
+                if l.len() > 64 * 1024 {
+                    let cut = l.len() - 48 * 1024;
+                    let cut = (cut..l.len()).find(|i| l.is_char_boundary(*i)).unwrap_or(0);
+                    l.drain(..cut);
+                }
+            }
+        }
+    });
+}
+
+fn find_in_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    dirs.push("/usr/bin".into());
+    dirs.push("/usr/lib/chromium".into());
+    for name in names {
+        for d in &dirs {
+            let p = d.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().unwrap().port()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, or panics after `timeout` with `what`.
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    )
+}
+
+/// Reads a response: its status and its JSON body (`Null` if empty or not JSON).
+fn read(resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>, what: &str) -> (u16, Value) {
+    let mut resp = resp.unwrap_or_else(|e| panic!("{what}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024 * 1024)
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"));
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The medkeeper HTTP API with a bearer token.
+struct Api {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn send(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path.trim_start_matches('/'));
+        let auth = format!("Bearer {}", self.token);
+        let what = format!("{method} {path}");
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+            ("POST", Some(b)) => self
+                .agent
+                .post(&url)
+                .header("Authorization", &auth)
+                .send_json(b),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Authorization", &auth)
+                .send_json(b),
+            _ => panic!("unsupported {what}"),
+        };
+        read(resp, &what)
+    }
+
+    /// Sends and asserts the status; returns the body.
+    fn expect(&self, method: &str, path: &str, body: Option<Value>, status: u16) -> Value {
+        let (got, v) = self.send(method, path, body.clone());
+        assert_eq!(got, status, "{method} {path} {body:?} answered {got}: {v}");
+        v
+    }
+}
+
+/// A WebDriver session on chromedriver; deleted when dropped (before chromedriver is killed).
+struct Browser {
+    agent: ureq::Agent,
+    base: String,
+    session: String,
+}
+
+impl Browser {
+    fn start(driver_port: u16, chromium: &Path) -> Browser {
+        let agent = agent();
+        let base = format!("http://127.0.0.1:{driver_port}");
+        wait_for("chromedriver to be ready", Duration::from_secs(20), || {
+            let r = agent.get(format!("{base}/status")).call().ok()?;
+            let (_, v) = read(Ok(r), "GET /status");
+            (v["value"]["ready"] == json!(true)).then_some(())
+        });
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "timeouts": {"pageLoad": 30000, "script": 10000},
+            "goog:chromeOptions": {
+                "binary": chromium.to_string_lossy(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,900",
+                         "--force-device-scale-factor=1", "--lang=en-US"]
+            }
+        }}});
+        let (status, v) = read(
+            agent.post(format!("{base}/session")).send_json(caps),
+            "POST /session",
+        );
+        assert_eq!(status, 200, "chromedriver refused a session: {v}");
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no sessionId in {v}"))
+            .to_string();
+        Browser {
+            agent,
+            base,
+            session,
+        }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{}", self.base, self.session, path);
+        let what = format!("WebDriver {method} {path}");
+        let resp = match method {
+            "GET" => self.agent.get(&url).call(),
+            _ => self.agent.post(&url).send_json(body.unwrap_or(json!({}))),
+        };
+        let (status, v) = read(resp, &what);
+        assert_eq!(status, 200, "{what} answered {status}: {v}");
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    /// Runs `script` (a function body; `arguments[i]` are `args`) in the page; its return value.
+    fn js(&self, script: &str, args: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            Some(json!({ "script": script, "args": args })),
+        )
+    }
+
+    /// Polls `script` (see [`Browser::js`]) every 100 ms until it returns `true`; on timeout,
+    /// panics with `what` and the last value it returned (return a diagnostic for "not yet").
+    fn wait_js(&self, what: &str, timeout: Duration, script: &str, args: Value) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.js(script, args.clone());
+            if v == json!(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; last seen: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn resize(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": width, "height": height })),
+        );
+    }
+
+    /// Saves a PNG screenshot of the viewport to `path`.
+    fn screenshot(&self, path: &Path) {
+        let b64 = self.cmd("GET", "/screenshot", None);
+        let png = base64_decode(b64.as_str().expect("screenshot is a base64 string"));
+        assert!(png.starts_with(b"\x89PNG"), "screenshot is not a PNG");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+        eprintln!("screenshot: {}", path.display());
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let quick = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build(),
+        );
+        let _ = quick
+            .delete(format!("{}/session/{}", self.base, self.session))
+            .call();
+    }
+}
+
+/// Standard base64 (RFC 4648, with or without padding; whitespace ignored).
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("bad base64 byte {c:#x}"),
+        }
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace() && *c != b'=') {
+        acc = (acc << 6) | val(c);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_decodes() {
+    assert_eq!(base64_decode("aGVsbG8gd29ybGQ="), b"hello world");
+    assert_eq!(base64_decode("YQ=="), b"a");
+    assert_eq!(base64_decode("YWI="), b"ab");
+    assert_eq!(base64_decode("YWJj"), b"abc");
+    assert_eq!(base64_decode("+/8A"), [0xfb, 0xff, 0x00]);
+}
+
+/// Starts `medkeeper serve`; returns the process, its base URL and the admin token.
+fn start_server(data: &Path) -> (Proc, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args(["serve", "--data"])
+        .arg(data)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start medkeeper serve");
+    let log = Arc::new(Mutex::new(String::new()));
+    drain_into(child.stderr.take().unwrap(), log.clone());
+    let stdout = child.stdout.take().unwrap();
+    let server = Proc {
+        name: "medkeeper serve",
+        child,
+        group: false,
+        log: log.clone(),
+    };
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // Keep reading to the end so the server never blocks on a full pipe.
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = log.lock() {
+                l.push_str("[stdout] ");
+                l.push_str(&line);
+                l.push('\n');
+            }
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut base, mut admin) = (None, None);
+    while base.is_none() || admin.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).unwrap_or_else(|e| {
+            panic!("medkeeper serve did not print its address and admin token within 60 s ({e})")
+        });
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            let url = rest.trim().to_string();
+            base = Some(if url.ends_with('/') { url } else { url + "/" });
+        }
+        if let Some(rest) = line.split("admin token: ").nth(1) {
+            admin = Some(rest.trim().to_string());
+        }
+    }
+    (server, base.unwrap(), admin.unwrap())
+}
+
+fn start_chromedriver(driver: &Path) -> (Proc, u16) {
+    let port = free_port();
+    let mut child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", driver.display()));
+    let log = Arc::new(Mutex::new(String::new()));
+    drain_into(child.stdout.take().unwrap(), log.clone());
+    drain_into(child.stderr.take().unwrap(), log.clone());
+    (
+        Proc {
+            name: "chromedriver",
+            child,
+            group: true,
+            log,
+        },
+        port,
+    )
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn dashboard_is_live_in_headless_chromium() {
+    if std::env::var("MEDKEEPER_SKIP_BROWSER").as_deref() == Ok("1") {
+        eprintln!("MEDKEEPER_SKIP_BROWSER=1: skipping the headless Chromium dashboard test");
+        return;
+    }
+    let chromium = find_in_path(&["chromium", "chromium-browser"]);
+    let driver = find_in_path(&["chromedriver"]);
+    let (Some(chromium), Some(driver)) = (chromium, driver) else {
+        panic!(
+            "the browser test needs Chromium and chromedriver (Debian packages `chromium` and \
+             `chromium-driver`); run scripts/test, which installs them, or set \
+             MEDKEEPER_SKIP_BROWSER=1 to skip this test"
+        );
+    };
+
+    let data = tempfile::tempdir().unwrap();
+    // Dropped in reverse order: the WebDriver session, then chromedriver, then the server.
+    let (_server, base, admin) = start_server(data.path());
+    let (_chromedriver, driver_port) = start_chromedriver(&driver);
+    let browser = Browser::start(driver_port, &chromium);
+    let api = Api {
+        agent: agent(),
+        base: base.clone(),
+        token: admin.clone(),
+    };
+    let shots = workspace_root().join("target/browser");
+
+    // ---- the staff dashboard ----
+    browser.goto(&format!("{base}#token={admin}"));
+    wait_for(
+        "the MRI section with its two units and a live stream",
+        Duration::from_secs(15),
+        || {
+            let v = browser.js(
+                "const s = document.querySelector('[data-pool=\"MRI\"]');
+                 return !!s && s.querySelectorAll('[data-unit]').length >= 2
+                     && !!s.querySelector('.live[data-state=\"live\"]');",
+                json!([]),
+            );
+            (v == json!(true)).then_some(())
+        },
+    );
+    let url = browser.js("return location.href;", json!([]));
+    assert!(
+        !url.as_str().unwrap_or("").contains("mkt_"),
+        "the token must be removed from the address bar: {url}"
+    );
+
+    // Both MRI units into maintenance, so that the new order stays in line.
+    for unit in ["MRI-1", "MRI-2"] {
+        api.expect(
+            "PUT",
+            &format!("/api/pools/MRI/units/{unit}/status"),
+            Some(json!({"status": "maintenance"})),
+            200,
+        );
+    }
+    wait_for(
+        "both MRI unit cards to show maintenance",
+        Duration::from_secs(15),
+        || {
+            let v = browser.js(
+                "return [...document.querySelectorAll('[data-pool=\"MRI\"] [data-unit]')]
+                     .every(u => u.dataset.status === 'maintenance'
+                                 && u.textContent.includes('maintenance'));",
+                json!([]),
+            );
+            (v == json!(true)).then_some(())
+        },
+    );
+
+    // Mark the page, and note (in the page's own clock) when each MRI queue row first appears.
+    browser.js(
+        "window.__marker = 1; window.__rowSeen = {};
+         const note = () => {
+           for (const r of document.querySelectorAll('[data-pool=\"MRI\"] tr[data-order]'))
+             if (!(r.dataset.order in window.__rowSeen)) window.__rowSeen[r.dataset.order] = Date.now();
+         };
+         new MutationObserver(note).observe(document.body, {subtree: true, childList: true});
+         note();",
+        json!([]),
+    );
+
+    let patient = api.expect(
+        "POST",
+        "/api/patients",
+        Some(json!({"name": "Test Patient"})),
+        201,
+    );
+    let patient = patient["id"].as_str().expect("patient id").to_string();
+    let sent_ms = now_ms();
+    let t0 = Instant::now();
+    let order = api.expect(
+        "POST",
+        "/api/orders",
+        Some(
+            json!({"patient": patient, "pool": "MRI", "priority": "urgent",
+                    "reason": "browser test"}),
+        ),
+        201,
+    );
+    let created_ms = now_ms();
+    let order = order["id"].as_str().expect("order id").to_string();
+    let row_sel = format!("[data-pool=\"MRI\"] [data-order=\"{order}\"]");
+    let row_text: String = wait_for(
+        "the new order's row in the MRI queue",
+        Duration::from_secs(15),
+        || {
+            let v = browser.js(
+                "const r = document.querySelector(arguments[0]); return r ? r.textContent : null;",
+                json!([row_sel]),
+            );
+            v.as_str().map(str::to_string)
+        },
+    );
+    let polled = t0.elapsed();
+    let seen = browser.js("return window.__rowSeen[arguments[0]];", json!([order]));
+    // The page's clock and ours are the same machine's; a negative latency means the stream's
+    // event reached the page before the 201 reached us.
+    match seen.as_i64() {
+        Some(at) => eprintln!(
+            "new order in the page: {} ms after the 201 ({} ms after sending POST /api/orders, \
+             which took {} ms); polling saw it after {} ms",
+            at - created_ms,
+            at - sent_ms,
+            created_ms - sent_ms,
+            polled.as_millis()
+        ),
+        None => eprintln!(
+            "new order in the page: {} ms after sending it (poll)",
+            polled.as_millis()
+        ),
+    }
+    assert!(
+        row_text.to_lowercase().contains("urgent"),
+        "the row shows the priority: {row_text:?}"
+    );
+    let marks = browser.js("return [window.__loadCount, window.__marker];", json!([]));
+    assert_eq!(marks, json!([1, 1]), "the page was reloaded");
+
+    // MRI-1 back in service: the dispatcher calls the order to it.
+    api.expect(
+        "PUT",
+        "/api/pools/MRI/units/MRI-1/status",
+        Some(json!({"status": "available"})),
+        200,
+    );
+    wait_for(
+        "MRI-1 in use by the order, and the order out of the queue",
+        Duration::from_secs(15),
+        || {
+            let v = browser.js(
+                "const u = document.querySelector('[data-pool=\"MRI\"] [data-unit=\"MRI-1\"]');
+                 return !!u && u.dataset.status === 'in-use' && u.textContent.includes('in use')
+                     && !document.querySelector(arguments[0]);",
+                json!([row_sel]),
+            );
+            (v == json!(true)).then_some(())
+        },
+    );
+    let marks = browser.js("return [window.__loadCount, window.__marker];", json!([]));
+    assert_eq!(marks, json!([1, 1]), "the page was reloaded");
+    let status = browser.js(
+        "const s = document.getElementById('status'); return s.hidden ? '' : s.textContent;",
+        json!([]),
+    );
+    assert_eq!(status, json!(""), "the status line shows an error");
+    let leader = browser.js(
+        "return document.getElementById('cluster').textContent;",
+        json!([]),
+    );
+    assert!(
+        leader.as_str().unwrap_or("").contains("Leader"),
+        "the header shows the cluster: {leader}"
+    );
+    // A little more in the picture: a queued routine order for CT.
+    let other = api.expect(
+        "POST",
+        "/api/patients",
+        Some(json!({"name": "Second Patient"})),
+        201,
+    );
+    for unit in ["CT-1", "CT-2", "CT-3"] {
+        api.expect(
+            "PUT",
+            &format!("/api/pools/CT/units/{unit}/status"),
+            Some(json!({"status": if unit == "CT-3" { "offline" } else { "maintenance" }})),
+            200,
+        );
+    }
+    let ct = api.expect(
+        "POST",
+        "/api/orders",
+        Some(
+            json!({"patient": other["id"], "pool": "CT", "priority": "stat",
+                    "capabilities": ["contrast"], "reason": "browser test"}),
+        ),
+        201,
+    );
+    let third = api.expect(
+        "POST",
+        "/api/patients",
+        Some(json!({"name": "Third Patient"})),
+        201,
+    );
+    let mri2 = api.expect(
+        "POST",
+        "/api/orders",
+        Some(
+            json!({"patient": third["id"], "pool": "MRI", "priority": "routine",
+                    "capabilities": ["contrast"], "reason": "browser test"}),
+        ),
+        201,
+    );
+    let both = format!(
+        "[data-pool=\"CT\"] [data-order=\"{}\"], [data-pool=\"MRI\"] [data-order=\"{}\"]",
+        ct["id"].as_str().unwrap(),
+        mri2["id"].as_str().unwrap()
+    );
+    browser.wait_js(
+        "the CT and MRI orders' rows",
+        Duration::from_secs(15),
+        "return document.querySelectorAll(arguments[0]).length === 2;",
+        json!([both]),
+    );
+    browser.screenshot(&shots.join("dashboard.png"));
+    if std::env::var("MEDKEEPER_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = workspace_root().join("docs/dashboard.png");
+        std::fs::copy(shots.join("dashboard.png"), &docs).unwrap();
+        eprintln!("updated {}", docs.display());
+    }
+
+    // ---- the patient's own page, with a patient token ----
+    let token = api.expect(
+        "POST",
+        "/api/tokens",
+        Some(json!({"role": "patient", "patient": patient, "label": "browser test"})),
+        201,
+    );
+    let token = token["token"].as_str().expect("token").to_string();
+    browser.goto(&format!("{base}patient#token={token}"));
+    let exam: String = wait_for(
+        "the patient's exam, called to MRI-1",
+        Duration::from_secs(15),
+        || {
+            let v = browser.js(
+                "const r = document.querySelector('[data-order=\"' + arguments[0] + '\"]');
+                 return r && r.textContent.includes('MRI-1') ? r.textContent : null;",
+                json!([order]),
+            );
+            v.as_str().map(str::to_string)
+        },
+    );
+    assert!(
+        exam.contains("Please go to MRI-1"),
+        "the patient is told where to go: {exam:?}"
+    );
+    let who = browser.js(
+        "return document.getElementById('who').textContent;",
+        json!([]),
+    );
+    assert_eq!(who, json!("Patient"));
+    browser.screenshot(&shots.join("patient.png"));
+
+    // Staff may open a patient's page: the third patient waits for MRI.
+    browser.goto(&format!(
+        "{base}patient?id={}#token={admin}",
+        third["id"].as_str().unwrap()
+    ));
+    browser.wait_js(
+        "the third patient's page, in line for MRI",
+        Duration::from_secs(15),
+        "const r = document.querySelector('[data-order=\"' + arguments[0] + '\"]');
+         return (!!r && /in line for MRI/.test(r.textContent)) || (r && r.textContent);",
+        json!([mri2["id"]]),
+    );
+
+    // Phone width: nothing wider than the screen.
+    browser.resize(390, 844);
+    wait_for(
+        "the page to fit a phone's width",
+        Duration::from_secs(5),
+        || {
+            let v = browser.js(
+                "return document.documentElement.scrollWidth <= window.innerWidth;",
+                json!([]),
+            );
+            (v == json!(true)).then_some(())
+        },
+    );
+    browser.screenshot(&shots.join("patient-phone.png"));
+    browser.goto(&format!("{base}#token={admin}"));
+    browser.wait_js(
+        "the staff dashboard to fit a phone's width",
+        Duration::from_secs(15),
+        "const ok = !!document.querySelector('[data-pool=\"MRI\"] [data-unit]')
+             && document.documentElement.scrollWidth <= window.innerWidth;
+         return ok || [location.href, document.documentElement.scrollWidth, window.innerWidth,
+                       document.getElementById('status').textContent,
+                       document.getElementById('view').textContent.slice(0, 200)];",
+        json!([]),
+    );
+    browser.screenshot(&shots.join("dashboard-phone.png"));
+
+    // Without a token: the sign-in form; a wrong token: the API's error in the status line.
+    browser.js("sessionStorage.clear();", json!([]));
+    browser.goto(&base);
+    browser.wait_js(
+        "the sign-in form",
+        Duration::from_secs(15),
+        "return !document.getElementById('signin').hidden;",
+        json!([]),
+    );
+    browser.js(
+        "document.getElementById('token-input').value = 'mkt_' + '0'.repeat(64);
+         document.getElementById('signin-form').requestSubmit();",
+        json!([]),
+    );
+    browser.wait_js(
+        "the 401 in the status line",
+        Duration::from_secs(15),
+        "const s = document.getElementById('status');
+         return (!s.hidden && s.textContent.includes('unauthorized')
+                 && !document.getElementById('signin').hidden) || s.textContent;",
+        json!([]),
+    );
+}
