@@ -24,12 +24,16 @@ pub enum BenchCommand {
     Dispatch(dispatch::DispatchBench),
     /// Scenario f of the suite: memory per znode, this engine's RSS or a ZooKeeper server's.
     Memory(memory::MemoryBench),
+    /// The server's event streams: state change → event at the client, p50/p99.
+    Sse(sse::SseBench),
 }
 
 #[path = "bench_dispatch.rs"]
 mod dispatch;
 #[path = "bench_memory.rs"]
 mod memory;
+#[path = "bench_sse.rs"]
+mod sse;
 
 /// Options of `bench coord`.
 #[derive(Args, Debug)]
@@ -56,6 +60,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Recipes(b) => crate::bench_recipes::run(b).await,
         BenchCommand::Dispatch(b) => dispatch::run(b).await,
         BenchCommand::Memory(b) => memory::run(b).await,
+        BenchCommand::Sse(b) => sse::run(b).await,
     }
 }
 

@@ -194,54 +194,82 @@ impl ClinicalStore for ProbedStore {
     }
 }
 
+/// A fresh place to run a hospital benchmark on: the embedded engine in the directory given,
+/// or a fresh chroot on ZooKeeper (deleted by [`Target::finish`]).
+pub(super) struct Target {
+    /// A session on it.
+    pub session: Arc<dyn Session>,
+    engine: Option<Engine>,
+    chroot: Option<String>,
+    root: ConnectArgs,
+}
+
+impl Target {
+    /// Opens `connect` for the benchmark `name`.
+    pub async fn open(connect: &ConnectArgs, name: &str) -> anyhow::Result<Target> {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let (engine, chroot, args) = match connect.connect.strip_prefix("embedded:") {
+            Some("") => anyhow::bail!("--connect embedded: needs a directory"),
+            Some(dir) => (
+                Some(
+                    Engine::open(EngineConfig::new(dir))
+                        .with_context(|| format!("cannot open the embedded engine at {dir}"))?,
+                ),
+                None,
+                connect.clone(),
+            ),
+            None => {
+                let chroot = format!("/medkeeper-bench/{name}-{}-{stamp}", std::process::id());
+                let root = coord::connect(connect).await?.session;
+                root.ensure_path(&chroot).await?;
+                root.close().await;
+                let mut args = connect.clone();
+                args.connect = format!("{}{chroot}", connect.connect);
+                (None, Some(chroot), args)
+            }
+        };
+        let session: Arc<dyn Session> = match &engine {
+            Some(e) => Arc::new(
+                e.connect(SessionOptions {
+                    timeout: Duration::from_millis(args.session_timeout_ms),
+                })
+                .await,
+            ),
+            None => coord::connect(&args).await?.session,
+        };
+        Ok(Target {
+            session,
+            engine,
+            chroot,
+            root: connect.clone(),
+        })
+    }
+
+    /// Closes the session, deletes the chroot, stops the engine.
+    pub async fn finish(self) -> anyhow::Result<()> {
+        self.session.close().await;
+        if let Some(chroot) = self.chroot {
+            let root = coord::connect(&self.root).await?.session;
+            if let Err(e) = crate::bench_recipes::delete_tree(&root, &chroot).await {
+                eprintln!("medkeeper bench: could not delete {chroot}: {e:#}");
+            }
+            root.close().await;
+        }
+        if let Some(e) = self.engine {
+            e.shutdown();
+        }
+        Ok(())
+    }
+}
+
 /// Runs `medkeeper bench dispatch`.
 pub async fn run(b: DispatchBench) -> anyhow::Result<std::process::ExitCode> {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    // ZooKeeper: a fresh chroot per run (deleted afterwards); embedded: the directory given.
-    let (engine, chroot, args) = match b.connect.connect.strip_prefix("embedded:") {
-        Some("") => anyhow::bail!("--connect embedded: needs a directory"),
-        Some(dir) => (
-            Some(
-                Engine::open(EngineConfig::new(dir))
-                    .with_context(|| format!("cannot open the embedded engine at {dir}"))?,
-            ),
-            None,
-            b.connect.clone(),
-        ),
-        None => {
-            let chroot = format!("/medkeeper-bench/dispatch-{}-{stamp}", std::process::id());
-            let root = coord::connect(&b.connect).await?.session;
-            root.ensure_path(&chroot).await?;
-            root.close().await;
-            let mut args = b.connect.clone();
-            args.connect = format!("{}{chroot}", b.connect.connect);
-            (None, Some(chroot), args)
-        }
-    };
-    let session: Arc<dyn Session> = match &engine {
-        Some(e) => Arc::new(
-            e.connect(SessionOptions {
-                timeout: Duration::from_millis(args.session_timeout_ms),
-            })
-            .await,
-        ),
-        None => coord::connect(&args).await?.session,
-    };
-    let result = measure(&b, session.clone()).await;
-    session.close().await;
-    if let Some(chroot) = chroot {
-        let root = coord::connect(&b.connect).await?.session;
-        if let Err(e) = crate::bench_recipes::delete_tree(&root, &chroot).await {
-            eprintln!("medkeeper bench: could not delete {chroot}: {e:#}");
-        }
-        root.close().await;
-    }
-    if let Some(e) = engine {
-        e.shutdown();
-    }
+    let target = Target::open(&b.connect, "dispatch").await?;
+    let result = measure(&b, target.session.clone()).await;
+    target.finish().await?;
     let o = result?;
     let rate = o.completed as f64 / o.seconds;
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);

@@ -91,9 +91,13 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     return body;
   }
 
-  function showError(what, e) {
+  function errText(what, e) {
     const code = e && e.code ? " [" + e.code + "]" : "";
-    setStatus(what + ": " + (e && e.message ? e.message : String(e)) + code, "error");
+    return what + ": " + (e && e.message ? e.message : String(e)) + code;
+  }
+
+  function showError(what, e) {
+    setStatus(errText(what, e), "error");
   }
 
   // An EventSource with a visible connected / reconnecting indicator. The browser reconnects
@@ -147,7 +151,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
 
   async function checkAuth() {
     try { await api("/api/whoami"); } catch (e) {
-      if (e.status === 401) signOut("Your token is no longer valid: " + e.message);
+      if (e.status === 401) signOut(errText("Your token is no longer valid", e));
     }
   }
 
@@ -182,7 +186,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     $("signin").hidden = true;
     let me;
     try { me = await api("/api/whoami"); } catch (e) {
-      if (e.status === 401) { signOut("Sign-in failed: " + e.message); return; }
+      if (e.status === 401) { signOut(errText("Sign-in failed", e)); return; }
       showError("Cannot load the dashboard", e);
       return;
     }
@@ -273,8 +277,10 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const pct = inService ? Math.round((100 * inUse) / inService) : 0;
     const waiting = data.queue ? data.queue.length : (data.queue_length || 0);
     sec.dataset.waiting = String(waiting);
-    summary.textContent = waiting + " waiting · " + inUse + " of " + inService + " in service in use" +
-      (units.length > inService ? " · " + (units.length - inService) + " out of service" : "");
+    const out = units.length - inService;
+    summary.textContent = waiting + " waiting · " +
+      (inService ? inUse + " of " + inService + " in use" : "none in service") +
+      (out ? " · " + out + " out of service" : "");
 
     const bar = h("div", { class: "util" },
       h("div", { class: "util-label" }, h("span", {}, "Utilisation"), h("strong", {}, inService ? pct + "%" : "no unit in service")),
@@ -328,7 +334,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         h("span", { class: "waited", data: { base: r.waited_s || 0, at: now } }, duration(r.waited_s)),
         h("span", { class: "wait-bar", "aria-hidden": "true" },
           h("span", { style: "width:" + Math.round((100 * (r.waited_s || 0)) / maxWait) + "%" }))),
-      h("td", { class: "num" }, duration(r.estimated_wait_s)),
+      h("td", { class: "num" }, r.estimated_wait_s ? duration(r.estimated_wait_s) : "next"),
       h("td", {}, (r.capabilities || []).join(", ") || "—")));
     const head = ["#", "Patient", "Order", "Priority", "Waited", "Est. wait", "Needs"]
       .map((t) => h("th", { scope: "col" }, t));
@@ -376,11 +382,12 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   function examText(e) {
     const pool = (e.pool && e.pool.name) || "the exam";
     switch (e.state) {
-      case "queued":
+      case "queued": {
+        const eta = e.estimated_wait_s > 0 ? ", " + minutes(e.estimated_wait_s) : "";
         return e.position === 1
-          ? "You are next in line for " + pool + (e.estimated_wait_s != null ? ", " + minutes(e.estimated_wait_s) : "")
-          : "You are number " + (e.position || "?") + " in line for " + pool +
-            (e.estimated_wait_s != null ? ", " + minutes(e.estimated_wait_s) : "");
+          ? "You are next in line for " + pool + eta
+          : "You are number " + (e.position || "?") + " in line for " + pool + eta;
+      }
       case "called": return "Please go to " + (e.called_to || pool);
       case "in-progress": return "Your " + pool + " exam is under way" + (e.called_to ? " at " + e.called_to : "");
       case "completed": return e.results_ready ? "Your results are ready" : "Your " + pool + " exam is done. Results are not ready yet.";

@@ -2,7 +2,8 @@
 //!
 //! A [`Hub`] keeps one feed per watched thing (a pool, a unit, a patient, the cluster), shared
 //! by every client streaming it: one persistent recursive watch on the thing's subtree, one
-//! recomputed view per burst of changes ([`COALESCE`]), sent on a `tokio::sync::watch` channel
+//! recomputed view per burst of changes (the events that arrived while the last view was
+//! computed are taken together), sent on a `tokio::sync::watch` channel
 //! so a slow client skips to the newest view instead of buffering old ones. The feed ends when
 //! its last client goes, and follows the instance to a new session after an expiry.
 //!
@@ -21,8 +22,6 @@ use tokio::sync::watch;
 use crate::state::ServerState;
 use crate::views;
 
-/// How long a feed waits after a change for more changes before recomputing its view.
-pub const COALESCE: Duration = Duration::from_millis(5);
 /// How long a feed waits before watching again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -209,8 +208,9 @@ async fn follow(
                 if !alive {
                     return Follow::Retry;
                 }
-                tokio::time::sleep(COALESCE).await;
-                // Drain what else arrived meanwhile: one recomputation covers it all.
+                // Drain what else has arrived: one recomputation covers it all. Changes that
+                // arrive while the view is recomputed are drained the same way next time, so
+                // a burst costs a few recomputations, and a single change no waiting.
                 for w in watches.iter_mut() {
                     while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.next()).await {}
                 }
