@@ -136,7 +136,8 @@ pub struct QueueRow {
     pub effective_priority: Priority,
     /// How long it has waited, seconds.
     pub waited_s: u64,
-    /// Estimated wait until called, seconds.
+    /// Estimated wait until called, seconds: each order ahead takes the unit free soonest
+    /// (available now, or when its exam should end), for the pool's exam duration.
     pub estimated_wait_s: u64,
     /// Capabilities it needs.
     pub capabilities: Vec<String>,
@@ -808,14 +809,26 @@ impl Hospital {
             .pool(pool)
             .map(|p| p.exam_duration)
             .unwrap_or(Duration::from_secs(1800));
-        let units = self
+        let now = self.now_ms();
+        let per_exam_ms = per_exam.as_millis() as i64;
+        // When each working unit is next free: now if available; for one in use, when its
+        // exam is expected to end (at least now). Each waiting order in dispatch order takes
+        // the unit free soonest. Capabilities are not matched here: an estimate, not a plan.
+        let mut free_at: std::collections::BinaryHeap<std::cmp::Reverse<i64>> = self
             .units_with_version(pool)
             .await?
             .iter()
-            .filter(|(_, n, _)| matches!(n.status, UnitStatus::Available | UnitStatus::InUse))
-            .count()
-            .max(1) as u64;
-        let now = self.now_ms();
+            .filter_map(|(_, n, _)| match n.status {
+                UnitStatus::Available => Some(now),
+                UnitStatus::InUse => Some((n.since_ms + per_exam_ms).max(now)),
+                UnitStatus::Maintenance | UnitStatus::Offline => None,
+            })
+            .map(std::cmp::Reverse)
+            .collect();
+        if free_at.is_empty() {
+            // Nothing in service: assume one unit back after one exam's time.
+            free_at.push(std::cmp::Reverse(now + per_exam_ms));
+        }
         let mut rows = Vec::new();
         let items = q.list().await?;
         // The items' data read with up to VIEW_READS_IN_FLIGHT requests in flight (pipelined
@@ -840,7 +853,11 @@ impl Hospital {
                 effective_priority: Priority::from_class(info.effective_class)
                     .unwrap_or(Priority::Routine),
                 waited_s: waited,
-                estimated_wait_s: (position as u64 - 1) * per_exam.as_secs() / units,
+                estimated_wait_s: {
+                    let std::cmp::Reverse(at) = free_at.pop().unwrap_or(std::cmp::Reverse(now));
+                    free_at.push(std::cmp::Reverse(at + per_exam_ms));
+                    ((at - now).max(0) / 1000) as u64
+                },
                 capabilities: e.capabilities,
             });
         }

@@ -9,16 +9,18 @@
 //! Needs the Debian packages `chromium` and `chromium-driver` (`scripts/test` installs them).
 //! `MEDKEEPER_SKIP_BROWSER=1` skips the test.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use support::{Serve, agent};
 
 /// A child process killed (and reaped) when dropped, so nothing outlives a failed assertion.
 struct Proc {
@@ -108,15 +110,6 @@ fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)))
-            .build(),
-    )
 }
 
 /// Reads a response: its status and its JSON body (`Null` if empty or not JSON).
@@ -320,57 +313,6 @@ fn base64_decodes() {
     assert_eq!(base64_decode("+/8A"), [0xfb, 0xff, 0x00]);
 }
 
-/// Starts `medkeeper serve`; returns the process, its base URL and the admin token.
-fn start_server(data: &Path) -> (Proc, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start medkeeper serve");
-    let log = Arc::new(Mutex::new(String::new()));
-    drain_into(child.stderr.take().unwrap(), log.clone());
-    let stdout = child.stdout.take().unwrap();
-    let server = Proc {
-        name: "medkeeper serve",
-        child,
-        group: false,
-        log: log.clone(),
-    };
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep reading to the end so the server never blocks on a full pipe.
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut l) = log.lock() {
-                l.push_str("[stdout] ");
-                l.push_str(&line);
-                l.push('\n');
-            }
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut base, mut admin) = (None, None);
-    while base.is_none() || admin.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).unwrap_or_else(|e| {
-            panic!("medkeeper serve did not print its address and admin token within 60 s ({e})")
-        });
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let url = rest.trim().to_string();
-            base = Some(if url.ends_with('/') { url } else { url + "/" });
-        }
-        if let Some(rest) = line.split("admin token: ").nth(1) {
-            admin = Some(rest.trim().to_string());
-        }
-    }
-    (server, base.unwrap(), admin.unwrap())
-}
-
 fn start_chromedriver(driver: &Path) -> (Proc, u16) {
     let port = free_port();
     let mut child = Command::new(driver)
@@ -418,7 +360,11 @@ fn dashboard_is_live_in_headless_chromium() {
 
     let data = tempfile::tempdir().unwrap();
     // Dropped in reverse order: the WebDriver session, then chromedriver, then the server.
-    let (_server, base, admin) = start_server(data.path());
+    let server = Serve::start(&["--data", data.path().to_str().unwrap()]);
+    let (base, admin) = (
+        server.url.clone(),
+        server.admin.clone().expect("an admin token"),
+    );
     let (_chromedriver, driver_port) = start_chromedriver(&driver);
     let browser = Browser::start(driver_port, &chromium);
     let api = Api {

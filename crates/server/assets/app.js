@@ -102,12 +102,15 @@ window.__loadCount = (window.__loadCount || 0) + 1;
 
   // An EventSource with a visible connected / reconnecting indicator. The browser reconnects
   // by itself after a dropped connection; if it gives up (an HTTP error), we retry with backoff.
-  function stream(path, event, onData, indicator) {
+  // `handlers` maps event names to callbacks; `indicators` is one badge or a list of them.
+  function stream(path, handlers, indicators) {
     const entry = { es: null, timer: null, closed: false, delay: 1000 };
+    const badges = [].concat(indicators || []);
     const set = (state, text) => {
-      if (!indicator) return;
-      indicator.dataset.state = state;
-      indicator.lastChild.textContent = text;
+      for (const b of badges) {
+        b.dataset.state = state;
+        b.lastChild.textContent = text;
+      }
     };
     const open = () => {
       if (entry.closed) return;
@@ -116,12 +119,14 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       entry.es = es;
       set("connecting", "connecting");
       es.onopen = () => { entry.delay = 1000; set("live", "live"); };
-      es.addEventListener(event, (ev) => {
-        set("live", "live");
-        let data;
-        try { data = JSON.parse(ev.data); } catch (e) { showError("bad event on " + path, e); return; }
-        onData(data);
-      });
+      for (const [event, onData] of Object.entries(handlers)) {
+        es.addEventListener(event, (ev) => {
+          set("live", "live");
+          let data;
+          try { data = JSON.parse(ev.data); } catch (e) { showError("bad event on " + path, e); return; }
+          onData(data);
+        });
+      }
       es.onerror = () => {
         if (es.readyState === EventSource.CLOSED) {
           set("offline", "offline, retrying");
@@ -197,11 +202,11 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     if (me.role === "patient") {
       patientView(me.patient);
     } else if (location.pathname === "/patient") {
-      cluster();
+      const c = cluster();
+      stream("/api/cluster/events", { cluster: c.render }, c.live);
       patientView(params.get("id"));
     } else {
-      cluster();
-      staffView();
+      staffView(cluster());
     }
   }
 
@@ -219,6 +224,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
           leader ? h("span", { class: "sr-only" }, " (leader)") : null);
       });
       body.replaceChildren(
+        c.hospital ? h("strong", { class: "hospital" }, c.hospital + " · ") : null,
         h("span", { class: "cl-label" }, "Instance "), h("strong", {}, c.instance || "?"),
         h("span", { class: "cl-label" }, " · Leader "),
         h("strong", {}, c.leader || "none"),
@@ -226,28 +232,36 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         h("ul", { class: "members", "aria-label": "cluster members" }, members));
     };
     api("/api/cluster").then(render, (e) => showError("Cluster", e));
-    stream("/api/cluster/events", "cluster", render, live);
+    return { render, live };
   }
 
   // ---------- staff view ----------
-  async function staffView() {
+  // One stream for every pool and the cluster: a browser holds only six connections to a
+  // server, and an open stream holds one.
+  async function staffView(clusterBox) {
     $("view-name").textContent = "Units and queues";
     document.title = "medkeeper — units and queues";
     const view = $("view");
     view.replaceChildren(h("p", { class: "muted" }, "Loading pools…"));
     let pools;
     try { pools = await api("/api/pools"); } catch (e) { showError("Pools", e); return; }
-    const count = {};
-    for (const p of pools) count[p.name] = (count[p.name] || 0) + 1;
     const grid = h("div", { class: "pools" });
     view.replaceChildren(h("h1", { class: "sr-only" }, "Units and queues"), grid);
+    const sections = {};
+    const badges = [clusterBox.live];
     for (const p of pools) {
-      const key = count[p.name] > 1 ? p.pool + ":" + p.name : p.name;
-      grid.append(poolSection(p, key));
+      const sec = poolSection(p);
+      sections[p.pool + ":" + p.name] = sec;
+      badges.push(sec.live);
+      grid.append(sec.el);
     }
+    stream("/api/events", {
+      pool: (d) => { const sec = sections[d.pool + ":" + d.name]; if (sec) sec.render(d); },
+      cluster: clusterBox.render,
+    }, badges);
   }
 
-  function poolSection(p, key) {
+  function poolSection(p) {
     const hid = "pool-" + p.pool + "-" + p.name;
     const live = liveBadge(p.name + " stream");
     const summary = h("p", { class: "summary", "aria-live": "polite" });
@@ -258,9 +272,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         live),
       summary, body);
     renderPool(sec, summary, body, { units: p.units || [], queue: null, queue_length: p.queue_length });
-    stream("/api/pools/" + encodeURIComponent(key) + "/events", "pool",
-      (data) => renderPool(sec, summary, body, data), live);
-    return sec;
+    return { el: sec, live, render: (data) => renderPool(sec, summary, body, data) };
   }
 
   const STATUS = {
@@ -376,7 +388,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       if (d && d.patient && d.patient.name) title.textContent = "Exams for " + d.patient.name;
       renderExams(list, d.queue || []);
     }, (e) => showError("Patient", e));
-    stream(path + "/events", "patient", (d) => renderExams(list, d.queue || []), live);
+    stream(path + "/events", { patient: (d) => renderExams(list, d.queue || []) }, live);
   }
 
   function examText(e) {

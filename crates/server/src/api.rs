@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{AuditQuery, AuditRecord, ExamResult, Patient, TokenRecord};
@@ -678,7 +678,7 @@ pub async fn report(
 pub async fn cluster(State(st): St, caller: Caller) -> ApiResult<Json<ClusterView>> {
     caller.require(Role::STAFF)?;
     let h = st.hospital()?;
-    Ok(Json(views::cluster(&st, h.session().as_ref()).await?))
+    Ok(Json(views::cluster(&st, &h).await?))
 }
 
 /// Which subtree to show.
@@ -879,19 +879,37 @@ type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
 /// Streams a topic's views (see [`crate::sse`]).
 fn stream(st: &Arc<ServerState>, topic: Topic) -> ApiResult<EventStream> {
+    stream_many(st, vec![topic])
+}
+
+/// Streams the views of several topics on one connection (a browser holds only six
+/// connections to a server, and an open stream holds one).
+fn stream_many(st: &Arc<ServerState>, topics: Vec<Topic>) -> ApiResult<EventStream> {
     let permit = st
         .streams
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::overloaded("too many open event streams"))?;
+    let each: Vec<BoxedEvents> = topics.into_iter().map(|t| topic_events(st, t)).collect();
+    let merged = futures_util::stream::select_all(each).map(move |ev| {
+        // The stream holds its slot among the open streams for as long as it lives.
+        let _slot = &permit;
+        ev
+    });
+    Ok(Sse::new(Box::pin(merged) as BoxedEvents)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// One topic's views as events: the current one first, then every change, until shutdown.
+fn topic_events(st: &Arc<ServerState>, topic: Topic) -> BoxedEvents {
     let sub = st.hub.subscribe(st, topic.clone());
     let name = topic.event();
     let mut rx = sub.rx.clone();
     rx.mark_changed();
     let end = Box::pin(st.shutting_down());
-    let s = futures_util::stream::unfold(
-        (rx, sub, permit, end),
-        move |(mut rx, sub, permit, mut end)| async move {
+    Box::pin(futures_util::stream::unfold(
+        (rx, sub, end),
+        move |(mut rx, sub, mut end)| async move {
             loop {
                 tokio::select! {
                     r = rx.changed() => r.ok()?,
@@ -900,13 +918,32 @@ fn stream(st: &Arc<ServerState>, topic: Topic) -> ApiResult<EventStream> {
                 let v = rx.borrow_and_update().clone();
                 if let Some(v) = v {
                     let ev = Event::default().event(name).data(&*v);
-                    return Some((Ok(ev), (rx, sub, permit, end)));
+                    return Some((Ok(ev), (rx, sub, end)));
                 }
             }
         },
-    );
-    Ok(Sse::new(Box::pin(s) as BoxedEvents)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    ))
+}
+
+/// Every pool's live view (event `pool`, one per pool and change) and the cluster's (event
+/// `cluster`) on one stream: what a dashboard needs, on one connection.
+#[utoipa::path(get, path = "/api/events", tag = "streams", security(("bearer" = [])),
+    responses((status = 200, content_type = "text/event-stream")))]
+pub async fn all_events(State(st): St, caller: Caller) -> ApiResult<EventStream> {
+    let r = async {
+        caller.require(Role::STAFF)?;
+        let h = st.hospital()?;
+        let mut topics: Vec<Topic> = h
+            .config()
+            .pools
+            .iter()
+            .map(|p| Topic::Pool(p.pool.clone()))
+            .collect();
+        topics.push(Topic::Cluster);
+        stream_many(&st, topics)
+    }
+    .await;
+    audited(&st, &caller, "queue.stream", None, None, r).await
 }
 
 /// Live view of a pool: units and queue (event `pool`).

@@ -52,7 +52,7 @@ pub use state::{Limits, MemberInfo, ServerState};
         api::complete, api::report, api::no_show,
         api::cluster, api::tree,
         api::create_token, api::tokens, api::revoke_token, api::audit,
-        api::pool_events, api::unit_events, api::patient_events, api::cluster_events,
+        api::all_events, api::pool_events, api::unit_events, api::patient_events, api::cluster_events,
     ),
     components(schemas(views::PatientQueueView)),
     modifiers(&BearerAuth),
@@ -117,6 +117,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
                 .timeout(limits.request_timeout),
         );
     let streams = Router::new()
+        .route("/api/events", get(api::all_events))
         .route("/api/pools/{pool}/events", get(api::pool_events))
         .route(
             "/api/pools/{pool}/units/{unit}/events",

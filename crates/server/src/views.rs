@@ -44,6 +44,8 @@ pub struct PatientQueueView {
 /// The cluster: live instances and the leader.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
+    /// The hospital's name (from its configuration).
+    pub hospital: String,
     /// The instance that answered.
     pub instance: String,
     /// Live instances.
@@ -148,7 +150,8 @@ pub async fn unit(hospital: &Hospital, pool: &Pool, unit: &str) -> Result<UnitVi
 }
 
 /// Live instances and the leader.
-pub async fn cluster(state: &ServerState, session: &dyn Session) -> Result<ClusterView, ApiError> {
+pub async fn cluster(state: &ServerState, hospital: &Hospital) -> Result<ClusterView, ApiError> {
+    let session = hospital.session().as_ref();
     let mut members = Vec::new();
     for (id, data) in membership::members(session, tree::MEMBERS).await? {
         members.push(
@@ -166,6 +169,7 @@ pub async fn cluster(state: &ServerState, session: &dyn Session) -> Result<Clust
         Err(e) => return Err(e.into()),
     };
     Ok(ClusterView {
+        hospital: hospital.config().name.clone(),
         instance: state.me().id.clone(),
         members,
         leader,
@@ -182,9 +186,7 @@ pub async fn of_topic(
         Topic::Pool(p) => serde_json::to_string(&pool(hospital, p, true).await?),
         Topic::Unit(p, u) => serde_json::to_string(&unit(hospital, p, u).await?),
         Topic::Patient(id) => serde_json::to_string(&patient_queue(hospital, id).await?),
-        Topic::Cluster => {
-            serde_json::to_string(&cluster(state, hospital.session().as_ref()).await?)
-        }
+        Topic::Cluster => serde_json::to_string(&cluster(state, hospital).await?),
     };
     json.map_err(|e| ApiError::internal(format!("cannot encode a view: {e}")))
 }
