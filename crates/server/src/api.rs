@@ -200,10 +200,10 @@ pub async fn set_unit_status(
     PathParams((name, unit)): PathParams<(String, String)>,
     Body(body): Body<SetStatus>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(&[Admin, Scheduler, Technician])?;
-    let h = st.hospital()?;
-    let p = views::resolve_pool(&h, &name)?;
     let r = async {
+        caller.require(&[Admin, Scheduler, Technician])?;
+        let h = st.hospital()?;
+        let p = views::resolve_pool(&h, &name)?;
         h.set_unit_status(&p, &unit, body.status).await?;
         Ok(Json(views::unit(&h, &p, &unit).await?))
     }
@@ -248,9 +248,9 @@ pub async fn create_patient(
     caller: Caller,
     Body(body): Body<NewPatient>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(&[Admin, Scheduler, Doctor, Nurse])?;
     let id = body.id.clone().unwrap_or_else(PatientId::generate);
     let r = async {
+        caller.require(&[Admin, Scheduler, Doctor, Nurse])?;
         let name = body.name.trim();
         if name.is_empty() || name.len() > 200 {
             return Err(ApiError::invalid("name: 1-200 bytes"));
@@ -267,6 +267,13 @@ pub async fn create_patient(
             name: name.to_string(),
             birth_date: body.birth_date.clone(),
         };
+        if st.store().patient(&id).await?.is_some() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("patient {id} is already registered"),
+            ));
+        }
         st.store().upsert_patient(&p).await?;
         Ok((StatusCode::CREATED, Json(p)))
     }
@@ -344,9 +351,15 @@ pub async fn create_order(
     caller: Caller,
     Body(body): Body<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(&[Admin, Scheduler, Doctor])?;
     let patient = body.patient.clone();
     let r = async {
+        caller.require(&[Admin, Scheduler, Doctor])?;
+        if st.store().patient(&body.patient).await?.is_none() {
+            return Err(ApiError::not_found(format!(
+                "patient {} is not registered (POST /api/patients first)",
+                body.patient
+            )));
+        }
         let h = st.hospital()?;
         let pool = views::resolve_pool(&h, &body.pool)?;
         let new = NewOrder {
@@ -753,9 +766,11 @@ pub async fn create_token(
     caller: Caller,
     Body(body): Body<NewToken>,
 ) -> ApiResult<impl IntoResponse> {
-    caller.require(&[Admin])?;
     let patient = body.patient.clone();
-    let r = issue_token(st.store().as_ref(), body.role, body.patient, &body.label).await;
+    let r = match caller.require(&[Admin]) {
+        Ok(()) => issue_token(st.store().as_ref(), body.role, body.patient, &body.label).await,
+        Err(e) => Err(e),
+    };
     let r = audited(&st, &caller, "token.create", patient.as_ref(), None, r).await?;
     let (rec, token) = r;
     Ok((

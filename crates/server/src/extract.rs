@@ -24,10 +24,17 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
-            Err(r) => Err(json_rejection(r)),
+        // Read as a JSON value first: serde would build a struct from an array too.
+        let value = match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => v,
+            Err(r) => return Err(json_rejection(r)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
         }
+        serde_json::from_value(value)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
     }
 }
 
@@ -97,7 +104,10 @@ fn bearer(parts: &Parts) -> Result<String, ApiError> {
             )),
         };
     }
-    if let Some(q) = parts.uri.query() {
+    // Only event streams take the token from the query (browsers open them without headers);
+    // elsewhere a token in a URL would end up in logs and histories.
+    let stream = parts.uri.path().ends_with("/events");
+    if stream && let Some(q) = parts.uri.query() {
         for pair in q.split('&') {
             if let Some(t) = pair.strip_prefix("access_token=") {
                 return Ok(t.to_string());

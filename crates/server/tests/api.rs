@@ -1,0 +1,2243 @@
+//! The HTTP API (docs/api.md) in process, over real components: the embedded coordination
+//! engine in a temporary directory, the demo hospital, a SQLite clinical store, and the axum
+//! router on a loopback port, driven by a blocking HTTP client (ureq) from blocking threads.
+//!
+//! No dispatcher runs here, so orders stay queued until they are called by hand
+//! (`POST /api/orders/{id}/call`).
+//!
+//! Several tests collect every mismatch before failing ([`Problems`]), so one run shows all of
+//! them.
+
+use std::io::{BufRead, BufReader};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use medkeeper_coord::Session;
+use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
+use medkeeper_hospital::config::{self, HospitalConfig};
+use medkeeper_hospital::model::now_ms;
+use medkeeper_hospital::orders::{Hospital, NewOrder};
+use medkeeper_hospital::store::{ClinicalStore, Patient, SqliteStore};
+use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, UnitStatus};
+use medkeeper_server::{Limits, MemberInfo, Role, ServerState, issue_token};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+
+// --- the server under test ------------------------------------------------------------------
+
+/// One instance: engine, store, hospital, and the HTTP server on a loopback port.
+struct Server {
+    base: String,
+    agent: ureq::Agent,
+    store: Arc<dyn ClinicalStore>,
+    hospital: Arc<Hospital>,
+    _state: Arc<ServerState>,
+    // Dropped last: the engine shuts down, then the directory goes.
+    _engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+/// A token: its public id and its text.
+#[derive(Debug, Clone)]
+struct Tok {
+    id: String,
+    token: String,
+}
+
+/// A request body.
+#[derive(Debug, Clone)]
+enum Payload {
+    /// No body.
+    None,
+    /// JSON, with `Content-Type: application/json`.
+    Json(Value),
+    /// These bytes, with this content type (none if `None`).
+    Raw(Vec<u8>, Option<&'static str>),
+}
+
+/// An answer: status, content type, and the body as JSON (`Null` if not JSON, or not read
+/// because it is an event stream).
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    content_type: String,
+    json: Value,
+    text: String,
+}
+
+impl Resp {
+    fn is_stream(&self) -> bool {
+        self.content_type.starts_with("text/event-stream")
+    }
+
+    /// The error code if the body is exactly `{"error":{"code":..,"message":..}}`, with a
+    /// non-empty code and message; otherwise what is wrong with it.
+    fn error_code(&self) -> Result<&str, String> {
+        let bad = || {
+            format!(
+                "not an error body {{\"error\":{{\"code\",\"message\"}}}} (status {}, content \
+                 type {:?}): {}",
+                self.status, self.content_type, self.text
+            )
+        };
+        let obj = self.json.as_object().ok_or_else(bad)?;
+        if obj.len() != 1 {
+            return Err(bad());
+        }
+        let e = obj
+            .get("error")
+            .and_then(Value::as_object)
+            .ok_or_else(bad)?;
+        if e.len() != 2 {
+            return Err(bad());
+        }
+        let code = e.get("code").and_then(Value::as_str).ok_or_else(bad)?;
+        let message = e.get("message").and_then(Value::as_str).ok_or_else(bad)?;
+        if code.is_empty() || message.is_empty() || !self.content_type.contains("json") {
+            return Err(bad());
+        }
+        Ok(code)
+    }
+
+    /// Ok if this is an error answer with one of `statuses` and `code`.
+    fn expect_error(&self, statuses: &[u16], code: &str) -> Result<(), String> {
+        let got = self.error_code()?;
+        if statuses.contains(&self.status) && got == code {
+            Ok(())
+        } else {
+            Err(format!(
+                "expected {statuses:?} {code}, got {} {got}: {}",
+                self.status, self.text
+            ))
+        }
+    }
+}
+
+/// Mismatches collected so that a test reports all of them at once.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn check(&mut self, what: impl std::fmt::Display, r: Result<(), String>) {
+        if let Err(e) = r {
+            self.0.push(format!("{what}: {e}"));
+        }
+    }
+
+    fn ensure(&mut self, what: impl std::fmt::Display, ok: bool, detail: impl std::fmt::Display) {
+        if !ok {
+            self.0.push(format!("{what}: {detail}"));
+        }
+    }
+
+    fn finish(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} problem(s):\n  - {}",
+            self.0.len(),
+            self.0.join("\n  - ")
+        );
+    }
+}
+
+fn agent(timeout: Option<Duration>) -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(timeout)
+            .build(),
+    )
+}
+
+/// Sends one request (blocking). `auth` is the whole `Authorization` header. An event
+/// stream's body is not read: the response is dropped, closing the connection.
+fn send_blocking(
+    agent: &ureq::Agent,
+    url: &str,
+    method: &str,
+    auth: Option<&str>,
+    payload: Payload,
+) -> Resp {
+    let mut b = ureq::http::Request::builder().method(method).uri(url);
+    if let Some(a) = auth {
+        b = b.header("authorization", a);
+    }
+    let result = match payload {
+        Payload::None if matches!(method, "POST" | "PUT") => agent.run(b.body(Vec::new()).unwrap()),
+        Payload::None => agent.run(b.body(()).unwrap()),
+        Payload::Json(v) => agent.run(
+            b.header("content-type", "application/json")
+                .body(serde_json::to_vec(&v).unwrap())
+                .unwrap(),
+        ),
+        Payload::Raw(bytes, ct) => {
+            if let Some(ct) = ct {
+                b = b.header("content-type", ct);
+            }
+            agent.run(b.body(bytes).unwrap())
+        }
+    };
+    let mut resp = result.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if content_type.starts_with("text/event-stream") {
+        return Resp {
+            status,
+            content_type,
+            json: Value::Null,
+            text: String::new(),
+        };
+    }
+    let text = resp
+        .body_mut()
+        .read_to_string()
+        .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"));
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        content_type,
+        json,
+        text,
+    }
+}
+
+/// A live event stream: `(event, data)` pairs as they arrive.
+struct Events {
+    rx: mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl Events {
+    /// The next event, within `within`.
+    async fn next(&mut self, within: Duration) -> (String, Value) {
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event within {within:?}"))
+            .expect("the event stream ended")
+    }
+
+    /// The first event (from now on) that `pred` accepts, within `within`.
+    async fn until(
+        &mut self,
+        within: Duration,
+        mut pred: impl FnMut(&str, &Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let (name, data) = tokio::time::timeout(left, self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no matching event within {within:?}"))
+                .expect("the event stream ended");
+            if pred(&name, &data) {
+                return data;
+            }
+        }
+    }
+}
+
+/// Reads Server-Sent Events line by line and forwards them until the stream ends or nobody
+/// listens.
+fn forward_events(body: ureq::Body, tx: mpsc::UnboundedSender<(String, Value)>) {
+    let reader = BufReader::new(body.into_reader());
+    let mut event = String::new();
+    let mut data = String::new();
+    for line in reader.lines() {
+        let Ok(line) = line else { return };
+        if line.is_empty() {
+            if !data.is_empty() {
+                let v = serde_json::from_str(&data)
+                    .unwrap_or_else(|e| panic!("event {event:?} data is not JSON ({e}): {data}"));
+                if tx.send((std::mem::take(&mut event), v)).is_err() {
+                    return;
+                }
+            }
+            event.clear();
+            data.clear();
+        } else if let Some(rest) = line.strip_prefix("event:") {
+            event = rest.trim_start().to_string();
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+        }
+        // Comments (`: keep-alive`) and other fields are ignored.
+    }
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = EngineConfig::new(dir.path().join("coord"));
+        cfg.segment_size = 4 * 1024 * 1024;
+        let engine = Engine::open(cfg).unwrap();
+        let session: Arc<dyn Session> = Arc::new(
+            engine
+                .connect(SessionOptions {
+                    timeout: Duration::from_secs(10),
+                })
+                .await,
+        );
+        let hospital_config = HospitalConfig::demo();
+        config::load(session.as_ref(), &hospital_config)
+            .await
+            .unwrap();
+        let store: Arc<dyn ClinicalStore> =
+            Arc::new(SqliteStore::open(dir.path().join("clinical.sqlite")).unwrap());
+        let hospital = Arc::new(Hospital::new(session, store.clone(), hospital_config).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        let state = ServerState::new(
+            MemberInfo {
+                id: "api-test".into(),
+                url: format!("{base}/"),
+                started_ms: now_ms(),
+            },
+            store.clone(),
+            Limits::default(),
+        );
+        state.set_hospital(Some(hospital.clone()));
+        let app = medkeeper_server::router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Server {
+            base,
+            agent: agent(Some(Duration::from_secs(20))),
+            store,
+            hospital,
+            _state: state,
+            _engine: engine,
+            _dir: dir,
+        }
+    }
+
+    /// A request with a bearer token (or none).
+    async fn req(&self, method: &'static str, path: &str, token: Option<&str>, p: Payload) -> Resp {
+        self.req_auth(method, path, token.map(|t| format!("Bearer {t}")), p)
+            .await
+    }
+
+    /// A request with this `Authorization` header (or none).
+    async fn req_auth(
+        &self,
+        method: &'static str,
+        path: &str,
+        auth: Option<String>,
+        p: Payload,
+    ) -> Resp {
+        let agent = self.agent.clone();
+        let url = format!("{}{path}", self.base);
+        tokio::task::spawn_blocking(move || send_blocking(&agent, &url, method, auth.as_deref(), p))
+            .await
+            .unwrap()
+    }
+
+    /// A JSON request with a token; the body's absence is `Value::Null`.
+    async fn call(&self, method: &'static str, path: &str, tok: &Tok, body: Value) -> Resp {
+        let p = if body.is_null() {
+            Payload::None
+        } else {
+            Payload::Json(body)
+        };
+        self.req(method, path, Some(&tok.token), p).await
+    }
+
+    /// Like [`call`](Server::call), asserting the status; returns the JSON body.
+    async fn ok(
+        &self,
+        method: &'static str,
+        path: &str,
+        tok: &Tok,
+        body: Value,
+        status: u16,
+    ) -> Value {
+        let r = self.call(method, path, tok, body.clone()).await;
+        assert_eq!(
+            r.status, status,
+            "{method} {path} {body} answered {}: {}",
+            r.status, r.text
+        );
+        r.json
+    }
+
+    /// Opens an event stream (`path` carries `?access_token=`), waiting for its headers.
+    /// Returns the status and content type, and the events if it is a stream.
+    async fn events(&self, path: &str) -> (u16, String, Option<Events>) {
+        let url = format!("{}{path}", self.base);
+        let (head_tx, head_rx) = oneshot::channel();
+        std::thread::spawn(move || {
+            let agent = agent(None);
+            let resp = agent
+                .get(&url)
+                .call()
+                .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            let status = resp.status().as_u16();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let (tx, rx) = mpsc::unbounded_channel();
+            let stream = status == 200 && ct.starts_with("text/event-stream");
+            let _ = head_tx.send((status, ct, stream.then_some(rx)));
+            if stream {
+                forward_events(resp.into_body(), tx);
+            }
+        });
+        let (status, ct, rx) = tokio::time::timeout(Duration::from_secs(10), head_rx)
+            .await
+            .expect("no stream headers within 10 s")
+            .expect("the stream thread failed");
+        (status, ct, rx.map(|rx| Events { rx }))
+    }
+
+    /// A token issued straight into the store.
+    async fn token(&self, role: Role, patient: Option<&PatientId>) -> Tok {
+        let (rec, token) = issue_token(self.store.as_ref(), role, patient.cloned(), "api test")
+            .await
+            .unwrap();
+        Tok { id: rec.id, token }
+    }
+
+    /// A patient registered straight into the store.
+    async fn patient(&self, name: &str) -> PatientId {
+        let id = PatientId::generate();
+        self.store
+            .upsert_patient(&Patient {
+                id: id.clone(),
+                name: name.into(),
+                birth_date: None,
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    /// An order of `patient` in equipment `kind`, brought to `state` through the hospital.
+    async fn order(&self, patient: &PatientId, kind: &str, state: OrderState) -> Order {
+        let h = &self.hospital;
+        let o = h
+            .create_order(
+                NewOrder {
+                    patient: patient.clone(),
+                    pool: Pool::Equipment(kind.into()),
+                    capabilities: vec![],
+                    priority: Priority::Routine,
+                    reason: "fixture".into(),
+                },
+                "test:fixture",
+            )
+            .await
+            .unwrap();
+        let steps: &[OrderState] = match state {
+            OrderState::Queued => &[],
+            OrderState::Called => &[OrderState::Called],
+            OrderState::InProgress => &[OrderState::Called, OrderState::InProgress],
+            OrderState::Completed => &[
+                OrderState::Called,
+                OrderState::InProgress,
+                OrderState::Completed,
+            ],
+            other => panic!("no fixture for {other:?}"),
+        };
+        for s in steps {
+            match s {
+                OrderState::Called => h.call(&o.id, None, "test:fixture").await.unwrap(),
+                OrderState::InProgress => h.start(&o.id, "test:fixture").await.unwrap(),
+                _ => h.complete(&o.id, "test:fixture").await.unwrap(),
+            };
+        }
+        self.stored(&o.id).await
+    }
+
+    async fn stored(&self, id: &OrderId) -> Order {
+        self.store
+            .order(id)
+            .await
+            .unwrap()
+            .expect("the order exists")
+    }
+
+    async fn unit_status(&self, kind: &str, unit: &str) -> UnitStatus {
+        self.hospital
+            .units(&Pool::Equipment(kind.into()))
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.name == unit)
+            .unwrap()
+            .node
+            .status
+    }
+}
+
+fn ids(v: &Value, key: &str) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e[key].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The routes docs/api.md names (`` `METHOD /path` `` in backticks; `POST/GET` is two), as
+/// `(lowercase method, path without query)`, without the dashboard and the OpenAPI document.
+fn documented_routes() -> std::collections::BTreeSet<(String, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut out = std::collections::BTreeSet::new();
+    for (i, quoted) in text.split('`').enumerate() {
+        if i % 2 == 0 {
+            continue;
+        }
+        let Some((methods, route)) = quoted.split_once(' ') else {
+            continue;
+        };
+        if !route.starts_with('/')
+            || !methods
+                .split('/')
+                .all(|m| ["GET", "POST", "PUT", "DELETE", "PATCH"].contains(&m))
+        {
+            continue;
+        }
+        let route = route.split('?').next().unwrap();
+        if route == "/" || route.starts_with("/assets") || route == "/api/openapi.json" {
+            continue;
+        }
+        for m in methods.split('/') {
+            out.insert((m.to_lowercase(), route.to_string()));
+        }
+    }
+    assert!(out.len() > 20, "docs/api.md names only {out:?}");
+    out
+}
+
+// --- 1. the role matrix ---------------------------------------------------------------------
+
+/// The callers of the matrix, in the order of its columns.
+const WHO: [&str; 7] = [
+    "admin",
+    "scheduler",
+    "doctor",
+    "nurse",
+    "technician",
+    "patient(own)",
+    "patient(other)",
+];
+
+/// What a route needs before each call, and how "nothing changed" is checked when refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fixture {
+    /// Read-only: the shared queued order of the own patient.
+    Shared,
+    /// A fresh order of the own patient (CT) in this state.
+    Order(OrderState),
+    /// A patient id nobody has registered (`{fresh}` in the body).
+    FreshPatient,
+    /// Counts the own patient's orders.
+    NewOrder,
+    /// Counts the tokens.
+    NewToken,
+    /// A fresh nurse token to revoke (`{token}` in the path).
+    RevokeToken,
+    /// MRI-2 is available; the call puts it into maintenance.
+    UnitStatus,
+}
+
+/// The role matrix of docs/api.md, one row per route. Access columns as [`WHO`]: `y` allowed
+/// (never 401/403), `-` 403 `forbidden`, `n` 404 `not_found` (another patient's order is
+/// hidden). `{patient}` is the own patient, `{order}` the fixture order, `{token}` a token id,
+/// `{fresh}` an unregistered patient id.
+#[rustfmt::skip]
+const MATRIX: &[(&str, &str, &str, Fixture, &str)] = &[
+    //                                          A S D N T P p
+    ("GET", "/api/whoami",                       "yyyyyyy", Fixture::Shared, ""),
+    ("GET", "/api/pools",                        "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/pools/MRI",                    "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/pools/MRI/queue",              "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/pools/MRI/events",             "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/pools/MRI/units/MRI-1/events", "yyyyy--", Fixture::Shared, ""),
+    ("PUT", "/api/pools/MRI/units/MRI-2/status", "yy--y--", Fixture::UnitStatus,
+        r#"{"status":"maintenance"}"#),
+    ("POST", "/api/patients",                    "yyyy---", Fixture::FreshPatient,
+        r#"{"name":"Matrix Patient","id":"{fresh}","birth_date":"1970-01-31"}"#),
+    ("GET", "/api/patients/{patient}",           "yyyyyy-", Fixture::Shared, ""),
+    ("GET", "/api/patients/{patient}/events",    "yyyyyy-", Fixture::Shared, ""),
+    ("POST", "/api/orders",                      "yyy----", Fixture::NewOrder,
+        r#"{"patient":"{patient}","pool":"CT","priority":"routine","reason":"matrix"}"#),
+    ("GET", "/api/orders/{order}",               "yyyyyyn", Fixture::Shared, ""),
+    ("POST", "/api/orders/{order}/priority",     "yyyy---", Fixture::Order(OrderState::Queued),
+        r#"{"priority":"stat"}"#),
+    ("POST", "/api/orders/{order}/cancel",       "yyy----", Fixture::Order(OrderState::Queued), ""),
+    ("POST", "/api/orders/{order}/call",         "yy--y--", Fixture::Order(OrderState::Queued), "{}"),
+    ("POST", "/api/orders/{order}/start",        "y-yyy--", Fixture::Order(OrderState::Called), ""),
+    ("POST", "/api/orders/{order}/complete",     "y-y-y--", Fixture::Order(OrderState::InProgress), ""),
+    ("POST", "/api/orders/{order}/report",       "y-y----", Fixture::Order(OrderState::Completed),
+        r#"{"text":"matrix report"}"#),
+    ("POST", "/api/orders/{order}/no-show",      "yy-yy--", Fixture::Order(OrderState::Called), ""),
+    ("GET", "/api/cluster",                      "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/cluster/events",               "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/events",                       "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/tree",                         "y------", Fixture::Shared, ""),
+    ("GET", "/api/tree?path=/medical&depth=2",   "y------", Fixture::Shared, ""),
+    ("POST", "/api/tokens",                      "y------", Fixture::NewToken,
+        r#"{"role":"nurse","label":"matrix"}"#),
+    ("GET", "/api/tokens",                       "y------", Fixture::Shared, ""),
+    ("DELETE", "/api/tokens/{token}",            "y------", Fixture::RevokeToken, ""),
+    ("GET", "/api/audit",                        "y------", Fixture::Shared, ""),
+];
+
+fn method(m: &str) -> &'static str {
+    match m {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        other => panic!("method {other}"),
+    }
+}
+
+fn fill(
+    template: &str,
+    patient: &PatientId,
+    order: &OrderId,
+    token: &str,
+    fresh: &PatientId,
+) -> String {
+    template
+        .replace("{patient}", patient.as_str())
+        .replace("{order}", order.as_str())
+        .replace("{token}", token)
+        .replace("{fresh}", fresh.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_matrix_over_every_endpoint() {
+    let started = Instant::now();
+    let s = Server::start().await;
+    let own = s.patient("Own Patient").await;
+    let other = s.patient("Other Patient").await;
+    let tokens = [
+        s.token(Role::Admin, None).await,
+        s.token(Role::Scheduler, None).await,
+        s.token(Role::Doctor, None).await,
+        s.token(Role::Nurse, None).await,
+        s.token(Role::Technician, None).await,
+        s.token(Role::Patient, Some(&own)).await,
+        s.token(Role::Patient, Some(&other)).await,
+    ];
+    let shared = s.order(&own, "CT", OrderState::Queued).await;
+    let mut p = Problems::default();
+    let mut calls = 0;
+
+    // The matrix covers every authenticated route of docs/api.md.
+    let in_matrix: std::collections::BTreeSet<(String, String)> = MATRIX
+        .iter()
+        .map(|(m, template, ..)| {
+            let route = template.split('?').next().unwrap();
+            let generic: Vec<&str> = route
+                .split('/')
+                .map(|seg| match seg {
+                    "MRI" => "{pool}",
+                    "MRI-1" | "MRI-2" => "{unit}",
+                    "{patient}" | "{order}" | "{token}" => "{id}",
+                    other => other,
+                })
+                .collect();
+            (m.to_lowercase(), generic.join("/"))
+        })
+        .collect();
+    for (m, route) in documented_routes() {
+        if route.starts_with("/api/") && !in_matrix.contains(&(m.clone(), route.clone())) {
+            p.0.push(format!(
+                "{} {route} is in docs/api.md but not in this test's MATRIX",
+                m.to_uppercase()
+            ));
+        }
+    }
+
+    for &(m, template, access, fixture, body) in MATRIX {
+        assert_eq!(
+            access.len(),
+            WHO.len(),
+            "{m} {template}: one column per caller"
+        );
+        let sse = template.ends_with("/events");
+        for (col, who) in WHO.iter().enumerate() {
+            let expect = access.as_bytes()[col];
+            let tok = &tokens[col];
+            // The fixture.
+            let fresh = PatientId::generate();
+            let mut revoke = String::new();
+            let order = match fixture {
+                Fixture::Order(state) => s.order(&own, "CT", state).await,
+                Fixture::RevokeToken => {
+                    revoke = s.token(Role::Nurse, None).await.id;
+                    shared.clone()
+                }
+                _ => shared.clone(),
+            };
+            let before_order = s.stored(&order.id).await;
+            let before_orders = s.store.orders_of(&own).await.unwrap().len();
+            let before_tokens = s.store.tokens().await.unwrap().len();
+            let path = fill(template, &own, &order.id, &revoke, &fresh);
+            let payload = if body.is_empty() {
+                Payload::None
+            } else {
+                Payload::Json(
+                    serde_json::from_str(&fill(body, &own, &order.id, &revoke, &fresh)).unwrap(),
+                )
+            };
+            let r = s.req(method(m), &path, Some(&tok.token), payload).await;
+            calls += 1;
+            let what = format!("{m} {template} as {who}");
+            match expect {
+                b'y' => {
+                    let ok = if sse {
+                        r.status == 200 && r.is_stream()
+                    } else {
+                        (200..300).contains(&r.status) || r.status == 409
+                    };
+                    p.ensure(
+                        &what,
+                        ok,
+                        format_args!(
+                            "allowed, but answered {} ({}): {}",
+                            r.status, r.content_type, r.text
+                        ),
+                    );
+                }
+                b'-' | b'n' => {
+                    let (status, code) = if expect == b'-' {
+                        (403, "forbidden")
+                    } else {
+                        (404, "not_found")
+                    };
+                    p.check(&what, r.expect_error(&[status], code));
+                    // Nothing changed.
+                    let unchanged = match fixture {
+                        Fixture::Shared | Fixture::Order(_) => {
+                            s.stored(&order.id).await == before_order
+                        }
+                        Fixture::RevokeToken => s
+                            .store
+                            .tokens()
+                            .await
+                            .unwrap()
+                            .iter()
+                            .any(|t| t.id == revoke && t.revoked_ms.is_none()),
+                        Fixture::FreshPatient => s.store.patient(&fresh).await.unwrap().is_none(),
+                        Fixture::NewOrder => {
+                            s.store.orders_of(&own).await.unwrap().len() == before_orders
+                        }
+                        Fixture::NewToken => s.store.tokens().await.unwrap().len() == before_tokens,
+                        Fixture::UnitStatus => {
+                            s.unit_status("MRI", "MRI-2").await == UnitStatus::Available
+                        }
+                    };
+                    p.ensure(&what, unchanged, "refused, but something changed");
+                }
+                other => panic!("bad matrix cell {}", other as char),
+            }
+            // Clean up what the call may have done.
+            if let Fixture::Order(_) = fixture {
+                let _ = s.hospital.cancel(&order.id, "test:cleanup").await;
+            }
+            if fixture == Fixture::NewOrder
+                && let Some(id) = r.json["id"].as_str()
+            {
+                let _ = s
+                    .hospital
+                    .cancel(&id.parse().unwrap(), "test:cleanup")
+                    .await;
+            }
+            if fixture == Fixture::UnitStatus {
+                let _ = s
+                    .hospital
+                    .set_unit_status(
+                        &Pool::Equipment("MRI".into()),
+                        "MRI-2",
+                        UnitStatus::Available,
+                    )
+                    .await;
+            }
+        }
+    }
+    // The shared order is untouched by all that.
+    assert_eq!(s.stored(&shared.id).await.state, OrderState::Queued);
+
+    // Without a usable token, every route is 401 `unauthorized`.
+    let revoked = s.token(Role::Admin, None).await;
+    assert!(s.store.revoke_token(&revoked.id, now_ms()).await.unwrap());
+    let unknown = format!("mkt_{}", "0".repeat(64));
+    let auths: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("a malformed token", Some("Bearer mkt_1234".into())),
+        (
+            "a token without the prefix",
+            Some(format!("Bearer {}", "a".repeat(68))),
+        ),
+        ("an unknown token", Some(format!("Bearer {unknown}"))),
+        ("a revoked token", Some(format!("Bearer {}", revoked.token))),
+        ("basic auth", Some("Basic YWRtaW46YWRtaW4=".into())),
+        ("an empty bearer", Some("Bearer ".into())),
+    ];
+    for &(m, template, _, _, body) in MATRIX {
+        let fresh = PatientId::generate();
+        let path = fill(template, &own, &shared.id, &tokens[0].id, &fresh);
+        for (name, auth) in &auths {
+            let payload = if body.is_empty() {
+                Payload::None
+            } else {
+                Payload::Json(
+                    serde_json::from_str(&fill(body, &own, &shared.id, "", &fresh)).unwrap(),
+                )
+            };
+            let r = s.req_auth(method(m), &path, auth.clone(), payload).await;
+            calls += 1;
+            p.check(
+                format!("{m} {template} with {name}"),
+                r.expect_error(&[401], "unauthorized"),
+            );
+        }
+        if template.ends_with("/events") {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            for (name, t) in [
+                ("?access_token= revoked", revoked.token.as_str()),
+                ("?access_token= unknown", unknown.as_str()),
+                ("?access_token= malformed", "nope"),
+            ] {
+                let r = s
+                    .req(
+                        "GET",
+                        &format!("{path}{sep}access_token={t}"),
+                        None,
+                        Payload::None,
+                    )
+                    .await;
+                calls += 1;
+                p.check(
+                    format!("{m} {template} with {name}"),
+                    r.expect_error(&[401], "unauthorized"),
+                );
+            }
+        }
+    }
+    // Still nothing happened to the patient's data, and the admin token still works.
+    assert_eq!(s.stored(&shared.id).await.state, OrderState::Queued);
+    assert_eq!(
+        s.store.patient(&own).await.unwrap().unwrap().name,
+        "Own Patient"
+    );
+    let who = s
+        .ok("GET", "/api/whoami", &tokens[0], Value::Null, 200)
+        .await;
+    assert_eq!(who["role"], "admin");
+
+    // `?access_token=` is for event streams only (docs/api.md: every other route needs the
+    // `Authorization` header), so a valid token there does not authenticate a JSON route.
+    // Each call gets its own queued order and token to aim at, in case it is let through.
+    for &(m, template, _, _, body) in MATRIX {
+        if template.ends_with("/events") {
+            continue;
+        }
+        let fresh = PatientId::generate();
+        let probe = s.order(&own, "CT", OrderState::Queued).await;
+        let victim = s.token(Role::Nurse, None).await;
+        let path = fill(template, &own, &probe.id, &victim.id, &fresh);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let payload = if body.is_empty() {
+            Payload::None
+        } else {
+            Payload::Json(serde_json::from_str(&fill(body, &own, &probe.id, "", &fresh)).unwrap())
+        };
+        let r = s
+            .req(
+                method(m),
+                &format!("{path}{sep}access_token={}", tokens[0].token),
+                None,
+                payload,
+            )
+            .await;
+        calls += 1;
+        p.check(
+            format!("{m} {template} with a valid admin token in ?access_token="),
+            r.expect_error(&[401], "unauthorized"),
+        );
+        let _ = s.hospital.cancel(&probe.id, "test:cleanup").await;
+        let _ = s
+            .hospital
+            .set_unit_status(
+                &Pool::Equipment("MRI".into()),
+                "MRI-2",
+                UnitStatus::Available,
+            )
+            .await;
+    }
+    eprintln!("role matrix: {calls} requests in {:?}", started.elapsed());
+    p.finish();
+}
+
+// --- 2. an order's whole life ---------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_through_the_api() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let scheduler = s.token(Role::Scheduler, None).await;
+    let doctor = s.token(Role::Doctor, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let tech = s.token(Role::Technician, None).await;
+
+    let patient = s
+        .ok(
+            "POST",
+            "/api/patients",
+            &scheduler,
+            json!({"name": "Ada Lovelace", "birth_date": "1815-12-10"}),
+            201,
+        )
+        .await;
+    let pid = patient["id"].as_str().unwrap().to_string();
+    assert!(pid.starts_with("p-"), "{patient}");
+    assert_eq!(patient["name"], "Ada Lovelace");
+    let ptok = s.token(Role::Patient, Some(&pid.parse().unwrap())).await;
+
+    let order = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &doctor,
+            json!({"patient": pid, "pool": "MRI", "priority": "urgent",
+                   "capabilities": ["contrast"], "reason": "headaches"}),
+            201,
+        )
+        .await;
+    let oid = order["id"].as_str().unwrap().to_string();
+    assert_eq!(order["state"], "queued", "{order}");
+    assert_eq!(order["patient"], pid.as_str());
+    assert_eq!(order["pool"], json!({"pool": "equipment", "name": "MRI"}));
+    assert_eq!(order["priority"], "urgent");
+    assert_eq!(order["capabilities"], json!(["contrast"]));
+    assert_eq!(order["assigned"], Value::Null);
+
+    let queue = s
+        .ok("GET", "/api/pools/MRI/queue", &nurse, Value::Null, 200)
+        .await;
+    assert_eq!(ids(&queue, "order"), [oid.as_str()], "{queue}");
+    assert_eq!(queue[0]["position"], 1);
+    assert_eq!(queue[0]["patient"], pid.as_str());
+    let pool = s
+        .ok("GET", "/api/pools/MRI", &nurse, Value::Null, 200)
+        .await;
+    assert_eq!(pool["queue_length"], 1, "{pool}");
+
+    // Re-prioritised while queued.
+    let o = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{oid}/priority"),
+            &nurse,
+            json!({"priority": "stat"}),
+            200,
+        )
+        .await;
+    assert_eq!(o["priority"], "stat");
+    assert_eq!(o["state"], "queued");
+
+    let o = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{oid}/call"),
+            &tech,
+            json!({"unit": "MRI-1"}),
+            200,
+        )
+        .await;
+    assert_eq!(o["state"], "called", "{o}");
+    assert_eq!(o["assigned"], "MRI-1");
+    let queue = s
+        .ok("GET", "/api/pools/MRI/queue", &nurse, Value::Null, 200)
+        .await;
+    assert_eq!(queue, json!([]));
+    let pool = s
+        .ok("GET", "/api/pools/MRI", &nurse, Value::Null, 200)
+        .await;
+    let mri1 = pool["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "MRI-1")
+        .unwrap()
+        .clone();
+    assert_eq!(mri1["status"], "in-use", "{pool}");
+    assert_eq!(mri1["order"], oid.as_str());
+
+    // MRI-1 is busy: another order cannot be called to it, nor can its status be set.
+    let someone = s.patient("Someone Waiting").await;
+    let second = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &doctor,
+            json!({"patient": someone, "pool": "MRI", "priority": "routine"}),
+            201,
+        )
+        .await;
+    let second = second["id"].as_str().unwrap().to_string();
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/orders/{second}/call"),
+            &scheduler,
+            json!({"unit": "MRI-1"}),
+        )
+        .await;
+    r.expect_error(&[409], "conflict").unwrap();
+    assert_eq!(
+        s.stored(&second.parse().unwrap()).await.state,
+        OrderState::Queued
+    );
+    let r = s
+        .call(
+            "PUT",
+            "/api/pools/MRI/units/MRI-1/status",
+            &tech,
+            json!({"status": "maintenance"}),
+        )
+        .await;
+    r.expect_error(&[409], "conflict").unwrap();
+    assert_eq!(s.unit_status("MRI", "MRI-1").await, UnitStatus::InUse);
+    let o2 = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{second}/cancel"),
+            &scheduler,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(o2["state"], "cancelled");
+
+    // Re-prioritising is for queued orders only.
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/orders/{oid}/priority"),
+            &scheduler,
+            json!({"priority": "routine"}),
+        )
+        .await;
+    r.expect_error(&[409], "illegal_transition").unwrap();
+
+    let o = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{oid}/start"),
+            &nurse,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(o["state"], "in-progress");
+    let o = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{oid}/complete"),
+            &tech,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(o["state"], "completed");
+    let o = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{oid}/report"),
+            &doctor,
+            json!({"text": "No abnormality detected."}),
+            200,
+        )
+        .await;
+    assert_eq!(o["state"], "reported");
+
+    let rec = s
+        .ok(
+            "GET",
+            &format!("/api/orders/{oid}"),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(rec["order"]["state"], "reported", "{rec}");
+    assert_eq!(rec["order"]["priority"], "stat");
+    assert_eq!(rec["order"]["assigned"], "MRI-1");
+    let t = rec["transitions"].as_array().unwrap();
+    let got: Vec<(Value, Value, Value)> = t
+        .iter()
+        .map(|t| (t["from"].clone(), t["to"].clone(), t["actor"].clone()))
+        .collect();
+    let a = |tok: &Tok, role: &str| json!(format!("{role}:{}", tok.id));
+    assert_eq!(
+        got,
+        vec![
+            (Value::Null, json!("queued"), a(&doctor, "doctor")),
+            (json!("queued"), json!("called"), a(&tech, "technician")),
+            (json!("called"), json!("in-progress"), a(&nurse, "nurse")),
+            (
+                json!("in-progress"),
+                json!("completed"),
+                a(&tech, "technician")
+            ),
+            (json!("completed"), json!("reported"), a(&doctor, "doctor")),
+        ],
+        "{rec}"
+    );
+    assert_eq!(t[1]["unit"], "MRI-1");
+    let at: Vec<i64> = t.iter().map(|t| t["at_ms"].as_i64().unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] <= w[1]), "{at:?}");
+    assert_eq!(rec["result"]["text"], "No abnormality detected.");
+    assert_eq!(rec["result"]["actor"], a(&doctor, "doctor"));
+    assert_eq!(rec["result"]["order"], oid.as_str());
+
+    // The unit is free again.
+    let pool = s
+        .ok("GET", "/api/pools/MRI", &nurse, Value::Null, 200)
+        .await;
+    let mri1 = pool["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "MRI-1")
+        .unwrap()
+        .clone();
+    assert_eq!(mri1["status"], "available", "{pool}");
+
+    // What the patient sees.
+    let mine = s
+        .ok(
+            "GET",
+            &format!("/api/patients/{pid}"),
+            &ptok,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(mine["patient"]["name"], "Ada Lovelace", "{mine}");
+    assert_eq!(ids(&mine["orders"], "id"), [oid.as_str()]);
+    let entry = mine["queue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["order"] == oid.as_str())
+        .unwrap_or_else(|| panic!("no queue entry for {oid}: {mine}"))
+        .clone();
+    assert_eq!(entry["results_ready"], true, "{mine}");
+    assert_eq!(entry["state"], "reported");
+    let own_order = s
+        .ok(
+            "GET",
+            &format!("/api/orders/{oid}"),
+            &ptok,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(own_order["result"]["text"], "No abnormality detected.");
+
+    // A reported order cannot be cancelled, and nothing changes trying.
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/orders/{oid}/cancel"),
+            &doctor,
+            Value::Null,
+        )
+        .await;
+    r.expect_error(&[409], "illegal_transition").unwrap();
+    let again = s
+        .ok(
+            "GET",
+            &format!("/api/orders/{oid}"),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(again["order"], rec["order"]);
+    assert_eq!(again["transitions"], rec["transitions"]);
+    assert_eq!(again["result"], rec["result"]);
+    // Nor reported twice, nor started again.
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/orders/{oid}/report"),
+            &doctor,
+            json!({"text": "second opinion"}),
+        )
+        .await;
+    r.expect_error(&[409], "illegal_transition").unwrap();
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/orders/{oid}/start"),
+            &nurse,
+            Value::Null,
+        )
+        .await;
+    r.expect_error(&[409], "illegal_transition").unwrap();
+    let again = s
+        .ok(
+            "GET",
+            &format!("/api/orders/{oid}"),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(again, rec, "a refused transition changed the order");
+}
+
+// --- 3. bad input -----------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_4xx_and_changes_nothing() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let doctor = s.token(Role::Doctor, None).await;
+    let mut p = Problems::default();
+
+    // What the test creates deliberately: one patient, one order (CT).
+    let patient = s
+        .ok(
+            "POST",
+            "/api/patients",
+            &admin,
+            json!({"name": "Deliberate"}),
+            201,
+        )
+        .await;
+    let pid = patient["id"].as_str().unwrap().to_string();
+    let order = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &doctor,
+            json!({"patient": pid, "pool": "CT", "priority": "routine"}),
+            201,
+        )
+        .await;
+    let oid = order["id"].as_str().unwrap().to_string();
+
+    let json_ct = Some("application/json");
+    // (what, method, path, token, payload, statuses, code)
+    type Case = (
+        &'static str,
+        &'static str,
+        String,
+        Tok,
+        Payload,
+        Vec<u16>,
+        &'static str,
+    );
+    let raw = |s: &str, ct| Payload::Raw(s.as_bytes().to_vec(), ct);
+    let big = format!(r#"{{"name":"{}","id":"p-big"}}"#, "x".repeat(70 * 1024));
+    let (a, d) = (&admin, &doctor);
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        ("malformed JSON", "POST", "/api/patients".into(), a.clone(),
+            raw(r#"{"name": "Trunc"#, json_ct), vec![400], "bad_request"),
+        ("malformed JSON (order)", "POST", "/api/orders".into(), d.clone(),
+            raw("not json at all", json_ct), vec![400], "bad_request"),
+        ("trailing garbage", "POST", "/api/patients".into(), a.clone(),
+            raw(r#"{"name":"X","id":"p-trailing"} junk"#, json_ct), vec![400], "bad_request"),
+        ("a wrong type", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!({"patient": pid, "pool": "MRI", "priority": 5})), vec![400], "bad_request"),
+        ("a wrong type (name)", "POST", "/api/patients".into(), a.clone(),
+            Payload::Json(json!({"name": 42, "id": "p-wrongtype"})), vec![400], "bad_request"),
+        ("an unknown field", "POST", "/api/patients".into(), a.clone(),
+            Payload::Json(json!({"name": "X", "id": "p-unknownfield", "ssn": "123"})), vec![400], "bad_request"),
+        ("an unknown field (order)", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!({"patient": pid, "pool": "MRI", "priority": "stat", "room": 4})), vec![400], "bad_request"),
+        ("a missing field", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!({"patient": pid, "pool": "MRI"})), vec![400], "bad_request"),
+        ("a missing name", "POST", "/api/patients".into(), a.clone(),
+            Payload::Json(json!({"id": "p-noname"})), vec![400], "bad_request"),
+        ("a JSON array for an object", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!([pid, "MRI", "stat"])), vec![400], "bad_request"),
+        ("no content type", "POST", "/api/patients".into(), a.clone(),
+            raw(r#"{"name":"X","id":"p-nocontenttype"}"#, None), vec![415], "unsupported_media_type"),
+        ("text/plain", "POST", "/api/orders".into(), d.clone(),
+            raw(&format!(r#"{{"patient":"{pid}","pool":"MRI","priority":"stat"}}"#), Some("text/plain")),
+            vec![415], "unsupported_media_type"),
+        ("a form", "POST", format!("/api/orders/{oid}/priority"), d.clone(),
+            raw("priority=stat", Some("application/x-www-form-urlencoded")), vec![415], "unsupported_media_type"),
+        ("a body over 64 KiB", "POST", "/api/patients".into(), a.clone(),
+            raw(&big, json_ct), vec![413], "payload_too_large"),
+        ("an unknown priority", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!({"patient": pid, "pool": "MRI", "priority": "whenever"})), vec![400], "bad_request"),
+        ("an unknown priority (re-prioritise)", "POST", format!("/api/orders/{oid}/priority"), d.clone(),
+            Payload::Json(json!({"priority": "yesterday"})), vec![400], "bad_request"),
+        ("a malformed patient id in a body", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!({"patient": "p/../x", "pool": "MRI", "priority": "stat"})), vec![400], "bad_request"),
+        ("a malformed patient id to register", "POST", "/api/patients".into(), a.clone(),
+            Payload::Json(json!({"name": "X", "id": "p-!bad"})), vec![400], "bad_request"),
+        ("an empty name", "POST", "/api/patients".into(), a.clone(),
+            Payload::Json(json!({"name": "   ", "id": "p-emptyname"})), vec![422], "invalid"),
+        ("a bad birth date", "POST", "/api/patients".into(), a.clone(),
+            Payload::Json(json!({"name": "X", "id": "p-baddate", "birth_date": "1970-13-45"})), vec![422], "invalid"),
+        ("a capability no unit has", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!({"patient": pid, "pool": "MRI", "priority": "stat", "capabilities": ["teleport"]})),
+            vec![422], "invalid"),
+        ("'..%2F..' as an order id", "GET", "/api/orders/..%2F..".into(), a.clone(),
+            Payload::None, vec![422, 404], ""),
+        ("'o-!bad' as an order id", "GET", "/api/orders/o-!bad".into(), a.clone(),
+            Payload::None, vec![422], "invalid"),
+        ("'o-!bad' as an order id (cancel)", "POST", "/api/orders/o-!bad/cancel".into(), a.clone(),
+            Payload::None, vec![422], "invalid"),
+        ("'..%2F..' as an order id (call)", "POST", "/api/orders/..%2F../call".into(), a.clone(),
+            Payload::Json(json!({})), vec![422, 404], ""),
+        ("'p-!bad' as a patient id", "GET", "/api/patients/p-!bad".into(), a.clone(),
+            Payload::None, vec![422], "invalid"),
+        ("a 65-character order id", "GET", format!("/api/orders/o-{}", "a".repeat(63)), a.clone(),
+            Payload::None, vec![422], "invalid"),
+        ("an unknown order", "GET", "/api/orders/o-doesnotexist".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown order (cancel)", "POST", "/api/orders/o-doesnotexist/cancel".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown order (report)", "POST", "/api/orders/o-doesnotexist/report".into(), a.clone(),
+            Payload::Json(json!({"text": "x"})), vec![404], "not_found"),
+        ("an unknown patient", "GET", "/api/patients/p-nobody".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown pool", "GET", "/api/pools/NOPE".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown pool (queue)", "GET", "/api/pools/NOPE/queue".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown pool (events)", "GET", "/api/pools/NOPE/events".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown pool (order)", "POST", "/api/orders".into(), d.clone(),
+            Payload::Json(json!({"patient": pid, "pool": "NOPE", "priority": "stat"})), vec![404], "not_found"),
+        ("an unknown unit", "PUT", "/api/pools/MRI/units/MRI-9/status".into(), a.clone(),
+            Payload::Json(json!({"status": "maintenance"})), vec![404], "not_found"),
+        ("an unknown unit (events)", "GET", "/api/pools/MRI/units/MRI-9/events".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown unit (call)", "POST", format!("/api/orders/{oid}/call"), a.clone(),
+            Payload::Json(json!({"unit": "CT-9"})), vec![404, 422], ""),
+        ("an unknown token", "DELETE", "/api/tokens/t-nope".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown tree node", "GET", "/api/tree?path=/medical/nothing-here".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown route", "GET", "/api/nope".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown route (no /api)", "GET", "/nope/at/all".into(), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("an unknown order sub-route", "POST", format!("/api/orders/{oid}/explode"), a.clone(),
+            Payload::None, vec![404], "not_found"),
+        ("a wrong method", "DELETE", "/api/whoami".into(), a.clone(),
+            Payload::None, vec![405], "method_not_allowed"),
+        ("a wrong method (pools)", "POST", "/api/pools".into(), a.clone(),
+            Payload::Json(json!({})), vec![405], "method_not_allowed"),
+        ("a wrong method (order)", "PUT", format!("/api/orders/{oid}"), a.clone(),
+            Payload::Json(json!({})), vec![405], "method_not_allowed"),
+        ("a wrong method (stream)", "POST", "/api/cluster/events".into(), a.clone(),
+            Payload::Json(json!({})), vec![405], "method_not_allowed"),
+        ("a wrong method (healthz)", "POST", "/healthz".into(), a.clone(),
+            Payload::None, vec![405], "method_not_allowed"),
+        ("in-use by hand", "PUT", "/api/pools/MRI/units/MRI-1/status".into(), a.clone(),
+            Payload::Json(json!({"status": "in-use"})), vec![422], "invalid"),
+        ("an unknown unit status", "PUT", "/api/pools/MRI/units/MRI-1/status".into(), a.clone(),
+            Payload::Json(json!({"status": "broken"})), vec![400], "bad_request"),
+        ("an empty report", "POST", format!("/api/orders/{oid}/report"), d.clone(),
+            Payload::Json(json!({"text": "  "})), vec![422], "invalid"),
+        ("an over-long report", "POST", format!("/api/orders/{oid}/report"), d.clone(),
+            Payload::Json(json!({"text": "r".repeat(20_001)})), vec![422], "invalid"),
+        ("an admin token with a patient", "POST", "/api/tokens".into(), a.clone(),
+            Payload::Json(json!({"role": "admin", "patient": pid})), vec![422], "invalid"),
+        ("a patient token without a patient", "POST", "/api/tokens".into(), a.clone(),
+            Payload::Json(json!({"role": "patient"})), vec![422], "invalid"),
+        ("a patient token for an unknown patient", "POST", "/api/tokens".into(), a.clone(),
+            Payload::Json(json!({"role": "patient", "patient": "p-nobody"})), vec![422], "invalid"),
+        ("role root", "POST", "/api/tokens".into(), a.clone(),
+            Payload::Json(json!({"role": "root"})), vec![400, 422], ""),
+        ("an over-long token label", "POST", "/api/tokens".into(), a.clone(),
+            Payload::Json(json!({"role": "nurse", "label": "l".repeat(201)})), vec![422], "invalid"),
+        ("a bad query value", "GET", "/api/audit?limit=lots".into(), a.clone(),
+            Payload::None, vec![400], "bad_request"),
+        ("an unknown query parameter", "GET", "/api/audit?bogus=1".into(), a.clone(),
+            Payload::None, vec![400], "bad_request"),
+        ("a negative depth", "GET", "/api/tree?depth=-1".into(), a.clone(),
+            Payload::None, vec![400], "bad_request"),
+        ("a relative tree path", "GET", "/api/tree?path=medical".into(), a.clone(),
+            Payload::None, vec![422], "invalid"),
+    ];
+    for (what, m, path, tok, payload, statuses, code) in cases {
+        let r = s.req(m, &path, Some(&tok.token), payload).await;
+        let code = if code.is_empty() {
+            // Either status; the code must match it.
+            match r.status {
+                400 => "bad_request",
+                404 => "not_found",
+                _ => "invalid",
+            }
+        } else {
+            code
+        };
+        p.check(
+            format!("{what}: {m} {path}"),
+            r.expect_error(&statuses, code),
+        );
+    }
+
+    // An order for a patient nobody registered: an unknown patient (docs/api.md: 404 for an
+    // unknown patient; 422 is what a patient token for an unknown patient gets — either will
+    // do, but not 201).
+    let r = s
+        .call(
+            "POST",
+            "/api/orders",
+            &doctor,
+            json!({"patient": "p-never-registered", "pool": "XRAY", "priority": "routine"}),
+        )
+        .await;
+    let code = if r.status == 404 {
+        "not_found"
+    } else {
+        "invalid"
+    };
+    p.check(
+        "an order for an unregistered patient: POST /api/orders",
+        r.expect_error(&[404, 422], code),
+    );
+
+    // Nothing was created but what the test made deliberately.
+    let queue = s
+        .ok("GET", "/api/pools/MRI/queue", &admin, Value::Null, 200)
+        .await;
+    p.ensure("the MRI queue is empty", queue == json!([]), &queue);
+    let ct = s
+        .ok("GET", "/api/pools/CT/queue", &admin, Value::Null, 200)
+        .await;
+    p.ensure(
+        "the CT queue holds only the deliberate order",
+        ids(&ct, "order") == [oid.as_str()],
+        &ct,
+    );
+    let all: Vec<String> = s
+        .store
+        .orders_in(&OrderState::ALL)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| format!("{} of {} ({})", o.id, o.patient, o.pool))
+        .collect();
+    p.ensure(
+        "the store holds only the deliberate order",
+        all.len() == 1,
+        format_args!("{all:?}"),
+    );
+    let deliberate = s.stored(&oid.parse().unwrap()).await;
+    p.ensure(
+        "the deliberate order is as created",
+        deliberate.state == OrderState::Queued && deliberate.priority == Priority::Routine,
+        format_args!("{deliberate:?}"),
+    );
+    for attempted in [
+        "p-big",
+        "p-wrongtype",
+        "p-unknownfield",
+        "p-noname",
+        "p-nocontenttype",
+        "p-emptyname",
+        "p-baddate",
+        "p-trailing",
+        "p-never-registered",
+    ] {
+        let id: PatientId = attempted.parse().unwrap();
+        p.ensure(
+            format!("patient {attempted} was not registered"),
+            s.store.patient(&id).await.unwrap().is_none(),
+            "it was",
+        );
+    }
+    let tokens = s.store.tokens().await.unwrap();
+    p.ensure(
+        "no token was created",
+        tokens.len() == 2,
+        format_args!("{tokens:?}"),
+    );
+    for (kind, unit) in [("MRI", "MRI-1"), ("MRI", "MRI-2")] {
+        let st = s.unit_status(kind, unit).await;
+        p.ensure(
+            format!("{unit} is still available"),
+            st == UnitStatus::Available,
+            format_args!("{st:?}"),
+        );
+    }
+
+    // The failed attempts that reached a handler are in the audit log, not as `ok`.
+    let audit = s
+        .ok("GET", "/api/audit?limit=10000", &admin, Value::Null, 200)
+        .await;
+    let rows = audit.as_array().unwrap();
+    let has = |action: &str, outcome: &str| {
+        rows.iter()
+            .any(|r| r["action"] == action && r["outcome"] == outcome && r["actor"] != "")
+    };
+    for (action, outcome) in [
+        ("patient.create", "invalid"),
+        ("order.create", "not_found"),
+        ("order.create", "invalid"),
+        ("order.read", "not_found"),
+        ("order.cancel", "not_found"),
+        ("order.report", "invalid"),
+        ("unit.status", "invalid"),
+        ("unit.status", "not_found"),
+        ("token.create", "invalid"),
+        ("token.revoke", "not_found"),
+        ("patient.read", "not_found"),
+    ] {
+        p.ensure(
+            format!("the audit records {action} with outcome {outcome}"),
+            has(action, outcome),
+            format_args!("{audit}"),
+        );
+    }
+    p.finish();
+}
+
+// --- 4. a patient's token -----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patient_token_sees_only_its_own_patient() {
+    let s = Server::start().await;
+    let a = s.patient("Patient A").await;
+    let b = s.patient("Patient B").await;
+    let oa = s.order(&a, "MRI", OrderState::Queued).await;
+    let ob = s.order(&b, "MRI", OrderState::Queued).await;
+    let ta = s.token(Role::Patient, Some(&a)).await;
+    let mut p = Problems::default();
+
+    let who = s.ok("GET", "/api/whoami", &ta, Value::Null, 200).await;
+    assert_eq!(who["role"], "patient", "{who}");
+    assert_eq!(who["patient"], a.as_str());
+    assert_eq!(who["token"], ta.id.as_str());
+
+    // Its own patient, orders and stream.
+    let mine = s
+        .ok("GET", &format!("/api/patients/{a}"), &ta, Value::Null, 200)
+        .await;
+    assert_eq!(mine["patient"]["name"], "Patient A");
+    assert_eq!(ids(&mine["orders"], "id"), [oa.id.as_str()]);
+    let entries = mine["queue"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{mine}");
+    assert_eq!(entries[0]["order"], oa.id.as_str());
+    assert!(
+        !mine.to_string().contains(b.as_str()),
+        "B leaks into A's record: {mine}"
+    );
+    assert!(
+        !mine.to_string().contains(ob.id.as_str()),
+        "B's order leaks: {mine}"
+    );
+    let rec = s
+        .ok(
+            "GET",
+            &format!("/api/orders/{}", oa.id),
+            &ta,
+            Value::Null,
+            200,
+        )
+        .await;
+    assert_eq!(rec["order"]["id"], oa.id.as_str());
+    let (status, ct, events) = s
+        .events(&format!(
+            "/api/patients/{a}/events?access_token={}",
+            ta.token
+        ))
+        .await;
+    assert_eq!((status, ct.as_str()), (200, "text/event-stream"));
+    let (name, view) = events.unwrap().next(Duration::from_secs(5)).await;
+    assert_eq!(name, "patient");
+    assert_eq!(ids(&view["queue"], "order"), [oa.id.as_str()], "{view}");
+    // Also with the header.
+    let r = s
+        .req(
+            "GET",
+            &format!("/api/patients/{a}/events"),
+            Some(&ta.token),
+            Payload::None,
+        )
+        .await;
+    assert!(r.status == 200 && r.is_stream(), "{r:?}");
+
+    // Not patient B's.
+    let r = s
+        .req(
+            "GET",
+            &format!("/api/patients/{b}"),
+            Some(&ta.token),
+            Payload::None,
+        )
+        .await;
+    p.check("B's record", r.expect_error(&[403], "forbidden"));
+    p.ensure(
+        "B's record does not leak",
+        !r.text.contains("Patient B"),
+        &r.text,
+    );
+    let r = s
+        .req(
+            "GET",
+            &format!("/api/patients/{b}/events"),
+            Some(&ta.token),
+            Payload::None,
+        )
+        .await;
+    p.check("B's events", r.expect_error(&[403], "forbidden"));
+    let (status, _, _) = s
+        .events(&format!(
+            "/api/patients/{b}/events?access_token={}",
+            ta.token
+        ))
+        .await;
+    p.ensure("B's events by access_token", status == 403, status);
+    let r = s
+        .req(
+            "GET",
+            &format!("/api/orders/{}", ob.id),
+            Some(&ta.token),
+            Payload::None,
+        )
+        .await;
+    p.check("B's order", r.expect_error(&[404], "not_found"));
+    p.ensure(
+        "B's order does not leak",
+        !r.text.contains(b.as_str()),
+        &r.text,
+    );
+    // An order that does not exist looks the same as B's.
+    let r2 = s
+        .req(
+            "GET",
+            "/api/orders/o-doesnotexist",
+            Some(&ta.token),
+            Payload::None,
+        )
+        .await;
+    p.check("an unknown order", r2.expect_error(&[404], "not_found"));
+    // Nor can it act on its own order.
+    for action in ["cancel", "call", "start", "complete", "no-show"] {
+        let r = s
+            .req(
+                "POST",
+                &format!("/api/orders/{}/{action}", oa.id),
+                Some(&ta.token),
+                Payload::Json(json!({})),
+            )
+            .await;
+        p.check(
+            format!("{action} of its own order"),
+            r.expect_error(&[403], "forbidden"),
+        );
+    }
+    assert_eq!(s.stored(&oa.id).await.state, OrderState::Queued);
+
+    // Nothing about the hospital.
+    for path in [
+        "/api/pools",
+        "/api/pools/MRI",
+        "/api/pools/MRI/queue",
+        "/api/pools/MRI/events",
+        "/api/pools/MRI/units/MRI-1/events",
+        "/api/cluster",
+        "/api/cluster/events",
+        "/api/events",
+        "/api/tree",
+        "/api/tokens",
+        "/api/audit",
+        &format!("/api/audit?patient={a}"),
+    ] {
+        let r = s.req("GET", path, Some(&ta.token), Payload::None).await;
+        p.check(format!("GET {path}"), r.expect_error(&[403], "forbidden"));
+    }
+    let r = s
+        .req(
+            "POST",
+            "/api/tokens",
+            Some(&ta.token),
+            Payload::Json(json!({"role": "patient", "patient": b})),
+        )
+        .await;
+    p.check("POST /api/tokens", r.expect_error(&[403], "forbidden"));
+    let r = s
+        .req(
+            "POST",
+            "/api/orders",
+            Some(&ta.token),
+            Payload::Json(json!({"patient": a, "pool": "MRI", "priority": "stat"})),
+        )
+        .await;
+    p.check(
+        "POST /api/orders for itself",
+        r.expect_error(&[403], "forbidden"),
+    );
+    let r = s
+        .req(
+            "PUT",
+            "/api/pools/MRI/units/MRI-1/status",
+            Some(&ta.token),
+            Payload::Json(json!({"status": "offline"})),
+        )
+        .await;
+    p.check("PUT a unit's status", r.expect_error(&[403], "forbidden"));
+    p.finish();
+}
+
+// --- 5. the audit log ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_patient_data_access_is_audited() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let doctor = s.token(Role::Doctor, None).await;
+    let tech = s.token(Role::Technician, None).await;
+    let other = s.patient("Someone Else").await;
+    let intruder = s.token(Role::Patient, Some(&other)).await;
+
+    let patient = s
+        .ok(
+            "POST",
+            "/api/patients",
+            &nurse,
+            json!({"name": "Audited"}),
+            201,
+        )
+        .await;
+    let pid = patient["id"].as_str().unwrap().to_string();
+    s.ok(
+        "GET",
+        &format!("/api/patients/{pid}"),
+        &nurse,
+        Value::Null,
+        200,
+    )
+    .await;
+    let order = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &doctor,
+            json!({"patient": pid, "pool": "MRI", "priority": "asap"}),
+            201,
+        )
+        .await;
+    let oid = order["id"].as_str().unwrap().to_string();
+    s.ok(
+        "GET",
+        &format!("/api/orders/{oid}"),
+        &tech,
+        Value::Null,
+        200,
+    )
+    .await;
+    let r = s
+        .req(
+            "GET",
+            &format!("/api/patients/{pid}"),
+            Some(&intruder.token),
+            Payload::None,
+        )
+        .await;
+    r.expect_error(&[403], "forbidden").unwrap();
+    let r = s
+        .req(
+            "GET",
+            &format!("/api/orders/{oid}"),
+            Some(&intruder.token),
+            Payload::None,
+        )
+        .await;
+    r.expect_error(&[404], "not_found").unwrap();
+    s.ok(
+        "POST",
+        &format!("/api/orders/{oid}/call"),
+        &tech,
+        json!({"unit": "MRI-2"}),
+        200,
+    )
+    .await;
+
+    let log = s
+        .ok(
+            "GET",
+            &format!("/api/audit?patient={pid}"),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    let rows = log.as_array().unwrap();
+    let got: Vec<(String, String, String, String, Value)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["actor"].as_str().unwrap().to_string(),
+                r["role"].as_str().unwrap().to_string(),
+                r["outcome"].as_str().unwrap().to_string(),
+                r["order"].clone(),
+            )
+        })
+        .collect();
+    let row = |action: &str, t: &Tok, role: &str, outcome: &str, order: Value| {
+        (
+            action.to_string(),
+            t.id.clone(),
+            role.to_string(),
+            outcome.to_string(),
+            order,
+        )
+    };
+    let o = json!(oid);
+    assert_eq!(
+        got,
+        vec![
+            row("patient.create", &nurse, "nurse", "ok", Value::Null),
+            row("patient.read", &nurse, "nurse", "ok", Value::Null),
+            row("order.create", &doctor, "doctor", "ok", o.clone()),
+            row("order.read", &tech, "technician", "ok", o.clone()),
+            row("patient.read", &intruder, "patient", "denied", Value::Null),
+            row("order.read", &intruder, "patient", "denied", o.clone()),
+            row("order.call", &tech, "technician", "ok", o.clone()),
+        ],
+        "{log}"
+    );
+    for r in rows {
+        assert_eq!(r["patient"], pid.as_str(), "{r}");
+        assert!(r["at_ms"].as_i64().unwrap() > 0, "{r}");
+    }
+    let seqs: Vec<i64> = rows.iter().map(|r| r["seq"].as_i64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq not increasing: {seqs:?}"
+    );
+
+    // By actor: only the intruder's two attempts.
+    let mine = s
+        .ok(
+            "GET",
+            &format!("/api/audit?actor={}", intruder.id),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    let actions: Vec<(&str, &str)> = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap(),
+                r["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [("patient.read", "denied"), ("order.read", "denied")],
+        "{mine}"
+    );
+    // Paging forward.
+    let after = s
+        .ok(
+            "GET",
+            &format!("/api/audit?patient={pid}&after_seq={}&limit=2", seqs[2]),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    let paged: Vec<i64> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(paged, seqs[3..5], "{after}");
+}
+
+// --- 6. live streams ----------------------------------------------------------------------------
+
+fn queue_has(view: &Value, order: &str) -> bool {
+    view["queue"]
+        .as_array()
+        .is_some_and(|q| q.iter().any(|r| r["order"] == order))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_pushes_queue_changes_and_measures_latency() {
+    let s = Server::start().await;
+    let doctor = s.token(Role::Doctor, None).await;
+    let scheduler = s.token(Role::Scheduler, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let pid = s.patient("Streamed").await;
+
+    let (status, ct, events) = s
+        .events(&format!(
+            "/api/pools/MRI/events?access_token={}",
+            nurse.token
+        ))
+        .await;
+    assert_eq!((status, ct.as_str()), (200, "text/event-stream"));
+    let mut events = events.unwrap();
+    let (name, first) = events.next(Duration::from_secs(5)).await;
+    assert_eq!(name, "pool");
+    assert_eq!(first["name"], "MRI", "{first}");
+    assert_eq!(first["pool"], "equipment");
+    assert_eq!(first["queue"], json!([]), "{first}");
+    assert_eq!(first["units"].as_array().unwrap().len(), 2, "{first}");
+
+    const N: usize = 50;
+    let mut latencies = Vec::with_capacity(N);
+    let mut created = Vec::with_capacity(N);
+    for _ in 0..N {
+        let t0 = Instant::now();
+        let o = s
+            .ok(
+                "POST",
+                "/api/orders",
+                &doctor,
+                json!({"patient": pid, "pool": "MRI", "priority": "routine"}),
+                201,
+            )
+            .await;
+        let id = o["id"].as_str().unwrap().to_string();
+        let view = events
+            .until(Duration::from_secs(5), |name, v| {
+                name == "pool" && queue_has(v, &id)
+            })
+            .await;
+        latencies.push(t0.elapsed());
+        assert!(view["queue"].as_array().unwrap().len() <= created.len() + 1);
+        created.push(id);
+    }
+    // Every order was seen, and the last view holds them all, in arrival order.
+    assert_eq!(created.len(), N);
+    let last = s
+        .ok("GET", "/api/pools/MRI/queue", &nurse, Value::Null, 200)
+        .await;
+    assert_eq!(ids(&last, "order"), created);
+    latencies.sort();
+    let pct = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, N) - 1];
+    eprintln!(
+        "SSE pool event after POST /api/orders ({N} orders, create -> event): p50 {:?}, p99 {:?}, max {:?}",
+        pct(0.50),
+        pct(0.99),
+        latencies[N - 1]
+    );
+
+    // A call shows in the pool stream (the order leaves the queue, the unit is in use) ...
+    let called = created[0].clone();
+    // ... and in the patient's own stream.
+    let other = s.patient("Called Patient").await;
+    let ptok = s.token(Role::Patient, Some(&other)).await;
+    let mine = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &doctor,
+            json!({"patient": other, "pool": "CT", "priority": "stat"}),
+            201,
+        )
+        .await;
+    let mine = mine["id"].as_str().unwrap().to_string();
+    let (status, _, pevents) = s
+        .events(&format!(
+            "/api/patients/{other}/events?access_token={}",
+            ptok.token
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let mut pevents = pevents.unwrap();
+    let (name, snapshot) = pevents.next(Duration::from_secs(5)).await;
+    assert_eq!(name, "patient");
+    let entry = &snapshot["queue"][0];
+    assert_eq!(entry["order"], mine.as_str(), "{snapshot}");
+    assert_eq!(entry["state"], "queued");
+    // (No position or estimated wait here: the dispatcher writes those, and none runs.)
+    assert!(
+        entry.get("called_to").is_none_or(Value::is_null),
+        "{snapshot}"
+    );
+
+    s.ok(
+        "POST",
+        &format!("/api/orders/{called}/call"),
+        &scheduler,
+        json!({"unit": "MRI-2"}),
+        200,
+    )
+    .await;
+    let view = events
+        .until(Duration::from_secs(5), |_, v| !queue_has(v, &called))
+        .await;
+    let mri2 = view["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "MRI-2")
+        .unwrap();
+    assert_eq!(mri2["status"], "in-use", "{view}");
+    assert_eq!(mri2["order"], called.as_str());
+
+    let t0 = Instant::now();
+    s.ok(
+        "POST",
+        &format!("/api/orders/{mine}/call"),
+        &scheduler,
+        json!({}),
+        200,
+    )
+    .await;
+    let view = pevents
+        .until(Duration::from_secs(5), |name, v| {
+            name == "patient" && v["queue"][0]["called_to"].is_string()
+        })
+        .await;
+    eprintln!("patient stream: called_to after {:?}", t0.elapsed());
+    let entry = &view["queue"][0];
+    assert_eq!(entry["order"], mine.as_str(), "{view}");
+    assert_eq!(entry["state"], "called");
+    assert!(
+        entry["called_to"].as_str().unwrap().starts_with("CT-"),
+        "{view}"
+    );
+}
+
+// --- 7. revocation ------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_is_refused() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let created = s
+        .ok(
+            "POST",
+            "/api/tokens",
+            &admin,
+            json!({"role": "nurse", "label": "night shift"}),
+            201,
+        )
+        .await;
+    let nurse = Tok {
+        id: created["id"].as_str().unwrap().to_string(),
+        token: created["token"].as_str().unwrap().to_string(),
+    };
+    assert!(nurse.id.starts_with("t-"), "{created}");
+    assert!(
+        nurse.token.starts_with("mkt_") && nurse.token.len() == 68,
+        "{created}"
+    );
+    assert_eq!(created["role"], "nurse");
+    assert_eq!(created["label"], "night shift");
+
+    // In use (and so in the instance's cache).
+    let who = s.ok("GET", "/api/whoami", &nurse, Value::Null, 200).await;
+    assert_eq!(who["token"], nurse.id.as_str());
+    assert_eq!(who["role"], "nurse");
+    s.ok("GET", "/api/pools", &nurse, Value::Null, 200).await;
+    let (status, _, _) = s
+        .events(&format!("/api/cluster/events?access_token={}", nurse.token))
+        .await;
+    assert_eq!(status, 200);
+
+    // The list shows it, never its text.
+    let list = s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    assert!(!list.to_string().contains(&nurse.token), "{list}");
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == nurse.id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(row["revoked_ms"], Value::Null);
+    assert_eq!(row["role"], "nurse");
+
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/tokens/{}", nurse.id),
+            &admin,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+
+    // Refused at once, everywhere.
+    for path in ["/api/whoami", "/api/pools"] {
+        let r = s.call("GET", path, &nurse, Value::Null).await;
+        r.expect_error(&[401], "unauthorized").unwrap();
+    }
+    let r = s
+        .req(
+            "GET",
+            &format!("/api/cluster/events?access_token={}", nurse.token),
+            None,
+            Payload::None,
+        )
+        .await;
+    r.expect_error(&[401], "unauthorized").unwrap();
+    let list = s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == nurse.id.as_str())
+        .unwrap()
+        .clone();
+    assert!(row["revoked_ms"].as_i64().unwrap() > 0, "{row}");
+    // Revoking twice: not found; the admin still works.
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/tokens/{}", nurse.id),
+            &admin,
+            Value::Null,
+        )
+        .await;
+    r.expect_error(&[404], "not_found").unwrap();
+    s.ok("GET", "/api/whoami", &admin, Value::Null, 200).await;
+    // An admin may revoke its own token; then it is refused too.
+    let r = s
+        .call(
+            "DELETE",
+            &format!("/api/tokens/{}", admin.id),
+            &admin,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = s.call("GET", "/api/whoami", &admin, Value::Null).await;
+    r.expect_error(&[401], "unauthorized").unwrap();
+}
+
+// --- 8. the OpenAPI document --------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_lists_every_route() {
+    let s = Server::start().await;
+    let r = s.req("GET", "/api/openapi.json", None, Payload::None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "{}",
+        r.content_type
+    );
+    let doc = &r.json;
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "openapi: {}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    // Every route of docs/api.md (the routes tables, the streams, the health checks); at
+    // least these, which the docs have always had.
+    let documented = documented_routes();
+    let always = [
+        ("get", "/healthz"),
+        ("get", "/readyz"),
+        ("get", "/api/whoami"),
+        ("get", "/api/pools"),
+        ("get", "/api/pools/{pool}"),
+        ("get", "/api/pools/{pool}/queue"),
+        ("put", "/api/pools/{pool}/units/{unit}/status"),
+        ("post", "/api/patients"),
+        ("get", "/api/patients/{id}"),
+        ("post", "/api/orders"),
+        ("get", "/api/orders/{id}"),
+        ("post", "/api/orders/{id}/priority"),
+        ("post", "/api/orders/{id}/cancel"),
+        ("post", "/api/orders/{id}/call"),
+        ("post", "/api/orders/{id}/start"),
+        ("post", "/api/orders/{id}/complete"),
+        ("post", "/api/orders/{id}/report"),
+        ("post", "/api/orders/{id}/no-show"),
+        ("get", "/api/cluster"),
+        ("get", "/api/tree"),
+        ("post", "/api/tokens"),
+        ("get", "/api/tokens"),
+        ("delete", "/api/tokens/{id}"),
+        ("get", "/api/audit"),
+        ("get", "/api/pools/{pool}/events"),
+        ("get", "/api/pools/{pool}/units/{unit}/events"),
+        ("get", "/api/patients/{id}/events"),
+        ("get", "/api/cluster/events"),
+    ];
+    for (m, path) in always {
+        assert!(
+            documented.contains(&(m.to_string(), path.to_string())),
+            "docs/api.md no longer names {} {path}",
+            m.to_uppercase()
+        );
+    }
+    let routes: Vec<(&str, &str)> = documented
+        .iter()
+        .map(|(m, p)| (m.as_str(), p.as_str()))
+        .collect();
+    let mut missing = Vec::new();
+    for &(m, path) in &routes {
+        match paths.get(path).and_then(|p| p.get(m)) {
+            None => missing.push(format!("{} {path}", m.to_uppercase())),
+            Some(op) if path.starts_with("/api/") => {
+                assert_eq!(
+                    op["security"],
+                    json!([{"bearer": []}]),
+                    "{} {path} does not declare the bearer scheme",
+                    m.to_uppercase()
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "missing from the OpenAPI document: {missing:?}"
+    );
+    // Nothing it lists is unknown to the docs.
+    let extra: Vec<String> = paths
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .into_iter()
+                .flat_map(|o| o.keys())
+                .filter(|m| ["get", "put", "post", "delete", "patch"].contains(&m.as_str()))
+                .filter(|m| !routes.contains(&(m.as_str(), path.as_str())))
+                .map(move |m| format!("{} {path}", m.to_uppercase()))
+        })
+        .collect();
+    assert!(extra.is_empty(), "not in docs/api.md: {extra:?}");
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(
+        scheme["scheme"].as_str().map(str::to_lowercase).as_deref(),
+        Some("bearer")
+    );
+
+    // Health needs no token either.
+    let h = s.req("GET", "/healthz", None, Payload::None).await;
+    assert_eq!((h.status, &h.json), (200, &json!({"status": "ok"})));
+    let ready = s.req("GET", "/readyz", None, Payload::None).await;
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.json["ready"], true);
+}
