@@ -21,6 +21,13 @@
 //! exam_duration = "45m"
 //! units = [ { name = "MRI-1", capabilities = ["3T", "contrast"] }, { name = "MRI-2" } ]
 //!
+//! [[equipment]]
+//! kind = "CT"
+//! exam_duration = "15m"
+//! reserve_for_stat = true           # keep the last free unit for stat orders while no busy
+//!                                   # unit is expected to free within half the stat target
+//! units = [ { name = "CT-1" }, { name = "CT-2" } ]
+//!
 //! [[department]]                    # one per department
 //! name = "cardiology"
 //! consultation_duration = "20m"
@@ -149,6 +156,11 @@ pub struct PoolConfig {
     pub exam_duration: Duration,
     /// Its units or doctors.
     pub units: Vec<UnitConfig>,
+    /// Keep the last free unit for stat orders while no busy unit is expected to free within
+    /// half the stat target (see [`dispatch`](crate::dispatch)). For the pools stat orders go to
+    /// (the emergency CT); it costs utilisation, so it is off by default.
+    #[serde(default)]
+    pub reserve_for_stat: bool,
 }
 
 /// A whole hospital.
@@ -293,6 +305,8 @@ struct RawEquipment {
     kind: Spanned<String>,
     exam_duration: Spanned<DurationText>,
     #[serde(default)]
+    reserve_for_stat: bool,
+    #[serde(default)]
     units: Vec<RawUnit>,
 }
 
@@ -301,6 +315,8 @@ struct RawEquipment {
 struct RawDepartment {
     name: Spanned<String>,
     consultation_duration: Spanned<DurationText>,
+    #[serde(default)]
+    reserve_for_stat: bool,
     #[serde(default)]
     doctors: Vec<RawUnit>,
 }
@@ -486,6 +502,7 @@ fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
             pool,
             exam_duration,
             units,
+            reserve_for_stat: eq.reserve_for_stat,
         });
     }
     let mut departments: HashMap<&str, usize> = HashMap::new();
@@ -504,6 +521,7 @@ fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
             pool,
             exam_duration,
             units,
+            reserve_for_stat: dept.reserve_for_stat,
         });
     }
     if pools.is_empty() {

@@ -56,7 +56,7 @@ use medkeeper_coord::{
 };
 use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 
-use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Transition, UnitStatus};
+use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::orders::Hospital;
 use crate::tree::{self, ActiveExam, QueueEntry, UnitNode};
 use crate::{Error, Result};
@@ -187,9 +187,9 @@ impl Dispatcher {
     /// `Recipe(Lost(_))` if the lock is no longer held (nothing more is assigned).
     pub async fn dispatch_once(&self, guard: &LockGuard) -> Result<Vec<Assignment>> {
         let h = &self.hospital;
-        let mut free: Vec<(String, UnitNode, i32)> = h
-            .units_with_version(&self.pool)
-            .await?
+        let units = h.units_with_version(&self.pool).await?;
+        let mut reserve = StatReserve::new(h, &self.pool, &units);
+        let mut free: Vec<(String, UnitNode, i32)> = units
             .into_iter()
             .filter(|(_, n, _)| n.status == UnitStatus::Available)
             .collect();
@@ -216,9 +216,17 @@ impl Dispatcher {
                     continue;
                 }
             };
+            if info.effective_class > Priority::Stat.class() && reserve.holds(free.len()) {
+                continue; // the last free unit waits for a stat order
+            }
+            // Best fit: of the free units that can do it, the one with the fewest capabilities,
+            // so the most capable units stay free for the orders that need them.
             let Some(ix) = free
                 .iter()
-                .position(|(_, n, _)| n.can_do(&entry.capabilities))
+                .enumerate()
+                .filter(|(_, (_, n, _))| n.can_do(&entry.capabilities))
+                .min_by_key(|(_, (_, n, _))| n.capabilities.len())
+                .map(|(ix, _)| ix)
             else {
                 continue;
             };
@@ -254,6 +262,7 @@ impl Dispatcher {
                 Err(e) => return Err(e.into()),
             }
             free.remove(ix);
+            reserve.assigned();
             h.record_call(&entry, &unit, &self.actor()).await?;
             made.push(Assignment {
                 order: entry.order,
@@ -521,6 +530,62 @@ impl Hospital {
             });
         }
         self.order(id).await
+    }
+}
+
+/// The stat reserve of a pool (`reserve_for_stat` in the hospital file): in a pool of two or
+/// more units in service, the last free unit is kept for stat orders while no busy unit is
+/// expected to free within half the stat target — so a stat order arriving then is called
+/// within the target even if that exam runs late or the next patient is slow to leave. Expected
+/// ends are when the unit was called plus the pool's exam duration; an overrunning exam counts
+/// as ending now. Orders below stat still take every unit but the last, and the last too as
+/// soon as a busy unit is due within half the target.
+struct StatReserve {
+    enabled: bool,
+    now_ms: i64,
+    /// Half the stat target.
+    target_ms: i64,
+    exam_ms: i64,
+    /// Expected ends of the busy units (and of the units assigned this round).
+    busy_until: Vec<i64>,
+}
+
+impl StatReserve {
+    fn new(h: &Hospital, pool: &Pool, units: &[(String, UnitNode, i32)]) -> StatReserve {
+        let cfg = h.config().pool(pool);
+        let exam_ms = cfg.map_or(0, |p| p.exam_duration.as_millis() as i64);
+        let now_ms = h.now_ms();
+        let in_service = units
+            .iter()
+            .filter(|(_, n, _)| matches!(n.status, UnitStatus::Available | UnitStatus::InUse))
+            .count();
+        StatReserve {
+            enabled: cfg.is_some_and(|p| p.reserve_for_stat) && in_service >= 2,
+            now_ms,
+            target_ms: h.config().targets.stat.as_millis() as i64 / 2,
+            exam_ms,
+            busy_until: units
+                .iter()
+                .filter(|(_, n, _)| n.status == UnitStatus::InUse)
+                .map(|(_, n, _)| (n.since_ms + exam_ms).max(now_ms))
+                .collect(),
+        }
+    }
+
+    /// True if an order below stat must leave the last of `free` units alone.
+    fn holds(&self, free: usize) -> bool {
+        self.enabled
+            && free == 1
+            && self
+                .busy_until
+                .iter()
+                .min()
+                .is_none_or(|&end| end - self.now_ms > self.target_ms)
+    }
+
+    /// A unit was just assigned.
+    fn assigned(&mut self) {
+        self.busy_until.push(self.now_ms + self.exam_ms);
     }
 }
 

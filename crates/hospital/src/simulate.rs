@@ -28,8 +28,9 @@
 //!   one class per waiting target of their class.
 //! - [`Policy::Fifo`]: the same domain with a configuration that makes it first come, first
 //!   served ([`Policy::config`]): every order is created as `routine` and every target is
-//!   [`NO_AGEING`], so nothing ages and the queue is arrival order. Capability matching is the
-//!   same in both (an order no free unit can take is passed over). Reports use the orders'
+//!   [`NO_AGEING`], so nothing ages and the queue is arrival order, and no pool keeps a unit
+//!   back for stat orders. Capability matching is the same in both (an order no free unit can
+//!   take is passed over; of the units that can take it, the one with the fewest capabilities). Reports use the orders'
 //!   true priorities and the original targets.
 //!
 //! # Determinism
@@ -325,8 +326,8 @@ impl Policy {
     }
 
     /// The configuration the domain runs with under this policy: `config` itself for
-    /// medkeeper's; for FIFO, `config` with every target [`NO_AGEING`] (orders are also
-    /// created as routine, see [`Policy::queued_priority`]).
+    /// medkeeper's; for FIFO, `config` with every target [`NO_AGEING`] and no stat reserve
+    /// (orders are also created as routine, see [`Policy::queued_priority`]).
     pub fn config(self, config: &HospitalConfig) -> HospitalConfig {
         let mut c = config.clone();
         if self == Policy::Fifo {
@@ -336,6 +337,10 @@ impl Policy {
                 urgent: NO_AGEING,
                 routine: NO_AGEING,
             };
+            // Plain FIFO keeps no unit back for anyone.
+            for p in &mut c.pools {
+                p.reserve_for_stat = false;
+            }
         }
         c
     }

@@ -121,6 +121,7 @@ async fn reload_keeps_live_state(session: &dyn Session, tag: &str) {
             unit_config("U-2", &["3T"]),
             unit_config("U-3", &[]),
         ],
+        reserve_for_stat: false,
     });
     let report = load(session, &config).await.expect("load");
     let u1 = tree::unit_path(&kind, "U-1");

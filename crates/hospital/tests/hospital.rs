@@ -126,6 +126,7 @@ both!(
     manual_call_of_a_non_queued_order_changes_nothing,
     manual_call_to_an_in_use_unit_or_a_busy_patient_is_refused,
     reconciler_leaves_what_is_in_flight_alone_within_the_grace,
+    stat_reserve_keeps_the_last_ct_for_stat,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -988,4 +989,95 @@ async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend)
     assert!(h.reconcile().await.unwrap().is_clean());
     guard.release().await.unwrap();
     h.session().close().await;
+}
+
+/// CT in the demo hospital keeps its last free unit for stat orders while no busy CT is due
+/// within half the stat target (5 min of 10); the best fit gives an order the least capable
+/// unit that can take it.
+async fn stat_reserve_keeps_the_last_ct_for_stat(b: &Backend) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let session = b.session().await;
+    let config = HospitalConfig::demo();
+    assert!(config.pool(&ct()).unwrap().reserve_for_stat);
+    config::load(session.as_ref(), &config).await.unwrap();
+    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let t = now.clone();
+    let clock = medkeeper_recipes::queue::Clock::new(move || {
+        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
+    });
+    let h = Arc::new(Hospital::with_clock(session, store, config, clock).unwrap());
+    let d = Dispatcher::new(h.clone(), ct(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let ct_order = |priority| NewOrder {
+        pool: ct(),
+        ..order(&PatientId::generate(), priority)
+    };
+
+    // Two routine orders and three free CTs: they get the two least capable (CT-3 has no
+    // capability; then CT-1, first of the two contrast CTs by name), leaving one.
+    let r1 = h
+        .create_order(ct_order(Priority::Routine), "dr")
+        .await
+        .unwrap();
+    now.fetch_add(1, Ordering::SeqCst);
+    let r2 = h
+        .create_order(ct_order(Priority::Routine), "dr")
+        .await
+        .unwrap();
+    let made = d.dispatch_once(&guard).await.unwrap();
+    let units: Vec<&str> = made.iter().map(|a| a.unit.as_str()).collect();
+    assert_eq!(units, ["CT-3", "CT-1"], "best fit first");
+    assert_eq!(made[0].order, r1.id);
+    assert_eq!(made[1].order, r2.id);
+
+    // An urgent order: CT-2 is the last free one, and both busy CTs are due in 15 min,
+    // more than half the stat target away: it is kept for stat.
+    now.fetch_add(1, Ordering::SeqCst);
+    let r3 = h
+        .create_order(ct_order(Priority::Urgent), "dr")
+        .await
+        .unwrap();
+    assert!(
+        d.dispatch_once(&guard).await.unwrap().is_empty(),
+        "the last CT is held"
+    );
+    assert_eq!(unit_status(&h, "CT-2").await, UnitStatus::Available);
+
+    // A stat order takes it at once, ahead of the waiting urgent one.
+    let s1 = h
+        .create_order(ct_order(Priority::Stat), "ed")
+        .await
+        .unwrap();
+    let made = d.dispatch_once(&guard).await.unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!(
+        (made[0].order.clone(), made[0].unit.as_str()),
+        (s1.id.clone(), "CT-2")
+    );
+
+    // Once a busy CT is due within half the target, the urgent order is not held back any
+    // more: CT-3's exam (the first) ends, the urgent order takes it.
+    finish(&h, &r1.id).await;
+    now.fetch_add(11 * 60 * 1000, Ordering::SeqCst); // 11 min on: CT-1's exam is due in 4
+    let made = d.dispatch_once(&guard).await.unwrap();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].order, r3.id);
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+fn ct() -> Pool {
+    Pool::Equipment("CT".into())
+}
+
+async fn unit_status(h: &Hospital, unit: &str) -> UnitStatus {
+    h.units(&ct())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|u| u.name == unit)
+        .unwrap()
+        .node
+        .status
 }

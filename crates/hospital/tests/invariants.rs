@@ -92,16 +92,19 @@ fn hospital_config(policy: NoShowPolicy) -> HospitalConfig {
                 pool: Pool::Equipment("MRI".into()),
                 exam_duration: Duration::from_secs(45 * 60),
                 units: vec![unit("MRI-1", &["3T", "contrast"]), unit("MRI-2", &["1.5T"])],
+                reserve_for_stat: false,
             },
             PoolConfig {
                 pool: Pool::Equipment("CT".into()),
                 exam_duration: Duration::from_secs(15 * 60),
                 units: vec![unit("CT-1", &["contrast"]), unit("CT-2", &[])],
+                reserve_for_stat: false,
             },
             PoolConfig {
                 pool: Pool::Department("cardiology".into()),
                 exam_duration: Duration::from_secs(20 * 60),
                 units: vec![unit("dr-a", &["echo"])],
+                reserve_for_stat: false,
             },
         ],
     }

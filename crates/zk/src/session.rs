@@ -9,7 +9,7 @@ use medkeeper_coord::{
     Op, OpResult, PersistentWatch, Result, Session, SessionEvents, SessionId, SessionState, Stat,
     path,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use zookeeper_client as zk;
 
@@ -220,13 +220,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A one-shot watch polled straight from `zookeeper-client`'s watcher, with no task in between:
+/// the client delivers a watch event before the reply of any later read, and a forwarding task
+/// could lose that order (a read resolved while the event still waited for the task to run).
+/// Dropping the watch drops the watcher, which unregisters it.
 fn oneshot_watch(watcher: zk::OneshotWatcher) -> OneshotWatch {
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let event = watcher.changed().await;
-        let _ = tx.send(convert::event(event));
-    });
-    OneshotWatch::new(rx, Some(Box::new(AbortOnDrop(task))))
+    OneshotWatch::from_future(async move { convert::event(watcher.changed().await) })
 }
 
 fn persistent_watch(mut watcher: zk::PersistentWatcher) -> PersistentWatch {
