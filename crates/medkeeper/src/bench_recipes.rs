@@ -72,6 +72,11 @@ pub struct RecipesBench {
     /// Print one JSON line on stdout (otherwise a human-readable line).
     #[arg(long)]
     json: bool,
+    /// Lock scenarios: each worker keeps its lock and hands it on with `Mutex::requeue`
+    /// (release and re-join in one request) instead of `release` + `acquire`. Reported as the
+    /// participant `medkeeper-requeue`.
+    #[arg(long)]
+    requeue: bool,
 }
 
 /// Where sessions come from: one embedded engine shared by every session, or one ZooKeeper
@@ -218,7 +223,7 @@ pub async fn run(b: RecipesBench) -> anyhow::Result<std::process::ExitCode> {
         .map(|v| v.get_name().to_string())
         .unwrap_or_default();
     let root = format!("/medkeeper-bench/{name}-{}-{stamp}", std::process::id());
-    let result = scenario(&mut target, b.scenario, &root, warmup, window).await;
+    let result = scenario(&mut target, b.scenario, &root, warmup, window, b.requeue).await;
     // Leave the server as found: later runs must not pay for this run's znodes (a 10,000-item
     // queue or a raw-creates window leaves tens of thousands). An embedded target is a fresh
     // directory per run and is simply dropped.
@@ -237,7 +242,7 @@ pub async fn run(b: RecipesBench) -> anyhow::Result<std::process::ExitCode> {
     let q = |q: f64| o.hist.value_at_quantile(q);
     if b.json {
         let mut line = serde_json::json!({
-            "participant": "medkeeper",
+            "participant": if b.requeue { "medkeeper-requeue" } else { "medkeeper" },
             "scenario": name,
             "ops": o.ops,
             "seconds": (o.seconds * 1000.0).round() / 1000.0,
@@ -267,6 +272,7 @@ async fn scenario(
     root: &str,
     warmup: Duration,
     window: Duration,
+    requeue: bool,
 ) -> anyhow::Result<Outcome> {
     let first = target.session().await?;
     first.ensure_path(root).await?;
@@ -343,7 +349,7 @@ async fn scenario(
         }
         Scenario::LockUncontended => {
             let m = Mutex::new(first, format!("{root}/lock"))?;
-            run_window(vec![lock_cycle(m)], warmup, window, 1).await
+            run_window(vec![lock_cycle(m, requeue)], warmup, window, 1).await
         }
         Scenario::LockContended4 | Scenario::LockContended16 => {
             let n = if scenario == Scenario::LockContended4 {
@@ -351,16 +357,25 @@ async fn scenario(
             } else {
                 16
             };
-            let mut workers = vec![lock_cycle(Mutex::new(first, format!("{root}/lock"))?)];
+            let mut workers = vec![lock_cycle(
+                Mutex::new(first, format!("{root}/lock"))?,
+                requeue,
+            )];
             for s in target.sessions(n - 1).await? {
-                workers.push(lock_cycle(Mutex::new(s, format!("{root}/lock"))?));
+                workers.push(lock_cycle(Mutex::new(s, format!("{root}/lock"))?, requeue));
             }
             run_window(workers, warmup, window, n).await
         }
         Scenario::LockIndependent64 => {
-            let mut workers = vec![lock_cycle(Mutex::new(first, format!("{root}/lock0"))?)];
+            let mut workers = vec![lock_cycle(
+                Mutex::new(first, format!("{root}/lock0"))?,
+                requeue,
+            )];
             for (i, s) in target.sessions(63).await?.into_iter().enumerate() {
-                workers.push(lock_cycle(Mutex::new(s, format!("{root}/lock{}", i + 1))?));
+                workers.push(lock_cycle(
+                    Mutex::new(s, format!("{root}/lock{}", i + 1))?,
+                    requeue,
+                ));
             }
             run_window(workers, warmup, window, 64).await
         }
@@ -466,18 +481,35 @@ pub(crate) async fn delete_tree(session: &Arc<dyn Session>, root: &str) -> anyho
     Ok(())
 }
 
-fn lock_cycle(
-    m: Mutex,
-) -> impl FnMut() -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send + 'static
-{
-    move || {
-        let m = m.clone();
+type Worker =
+    Box<dyn FnMut() -> std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>> + Send>;
+
+/// One cycle per call: acquire and release; or, with `requeue`, hand the held lock on with
+/// [`Mutex::requeue`] (the first call only acquires).
+fn lock_cycle(m: Mutex, requeue: bool) -> Worker {
+    if !requeue {
+        return Box::new(move || {
+            let m = m.clone();
+            Box::pin(async move {
+                let g = m.acquire().await?;
+                g.release().await?;
+                Ok(())
+            })
+        });
+    }
+    let held: Arc<tokio::sync::Mutex<Option<medkeeper_recipes::LockGuard>>> = Arc::default();
+    Box::new(move || {
+        let (m, held) = (m.clone(), held.clone());
         Box::pin(async move {
-            let g = m.acquire().await?;
-            g.release().await?;
+            let mut slot = held.lock().await;
+            let g = match slot.take() {
+                None => m.acquire().await?,
+                Some(g) => m.requeue(g).await?,
+            };
+            *slot = Some(g);
             Ok(())
         })
-    }
+    })
 }
 
 /// A candidate that won: its index among the candidates and the moment it knew.

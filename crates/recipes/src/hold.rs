@@ -80,6 +80,67 @@ pub(crate) async fn acquire(
     is_contender: &(dyn Fn(&str) -> bool + Sync),
     turn: &(dyn Fn(&[Contender], usize) -> Turn + Sync),
 ) -> Result<Option<Hold>> {
+    acquire_replacing(
+        session,
+        dir,
+        marker,
+        data,
+        policy,
+        deadline,
+        None,
+        is_contender,
+        turn,
+    )
+    .await
+}
+
+/// Gives up `old` (a held node of this line) and joins the back of the line in one request
+/// (see [`Pending::create_replacing`]), then waits for the turn as [`acquire`] does. If the
+/// request fails, `old` is released as a dropped hold is.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn requeue(
+    old: Hold,
+    marker: &str,
+    data: &[u8],
+    policy: ConnectionPolicy,
+    deadline: Option<Instant>,
+    is_contender: &(dyn Fn(&str) -> bool + Sync),
+    turn: &(dyn Fn(&[Contender], usize) -> Turn + Sync),
+) -> Result<Option<Hold>> {
+    let session = old.session.clone();
+    let dir = medkeeper_coord::path::parent(&old.path)
+        .ok_or_else(|| Error::InvalidArgument(format!("{} has no parent", old.path)))?
+        .to_string();
+    let held = old.path.clone();
+    // The old node is deleted by the same multi that creates the new one: from here on, this
+    // hold must not delete it again.
+    old.forget();
+    acquire_replacing(
+        &session,
+        &dir,
+        marker,
+        data,
+        policy,
+        deadline,
+        Some(&held),
+        is_contender,
+        turn,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn acquire_replacing(
+    session: &Arc<dyn Session>,
+    dir: &str,
+    marker: &str,
+    data: &[u8],
+    policy: ConnectionPolicy,
+    deadline: Option<Instant>,
+    replacing: Option<&str>,
+    is_contender: &(dyn Fn(&str) -> bool + Sync),
+    turn: &(dyn Fn(&[Contender], usize) -> Turn + Sync),
+) -> Result<Option<Hold>> {
     let mut pending = Pending::new(session.clone(), dir, line::protected_prefix());
     let outcome = wait_turn(
         session,
@@ -87,6 +148,7 @@ pub(crate) async fn acquire(
         marker,
         data,
         deadline,
+        replacing,
         &mut pending,
         is_contender,
         turn,
@@ -123,18 +185,29 @@ async fn wait_turn(
     marker: &str,
     data: &[u8],
     deadline: Option<Instant>,
+    replacing: Option<&str>,
     pending: &mut Pending,
     is_contender: &(dyn Fn(&str) -> bool + Sync),
     turn: &(dyn Fn(&[Contender], usize) -> Turn + Sync),
 ) -> Result<Option<(String, Stat)>> {
-    let (name, stat) = pending
-        .create(
-            marker,
-            data,
-            medkeeper_coord::CreateMode::EphemeralSequential,
-            deadline,
-        )
-        .await?;
+    let mode = medkeeper_coord::CreateMode::EphemeralSequential;
+    let (name, stat) = match replacing {
+        None => pending.create(marker, data, mode, deadline).await?,
+        Some(old) => {
+            let created = pending
+                .create_replacing(old, marker, data, mode, deadline)
+                .await;
+            if created.is_err() {
+                // The old node may still be there (a failure other than a lost reply): it is
+                // given up as a dropped hold is, in the background.
+                let (session, old) = (session.clone(), old.to_string());
+                line::spawn_cleanup(async move {
+                    let _ = line::delete_ephemeral(session.as_ref(), &old).await;
+                });
+            }
+            created?
+        }
+    };
     let s = session.as_ref();
     loop {
         let sorted = line::retrying(s, deadline, || line::contenders(s, dir, is_contender)).await?;

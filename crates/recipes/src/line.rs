@@ -193,6 +193,65 @@ impl Pending {
         }
     }
 
+    /// Like [`create`](Pending::create), and in the same request deletes `old` (a node of this
+    /// session's, e.g. the lock it holds): one multi, so the line never sees the old node gone
+    /// without the new one there, and the two writes cost one commit. A reply lost to a
+    /// connection loss is resolved by the protected prefix: found, both happened; not found,
+    /// neither did (a multi is atomic) and it is sent again. If `old` is gone already (the hold
+    /// was lost), the node is created alone.
+    pub async fn create_replacing(
+        &mut self,
+        old: &str,
+        name: &str,
+        data: &[u8],
+        mode: CreateMode,
+        deadline: Option<Instant>,
+    ) -> Result<(String, Stat)> {
+        let full = format!("{}/{}{}", self.dir, self.prefix, name);
+        let ops = [
+            Op::delete(old, -1),
+            Op::create(&full, data, CreateOptions::new(mode)),
+        ];
+        loop {
+            match self.session.multi(&ops).await {
+                Ok(results) => {
+                    let Some(medkeeper_coord::OpResult::Create { path: created }) =
+                        results.into_iter().nth(1)
+                    else {
+                        return Err(Error::InvalidArgument(
+                            "a multi's create answered without its path".into(),
+                        ));
+                    };
+                    let node = path::name(&created).to_string();
+                    self.name = Some(node.clone());
+                    // A multi's create answers no stat; the hold needs it (its czxid is the
+                    // fencing token).
+                    let stat = retrying(self.session.as_ref(), deadline, || async {
+                        self.session.exists(&created).await.map_err(Error::from)
+                    })
+                    .await?
+                    .ok_or_else(|| lost_now(self.session.as_ref()))?;
+                    return Ok((node, stat));
+                }
+                Err(e) if e.index == Some(0) && e.error == CoordError::NoNode => {
+                    return self.create(name, data, mode, deadline).await;
+                }
+                Err(e) if e.error.is_retryable() => {
+                    await_connected(self.session.as_ref(), deadline).await?;
+                    let found = retrying(self.session.as_ref(), deadline, || {
+                        find_protected(self.session.as_ref(), &self.dir, &self.prefix)
+                    })
+                    .await?;
+                    if let Some((node, stat)) = found {
+                        self.name = Some(node.clone());
+                        return Ok((node, stat));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// Hands the node on: it will not be deleted by this value.
     pub fn disarm(&mut self) {
         self.armed = false;

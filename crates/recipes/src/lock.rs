@@ -175,6 +175,40 @@ impl Mutex {
         Ok(hold.map(|hold| LockGuard { hold }))
     }
 
+    /// Releases `guard` and joins the back of the line again, in one request, then waits for
+    /// the turn: what a loop of [`acquire`](Mutex::acquire) and
+    /// [`release`](LockGuard::release) does, fair in the same way (every contender already
+    /// waiting goes first), for one write instead of two — the release's delete and the new
+    /// contender's create are one multi. For a worker that takes the lock again and again.
+    ///
+    /// # Notable errors
+    /// As [`acquire`](Mutex::acquire). If the guard's lock was lost meanwhile, this simply
+    /// joins the line. `InvalidArgument` for a guard of another lock (it is released).
+    ///
+    /// # Cancellation safety
+    /// Safe: dropping the future deletes the new contender node (the old one is gone with the
+    /// first request, or is deleted in the background if that request failed).
+    pub async fn requeue(&self, guard: LockGuard) -> Result<LockGuard> {
+        if path::parent(guard.path()) != Some(self.dir.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a guard of the lock {}",
+                guard.path(),
+                self.dir
+            )));
+        }
+        let hold = hold::requeue(
+            guard.hold,
+            LOCK_MARKER,
+            &self.options.data,
+            self.options.policy,
+            None,
+            &is_mutex_contender,
+            &mutex_turn,
+        )
+        .await?;
+        hold.map(|hold| LockGuard { hold }).ok_or(Error::Timeout)
+    }
+
     /// The node names of the contenders, holder first.
     pub async fn contenders(&self) -> Result<Vec<String>> {
         match line::contenders(self.session.as_ref(), &self.dir, &is_mutex_contender).await {

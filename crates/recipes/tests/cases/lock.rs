@@ -20,6 +20,8 @@ crate::backend_tests!(
     expired_holder_loses_and_fenced_write_fails,
     fenced_write_reports_callers_index,
     lost_create_reply_is_found_again,
+    requeue_goes_to_the_back_of_the_line,
+    requeue_of_a_lost_guard_joins_the_line,
 );
 
 async fn excludes_and_hands_off_in_order(b: &dyn Backend) {
@@ -56,6 +58,8 @@ async fn excludes_and_hands_off_in_order(b: &dyn Backend) {
         t.await.unwrap();
     }
     assert_eq!(*order.lock().unwrap(), (0..6).collect::<Vec<_>>(), "FIFO");
+    // The others released on their sessions; on an ensemble `first` may be on another member.
+    first.sync(&dir).await.unwrap();
     assert!(m0.contenders().await.unwrap().is_empty());
     for s in sessions {
         s.close().await;
@@ -283,5 +287,78 @@ async fn lost_create_reply_is_found_again(b: &dyn Backend) {
     assert!(g.path().ends_with(&contenders[0]));
     g.release().await.unwrap();
     assert!(m.contenders().await.unwrap().is_empty());
+    s.close().await;
+}
+
+/// `requeue` releases and re-joins in one request: every contender already waiting goes first,
+/// mutual exclusion holds throughout, fencing tokens keep increasing, and no node is left over.
+async fn requeue_goes_to_the_back_of_the_line(b: &dyn Backend) {
+    let dir = format!("{}/lock", b.base("requeue"));
+    let inside = Arc::new(AtomicUsize::new(0));
+    let turns = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let mut sessions = Vec::new();
+    let rounds = 5;
+    for i in 0..3usize {
+        let s = b.session().await;
+        sessions.push(s.clone());
+        let m = Mutex::new(s, &dir).unwrap();
+        let (inside, turns) = (inside.clone(), turns.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut g = m.acquire().await.unwrap();
+            let mut last = None;
+            for _ in 0..rounds {
+                assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                turns.lock().unwrap().push(i);
+                let token = g.fencing_token();
+                assert!(last.is_none_or(|t| t < token), "fencing token went back");
+                last = Some(token);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                inside.fetch_sub(1, Ordering::SeqCst);
+                g = m.requeue(g).await.unwrap();
+            }
+            g.release().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let turns = turns.lock().unwrap().clone();
+    assert_eq!(turns.len(), 3 * rounds);
+    // Once all three are in line, the turns rotate: nobody takes the lock twice in a row while
+    // the others wait.
+    let settled = &turns[3..];
+    for w in settled.windows(3) {
+        let mut sorted = w.to_vec();
+        sorted.sort();
+        assert_eq!(sorted, [0, 1, 2], "unfair rotation: {turns:?}");
+    }
+    let m = Mutex::new(sessions[0].clone(), &dir).unwrap();
+    sessions[0].sync(&dir).await.unwrap();
+    assert!(m.contenders().await.unwrap().is_empty(), "a node was left");
+    for s in sessions {
+        s.close().await;
+    }
+}
+
+/// A guard whose node was deleted by someone else: `requeue` joins the line anyway.
+async fn requeue_of_a_lost_guard_joins_the_line(b: &dyn Backend) {
+    let dir = format!("{}/lock", b.base("requeue-lost"));
+    let s = b.session().await;
+    let m = Mutex::new(s.clone(), &dir).unwrap();
+    let g = m.acquire().await.unwrap();
+    let old = g.path().to_string();
+    s.delete(&old, -1).await.unwrap();
+    let g = m.requeue(g).await.unwrap();
+    assert_ne!(g.path(), old);
+    assert_eq!(m.contenders().await.unwrap().len(), 1);
+    // A guard of another lock is refused (and released).
+    let other = Mutex::new(s.clone(), format!("{dir}-other")).unwrap();
+    let og = other.acquire().await.unwrap();
+    assert!(matches!(
+        m.requeue(og).await,
+        Err(Error::InvalidArgument(_))
+    ));
+    g.release().await.unwrap();
     s.close().await;
 }

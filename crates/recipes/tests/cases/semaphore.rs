@@ -280,9 +280,12 @@ async fn release_and_drop_free_units(b: &dyn Backend) {
             .unwrap_err(),
         Error::Timeout
     );
+    // s2 deleted its waiter node; on an ensemble s1 may be connected to another member.
+    s1.sync(&dir).await.unwrap();
     assert!(sem1.waiters().await.unwrap().is_empty(), "no waiter left");
     let t1 = all.fencing_token();
     all.release().await.unwrap();
+    s2.sync(&dir).await.unwrap();
     assert_eq!(sem2.free_units().await.unwrap(), units(3));
 
     // A filter picks among the free units; a dropped lease frees its units in the background.
