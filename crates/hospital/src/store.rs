@@ -155,6 +155,12 @@ pub trait ClinicalStore: Send + Sync {
     /// Creates or updates a patient.
     async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError>;
 
+    /// Registers a new patient.
+    ///
+    /// # Notable errors
+    /// `Exists` if the id is taken (nothing is changed).
+    async fn insert_patient(&self, patient: &Patient) -> Result<(), StoreError>;
+
     /// A patient, if known.
     async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError>;
 

@@ -1833,6 +1833,9 @@ impl ClinicalStore for FaultyStore {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit(query).await
     }
+    async fn insert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
+        self.inner.insert_patient(patient).await
+    }
     async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
         self.inner.upsert_patient(patient).await
     }

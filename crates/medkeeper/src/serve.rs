@@ -305,10 +305,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(Err(e)) => eprintln!("warning: HTTP server task: {e}"),
         Err(_) => eprintln!("warning: requests still in flight after {DRAIN:?}; stopping anyway"),
     }
-    match coordination.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(e),
-        Err(e) => bail!("coordination task: {e}"),
+    // Releasing the locks, leaving and closing the session need the coordination service; if
+    // it is unreachable, do not hang: the session then ends by expiry.
+    match tokio::time::timeout(DRAIN, coordination).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => return Err(e),
+        Ok(Err(e)) => bail!("coordination task: {e}"),
+        Err(_) => eprintln!(
+            "warning: the coordination service did not answer within {DRAIN:?}; stopping \
+             anyway (the session ends by expiry)"
+        ),
     }
     eprintln!("stopped {}", state.me().id);
     Ok(ExitCode::SUCCESS)
@@ -374,12 +380,20 @@ async fn one_session(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SessionState>> {
     let me = state.me().clone();
-    config::load(session.as_ref(), &config)
-        .await
-        .context("loading the hospital configuration")?;
     let pools: Vec<Pool> = config.pools.iter().map(|p| p.pool.clone()).collect();
-    let hospital = Arc::new(Hospital::new(session.clone(), store, config)?);
-    let report = hospital.reconcile().await.context("reconciling")?;
+    // Loading and reconciling need the coordination service: a stop meanwhile wins.
+    let setup = async {
+        config::load(session.as_ref(), &config)
+            .await
+            .context("loading the hospital configuration")?;
+        let hospital = Arc::new(Hospital::new(session.clone(), store, config.clone())?);
+        let report = hospital.reconcile().await.context("reconciling")?;
+        anyhow::Ok((hospital, report))
+    };
+    let (hospital, report) = tokio::select! {
+        r = setup => r?,
+        _ = stopped(stop.clone()) => return Ok(None),
+    };
     if !report.is_clean() {
         eprintln!(
             "{}: reconciled {}",

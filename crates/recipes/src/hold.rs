@@ -111,10 +111,9 @@ pub(crate) async fn requeue(
     let dir = medkeeper_coord::path::parent(&old.path)
         .ok_or_else(|| Error::InvalidArgument(format!("{} has no parent", old.path)))?
         .to_string();
-    let held = old.path.clone();
-    // The old node is deleted by the same multi that creates the new one: from here on, this
-    // hold must not delete it again.
-    old.forget();
+    // `old` stays armed until the multi is known to have applied: if this future is dropped
+    // or fails before that, dropping `old` deletes the old node in the background (harmless
+    // if the multi did apply), so the lock is never left held by nobody.
     acquire_replacing(
         &session,
         &dir,
@@ -122,7 +121,7 @@ pub(crate) async fn requeue(
         data,
         policy,
         deadline,
-        Some(&held),
+        Some(old),
         is_contender,
         turn,
     )
@@ -137,7 +136,7 @@ async fn acquire_replacing(
     data: &[u8],
     policy: ConnectionPolicy,
     deadline: Option<Instant>,
-    replacing: Option<&str>,
+    replacing: Option<Hold>,
     is_contender: &(dyn Fn(&str) -> bool + Sync),
     turn: &(dyn Fn(&[Contender], usize) -> Turn + Sync),
 ) -> Result<Option<Hold>> {
@@ -185,7 +184,7 @@ async fn wait_turn(
     marker: &str,
     data: &[u8],
     deadline: Option<Instant>,
-    replacing: Option<&str>,
+    replacing: Option<Hold>,
     pending: &mut Pending,
     is_contender: &(dyn Fn(&str) -> bool + Sync),
     turn: &(dyn Fn(&[Contender], usize) -> Turn + Sync),
@@ -194,18 +193,14 @@ async fn wait_turn(
     let (name, stat) = match replacing {
         None => pending.create(marker, data, mode, deadline).await?,
         Some(old) => {
+            // On failure `old` is dropped here: the old node is deleted in the background, as
+            // a dropped hold's is.
             let created = pending
-                .create_replacing(old, marker, data, mode, deadline)
-                .await;
-            if created.is_err() {
-                // The old node may still be there (a failure other than a lost reply): it is
-                // given up as a dropped hold is, in the background.
-                let (session, old) = (session.clone(), old.to_string());
-                line::spawn_cleanup(async move {
-                    let _ = line::delete_ephemeral(session.as_ref(), &old).await;
-                });
-            }
-            created?
+                .create_replacing(&old.path, marker, data, mode, deadline)
+                .await?;
+            // The multi deleted the old node: the hold must not delete it again.
+            old.forget();
+            created
         }
     };
     let s = session.as_ref();

@@ -234,6 +234,21 @@ impl Pending {
                     return Ok((node, stat));
                 }
                 Err(e) if e.index == Some(0) && e.error == CoordError::NoNode => {
+                    // The old node is gone: the hold was lost — or an earlier send of this
+                    // very multi applied after a reconnection's search missed it. Look again,
+                    // after catching up with the leader, before joining alone.
+                    retrying(self.session.as_ref(), deadline, || async {
+                        self.session.sync(&self.dir).await.map_err(Error::from)
+                    })
+                    .await?;
+                    let found = retrying(self.session.as_ref(), deadline, || {
+                        find_protected(self.session.as_ref(), &self.dir, &self.prefix)
+                    })
+                    .await?;
+                    if let Some((node, stat)) = found {
+                        self.name = Some(node.clone());
+                        return Ok((node, stat));
+                    }
                     return self.create(name, data, mode, deadline).await;
                 }
                 Err(e) if e.error.is_retryable() => {

@@ -186,8 +186,9 @@ impl Mutex {
     /// joins the line. `InvalidArgument` for a guard of another lock (it is released).
     ///
     /// # Cancellation safety
-    /// Safe: dropping the future deletes the new contender node (the old one is gone with the
-    /// first request, or is deleted in the background if that request failed).
+    /// Safe: dropping the future deletes the new contender node, and the old one if the
+    /// request that replaces it is not known to have applied (in the background; deleting it
+    /// twice is harmless).
     pub async fn requeue(&self, guard: LockGuard) -> Result<LockGuard> {
         if path::parent(guard.path()) != Some(self.dir.as_str()) {
             return Err(Error::InvalidArgument(format!(

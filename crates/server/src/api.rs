@@ -14,7 +14,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
-use medkeeper_hospital::store::{AuditQuery, AuditRecord, ExamResult, Patient, TokenRecord};
+use medkeeper_hospital::store::{
+    AuditQuery, AuditRecord, ExamResult, Patient, StoreError, TokenRecord,
+};
 use medkeeper_hospital::tree::PatientEntry;
 use medkeeper_hospital::{Order, OrderId, PatientId, Priority, Transition, UnitStatus};
 use serde::{Deserialize, Serialize};
@@ -138,13 +140,18 @@ pub async fn whoami(State(st): St, caller: Caller) -> Json<WhoAmI> {
 #[utoipa::path(get, path = "/api/pools", tag = "resources", security(("bearer" = [])),
     responses((status = 200, body = Vec<PoolView>), (status = 403, body = ErrorBody)))]
 pub async fn pools(State(st): St, caller: Caller) -> ApiResult<Json<Vec<PoolView>>> {
-    caller.require(Role::STAFF)?;
-    let h = st.hospital()?;
-    let mut out = Vec::new();
-    for p in &h.config().pools {
-        out.push(views::pool(&h, &p.pool, false).await?);
+    // Units name the patients inside them: audited like a queue.
+    let r = async {
+        caller.require(Role::STAFF)?;
+        let h = st.hospital()?;
+        let mut out = Vec::new();
+        for p in &h.config().pools {
+            out.push(views::pool(&h, &p.pool, false).await?);
+        }
+        Ok(Json(out))
     }
-    Ok(Json(out))
+    .await;
+    audited(&st, &caller, "pools.read", None, None, r).await
 }
 
 /// One pool.
@@ -156,10 +163,14 @@ pub async fn pool(
     caller: Caller,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<Json<PoolView>> {
-    caller.require(Role::STAFF)?;
-    let h = st.hospital()?;
-    let p = views::resolve_pool(&h, &name)?;
-    Ok(Json(views::pool(&h, &p, false).await?))
+    let r = async {
+        caller.require(Role::STAFF)?;
+        let h = st.hospital()?;
+        let p = views::resolve_pool(&h, &name)?;
+        Ok(Json(views::pool(&h, &p, false).await?))
+    }
+    .await;
+    audited(&st, &caller, "pools.read", None, None, r).await
 }
 
 /// A pool's waiting orders in dispatch order, with estimated waits.
@@ -200,15 +211,18 @@ pub async fn set_unit_status(
     PathParams((name, unit)): PathParams<(String, String)>,
     Body(body): Body<SetStatus>,
 ) -> ApiResult<impl IntoResponse> {
-    let r = async {
-        caller.require(&[Admin, Scheduler, Technician])?;
-        let h = st.hospital()?;
-        let p = views::resolve_pool(&h, &name)?;
-        h.set_unit_status(&p, &unit, body.status).await?;
-        Ok(Json(views::unit(&h, &p, &unit).await?))
-    }
-    .await;
-    audited(&st, &caller, "unit.status", None, None, r).await
+    detached(async move {
+        let r = async {
+            caller.require(&[Admin, Scheduler, Technician])?;
+            let h = st.hospital()?;
+            let p = views::resolve_pool(&h, &name)?;
+            h.set_unit_status(&p, &unit, body.status).await?;
+            Ok(Json(views::unit(&h, &p, &unit).await?))
+        }
+        .await;
+        audited(&st, &caller, "unit.status", None, None, r).await
+    })
+    .await
 }
 
 // --- patients -------------------------------------------------------------------------------
@@ -249,36 +263,39 @@ pub async fn create_patient(
     Body(body): Body<NewPatient>,
 ) -> ApiResult<impl IntoResponse> {
     let id = body.id.clone().unwrap_or_else(PatientId::generate);
-    let r = async {
-        caller.require(&[Admin, Scheduler, Doctor, Nurse])?;
-        let name = body.name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(ApiError::invalid("name: 1-200 bytes"));
+    detached(async move {
+        let r = async {
+            caller.require(&[Admin, Scheduler, Doctor, Nurse])?;
+            let name = body.name.trim();
+            if name.is_empty() || name.len() > 200 {
+                return Err(ApiError::invalid("name: 1-200 bytes"));
+            }
+            if let Some(d) = &body.birth_date
+                && !valid_date(d)
+            {
+                return Err(ApiError::invalid(format!(
+                    "birth_date {d:?}: use YYYY-MM-DD"
+                )));
+            }
+            let p = Patient {
+                id: id.clone(),
+                name: name.to_string(),
+                birth_date: body.birth_date.clone(),
+            };
+            match st.store().insert_patient(&p).await {
+                Ok(()) => Ok((StatusCode::CREATED, Json(p))),
+                Err(StoreError::Exists(_)) => Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!("patient {id} is already registered"),
+                )),
+                Err(e) => Err(e.into()),
+            }
         }
-        if let Some(d) = &body.birth_date
-            && !valid_date(d)
-        {
-            return Err(ApiError::invalid(format!(
-                "birth_date {d:?}: use YYYY-MM-DD"
-            )));
-        }
-        let p = Patient {
-            id: id.clone(),
-            name: name.to_string(),
-            birth_date: body.birth_date.clone(),
-        };
-        if st.store().patient(&id).await?.is_some() {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "conflict",
-                format!("patient {id} is already registered"),
-            ));
-        }
-        st.store().upsert_patient(&p).await?;
-        Ok((StatusCode::CREATED, Json(p)))
-    }
-    .await;
-    audited(&st, &caller, "patient.create", Some(&id), None, r).await
+        .await;
+        audited(&st, &caller, "patient.create", Some(&id), None, r).await
+    })
+    .await
 }
 
 /// A patient's record, orders and own queue entries.
@@ -351,39 +368,42 @@ pub async fn create_order(
     caller: Caller,
     Body(body): Body<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
-    let patient = body.patient.clone();
-    let r = async {
-        caller.require(&[Admin, Scheduler, Doctor])?;
-        if st.store().patient(&body.patient).await?.is_none() {
-            return Err(ApiError::not_found(format!(
-                "patient {} is not registered (POST /api/patients first)",
-                body.patient
-            )));
+    detached(async move {
+        let patient = body.patient.clone();
+        let r = async {
+            caller.require(&[Admin, Scheduler, Doctor])?;
+            if st.store().patient(&body.patient).await?.is_none() {
+                return Err(ApiError::not_found(format!(
+                    "patient {} is not registered (POST /api/patients first)",
+                    body.patient
+                )));
+            }
+            let h = st.hospital()?;
+            let pool = views::resolve_pool(&h, &body.pool)?;
+            let new = NewOrder {
+                patient: body.patient,
+                pool,
+                capabilities: body.capabilities,
+                priority: body.priority,
+                reason: body.reason,
+            };
+            let order = h.create_order(new, &actor(&caller)).await?;
+            Ok(order)
         }
-        let h = st.hospital()?;
-        let pool = views::resolve_pool(&h, &body.pool)?;
-        let new = NewOrder {
-            patient: body.patient,
-            pool,
-            capabilities: body.capabilities,
-            priority: body.priority,
-            reason: body.reason,
-        };
-        let order = h.create_order(new, &actor(&caller)).await?;
-        Ok(order)
-    }
-    .await;
-    let order = r.as_ref().ok().map(|o| o.id.clone());
-    let r = audited(
-        &st,
-        &caller,
-        "order.create",
-        Some(&patient),
-        order.as_ref(),
-        r,
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(r)))
+        .await;
+        let order = r.as_ref().ok().map(|o| o.id.clone());
+        let r = audited(
+            &st,
+            &caller,
+            "order.create",
+            Some(&patient),
+            order.as_ref(),
+            r,
+        )
+        .await?;
+        Ok((StatusCode::CREATED, Json(r)))
+    })
+    .await
 }
 
 /// The history's actor for a caller: `<role>:<token id>`.
@@ -497,46 +517,68 @@ impl Action {
 }
 
 /// Runs an order action: roles first, then the order (for the audit's patient), then the
-/// action, audited.
+/// action, audited — to the end, in a task of its own ([`detached`]).
 async fn order_action<F, Fut>(
-    st: &ServerState,
+    st: &Arc<ServerState>,
     caller: &Caller,
     id: &str,
     action: &'static str,
-    roles: &[Role],
+    roles: &'static [Role],
     f: F,
 ) -> ApiResult<Json<Order>>
 where
-    F: FnOnce(Arc<Hospital>, OrderId) -> Fut,
-    Fut: std::future::Future<Output = ApiResult<Order>>,
+    F: FnOnce(Arc<Hospital>, OrderId) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ApiResult<Order>> + Send + 'static,
 {
     let id = parse_order_id(id)?;
-    if let Err(e) = caller.require(roles) {
-        return audited(st, caller, action, None, Some(&id), Err(e)).await;
-    }
-    let h = st.hospital()?;
-    let order = load_order(st, caller, &h, &id, action).await?;
-    let r = f(h, id.clone()).await;
-    audited(st, caller, action, Some(&order.patient), Some(&id), r)
+    let (st, caller) = (st.clone(), caller.clone());
+    detached(async move {
+        if let Err(e) = caller.require(roles) {
+            return audited(&st, &caller, action, None, Some(&id), Err(e)).await;
+        }
+        let h = st.hospital()?;
+        let order = load_order(&st, &caller, &h, &id, action).await?;
+        let r = f(h, id.clone()).await;
+        audited(&st, &caller, action, Some(&order.patient), Some(&id), r).await
+    })
+    .await
+    .map(Json)
+}
+
+/// Runs a write and its audit record to the end in a task of its own: a client that goes away,
+/// or a request past its deadline, must not leave a change without its audit record (or a call
+/// decided in the tree but not recorded in the store until the reconciler finds it). The client
+/// may then not learn the outcome (503 `timeout`), as with any lost reply.
+async fn detached<T: Send + 'static>(
+    f: impl std::future::Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(f)
         .await
-        .map(Json)
+        .map_err(|e| ApiError::internal(format!("the request's task failed: {e}")))?
 }
 
 async fn simple_action(
-    st: &ServerState,
+    st: &Arc<ServerState>,
     caller: &Caller,
     id: &str,
     a: Action,
 ) -> ApiResult<Json<Order>> {
     let who = actor(caller);
-    order_action(st, caller, id, a.name(), a.roles(), |h, id| async move {
-        Ok(match a {
-            Action::Cancel => h.cancel(&id, &who).await?,
-            Action::Start => h.start(&id, &who).await?,
-            Action::Complete => h.complete(&id, &who).await?,
-            Action::NoShow => h.no_show(&id, &who).await?,
-        })
-    })
+    order_action(
+        st,
+        caller,
+        id,
+        a.name(),
+        a.roles(),
+        move |h, id| async move {
+            Ok(match a {
+                Action::Cancel => h.cancel(&id, &who).await?,
+                Action::Start => h.start(&id, &who).await?,
+                Action::Complete => h.complete(&id, &who).await?,
+                Action::NoShow => h.no_show(&id, &who).await?,
+            })
+        },
+    )
     .await
 }
 
@@ -612,7 +654,7 @@ pub async fn reprioritise(
         &id,
         "order.priority",
         &[Admin, Scheduler, Doctor, Nurse],
-        |h, id| async move { Ok(h.reprioritise(&id, body.priority).await?) },
+        move |h, id| async move { Ok(h.reprioritise(&id, body.priority).await?) },
     )
     .await
 }
@@ -766,23 +808,26 @@ pub async fn create_token(
     caller: Caller,
     Body(body): Body<NewToken>,
 ) -> ApiResult<impl IntoResponse> {
-    let patient = body.patient.clone();
-    let r = match caller.require(&[Admin]) {
-        Ok(()) => issue_token(st.store().as_ref(), body.role, body.patient, &body.label).await,
-        Err(e) => Err(e),
-    };
-    let r = audited(&st, &caller, "token.create", patient.as_ref(), None, r).await?;
-    let (rec, token) = r;
-    Ok((
-        StatusCode::CREATED,
-        Json(IssuedToken {
-            id: rec.id,
-            token,
-            role: body.role,
-            patient: rec.patient,
-            label: rec.label,
-        }),
-    ))
+    detached(async move {
+        let patient = body.patient.clone();
+        let r = match caller.require(&[Admin]) {
+            Ok(()) => issue_token(st.store().as_ref(), body.role, body.patient, &body.label).await,
+            Err(e) => Err(e),
+        };
+        let r = audited(&st, &caller, "token.create", patient.as_ref(), None, r).await?;
+        let (rec, token) = r;
+        Ok((
+            StatusCode::CREATED,
+            Json(IssuedToken {
+                id: rec.id,
+                token,
+                role: body.role,
+                patient: rec.patient,
+                label: rec.label,
+            }),
+        ))
+    })
+    .await
 }
 
 /// A token as listed (never its text or hash).
@@ -832,8 +877,8 @@ pub async fn revoke_token(
     caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
-    caller.require(&[Admin])?;
     let r = async {
+        caller.require(&[Admin])?;
         if st.store().revoke_token(&id, now_ms()).await? {
             st.tokens.clear();
             Ok(StatusCode::NO_CONTENT)
@@ -893,24 +938,46 @@ type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>
 type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
 /// Streams a topic's views (see [`crate::sse`]).
-fn stream(st: &Arc<ServerState>, topic: Topic) -> ApiResult<EventStream> {
-    stream_many(st, vec![topic])
+fn stream(st: &Arc<ServerState>, caller: &Caller, topic: Topic) -> ApiResult<EventStream> {
+    stream_many(st, caller, vec![topic])
 }
 
 /// Streams the views of several topics on one connection (a browser holds only six
 /// connections to a server, and an open stream holds one).
-fn stream_many(st: &Arc<ServerState>, topics: Vec<Topic>) -> ApiResult<EventStream> {
+fn stream_many(
+    st: &Arc<ServerState>,
+    caller: &Caller,
+    topics: Vec<Topic>,
+) -> ApiResult<EventStream> {
     let permit = st
         .streams
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::overloaded("too many open event streams"))?;
     let each: Vec<BoxedEvents> = topics.into_iter().map(|t| topic_events(st, t)).collect();
-    let merged = futures_util::stream::select_all(each).map(move |ev| {
-        // The stream holds its slot among the open streams for as long as it lives.
-        let _slot = &permit;
-        ev
-    });
+    // The token is checked again every CACHE_TTL: a revoked token's streams end.
+    let (state, hash) = (Arc::downgrade(st), caller.hash.clone());
+    let revoked = async move {
+        loop {
+            tokio::time::sleep(crate::auth::CACHE_TTL).await;
+            let Some(st) = state.upgrade() else { return };
+            if let Err(e) = st
+                .tokens
+                .authenticate_hash(st.store().as_ref(), &hash)
+                .await
+                && e.code == "unauthorized"
+            {
+                return;
+            }
+        }
+    };
+    let merged = futures_util::stream::select_all(each)
+        .take_until(Box::pin(revoked))
+        .map(move |ev| {
+            // The stream holds its slot among the open streams for as long as it lives.
+            let _slot = &permit;
+            ev
+        });
     Ok(Sse::new(Box::pin(merged) as BoxedEvents)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -955,7 +1022,7 @@ pub async fn all_events(State(st): St, caller: Caller) -> ApiResult<EventStream>
             .map(|p| Topic::Pool(p.pool.clone()))
             .collect();
         topics.push(Topic::Cluster);
-        stream_many(&st, topics)
+        stream_many(&st, &caller, topics)
     }
     .await;
     audited(&st, &caller, "queue.stream", None, None, r).await
@@ -973,7 +1040,7 @@ pub async fn pool_events(
         caller.require(Role::STAFF)?;
         let h = st.hospital()?;
         let p = views::resolve_pool(&h, &name)?;
-        stream(&st, Topic::Pool(p))
+        stream(&st, &caller, Topic::Pool(p))
     }
     .await;
     audited(&st, &caller, "queue.stream", None, None, r).await
@@ -988,11 +1055,15 @@ pub async fn unit_events(
     caller: Caller,
     PathParams((name, unit)): PathParams<(String, String)>,
 ) -> ApiResult<EventStream> {
-    caller.require(Role::STAFF)?;
-    let h = st.hospital()?;
-    let p = views::resolve_pool(&h, &name)?;
-    views::unit(&h, &p, &unit).await?;
-    stream(&st, Topic::Unit(p, unit))
+    let r = async {
+        caller.require(Role::STAFF)?;
+        let h = st.hospital()?;
+        let p = views::resolve_pool(&h, &name)?;
+        views::unit(&h, &p, &unit).await?;
+        stream(&st, &caller, Topic::Unit(p, unit))
+    }
+    .await;
+    audited(&st, &caller, "unit.stream", None, None, r).await
 }
 
 /// Live view of a patient's own exams (event `patient`): staff, or the patient's own token.
@@ -1006,7 +1077,7 @@ pub async fn patient_events(
     let id = parse_patient_id(&id)?;
     let r = caller
         .require_staff_or_self(Role::STAFF, &id)
-        .and_then(|()| stream(&st, Topic::Patient(id.clone())));
+        .and_then(|()| stream(&st, &caller, Topic::Patient(id.clone())));
     audited(&st, &caller, "patient.stream", Some(&id), None, r).await
 }
 
@@ -1015,7 +1086,7 @@ pub async fn patient_events(
     responses((status = 200, content_type = "text/event-stream")))]
 pub async fn cluster_events(State(st): St, caller: Caller) -> ApiResult<EventStream> {
     caller.require(Role::STAFF)?;
-    stream(&st, Topic::Cluster)
+    stream(&st, &caller, Topic::Cluster)
 }
 
 /// The patient's queue view type, for the OpenAPI document.

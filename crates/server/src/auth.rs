@@ -27,6 +27,9 @@ use crate::error::ApiError;
 /// How long a looked-up token is trusted without asking the store again.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// The most valid tokens cached at once.
+const MAX_CACHED: usize = 10_000;
+
 /// The text every token starts with.
 pub const TOKEN_PREFIX: &str = "mkt_";
 
@@ -110,6 +113,9 @@ pub struct Caller {
     pub role: Role,
     /// The patient, for a patient token.
     pub patient: Option<PatientId>,
+    /// The token's hash, to check it again (a long-lived event stream ends once its token is
+    /// revoked).
+    pub hash: String,
 }
 
 impl Caller {
@@ -214,7 +220,7 @@ pub async fn issue_token(
 /// Token look-ups with a short cache (see the module docs).
 #[derive(Default)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<String, (Instant, Option<Caller>)>>,
+    entries: Mutex<HashMap<String, (Instant, Caller)>>,
 }
 
 impl TokenCache {
@@ -230,23 +236,36 @@ impl TokenCache {
         if !token.starts_with(TOKEN_PREFIX) || token.len() != TOKEN_PREFIX.len() + 64 {
             return Err(ApiError::unauthorized("malformed token"));
         }
-        let hash = hash_token(token);
-        if let Some((at, caller)) = self.lock().get(&hash).cloned()
+        self.authenticate_hash(store, &hash_token(token)).await
+    }
+
+    /// As [`authenticate`](TokenCache::authenticate), by the token's hash.
+    pub async fn authenticate_hash(
+        &self,
+        store: &dyn ClinicalStore,
+        hash: &str,
+    ) -> Result<Caller, ApiError> {
+        if let Some((at, caller)) = self.lock().get(hash).cloned()
             && at.elapsed() < CACHE_TTL
         {
-            return caller.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"));
+            return Ok(caller);
         }
-        let caller = match store.token_by_hash(&hash).await {
-            Ok(Some(rec)) if rec.revoked_ms.is_none() => Some(caller_of(&rec)?),
-            Ok(_) => None,
+        let caller = match store.token_by_hash(hash).await {
+            Ok(Some(rec)) if rec.revoked_ms.is_none() => caller_of(&rec)?,
+            // Unknown and revoked tokens are not cached: a flood of made-up tokens must not
+            // grow the cache.
+            Ok(_) => return Err(ApiError::unauthorized("unknown or revoked token")),
             Err(e) => return Err(store_failed(e)),
         };
         let mut entries = self.lock();
-        if entries.len() > 10_000 {
+        if entries.len() >= MAX_CACHED {
             entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            if entries.len() >= MAX_CACHED {
+                entries.clear();
+            }
         }
-        entries.insert(hash, (Instant::now(), caller.clone()));
-        caller.ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
+        entries.insert(hash.to_string(), (Instant::now(), caller.clone()));
+        Ok(caller)
     }
 
     /// Forgets every cached answer (after a revocation on this instance).
@@ -254,7 +273,7 @@ impl TokenCache {
         self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Caller>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Caller)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -268,6 +287,7 @@ fn caller_of(rec: &TokenRecord) -> Result<Caller, ApiError> {
         token: rec.id.clone(),
         role,
         patient: rec.patient.clone(),
+        hash: rec.hash.clone(),
     })
 }
 
@@ -303,6 +323,7 @@ mod tests {
             token: "t-1".into(),
             role: Role::Patient,
             patient: Some(me.clone()),
+            hash: String::new(),
         };
         assert!(c.require_staff_or_self(Role::STAFF, &me).is_ok());
         assert_eq!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -105,8 +105,12 @@ fn bearer(parts: &Parts) -> Result<String, ApiError> {
         };
     }
     // Only event streams take the token from the query (browsers open them without headers);
-    // elsewhere a token in a URL would end up in logs and histories.
-    let stream = parts.uri.path().ends_with("/events");
+    // elsewhere a token in a URL would end up in logs and histories. The route decides, not
+    // the path's text (a patient may be called "events").
+    let stream = parts
+        .extensions
+        .get::<MatchedPath>()
+        .is_some_and(|m| crate::STREAM_ROUTES.contains(&m.as_str()));
     if stream && let Some(q) = parts.uri.query() {
         for pair in q.split('&') {
             if let Some(t) = pair.strip_prefix("access_token=") {

@@ -78,6 +78,15 @@ pub fn openapi_json() -> String {
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
 }
 
+/// The event-stream routes: the only ones that take `?access_token=` (see docs/api.md).
+pub const STREAM_ROUTES: [&str; 5] = [
+    "/api/events",
+    "/api/pools/{pool}/events",
+    "/api/pools/{pool}/units/{unit}/events",
+    "/api/patients/{id}/events",
+    "/api/cluster/events",
+];
+
 /// The whole HTTP service of one instance.
 pub fn router(state: Arc<ServerState>) -> Router {
     let limits = state.limits.clone();
@@ -117,14 +126,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
                 .timeout(limits.request_timeout),
         );
     let streams = Router::new()
-        .route("/api/events", get(api::all_events))
-        .route("/api/pools/{pool}/events", get(api::pool_events))
-        .route(
-            "/api/pools/{pool}/units/{unit}/events",
-            get(api::unit_events),
-        )
-        .route("/api/patients/{id}/events", get(api::patient_events))
-        .route("/api/cluster/events", get(api::cluster_events));
+        .route(STREAM_ROUTES[0], get(api::all_events))
+        .route(STREAM_ROUTES[1], get(api::pool_events))
+        .route(STREAM_ROUTES[2], get(api::unit_events))
+        .route(STREAM_ROUTES[3], get(api::patient_events))
+        .route(STREAM_ROUTES[4], get(api::cluster_events));
     Router::new()
         .merge(api)
         .merge(streams)

@@ -75,6 +75,7 @@ pub type View = Option<Arc<str>>;
 #[derive(Default)]
 pub struct Hub {
     feeds: Mutex<HashMap<Topic, Weak<watch::Sender<View>>>>,
+    running: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Hub {
@@ -92,8 +93,22 @@ impl Hub {
         let (tx, rx) = watch::channel(None);
         let tx = Arc::new(tx);
         feeds.insert(topic.clone(), Arc::downgrade(&tx));
-        tokio::spawn(feed(Arc::downgrade(state), topic, Arc::downgrade(&tx)));
+        let running = self.running.clone();
+        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let f = feed(Arc::downgrade(state), topic, Arc::downgrade(&tx));
+        tokio::spawn(async move {
+            f.await;
+            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
         Subscription { rx, _feed: tx }
+    }
+}
+
+impl Hub {
+    /// How many feeds are running (for tests and metrics): a feed ends within a second of its
+    /// last client leaving.
+    pub fn running(&self) -> usize {
+        self.running.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -170,11 +185,13 @@ async fn follow(
         };
         let view = views::of_topic(&s, hospital, topic).await;
         drop(s);
-        let Some(sender) = tx.upgrade() else {
-            return Follow::Stop;
-        };
         match view {
             Ok(v) => {
+                // The feed holds its sender only to send: the subscriptions' references alone
+                // keep it alive, so the feed ends when the last client goes (`closed`).
+                let Some(sender) = tx.upgrade() else {
+                    return Follow::Stop;
+                };
                 sender.send_if_modified(|old| {
                     if old.as_deref() == Some(v.as_str()) {
                         false
@@ -203,6 +220,9 @@ async fn follow(
                 }
             }
         };
+        if tx.strong_count() == 0 {
+            return Follow::Stop;
+        }
         tokio::select! {
             alive = first => {
                 if !alive {
@@ -245,8 +265,8 @@ async fn closed(tx: &Weak<watch::Sender<View>>) {
     };
     let weak = Arc::downgrade(&sender);
     drop(sender);
-    // The sender lives in the subscriptions (Arc); poll its liveness at a modest rate. A feed
-    // without subscribers costs nothing else, so a second of delay in ending it is harmless.
+    // The sender lives in the subscriptions (Arc); poll its liveness at a modest rate: a feed
+    // whose last client has gone ends within a second (with its watch).
     loop {
         if weak.strong_count() == 0 {
             return;

@@ -123,6 +123,11 @@ impl ServerState {
         }
     }
 
+    /// Event feeds running (one per watched pool, unit, patient or cluster with clients).
+    pub fn live_feeds(&self) -> usize {
+        self.hub.running()
+    }
+
     /// This instance.
     pub fn me(&self) -> &MemberInfo {
         &self.me

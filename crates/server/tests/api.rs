@@ -31,7 +31,7 @@ struct Server {
     agent: ureq::Agent,
     store: Arc<dyn ClinicalStore>,
     hospital: Arc<Hospital>,
-    _state: Arc<ServerState>,
+    state: Arc<ServerState>,
     // Dropped last: the engine shuts down, then the directory goes.
     _engine: Engine,
     _dir: tempfile::TempDir,
@@ -310,7 +310,7 @@ impl Server {
             agent: agent(Some(Duration::from_secs(20))),
             store,
             hospital,
-            _state: state,
+            state,
             _engine: engine,
             _dir: dir,
         }
@@ -2240,4 +2240,56 @@ async fn openapi_document_lists_every_route() {
     let ready = s.req("GET", "/readyz", None, Payload::None).await;
     assert_eq!(ready.status, 200, "{}", ready.text);
     assert_eq!(ready.json["ready"], true);
+}
+
+/// A revoked token's open event stream ends (the token is checked again every `CACHE_TTL`), and
+/// a feed whose last client has gone stops with its watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_token_ends_its_streams_and_idle_feeds_stop() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let p = s.patient("Stream Test").await;
+    let mine = s.token(Role::Patient, Some(&p)).await;
+    assert_eq!(s.state.live_feeds(), 0);
+    let (status, _, events) = s
+        .events(&format!(
+            "/api/patients/{p}/events?access_token={}",
+            mine.token
+        ))
+        .await;
+    assert_eq!(status, 200);
+    let mut events = events.unwrap();
+    let (name, _) = events.next(Duration::from_secs(5)).await;
+    assert_eq!(name, "patient");
+    assert_eq!(s.state.live_feeds(), 1);
+
+    let revoked = s
+        .req(
+            "DELETE",
+            &format!("/api/tokens/{}", mine.id),
+            Some(&admin.token),
+            Payload::None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    let t = std::time::Instant::now();
+    let ended = tokio::time::timeout(
+        medkeeper_server::auth::CACHE_TTL + Duration::from_secs(5),
+        async { while events.rx.recv().await.is_some() {} },
+    )
+    .await;
+    assert!(ended.is_ok(), "the revoked token's stream is still open");
+    eprintln!(
+        "revoked token's stream ended {:?} after the revocation",
+        t.elapsed()
+    );
+    // Its feed had no other client: it stops within about a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s.state.live_feeds() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the feed kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

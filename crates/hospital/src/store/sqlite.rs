@@ -431,6 +431,25 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
+    async fn insert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
+        let p = patient.clone();
+        self.run(move |conn| {
+            conn.execute(
+                "INSERT INTO patients (id, name, birth_date) VALUES (?1, ?2, ?3)",
+                params![p.id.as_str(), p.name, p.birth_date],
+            )
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Exists(format!("patient {}", p.id))
+                } else {
+                    backend(e)
+                }
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
         let id = id.clone();
         self.run(move |conn| {
@@ -1078,6 +1097,26 @@ mod tests {
             Err(StoreError::Backend(_))
         ));
         assert_eq!(store.result(&r.order).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn patients_insert_refuses_a_taken_id() {
+        let s = SqliteStore::in_memory().unwrap();
+        let p = Patient {
+            id: pid("p-1"),
+            name: "Ann".into(),
+            birth_date: None,
+        };
+        s.insert_patient(&p).await.unwrap();
+        let other = Patient {
+            name: "Bob".into(),
+            ..p.clone()
+        };
+        assert!(matches!(
+            s.insert_patient(&other).await,
+            Err(StoreError::Exists(_))
+        ));
+        assert_eq!(s.patient(&pid("p-1")).await.unwrap(), Some(p));
     }
 
     #[tokio::test]
