@@ -506,6 +506,9 @@ impl Hospital {
             .await?;
         match self.session().multi(&ops).await {
             Ok(_) => {}
+            // A lost reply: the multi may have applied. The unit's node says: if it now holds
+            // this order, the call was made and is recorded below; otherwise it was not.
+            Err(e) if e.error.is_retryable() && self.holds_order(&pool, &name, id).await? => {}
             Err(e) => {
                 return Err(match (e.index, &e.error) {
                     (Some(OP_ITEM), CoordError::NoNode) => {
@@ -530,6 +533,36 @@ impl Hospital {
             });
         }
         self.order(id).await
+    }
+}
+
+impl Hospital {
+    /// True if the unit's node says it holds order `id` (after a lost reply: did the call
+    /// apply?). Retries through connection losses; fails if the session ends.
+    async fn holds_order(&self, pool: &Pool, unit: &str, id: &OrderId) -> Result<bool> {
+        let path = tree::unit_path(pool, unit);
+        let mut events = self.session().session_events();
+        loop {
+            match self.session().get_data(&path).await {
+                Ok((data, _)) => {
+                    let node: UnitNode = tree::from_json("unit", &data)?;
+                    return Ok(node.order.as_ref() == Some(id));
+                }
+                Err(CoordError::NoNode) => return Ok(false),
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let st = events
+                        .wait_for(|s| {
+                            s == medkeeper_coord::SessionState::Connected || s.is_terminal()
+                        })
+                        .await;
+                    if st.is_terminal() {
+                        return Err(e.into());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 }
 
