@@ -19,11 +19,12 @@
 //! - **Deterministic close.** `zookeeper-client` closes a session in the background once its last
 //!   client is dropped; [`Session::close`](medkeeper_coord::Session::close) drops it and waits for
 //!   the servers' answer, so ephemeral nodes are gone when it returns.
-//! - **Watches are values.** Each watch is forwarded by a small task that owns
-//!   `zookeeper-client`'s watcher; dropping the watch aborts the task, which drops the watcher
-//!   and unregisters it. Persistent watches also pass on `Disconnected`/`Connected` session
-//!   events: events during a reconnection can be lost (ZOOKEEPER-4698), so a consumer that must
-//!   not miss one re-reads after a `Disconnected`.
+//! - **Watches are values.** Each watch polls `zookeeper-client`'s watcher directly (no task in
+//!   between, so a watch event is seen before the reply of any later read, as ZooKeeper
+//!   orders them); dropping the watch drops the watcher, which unregisters it. Persistent
+//!   watches also pass on `Disconnected`/`Connected` session events: events during a
+//!   reconnection can be lost (ZOOKEEPER-4698), so a consumer that must not miss one re-reads
+//!   after a `Disconnected`.
 //! - **Oversized data** (over `jute.maxbuffer`) makes the server drop the connection: the request
 //!   fails with `ConnectionLoss` and the session reconnects
 //!   ([`Capabilities::oversize_data_error`](medkeeper_coord::Capabilities)).

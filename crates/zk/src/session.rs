@@ -7,10 +7,9 @@ use async_trait::async_trait;
 use medkeeper_coord::{
     Acl, AddWatchMode, Capabilities, CreateMode, CreateOptions, Error, MultiError, OneshotWatch,
     Op, OpResult, PersistentWatch, Result, Session, SessionEvents, SessionId, SessionState, Stat,
-    path,
+    WatchSource, WatchedEvent, path,
 };
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 use zookeeper_client as zk;
 
 use crate::connect::{ConnectError, ConnectOptions};
@@ -210,16 +209,6 @@ impl ZkSession {
     }
 }
 
-/// Aborts the forwarding task of a watch when dropped; the task owns `zookeeper-client`'s
-/// watcher, whose drop unregisters the watch at the server.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// A one-shot watch polled straight from `zookeeper-client`'s watcher, with no task in between:
 /// the client delivers a watch event before the reply of any later read, and a forwarding task
 /// could lose that order (a read resolved while the event still waited for the task to run).
@@ -228,19 +217,35 @@ fn oneshot_watch(watcher: zk::OneshotWatcher) -> OneshotWatch {
     OneshotWatch::from_future(async move { convert::event(watcher.changed().await) })
 }
 
-fn persistent_watch(mut watcher: zk::PersistentWatcher) -> PersistentWatch {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
+/// A persistent watch read straight from `zookeeper-client`'s watcher (no task in between, so
+/// events keep their order relative to replies, as one-shot watches do). The watcher must not
+/// be asked again after a terminal session event (it would panic), so the source ends there.
+/// Dropping the watch drops the watcher, which unregisters it.
+fn persistent_watch(watcher: zk::PersistentWatcher) -> PersistentWatch {
+    PersistentWatch::from_source(PersistentSource {
+        watcher: Some(watcher),
+    })
+}
+
+struct PersistentSource {
+    watcher: Option<zk::PersistentWatcher>,
+}
+
+impl WatchSource for PersistentSource {
+    fn next(
+        &mut self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<WatchedEvent>> + Send + '_>>
+    {
+        Box::pin(async move {
+            // Cancellation-safe: the watcher's queue loses nothing when this future is dropped.
+            let watcher = self.watcher.as_mut()?;
             let event = watcher.changed().await;
-            let terminal =
-                event.event_type == zk::EventType::Session && event.session_state.is_terminated();
-            if tx.send(convert::event(event)).is_err() || terminal {
-                break;
+            if event.event_type == zk::EventType::Session && event.session_state.is_terminated() {
+                self.watcher = None;
             }
-        }
-    });
-    PersistentWatch::new(rx, Some(Box::new(AbortOnDrop(task))))
+            Some(convert::event(event))
+        })
+    }
 }
 
 fn zk_acls(acls: &[Acl]) -> Vec<zk::Acl> {

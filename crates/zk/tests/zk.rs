@@ -150,7 +150,11 @@ async fn forced_expiry_removes_ephemerals_and_reports_expired() {
         .create(&eph, b"", &CreateOptions::new(CreateMode::Ephemeral))
         .await
         .unwrap();
-    let (_, watch) = observer.exists_watch(&eph).await.unwrap();
+    // On an ensemble the observer may be on another member: catch up before watching, or the
+    // watch may be a creation watch on a node it does not see yet.
+    observer.sync(&eph).await.unwrap();
+    let (seen, watch) = observer.exists_watch(&eph).await.unwrap();
+    assert!(seen.is_some(), "the observer sees the ephemeral");
     let mut events = victim.session_events();
     assert_eq!(events.current(), SessionState::Connected);
 
@@ -162,6 +166,7 @@ async fn forced_expiry_removes_ephemerals_and_reports_expired() {
         .await
         .expect("the ephemeral's deletion is notified");
     assert_eq!(deleted.path, eph);
+    assert_eq!(deleted.event_type, medkeeper_coord::EventType::NodeDeleted);
     assert_eq!(observer.exists(&eph).await.unwrap(), None);
     let state = tokio::time::timeout(
         Duration::from_secs(10),
@@ -185,6 +190,7 @@ async fn forced_expiry_removes_ephemerals_and_reports_expired() {
         .unwrap();
     again.close().await;
     victim.close().await; // already expired: returns at once
+    observer.sync(&base).await.unwrap();
     assert_eq!(
         observer.exists(&eph).await.unwrap(),
         None,

@@ -97,6 +97,7 @@ async fn never_overbooks_and_leases_name_distinct_units(b: &dyn Backend) {
     }
     assert_eq!(leases, 32);
     let sem = Semaphore::new(sessions[0].clone(), &dir, units(3)).unwrap();
+    sessions[0].sync(&dir).await.unwrap();
     assert_eq!(sem.free_units().await.unwrap(), units(3));
     assert!(sem.waiters().await.unwrap().is_empty());
     for s in sessions {
