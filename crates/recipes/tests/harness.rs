@@ -101,11 +101,22 @@ pub struct Zk {
 }
 
 impl Zk {
-    /// The server `MEDKEEPER_ZK_CONNECT` names, if set.
+    /// The server `MEDKEEPER_ZK_CONNECT` names, if set. On an ensemble every session of the
+    /// cases connects to its first member: a case's assertions read what its other sessions
+    /// wrote, which ZooKeeper guarantees on one member (a member applies commits in order) but
+    /// across members only after a `sync`. The recipes themselves need no such thing (their
+    /// reads follow their own writes and watches); cross-member ordering is the conformance
+    /// suite's, and leader failover the zk crate's tests'.
     pub fn from_env() -> Option<Zk> {
         let connect = std::env::var("MEDKEEPER_ZK_CONNECT")
             .ok()
             .filter(|s| !s.is_empty())?;
+        let (hosts, chroot) = match connect.find('/') {
+            Some(i) => connect.split_at(i),
+            None => (connect.as_str(), ""),
+        };
+        let first = hosts.split(',').next().unwrap_or(hosts);
+        let connect = format!("{first}{chroot}");
         let options = ConnectOptions::new(&connect).expect("MEDKEEPER_ZK_CONNECT is valid");
         Some(Zk {
             options,

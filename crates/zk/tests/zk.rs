@@ -253,6 +253,7 @@ async fn chroot_is_the_sessions_root() {
         .await
         .unwrap();
     assert_eq!(path, "/lock-0000000000");
+    plain.sync(&root).await.unwrap(); // `rooted` may be on another member
     assert!(
         plain
             .exists(&format!("{root}/lock-0000000000"))
@@ -307,6 +308,9 @@ async fn digest_acl_needs_credentials() {
         )
         .await
         .unwrap();
+    // `alice` may be on another member of an ensemble.
+    anonymous.sync(&base).await.unwrap();
+    mallory.sync(&base).await.unwrap();
     // ZooKeeper 3.8 checks READ or ADMIN for getACL too (ZOOKEEPER-1392).
     assert_eq!(anonymous.get_acl(&node).await, Err(Error::NoAuth));
     assert_eq!(alice.get_acl(&node).await.unwrap().0, acl);

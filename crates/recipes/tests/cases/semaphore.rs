@@ -245,6 +245,7 @@ async fn dropped_acquire_leaves_no_waiter_and_no_lease(b: &dyn Backend) {
         }
     }
     held.release().await.unwrap();
+    s2.sync(&dir).await.unwrap();
     assert_eq!(sem2.free_units().await.unwrap(), units(3));
     s1.close().await;
     s2.close().await;
