@@ -97,6 +97,8 @@ impl Backend for Embedded {
 pub struct Zk {
     /// Options every session is opened with.
     pub options: ConnectOptions,
+    /// Options a forced expiry connects with.
+    killer: ConnectOptions,
     credentials: Mutex<HashMap<i64, SessionCredentials>>,
 }
 
@@ -115,11 +117,22 @@ impl Zk {
             Some(i) => connect.split_at(i),
             None => (connect.as_str(), ""),
         };
-        let first = hosts.split(',').next().unwrap_or(hosts);
-        let connect = format!("{first}{chroot}");
-        let options = ConnectOptions::new(&connect).expect("MEDKEEPER_ZK_CONNECT is valid");
+        let mut all = hosts.split(',');
+        let first = all.next().unwrap_or(hosts);
+        let others: Vec<&str> = all.collect();
+        let options = ConnectOptions::new(&format!("{first}{chroot}"))
+            .expect("MEDKEEPER_ZK_CONNECT is valid");
+        // An expiry is forced from another member (on one server the killer's connection and
+        // the victim's reconnection can take the session from each other).
+        let killer = if others.is_empty() {
+            options.clone()
+        } else {
+            ConnectOptions::new(&format!("{}{chroot}", others.join(",")))
+                .expect("MEDKEEPER_ZK_CONNECT is valid")
+        };
         Some(Zk {
             options,
+            killer,
             credentials: Mutex::new(HashMap::new()),
         })
     }
@@ -145,7 +158,7 @@ impl Backend for Zk {
             .get(&session.session_id().0)
             .cloned()
             .expect("session opened by this backend");
-        match medkeeper_zk::kill_session(&self.options, &creds).await {
+        match medkeeper_zk::kill_session(&self.killer, &creds).await {
             Ok(()) | Err(ConnectError::Session(Error::SessionExpired)) => {}
             Err(e) => panic!("kill_session: {e}"),
         }
