@@ -117,6 +117,8 @@ pub struct AuditRecord {
 /// Which audit records to list ([`ClinicalStore::audit`]). Every filter that is set must
 /// match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only records about this patient.
     #[serde(default)]

@@ -179,13 +179,8 @@ impl Pending {
                 }
                 Err(e) if e.is_retryable() => {
                     await_connected(self.session.as_ref(), deadline).await?;
-                    let found = retrying(self.session.as_ref(), deadline, || {
-                        find_protected(self.session.as_ref(), &self.dir, &self.prefix)
-                    })
-                    .await?;
-                    if let Some((node, stat)) = found {
-                        self.name = Some(node.clone());
-                        return Ok((node, stat));
+                    if let Some(found) = self.find_after_loss(deadline).await? {
+                        return Ok(found);
                     }
                 }
                 Err(e) => return Err(e.into()),
@@ -241,30 +236,36 @@ impl Pending {
                         self.session.sync(&self.dir).await.map_err(Error::from)
                     })
                     .await?;
-                    let found = retrying(self.session.as_ref(), deadline, || {
-                        find_protected(self.session.as_ref(), &self.dir, &self.prefix)
-                    })
-                    .await?;
-                    if let Some((node, stat)) = found {
-                        self.name = Some(node.clone());
-                        return Ok((node, stat));
+                    if let Some(found) = self.find_after_loss(deadline).await? {
+                        return Ok(found);
                     }
                     return self.create(name, data, mode, deadline).await;
                 }
                 Err(e) if e.error.is_retryable() => {
                     await_connected(self.session.as_ref(), deadline).await?;
-                    let found = retrying(self.session.as_ref(), deadline, || {
-                        find_protected(self.session.as_ref(), &self.dir, &self.prefix)
-                    })
-                    .await?;
-                    if let Some((node, stat)) = found {
-                        self.name = Some(node.clone());
-                        return Ok((node, stat));
+                    if let Some(found) = self.find_after_loss(deadline).await? {
+                        return Ok(found);
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// After a create whose reply was lost: this attempt's node, found by its protected
+    /// prefix (retrying through connection losses), now remembered as the pending node.
+    async fn find_after_loss(
+        &mut self,
+        deadline: Option<Instant>,
+    ) -> Result<Option<(String, Stat)>> {
+        let found = retrying(self.session.as_ref(), deadline, || {
+            find_protected(self.session.as_ref(), &self.dir, &self.prefix)
+        })
+        .await?;
+        if let Some((node, _)) = &found {
+            self.name = Some(node.clone());
+        }
+        Ok(found)
     }
 
     /// Hands the node on: it will not be deleted by this value.

@@ -892,43 +892,15 @@ pub async fn revoke_token(
     audited(&st, &caller, "token.revoke", None, None, r).await
 }
 
-/// Which audit records to list.
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    /// Only this patient's.
-    #[serde(default)]
-    pub patient: Option<PatientId>,
-    /// Only this token's (`t-…`).
-    #[serde(default)]
-    pub actor: Option<String>,
-    /// Only since this time (ms since the epoch).
-    #[serde(default)]
-    pub since_ms: Option<i64>,
-    /// Only after this sequence number (to page forward).
-    #[serde(default)]
-    pub after_seq: Option<i64>,
-    /// At most this many (default 100, at most 10,000).
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
 /// The audit log (admins).
 #[utoipa::path(get, path = "/api/audit", tag = "auth", security(("bearer" = [])),
-    params(AuditParams), responses((status = 200, body = Vec<Object>)))]
+    params(AuditQuery), responses((status = 200, body = Vec<Object>)))]
 pub async fn audit(
     State(st): St,
     caller: Caller,
-    QueryParams(q): QueryParams<AuditParams>,
+    QueryParams(query): QueryParams<AuditQuery>,
 ) -> ApiResult<Json<Vec<AuditRecord>>> {
     caller.require(&[Admin])?;
-    let query = AuditQuery {
-        patient: q.patient,
-        actor: q.actor,
-        since_ms: q.since_ms,
-        after_seq: q.after_seq,
-        limit: q.limit,
-    };
     Ok(Json(st.store().audit(&query).await?))
 }
 
