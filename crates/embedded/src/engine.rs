@@ -12,7 +12,6 @@
 //! (errors included) and watch events likewise leave only after the fsync that covers them.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -46,8 +45,12 @@ pub struct EngineConfig {
     pub max_session_timeout: Option<Duration>,
     /// Largest node data accepted (ZooKeeper's `jute.maxbuffer`). Default 1 MiB.
     pub max_data_len: usize,
-    /// Take a snapshot after this many logged transactions (ZooKeeper's `snapCount`).
-    /// Default 100,000.
+    /// Take a snapshot after this many logged transactions (ZooKeeper's `snapCount`), or
+    /// after half as many transactions as the tree has nodes, whichever is more. Writing a
+    /// snapshot costs time in proportion to the tree, and writers wait while the tree is
+    /// serialized; scaling the interval with the tree keeps that cost at most two nodes per
+    /// transaction however large the tree grows, while the log a restart replays stays
+    /// shorter than the snapshot it starts from. Default 100,000.
     pub snapshot_every: u64,
     /// How often empty containers and expired TTL nodes are reaped
     /// (`znode.container.checkIntervalMs`). Default 60 s.
@@ -223,7 +226,10 @@ enum Reply {
 
 struct Batch {
     zxid: Zxid,
-    file: Option<Arc<File>>,
+    /// The batch's framed log records, written by the sync stage.
+    records: Vec<u8>,
+    /// Start a new log segment at this zxid before writing `records` (after a snapshot).
+    roll: Option<Zxid>,
     deliveries: Vec<Delivery>,
     ended: Vec<(Arc<SessionShared>, SessionState)>,
     replies: Vec<Reply>,
@@ -233,6 +239,8 @@ struct Batch {
 struct SyncQueue {
     batches: Vec<Batch>,
     shutdown: bool,
+    /// The sync thread is waiting for batches (only then does a new batch wake it).
+    idle: bool,
 }
 
 pub(crate) struct Inner {
@@ -409,12 +417,9 @@ impl Engine {
                 .map_err(io_err("spawn engine thread"))
         };
         let i = inner.clone();
-        threads.push(spawn(
-            "mk-apply",
-            Box::new(move || apply_loop(i, rx, writer)),
-        )?);
+        threads.push(spawn("mk-apply", Box::new(move || apply_loop(i, rx)))?);
         let i = inner.clone();
-        threads.push(spawn("mk-sync", Box::new(move || sync_loop(i)))?);
+        threads.push(spawn("mk-sync", Box::new(move || sync_loop(i, writer)))?);
         let i = inner.clone();
         threads.push(spawn("mk-ticker", Box::new(move || ticker_loop(i)))?);
         Ok(Engine {
@@ -545,6 +550,8 @@ fn replay_log(
 ) -> Result<LogWriter, OpenError> {
     let segments = log::list(dir, "log.").map_err(io_err("list log"))?;
     let mut last: Option<(PathBuf, u64)> = None;
+    // The newest zxid the log holds (in the segment `last`).
+    let mut log_end = 0;
     let base = snapshot_zxid.unwrap_or(0);
     for (idx, (start, p)) in segments.iter().enumerate() {
         // Segments wholly covered by the snapshot are skipped.
@@ -556,8 +563,10 @@ fn replay_log(
         let _ = start;
         let read = log::read_segment(p).map_err(io_err(format!("read {}", p.display())))?;
         let mut stop: Option<(u64, String)> = read.torn.clone().map(|why| (read.valid_end, why));
+        log_end = 0;
         for (offset, rec) in &read.records {
             if rec.zxid <= tree.zxid {
+                log_end = rec.zxid;
                 continue;
             }
             if rec.zxid != tree.zxid + 1 {
@@ -581,6 +590,7 @@ fn replay_log(
             )
             .map_err(|e| OpenError::Corrupt(format!("{}: {}", p.display(), e.0)))?;
             report.replayed += 1;
+            log_end = rec.zxid;
         }
         match stop {
             Some((offset, why)) => {
@@ -599,10 +609,13 @@ fn replay_log(
         }
     }
     match last {
-        Some((p, pos)) => {
+        // The snapshot can be ahead of the log: the sync stage starts the segment after a
+        // snapshot with the first batch written after it, and a crash can come between. The
+        // next records then start a segment of their own, as they would have.
+        Some((p, pos)) if log_end >= tree.zxid => {
             LogWriter::reopen(dir, &p, pos, config.segment_size).map_err(io_err("open log"))
         }
-        None => {
+        _ => {
             LogWriter::create(dir, tree.zxid + 1, config.segment_size).map_err(io_err("create log"))
         }
     }
@@ -613,15 +626,16 @@ fn replay_log(
 
 struct Applier {
     inner: Arc<Inner>,
-    writer: LogWriter,
+    /// A snapshot was taken at this zxid - 1: the next batch starts a new log segment.
+    roll: Option<Zxid>,
     since_snapshot: u64,
     snapshot_running: Arc<AtomicBool>,
 }
 
-fn apply_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Request>, writer: LogWriter) {
+fn apply_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Request>) {
     let mut a = Applier {
         inner: inner.clone(),
-        writer,
+        roll: None,
         since_snapshot: 0,
         snapshot_running: Arc::new(AtomicBool::new(false)),
     };
@@ -645,12 +659,14 @@ impl Applier {
         let mut buf = Vec::new();
         let mut batch = Batch {
             zxid: 0,
-            file: None,
+            records: Vec::new(),
+            roll: self.roll.take(),
             deliveries: Vec::new(),
             ended: Vec::new(),
             replies: Vec::new(),
         };
         let mut logged = 0u64;
+        let nodes;
         let failed = self.inner.failed.load(Ordering::Acquire);
         {
             let mut tree = self.inner.tree.write().expect("tree lock");
@@ -734,30 +750,28 @@ impl Applier {
                 }
             }
             batch.zxid = tree.zxid;
+            nodes = tree.node_count as u64;
         }
-        if !buf.is_empty() {
-            if let Err(e) = self.writer.append(&buf) {
-                tracing::error!(error = %e, "cannot write the log; the engine stops accepting writes");
-                self.inner.failed.store(true, Ordering::Release);
-            }
-            batch.file = Some(self.writer.file());
-            self.inner.txns_logged.fetch_add(logged, Ordering::Relaxed);
-            self.since_snapshot += logged;
-        }
-        {
+        self.inner.txns_logged.fetch_add(logged, Ordering::Relaxed);
+        self.since_snapshot += logged;
+        batch.records = buf;
+        let idle = {
             let mut q = self.inner.sync_queue.lock().expect("sync lock");
             q.batches.push(batch);
+            q.idle
+        };
+        if idle {
+            self.inner.sync_cv.notify_one();
         }
-        self.inner.sync_cv.notify_one();
-        if self.since_snapshot >= self.inner.config.snapshot_every
+        if self.since_snapshot >= self.inner.config.snapshot_every.max(nodes / 2)
             && !self.snapshot_running.load(Ordering::Acquire)
         {
             self.snapshot();
         }
     }
 
-    /// Serializes the tree (readers continue; writers wait), starts a new log segment after
-    /// it, and writes the snapshot file in the background.
+    /// Serializes the tree (readers continue; writers wait), has the sync stage start a new
+    /// log segment after it, and writes the snapshot file in the background.
     fn snapshot(&mut self) {
         let (zxid, payload) = {
             let tree = self.inner.tree.read().expect("tree lock");
@@ -765,11 +779,9 @@ impl Applier {
             tree.write_snapshot(&mut e);
             (tree.zxid, e.buf)
         };
-        if let Err(e) = self.writer.roll(zxid + 1) {
-            tracing::error!(error = %e, "cannot start a new log segment");
-            self.inner.failed.store(true, Ordering::Release);
-            return;
-        }
+        // Every record up to `zxid` is in a batch already queued: the next batch's records,
+        // from `zxid + 1` on, go to the new segment.
+        self.roll = Some(zxid + 1);
         self.since_snapshot = 0;
         self.snapshot_running.store(true, Ordering::Release);
         let running = self.snapshot_running.clone();
@@ -1033,35 +1045,29 @@ fn prepare(
 }
 
 // ---------------------------------------------------------------------------------------------
-// The sync stage: one fdatasync for everything queued, then publish.
+// The sync stage: writes the queued batches' records to the log, one fdatasync for all of
+// them, then publish. Writing here rather than in the apply stage takes a write system call
+// per batch off the apply thread (the engine's busiest) and makes it one per group of batches.
 
-fn sync_loop(inner: Arc<Inner>) {
+fn sync_loop(inner: Arc<Inner>, mut writer: LogWriter) {
     loop {
         let batches = {
             let mut q = inner.sync_queue.lock().expect("sync lock");
             while q.batches.is_empty() && !q.shutdown {
+                q.idle = true;
                 q = inner.sync_cv.wait(q).expect("sync lock");
             }
+            q.idle = false;
             if q.batches.is_empty() {
                 return;
             }
             std::mem::take(&mut q.batches)
         };
-        let mut synced: Vec<Arc<File>> = Vec::new();
         let mut ok = !inner.failed.load(Ordering::Acquire);
-        for b in &batches {
-            if let Some(f) = &b.file
-                && ok
-                && !synced.iter().any(|s| Arc::ptr_eq(s, f))
-            {
-                if let Err(e) = f.sync_data() {
-                    tracing::error!(error = %e, "fdatasync failed; the engine stops accepting writes");
-                    inner.failed.store(true, Ordering::Release);
-                    ok = false;
-                }
-                inner.fsyncs.fetch_add(1, Ordering::Relaxed);
-                synced.push(f.clone());
-            }
+        if ok && let Err(e) = write_batches(&inner, &mut writer, &batches) {
+            tracing::error!(error = %e, "cannot write the log; the engine stops accepting writes");
+            inner.failed.store(true, Ordering::Release);
+            ok = false;
         }
         let zxid = batches.last().map(|b| b.zxid).unwrap_or(0);
         // Watch events first: a read that returns the new state (it waits for `durable`) must
@@ -1096,6 +1102,43 @@ fn sync_loop(inner: Arc<Inner>) {
             }
         }
     }
+}
+
+/// Writes the batches' records in order, starting new segments where snapshots were taken,
+/// and fdatasyncs every segment written to.
+fn write_batches(inner: &Inner, writer: &mut LogWriter, batches: &[Batch]) -> std::io::Result<()> {
+    let mut dirty = false;
+    let mut pending: Vec<u8> = Vec::new();
+    for b in batches {
+        if let Some(first) = b.roll {
+            if !pending.is_empty() {
+                writer.append(&pending)?;
+                pending.clear();
+            }
+            if dirty {
+                writer.file().sync_data()?;
+                inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+                dirty = false;
+            }
+            writer.roll(first)?;
+        }
+        if !b.records.is_empty() {
+            if pending.is_empty() {
+                pending = b.records.clone();
+            } else {
+                pending.extend_from_slice(&b.records);
+            }
+            dirty = true;
+        }
+    }
+    if !pending.is_empty() {
+        writer.append(&pending)?;
+    }
+    if dirty {
+        writer.file().sync_data()?;
+        inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

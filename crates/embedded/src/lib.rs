@@ -10,10 +10,11 @@
 //! - **Write-ahead log** (`log.<zxid>` segments): every change is a checksummed record,
 //!   written and `fdatasync`ed before anyone sees it — the reply, a watch event, or another
 //!   session's read. **Group commit**: the apply thread validates and applies a whole batch of
-//!   queued requests while the sync thread flushes the previous batch, so concurrent writers
-//!   share one fsync.
-//! - **Snapshots** every `snapshot_every` transactions bound restart time; the two newest are
-//!   kept with the log needed after the older one.
+//!   queued requests while the sync thread writes and flushes the batches before it, so
+//!   concurrent writers share one write and one fsync.
+//! - **Snapshots** every `snapshot_every` transactions (or, in a larger tree, every half as
+//!   many transactions as it has nodes) bound restart time; the two newest are kept with the log
+//!   needed after the older one.
 //! - **Recovery** loads the newest snapshot that verifies, replays the contiguous, checksummed
 //!   log after it, and discards a torn tail (never acknowledged). Zxids are contiguous and
 //!   continue across restarts. Ephemeral nodes of the previous process are deleted at open.

@@ -246,9 +246,11 @@ impl DataTree {
                 let parent = self
                     .get_mut(parent_path)
                     .ok_or_else(|| Inconsistent(format!("create {p}: no parent")))?;
-                if parent.children.contains_key(name) {
+                let std::collections::btree_map::Entry::Vacant(slot) =
+                    parent.children.entry(name.into())
+                else {
                     return Err(Inconsistent(format!("create {p}: exists")));
-                }
+                };
                 undo.push(Undo::Created {
                     path: p.clone(),
                     parent_cversion: parent.cversion,
@@ -264,7 +266,7 @@ impl DataTree {
                     zxid,
                     time,
                 );
-                parent.children.insert(name.into(), node);
+                slot.insert(node);
                 self.node_count += 1;
                 self.index_add(p, *ephemeral_owner);
                 changes.push(Change::Created(p.clone(), acl, parent_acl));
