@@ -549,7 +549,7 @@ fn replay_log(
     report: &mut RecoveryReport,
 ) -> Result<LogWriter, OpenError> {
     let segments = log::list(dir, "log.").map_err(io_err("list log"))?;
-    let mut last: Option<(PathBuf, u64)> = None;
+    let mut last: Option<(Zxid, PathBuf, u64)> = None;
     // The newest zxid the log holds (in the segment `last`).
     let mut log_end = 0;
     let base = snapshot_zxid.unwrap_or(0);
@@ -560,7 +560,6 @@ fn replay_log(
         {
             continue;
         }
-        let _ = start;
         let read = log::read_segment(p).map_err(io_err(format!("read {}", p.display())))?;
         let mut stop: Option<(u64, String)> = read.torn.clone().map(|why| (read.valid_end, why));
         log_end = 0;
@@ -602,17 +601,22 @@ fn replay_log(
                 }
                 report.discarded_tail = Some(why);
                 tracing::warn!(segment = %p.display(), offset, "discarded a torn log tail");
-                last = Some((p.clone(), offset));
+                last = Some((*start, p.clone(), offset));
                 break;
             }
-            None => last = Some((p.clone(), read.valid_end)),
+            None => last = Some((*start, p.clone(), read.valid_end)),
         }
     }
     match last {
-        // The snapshot can be ahead of the log: the sync stage starts the segment after a
-        // snapshot with the first batch written after it, and a crash can come between. The
-        // next records then start a segment of their own, as they would have.
-        Some((p, pos)) if log_end >= tree.zxid => {
+        // New records go to the newest segment only if it starts after the snapshot and holds
+        // its newest record. The sync stage starts the segment after a snapshot with the next
+        // batch it writes: a stop (or a crash) after the snapshot and before that batch leaves
+        // the newest segment starting at or before the snapshot, and a power loss can leave
+        // the snapshot ahead of the log. The next records then start a segment of their own,
+        // as they would have, so pruning the segments before the snapshot keeps them.
+        Some((start, p, pos))
+            if log_end >= tree.zxid && (snapshot_zxid.is_none() || start > base) =>
+        {
             LogWriter::reopen(dir, &p, pos, config.segment_size).map_err(io_err("open log"))
         }
         _ => {
@@ -788,6 +792,16 @@ impl Applier {
         let inner = self.inner.clone();
         let dir = self.inner.config.dir.clone();
         std::thread::spawn(move || {
+            // The snapshot is never ahead of the durable log: a crash after it is written
+            // must not bring back a write that was never acknowledged, and the older snapshot
+            // kept beside it must find the log contiguous after it.
+            while inner.durable.load(Ordering::Acquire) < zxid {
+                if inner.failed.load(Ordering::Acquire) {
+                    running.store(false, Ordering::Release);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
             match log::write_snapshot(&dir, zxid, &payload) {
                 Ok(_) => {
                     inner.snapshots.fetch_add(1, Ordering::Relaxed);
@@ -819,7 +833,9 @@ fn can_read<'a>(tree: &'a DataTree, inner: &'a Inner) -> impl Fn(i64, u32) -> bo
     }
 }
 
-/// Keeps the two newest snapshots and the log segments needed to recover from the older one.
+/// Keeps the two newest snapshots and the log segments needed to recover from the older one:
+/// a segment goes only when the next one starts at or before the first record after that
+/// snapshot (so it holds nothing newer); the newest segment always stays.
 fn prune(dir: &Path) {
     let Ok(snaps) = log::list(dir, "snapshot.") else {
         return;
@@ -833,9 +849,9 @@ fn prune(dir: &Path) {
         let _ = std::fs::remove_file(p);
     }
     if let Ok(segs) = log::list(dir, "log.") {
-        for (start, p) in segs {
-            if start <= keep_from {
-                let _ = std::fs::remove_file(p);
+        for pair in segs.windows(2) {
+            if pair[1].0 <= keep_from + 1 {
+                let _ = std::fs::remove_file(&pair[0].1);
             }
         }
     }

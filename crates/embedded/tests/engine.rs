@@ -181,10 +181,9 @@ async fn a_torn_log_tail_is_discarded_and_the_engine_goes_on() {
     assert_eq!(s.get_data("/n9").await.unwrap().0, b"again");
 }
 
-/// The sync stage starts the log segment after a snapshot with the next batch it writes; a
-/// crash can come after the snapshot file is written and before that, with the snapshot's
-/// last records not yet in the log either (they were never acknowledged). Recovery takes the
-/// snapshot, and the records after it start a segment of their own.
+/// A snapshot is written only once the log holds everything in it, but a power loss can
+/// still take the log's newest records (never acknowledged) and keep the snapshot file.
+/// Recovery takes the snapshot, and the records after it start a segment of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_ahead_of_the_log_is_recovered_and_the_log_goes_on_after_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -243,6 +242,97 @@ async fn a_snapshot_ahead_of_the_log_is_recovered_and_the_log_goes_on_after_it()
     assert!(engine.recovery().discarded_tail.is_none());
     let s = engine.connect(SessionOptions::default()).await;
     assert_eq!(s.get_data("/after").await.unwrap().0, b"x");
+}
+
+/// The sync stage starts the segment after a snapshot with the next batch it writes. An
+/// engine stopped right after a snapshot never starts it: the next process must not append to
+/// the segment from before the snapshot, or pruning after the next snapshot would delete
+/// records the older snapshot kept beside it still needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_right_after_a_snapshot_keeps_the_log_recoverable_from_the_older_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.snapshot_every = 100;
+    let segments = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("log."))
+            .collect();
+        v.sort();
+        v
+    };
+    {
+        let engine = Engine::open(c.clone()).unwrap();
+        let s = engine.connect(SessionOptions::default()).await;
+        // One create per batch until the first snapshot is on disk; nothing after it.
+        let mut i = 0;
+        'writing: loop {
+            s.create(&format!("/a{i}"), b"data", &persistent())
+                .await
+                .unwrap();
+            i += 1;
+            if i >= 95 {
+                for _ in 0..20 {
+                    if engine.stats().snapshots >= 1 {
+                        break 'writing;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            assert!(i < 200, "no snapshot after {i} creates");
+        }
+        // Stop the engine before the session (whose close would be a batch of its own).
+        drop(engine);
+        drop(s);
+    }
+    assert_eq!(
+        segments(dir.path()).len(),
+        1,
+        "the stop came before the new segment"
+    );
+    let first = {
+        let engine = Engine::open(c.clone()).unwrap();
+        let first = engine.recovery().snapshot_zxid.expect("a snapshot");
+        let s = engine.connect(SessionOptions::default()).await;
+        s.create("/after", b"x", &persistent()).await.unwrap();
+        // Enough for a second snapshot, which prunes the segments before the first.
+        for i in 0..150 {
+            s.create(&format!("/b{i}"), b"data", &persistent())
+                .await
+                .unwrap();
+        }
+        s.close().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(engine.stats().snapshots >= 1);
+        first
+    };
+    assert!(
+        segments(dir.path()).contains(&format!("log.{:016x}", first + 1)),
+        "the records after the first snapshot have their own segment: {:?}",
+        segments(dir.path())
+    );
+    // The newest snapshot unreadable: recovery falls back to the first and its log.
+    let mut snaps: Vec<_> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("snapshot.")
+        })
+        .collect();
+    snaps.sort();
+    assert_eq!(snaps.len(), 2);
+    fs::write(snaps.last().unwrap(), b"garbled").unwrap();
+    let engine = Engine::open(c).unwrap();
+    assert_eq!(engine.recovery().snapshot_zxid, Some(first));
+    assert!(engine.recovery().discarded_tail.is_none());
+    let s = engine.connect(SessionOptions::default()).await;
+    assert_eq!(s.get_data("/after").await.unwrap().0, b"x");
+    assert!(s.exists("/b149").await.unwrap().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
