@@ -407,7 +407,7 @@ def main():
     if START in old and END in old:
         before, rest = old.split(START, 1)
         after = rest.split(END, 1)[1].lstrip("\n")
-        doc = before + section + after
+        doc = before + section + ("\n" + after if after else "")
     elif old:
         doc = old.rstrip("\n") + "\n\n" + section
     else:
