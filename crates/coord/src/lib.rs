@@ -13,6 +13,8 @@
 //! - [`Error`]: one error enum whose variants are ZooKeeper's error kinds.
 //! - [`path`]: ZooKeeper's path rules and sequence formatting.
 //! - `conformance` (feature `conformance`): backend-generic test cases every backend runs.
+//! - `faulty` (feature `conformance`): a tool for tests, a [`Session`] wrapper that loses
+//!   replies on request.
 //!
 //! ```no_run
 //! # async fn demo(session: std::sync::Arc<dyn medkeeper_coord::Session>) -> medkeeper_coord::Result<()> {
@@ -40,6 +42,8 @@ mod watch;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod faulty;
 
 pub use error::{Error, MultiError, Result};
 pub use ext::SessionExt;

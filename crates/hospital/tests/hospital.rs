@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use medkeeper_coord::faulty::Faulty;
 use medkeeper_coord::{Session, SessionExt};
 use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
 use medkeeper_hospital::config::{self, HospitalConfig};
@@ -125,6 +126,7 @@ both!(
     manual_call_to_any_unit,
     manual_call_of_a_non_queued_order_changes_nothing,
     manual_call_to_an_in_use_unit_or_a_busy_patient_is_refused,
+    a_manual_call_whose_reply_is_lost_is_recorded_once,
     reconciler_leaves_what_is_in_flight_alone_within_the_grace,
     stat_reserve_keeps_the_last_ct_for_stat,
 );
@@ -926,6 +928,102 @@ async fn manual_call_to_an_in_use_unit_or_a_busy_patient_is_refused(b: &Backend)
 /// store write, look to the reconciler like a crash between them. Within the grace it leaves
 /// them alone (the live operation finishes them; a repair would race it: two queue items for
 /// one order); after the grace it repairs them.
+/// The call's multi is applied but its reply is lost (`ConnectionLoss`): `call` reads the unit
+/// back, finds it holds the order, and records the call once instead of failing.
+async fn a_manual_call_whose_reply_is_lost_is_recorded_once(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let p1 = PatientId::generate();
+    let queued = h
+        .create_order(order(&p1, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    // A second instance over the same session, whose next creating multi (the call's) is
+    // applied but answered with ConnectionLoss. Armed only now, so the setup cannot use it up.
+    let lossy = Faulty::wrap(h.session().clone())
+        .lose_next_multi_reply()
+        .into_session();
+    let hf = Hospital::new(lossy, store.clone(), HospitalConfig::demo()).unwrap();
+    let called = hf
+        .call(&queued.id, Some("MRI-2"), "scheduler-test")
+        .await
+        .unwrap();
+    assert_eq!(called.state, OrderState::Called);
+    assert_eq!(called.assigned.as_deref(), Some("MRI-2"));
+    // The tree: the unit holds the order, the patient is in the exam, the line is empty.
+    let node = unit_node(&h, "MRI-2").await;
+    assert_eq!(node.status, UnitStatus::InUse);
+    assert_eq!(node.order.as_ref(), Some(&queued.id));
+    assert_eq!(node.patient.as_ref(), Some(&p1));
+    assert_eq!(unit_node(&h, "MRI-1").await.order, None);
+    assert!(
+        h.session()
+            .exists(&tree::active_path(&p1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(mri_line(&h).await.is_empty());
+    // The store: called once, to that unit, by the scheduler.
+    let stored = store.order(&queued.id).await.unwrap().unwrap();
+    assert_eq!(stored, called);
+    let history: Vec<_> = store
+        .transitions(&queued.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.from, t.to, t.actor, t.unit))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (None, OrderState::Queued, "dr".to_string(), None),
+            (
+                Some(OrderState::Queued),
+                OrderState::Called,
+                "scheduler-test".to_string(),
+                Some("MRI-2".to_string())
+            ),
+        ]
+    );
+    let seen = h.patient_view(&p1).await.unwrap();
+    assert_eq!(seen[0].state, OrderState::Called);
+    assert_eq!(seen[0].called_to.as_deref(), Some("MRI-2"));
+    // Called already: a second call is refused and changes nothing.
+    let before = (
+        unit_node(&h, "MRI-1").await,
+        unit_node(&h, "MRI-2").await,
+        store.transitions(&queued.id).await.unwrap(),
+    );
+    for unit in [Some("MRI-2"), Some("MRI-1"), None] {
+        let r = hf.call(&queued.id, unit, "scheduler-test").await;
+        assert!(
+            matches!(
+                &r,
+                Err(Error::IllegalTransition {
+                    from: OrderState::Called,
+                    to: OrderState::Called,
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+    }
+    let after = (
+        unit_node(&h, "MRI-1").await,
+        unit_node(&h, "MRI-2").await,
+        store.transitions(&queued.id).await.unwrap(),
+    );
+    assert_eq!(before, after);
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    h.session().close().await;
+}
+
 async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend) {
     use medkeeper_hospital::orders::RECONCILE_GRACE;
     use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,17 +1,15 @@
 //! What every case gets: sessions on one backend, a way to expire one, a fresh base path, and
 //! a forwarding [`Session`] wrapper that counts watch notifications and loses replies on
-//! request ([`Faulty`]).
+//! request ([`Faulty`], from `medkeeper_coord::faulty`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use medkeeper_coord::{
-    Acl, AddWatchMode, Capabilities, CreateOptions, Error, MultiError, OneshotWatch, Op, OpResult,
-    PersistentWatch, Result, Session, SessionEvents, SessionId, SessionState, Stat,
-};
+pub use medkeeper_coord::faulty::Faulty;
+use medkeeper_coord::{Error, Session, SessionState};
 use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
 use medkeeper_zk::{ConnectError, ConnectOptions, SessionCredentials};
 
@@ -207,145 +205,4 @@ macro_rules! backend_tests {
             )*
         }
     };
-}
-
-/// A session that forwards every call to another, with the faults and counters a case switches
-/// on: `Faulty::wrap(s).count_watches(fired).lose_next_create_reply().into_session()`.
-pub struct Faulty {
-    inner: Arc<dyn Session>,
-    /// Where fired one-shot watch notifications are counted (node events only, not
-    /// session-end events), if anywhere.
-    fired: Option<Arc<AtomicUsize>>,
-    /// The next `create` is applied but answered with `ConnectionLoss`.
-    lose_create_reply: AtomicBool,
-    /// The next multi that creates something is applied but answered with `ConnectionLoss`.
-    lose_multi_reply: AtomicBool,
-}
-
-impl Faulty {
-    /// `inner`, unchanged until a fault or counter is switched on.
-    pub fn wrap(inner: Arc<dyn Session>) -> Faulty {
-        Faulty {
-            inner,
-            fired: None,
-            lose_create_reply: AtomicBool::new(false),
-            lose_multi_reply: AtomicBool::new(false),
-        }
-    }
-
-    /// Counts the one-shot watch notifications delivered through this session into `fired`.
-    pub fn count_watches(mut self, fired: Arc<AtomicUsize>) -> Faulty {
-        self.fired = Some(fired);
-        self
-    }
-
-    /// Applies the next `create` but answers it with `ConnectionLoss`, as when the connection
-    /// drops after the request was sent and before its reply arrived.
-    pub fn lose_next_create_reply(self) -> Faulty {
-        self.lose_create_reply.store(true, Ordering::SeqCst);
-        self
-    }
-
-    /// Applies the next multi that creates something but answers it with `ConnectionLoss`.
-    pub fn lose_next_multi_reply(self) -> Faulty {
-        self.lose_multi_reply.store(true, Ordering::SeqCst);
-        self
-    }
-
-    /// The wrapper as a session.
-    pub fn into_session(self) -> Arc<dyn Session> {
-        Arc::new(self)
-    }
-
-    fn count(&self, watch: OneshotWatch) -> OneshotWatch {
-        let Some(fired) = self.fired.clone() else {
-            return watch;
-        };
-        OneshotWatch::from_future(async move {
-            let event = watch.await;
-            if event.event_type != medkeeper_coord::EventType::Session {
-                fired.fetch_add(1, Ordering::SeqCst);
-            }
-            event
-        })
-    }
-}
-
-#[async_trait]
-impl Session for Faulty {
-    fn session_id(&self) -> SessionId {
-        self.inner.session_id()
-    }
-    fn session_timeout(&self) -> Duration {
-        self.inner.session_timeout()
-    }
-    fn state(&self) -> SessionState {
-        self.inner.state()
-    }
-    fn session_events(&self) -> SessionEvents {
-        self.inner.session_events()
-    }
-    fn capabilities(&self) -> Capabilities {
-        self.inner.capabilities()
-    }
-    async fn create(&self, p: &str, d: &[u8], o: &CreateOptions) -> Result<(String, Stat)> {
-        let r = self.inner.create(p, d, o).await;
-        if r.is_ok() && self.lose_create_reply.swap(false, Ordering::SeqCst) {
-            return Err(Error::ConnectionLoss);
-        }
-        r
-    }
-    async fn delete(&self, p: &str, v: i32) -> Result<()> {
-        self.inner.delete(p, v).await
-    }
-    async fn exists(&self, p: &str) -> Result<Option<Stat>> {
-        self.inner.exists(p).await
-    }
-    async fn exists_watch(&self, p: &str) -> Result<(Option<Stat>, OneshotWatch)> {
-        let (s, w) = self.inner.exists_watch(p).await?;
-        Ok((s, self.count(w)))
-    }
-    async fn get_data(&self, p: &str) -> Result<(Vec<u8>, Stat)> {
-        self.inner.get_data(p).await
-    }
-    async fn get_data_watch(&self, p: &str) -> Result<(Vec<u8>, Stat, OneshotWatch)> {
-        let (d, s, w) = self.inner.get_data_watch(p).await?;
-        Ok((d, s, self.count(w)))
-    }
-    async fn set_data(&self, p: &str, d: &[u8], v: i32) -> Result<Stat> {
-        self.inner.set_data(p, d, v).await
-    }
-    async fn get_children_with_stat(&self, p: &str) -> Result<(Vec<String>, Stat)> {
-        self.inner.get_children_with_stat(p).await
-    }
-    async fn get_children_watch(&self, p: &str) -> Result<(Vec<String>, Stat, OneshotWatch)> {
-        let (c, s, w) = self.inner.get_children_watch(p).await?;
-        Ok((c, s, self.count(w)))
-    }
-    async fn get_acl(&self, p: &str) -> Result<(Vec<Acl>, Stat)> {
-        self.inner.get_acl(p).await
-    }
-    async fn set_acl(&self, p: &str, a: &[Acl], v: i32) -> Result<Stat> {
-        self.inner.set_acl(p, a, v).await
-    }
-    async fn watch(&self, p: &str, m: AddWatchMode) -> Result<PersistentWatch> {
-        self.inner.watch(p, m).await
-    }
-    async fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, MultiError> {
-        let r = self.inner.multi(ops).await;
-        let creates = ops.iter().any(|o| matches!(o, Op::Create { .. }));
-        if r.is_ok() && creates && self.lose_multi_reply.swap(false, Ordering::SeqCst) {
-            return Err(MultiError::whole(Error::ConnectionLoss));
-        }
-        r
-    }
-    async fn sync(&self, p: &str) -> Result<()> {
-        self.inner.sync(p).await
-    }
-    async fn add_auth(&self, s: &str, a: &[u8]) -> Result<()> {
-        self.inner.add_auth(s, a).await
-    }
-    async fn close(&self) {
-        self.inner.close().await
-    }
 }
