@@ -480,3 +480,70 @@ fn a_client_whose_runtime_stops_loses_its_session() {
     assert_eq!(err, Error::SessionExpired);
     assert!(err.is_session_fatal());
 }
+
+/// A session's pipelined requests are applied in the order it sent them, whether each is
+/// applied on the caller's thread or queued for the apply thread (another session's writes
+/// and snapshots make both happen here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_of_a_session_apply_in_order() {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.snapshot_every = 50;
+    let engine = Engine::open(c).unwrap();
+    let a = engine.connect(SessionOptions::default()).await;
+    let b = Arc::new(engine.connect(SessionOptions::default()).await);
+    a.create("/fifo", b"", &persistent()).await.unwrap();
+    let seq = CreateOptions::new(CreateMode::PersistentSequential);
+    for round in 0..5 {
+        let other = {
+            let (b, seq) = (b.clone(), seq.clone());
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    b.create("/fifo/b-", b"", &seq).await.unwrap();
+                }
+            })
+        };
+        type Create<'a> = Pin<
+            Box<
+                dyn Future<Output = medkeeper_coord::Result<(String, medkeeper_coord::Stat)>>
+                    + Send
+                    + 'a,
+            >,
+        >;
+        let mut futs: Vec<Create> = (0..200)
+            .map(|_| Box::pin(a.create("/fifo/a-", b"", &seq)) as Create)
+            .collect();
+        let mut done: Vec<Option<String>> = vec![None; futs.len()];
+        std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for (i, f) in futs.iter_mut().enumerate() {
+                if done[i].is_none() {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(r) => done[i] = Some(r.unwrap().0),
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+        let numbers: Vec<u64> = done
+            .into_iter()
+            .map(|p| p.unwrap().rsplit('-').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "round {round}: sequence numbers out of send order: {numbers:?}"
+        );
+        other.await.unwrap();
+    }
+    assert!(engine.stats().snapshots >= 1);
+}
