@@ -2,14 +2,17 @@
 //! expires sessions and reaps containers and TTL nodes.
 //!
 //! ```text
-//!  sessions ──requests──▶ apply thread ──batches──▶ sync thread ──▶ watch events, replies
-//!                         (validate, apply to the      (one fdatasync for everything
-//!                          tree, append to the log)     queued, then publish)
+//!  sessions ──requests──▶ apply stage ──batches──▶ sync thread ──▶ watch events, replies
+//!                         (validate, apply to the     (write the records, one fdatasync
+//!                          tree, frame the records)    for everything queued, publish)
 //! ```
-//! The apply thread holds the tree's write lock only while applying a batch; readers run
-//! concurrently. A reader that saw state newer than what is durable waits for the sync stage
-//! before answering, so nobody ever observes a change that a crash could take back; replies
-//! (errors included) and watch events likewise leave only after the fsync that covers them.
+//! The apply stage runs on the caller's thread when it is free and nothing is queued, and
+//! otherwise on the apply thread, which takes whatever has queued as one batch (and serializes
+//! snapshots, so a caller never waits for one). It holds the tree's write lock only while
+//! applying; readers run concurrently. A reader that saw state newer than what is durable
+//! waits for the sync stage before answering, so nobody ever observes a change that a crash
+//! could take back; replies (errors included) and watch events likewise leave only after the
+//! fsync that covers them.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -217,6 +220,9 @@ pub(crate) enum Request {
     Reap {
         path: String,
     },
+    /// Take a snapshot if one is due (sent by a request applied on its caller's thread, so that
+    /// the serialization runs here rather than on the caller's).
+    Snapshot,
 }
 
 enum Reply {
@@ -248,6 +254,13 @@ pub(crate) struct Inner {
     pub(crate) tree: RwLock<DataTree>,
     pub(crate) watches: Mutex<WatchTable>,
     requests: Mutex<Option<mpsc::Sender<Request>>>,
+    /// The apply stage's state; whoever applies (the apply thread, or a caller) holds it.
+    applier: Mutex<Applier>,
+    /// Requests sent to the apply thread and not yet applied. While any are, every request
+    /// goes the same way (so each session's requests stay in the order it sent them).
+    queued: AtomicU64,
+    /// Set (under `applier`) when the engine stops: nothing is applied after it.
+    closed: AtomicBool,
     pub(crate) durable: AtomicI64,
     durable_tx: watch::Sender<Zxid>,
     pub(crate) failed: AtomicBool,
@@ -274,12 +287,52 @@ impl Inner {
         self.started.elapsed().as_millis() as u64
     }
 
+    /// Submits a request: applied at once on the caller's thread when the apply stage is free
+    /// and nothing is queued before it, otherwise queued for the apply thread. Either way the
+    /// reply comes from the sync stage once the request is durable. Applying on the caller's
+    /// thread saves waking the apply thread, a round trip that dominates a write's latency
+    /// on a small machine; `try_lock` keeps a caller (an async runtime's thread) from ever
+    /// waiting on a long batch or a snapshot's serialization.
     pub(crate) fn send(&self, req: Request) -> Result<(), Error> {
         if self.failed.load(Ordering::Acquire) {
             return Err(Error::SystemError);
         }
+        if self.queued.load(Ordering::Acquire) == 0 {
+            let mut a = match self.applier.try_lock() {
+                Ok(a) => a,
+                Err(std::sync::TryLockError::WouldBlock) => return self.enqueue(req),
+                // An apply panicked: the tree may be half-changed, nothing more is applied.
+                Err(std::sync::TryLockError::Poisoned(_)) => {
+                    self.failed.store(true, Ordering::Release);
+                    return Err(Error::SystemError);
+                }
+            };
+            if self.queued.load(Ordering::Acquire) != 0 {
+                drop(a);
+                return self.enqueue(req);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::ClientClosed);
+            }
+            if a.process(self, vec![req]) {
+                drop(a);
+                // A snapshot is due: the apply thread serializes it.
+                let _ = self.enqueue(Request::Snapshot);
+            }
+            return Ok(());
+        }
+        self.enqueue(req)
+    }
+
+    fn enqueue(&self, req: Request) -> Result<(), Error> {
         match &*self.requests.lock().expect("requests lock") {
-            Some(tx) => tx.send(req).map_err(|_| Error::ClientClosed),
+            Some(tx) => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                tx.send(req).map_err(|_| {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    Error::ClientClosed
+                })
+            }
             None => Err(Error::ClientClosed),
         }
     }
@@ -396,6 +449,13 @@ impl Engine {
             tree: RwLock::new(tree),
             watches: Mutex::new(WatchTable::default()),
             requests: Mutex::new(Some(tx)),
+            applier: Mutex::new(Applier {
+                roll: None,
+                since_snapshot: 0,
+                snapshot_running: Arc::new(AtomicBool::new(false)),
+            }),
+            queued: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
             durable: AtomicI64::new(zxid),
             durable_tx,
             failed: AtomicBool::new(false),
@@ -475,6 +535,14 @@ impl Engine {
     /// Stops the engine: pending requests are finished and made durable, the threads exit,
     /// and open sessions see `Closed`. Their ephemerals are deleted at the next open.
     pub fn shutdown(&self) {
+        {
+            let _a = self
+                .inner
+                .applier
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.inner.closed.store(true, Ordering::Release);
+        }
         self.inner.requests.lock().expect("requests lock").take();
         {
             let (m, cv) = &self.inner.ticker;
@@ -629,7 +697,6 @@ fn replay_log(
 // The apply stage.
 
 struct Applier {
-    inner: Arc<Inner>,
     /// A snapshot was taken at this zxid - 1: the next batch starts a new log segment.
     roll: Option<Zxid>,
     since_snapshot: u64,
@@ -637,12 +704,6 @@ struct Applier {
 }
 
 fn apply_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Request>) {
-    let mut a = Applier {
-        inner: inner.clone(),
-        roll: None,
-        since_snapshot: 0,
-        snapshot_running: Arc::new(AtomicBool::new(false)),
-    };
     while let Ok(first) = rx.recv() {
         let mut reqs = vec![first];
         while reqs.len() < 4096 {
@@ -651,7 +712,19 @@ fn apply_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        a.process(reqs);
+        let n = reqs.len() as u64;
+        match inner.applier.lock() {
+            Ok(mut a) => {
+                if a.process(&inner, reqs) {
+                    a.snapshot(&inner);
+                }
+            }
+            // An apply panicked (on a caller's thread): fail the engine; the dropped replies
+            // answer these requests' callers with an error.
+            Err(_) => inner.failed.store(true, Ordering::Release),
+        }
+        // Under the lock: a caller that then finds nothing queued applies after these.
+        inner.queued.fetch_sub(n, Ordering::AcqRel);
     }
     let (m, cv) = (&inner.sync_queue, &inner.sync_cv);
     m.lock().expect("sync lock").shutdown = true;
@@ -659,7 +732,9 @@ fn apply_loop(inner: Arc<Inner>, rx: mpsc::Receiver<Request>) {
 }
 
 impl Applier {
-    fn process(&mut self, reqs: Vec<Request>) {
+    /// Applies `reqs` as one batch and queues it for the sync stage. Returns whether a
+    /// snapshot is due.
+    fn process(&mut self, inner: &Inner, reqs: Vec<Request>) -> bool {
         let mut buf = Vec::new();
         let mut batch = Batch {
             zxid: 0,
@@ -671,10 +746,10 @@ impl Applier {
         };
         let mut logged = 0u64;
         let nodes;
-        let failed = self.inner.failed.load(Ordering::Acquire);
+        let failed = inner.failed.load(Ordering::Acquire);
         {
-            let mut tree = self.inner.tree.write().expect("tree lock");
-            let mut watches = self.inner.watches.lock().expect("watch lock");
+            let mut tree = inner.tree.write().expect("tree lock");
+            let mut watches = inner.watches.lock().expect("watch lock");
             let time = now_ms();
             for req in reqs {
                 let mut changes = Vec::new();
@@ -687,14 +762,7 @@ impl Applier {
                         let res = if failed {
                             Err(MultiError::whole(Error::SystemError))
                         } else {
-                            write(
-                                &mut tree,
-                                &self.inner.config,
-                                &session,
-                                &ops,
-                                time,
-                                &mut changes,
-                            )
+                            write(&mut tree, &inner.config, &session, &ops, time, &mut changes)
                         };
                         let (res, rec) = match res {
                             Ok((outcomes, rec)) => (Ok(outcomes), rec),
@@ -710,7 +778,7 @@ impl Applier {
                     } => {
                         let mut rec = None;
                         if session.end(state) {
-                            self.inner
+                            inner
                                 .sessions
                                 .lock()
                                 .expect("sessions lock")
@@ -728,11 +796,7 @@ impl Applier {
                                 }
                             }
                             for c in &changes {
-                                watches.trigger(
-                                    c,
-                                    &can_read(&tree, &self.inner),
-                                    &mut batch.deliveries,
-                                );
+                                watches.trigger(c, &can_read(&tree, inner), &mut batch.deliveries);
                             }
                             changes.clear();
                             watches.session_ended(session.id, state, &mut batch.deliveries);
@@ -744,9 +808,10 @@ impl Applier {
                         rec
                     }
                     Request::Reap { path } => reap(&mut tree, &path, time, &mut changes),
+                    Request::Snapshot => None,
                 };
                 for c in &changes {
-                    watches.trigger(c, &can_read(&tree, &self.inner), &mut batch.deliveries);
+                    watches.trigger(c, &can_read(&tree, inner), &mut batch.deliveries);
                 }
                 if let Some(rec) = record {
                     log::frame(&rec, &mut buf);
@@ -756,29 +821,26 @@ impl Applier {
             batch.zxid = tree.zxid;
             nodes = tree.node_count as u64;
         }
-        self.inner.txns_logged.fetch_add(logged, Ordering::Relaxed);
+        inner.txns_logged.fetch_add(logged, Ordering::Relaxed);
         self.since_snapshot += logged;
         batch.records = buf;
         let idle = {
-            let mut q = self.inner.sync_queue.lock().expect("sync lock");
+            let mut q = inner.sync_queue.lock().expect("sync lock");
             q.batches.push(batch);
             q.idle
         };
         if idle {
-            self.inner.sync_cv.notify_one();
+            inner.sync_cv.notify_one();
         }
-        if self.since_snapshot >= self.inner.config.snapshot_every.max(nodes / 2)
+        self.since_snapshot >= inner.config.snapshot_every.max(nodes / 2)
             && !self.snapshot_running.load(Ordering::Acquire)
-        {
-            self.snapshot();
-        }
     }
 
     /// Serializes the tree (readers continue; writers wait), has the sync stage start a new
     /// log segment after it, and writes the snapshot file in the background.
-    fn snapshot(&mut self) {
+    fn snapshot(&mut self, inner: &Arc<Inner>) {
         let (zxid, payload) = {
-            let tree = self.inner.tree.read().expect("tree lock");
+            let tree = inner.tree.read().expect("tree lock");
             let mut e = crate::codec::Enc::default();
             tree.write_snapshot(&mut e);
             (tree.zxid, e.buf)
@@ -789,8 +851,8 @@ impl Applier {
         self.since_snapshot = 0;
         self.snapshot_running.store(true, Ordering::Release);
         let running = self.snapshot_running.clone();
-        let inner = self.inner.clone();
-        let dir = self.inner.config.dir.clone();
+        let inner = inner.clone();
+        let dir = inner.config.dir.clone();
         std::thread::spawn(move || {
             // The snapshot is never ahead of the durable log: a crash after it is written
             // must not bring back a write that was never acknowledged, and the older snapshot

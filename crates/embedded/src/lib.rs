@@ -9,9 +9,10 @@
 //!   reads are served from it under a read lock.
 //! - **Write-ahead log** (`log.<zxid>` segments): every change is a checksummed record,
 //!   written and `fdatasync`ed before anyone sees it — the reply, a watch event, or another
-//!   session's read. **Group commit**: the apply thread validates and applies a whole batch of
-//!   queued requests while the sync thread writes and flushes the batches before it, so
-//!   concurrent writers share one write and one fsync.
+//!   session's read. **Group commit**: requests are validated and applied (on the caller's
+//!   thread when nothing is queued, else by the apply thread a batch at a time) while the sync
+//!   thread writes and flushes the ones before them, so concurrent writers share one write
+//!   and one fsync.
 //! - **Snapshots** every `snapshot_every` transactions (or, in a larger tree, every half as
 //!   many transactions as it has nodes) bound restart time; the two newest are kept with the log
 //!   needed after the older one.

@@ -141,7 +141,24 @@ impl EmbeddedSession {
         v.pop().ok_or(Error::SystemError)
     }
 
-    /// Runs a read against the tree and answers once what it saw is durable.
+    /// Runs a read of node `p` against the tree and answers once what it can have observed
+    /// is durable ([`DataTree::observed_zxid`]): a read never waits for other nodes' writes.
+    async fn read_node<T>(
+        &self,
+        p: &str,
+        f: impl FnOnce(&DataTree, &SessionShared) -> Result<T>,
+    ) -> Result<T> {
+        self.alive()?;
+        path::validate_path(p, false)?;
+        let (res, zxid): (Result<T>, Zxid) = {
+            let tree = self.inner.tree.read().map_err(|_| Error::SystemError)?;
+            (f(&tree, &self.shared), tree.observed_zxid(p))
+        };
+        self.inner.wait_durable(zxid).await?;
+        res
+    }
+
+    /// Runs a read against the tree and answers once everything applied so far is durable.
     async fn read<T>(
         &self,
         p: &str,
@@ -272,13 +289,14 @@ impl Session for EmbeddedSession {
     }
 
     async fn exists(&self, p: &str) -> Result<Option<Stat>> {
-        self.read(p, |t, _| Ok(t.get(p).map(|n| n.stat()))).await
+        self.read_node(p, |t, _| Ok(t.get(p).map(|n| n.stat())))
+            .await
     }
 
     async fn exists_watch(&self, p: &str) -> Result<(Option<Stat>, OneshotWatch)> {
         let mut reg = None;
         let stat = self
-            .read(p, |t, _| {
+            .read_node(p, |t, _| {
                 reg = Some(self.register(Kind::Data, p));
                 Ok(t.get(p).map(|n| n.stat()))
             })
@@ -288,7 +306,7 @@ impl Session for EmbeddedSession {
     }
 
     async fn get_data(&self, p: &str) -> Result<(Vec<u8>, Stat)> {
-        self.read(p, |t, ids| {
+        self.read_node(p, |t, ids| {
             let n = t.get(p).ok_or(Error::NoNode)?;
             readable(t, n, ids)?;
             Ok((n.data.to_vec(), n.stat()))
@@ -299,7 +317,7 @@ impl Session for EmbeddedSession {
     async fn get_data_watch(&self, p: &str) -> Result<(Vec<u8>, Stat, OneshotWatch)> {
         let mut reg = None;
         let (data, stat) = self
-            .read(p, |t, ids| {
+            .read_node(p, |t, ids| {
                 let n = t.get(p).ok_or(Error::NoNode)?;
                 readable(t, n, ids)?;
                 reg = Some(self.register(Kind::Data, p));
@@ -321,7 +339,7 @@ impl Session for EmbeddedSession {
     }
 
     async fn get_children_with_stat(&self, p: &str) -> Result<(Vec<String>, Stat)> {
-        self.read(p, |t, ids| {
+        self.read_node(p, |t, ids| {
             let n = t.get(p).ok_or(Error::NoNode)?;
             readable(t, n, ids)?;
             Ok((n.children.keys().map(|k| k.to_string()).collect(), n.stat()))
@@ -332,7 +350,7 @@ impl Session for EmbeddedSession {
     async fn get_children_watch(&self, p: &str) -> Result<(Vec<String>, Stat, OneshotWatch)> {
         let mut reg = None;
         let (children, stat) = self
-            .read(p, |t, ids| {
+            .read_node(p, |t, ids| {
                 let n = t.get(p).ok_or(Error::NoNode)?;
                 readable(t, n, ids)?;
                 reg = Some(self.register(Kind::Child, p));

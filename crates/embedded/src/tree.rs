@@ -168,6 +168,9 @@ pub(crate) struct DataTree {
     pub(crate) node_count: usize,
     /// Zxid of the last applied transaction.
     pub(crate) zxid: Zxid,
+    /// Zxid of the last ACL change applied since the tree was loaded (a node's stat records
+    /// no zxid for it); see [`DataTree::observed_zxid`].
+    pub(crate) acl_zxid: Zxid,
 }
 
 /// Applying a logged transaction failed: the log does not match the state it was written from.
@@ -202,6 +205,7 @@ impl DataTree {
             ttls: BTreeSet::new(),
             node_count: 4,
             zxid: 0,
+            acl_zxid: 0,
         }
     }
 
@@ -211,6 +215,23 @@ impl DataTree {
             n = n.children.get(s)?;
         }
         Some(n)
+    }
+
+    /// The newest transaction whose effect a read of `p` can observe: the node's creation,
+    /// data and children zxids, or for a missing node its nearest existing ancestor's
+    /// children zxid (which moved when the missing one was created or deleted), and any ACL
+    /// change (permission checks can depend on one). A read need only wait until this is
+    /// durable, not until the whole tree is: it never shows a change a crash could take back,
+    /// and it does not wait for other nodes' writes.
+    pub(crate) fn observed_zxid(&self, p: &str) -> Zxid {
+        let mut n = &self.root;
+        for s in segments(p) {
+            match n.children.get(s) {
+                Some(c) => n = c,
+                None => return n.pzxid.max(self.acl_zxid),
+            }
+        }
+        n.czxid.max(n.mzxid).max(n.pzxid).max(self.acl_zxid)
     }
 
     pub(crate) fn get_mut(&mut self, p: &str) -> Option<&mut Node> {
@@ -309,6 +330,7 @@ impl DataTree {
                 });
                 node.acl = acl;
                 node.aversion = node.aversion.wrapping_add(1);
+                self.acl_zxid = zxid;
             }
             Txn::CloseSession { session } => {
                 let paths = self.ephemerals.get(session).cloned().unwrap_or_default();
@@ -534,6 +556,7 @@ impl DataTree {
             ttls: BTreeSet::new(),
             node_count: count,
             zxid,
+            acl_zxid: 0,
         };
         let mut stack: Vec<(Box<str>, Node)> = Vec::new();
         for i in 0..count {

@@ -350,6 +350,8 @@ async fn digest_acl_needs_credentials() {
         alice.get_acl(&owned).await.unwrap().0,
         vec![Acl::digest(Perms::ALL, "alice", "secret")]
     );
+    // `alice` may be on another member of an ensemble.
+    mallory.sync(&base).await.unwrap();
     assert_eq!(mallory.get_data(&owned).await, Err(Error::NoAuth));
 
     alice.delete_recursive(&base).await.unwrap();
