@@ -148,14 +148,7 @@ impl EmbeddedSession {
         p: &str,
         f: impl FnOnce(&DataTree, &SessionShared) -> Result<T>,
     ) -> Result<T> {
-        self.alive()?;
-        path::validate_path(p, false)?;
-        let (res, zxid): (Result<T>, Zxid) = {
-            let tree = self.inner.tree.read().map_err(|_| Error::SystemError)?;
-            (f(&tree, &self.shared), tree.observed_zxid(p))
-        };
-        self.inner.wait_durable(zxid).await?;
-        res
+        self.read_until(p, f, |t| t.observed_zxid(p)).await
     }
 
     /// Runs a read against the tree and answers once everything applied so far is durable.
@@ -164,11 +157,21 @@ impl EmbeddedSession {
         p: &str,
         f: impl FnOnce(&DataTree, &SessionShared) -> Result<T>,
     ) -> Result<T> {
+        self.read_until(p, f, |t| t.zxid).await
+    }
+
+    /// Runs `f` against the tree and answers once the zxid `seen` names is durable.
+    async fn read_until<T>(
+        &self,
+        p: &str,
+        f: impl FnOnce(&DataTree, &SessionShared) -> Result<T>,
+        seen: impl FnOnce(&DataTree) -> Zxid,
+    ) -> Result<T> {
         self.alive()?;
         path::validate_path(p, false)?;
         let (res, zxid): (Result<T>, Zxid) = {
             let tree = self.inner.tree.read().map_err(|_| Error::SystemError)?;
-            (f(&tree, &self.shared), tree.zxid)
+            (f(&tree, &self.shared), seen(&tree))
         };
         self.inner.wait_durable(zxid).await?;
         res

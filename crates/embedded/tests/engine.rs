@@ -104,14 +104,19 @@ async fn ephemerals_of_the_previous_process_are_gone_after_restart() {
     assert_eq!(p, "/seq/x-0000000001");
 }
 
-fn newest_segment(dir: &Path) -> std::path::PathBuf {
-    let mut segs: Vec<_> = fs::read_dir(dir)
+/// The files in `dir` whose names start with `prefix` (`log.`, `snapshot.`), sorted.
+fn files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log."))
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
         .collect();
-    segs.sort();
-    segs.pop().unwrap()
+    v.sort();
+    v
+}
+
+fn newest_segment(dir: &Path) -> std::path::PathBuf {
+    files(dir, "log.").pop().unwrap()
 }
 
 /// End of the written records in a preallocated segment (records are framed [len][crc][...]).
@@ -203,12 +208,7 @@ async fn a_snapshot_ahead_of_the_log_is_recovered_and_the_log_goes_on_after_it()
     }
     // The state of a crash between the snapshot and the new segment: only the first
     // segment, without its last ten records.
-    let mut segs: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("log."))
-        .collect();
-    segs.sort();
+    let segs = files(dir.path(), "log.");
     assert!(segs.len() >= 2, "a segment was started after the snapshot");
     for later in &segs[1..] {
         fs::remove_file(later).unwrap();
@@ -254,13 +254,10 @@ async fn a_stop_right_after_a_snapshot_keeps_the_log_recoverable_from_the_older_
     let mut c = config(dir.path());
     c.snapshot_every = 100;
     let segments = |dir: &Path| -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("log."))
-            .collect();
-        v.sort();
-        v
+        files(dir, "log.")
+            .into_iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect()
     };
     {
         let engine = Engine::open(c.clone()).unwrap();
@@ -313,18 +310,7 @@ async fn a_stop_right_after_a_snapshot_keeps_the_log_recoverable_from_the_older_
         segments(dir.path())
     );
     // The newest snapshot unreadable: recovery falls back to the first and its log.
-    let mut snaps: Vec<_> = fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("snapshot.")
-        })
-        .collect();
-    snaps.sort();
+    let snaps = files(dir.path(), "snapshot.");
     assert_eq!(snaps.len(), 2);
     fs::write(snaps.last().unwrap(), b"garbled").unwrap();
     let engine = Engine::open(c).unwrap();

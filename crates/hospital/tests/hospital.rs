@@ -924,10 +924,6 @@ async fn manual_call_to_an_in_use_unit_or_a_busy_patient_is_refused(b: &Backend)
     h.session().close().await;
 }
 
-/// A create between its store write and its enqueue, and a dispatch between its multi and its
-/// store write, look to the reconciler like a crash between them. Within the grace it leaves
-/// them alone (the live operation finishes them; a repair would race it: two queue items for
-/// one order); after the grace it repairs them.
 /// The call's multi is applied but its reply is lost (`ConnectionLoss`): `call` reads the unit
 /// back, finds it holds the order, and records the call once instead of failing.
 async fn a_manual_call_whose_reply_is_lost_is_recorded_once(b: &Backend) {
@@ -1024,6 +1020,10 @@ async fn a_manual_call_whose_reply_is_lost_is_recorded_once(b: &Backend) {
     h.session().close().await;
 }
 
+/// A create between its store write and its enqueue, and a dispatch between its multi and its
+/// store write, look to the reconciler like a crash between them. Within the grace it leaves
+/// them alone (the live operation finishes them; a repair would race it: two queue items for
+/// one order); after the grace it repairs them.
 async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend) {
     use medkeeper_hospital::orders::RECONCILE_GRACE;
     use std::sync::atomic::{AtomicI64, Ordering};
