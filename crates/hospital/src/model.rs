@@ -18,12 +18,14 @@ pub fn validate_name(what: &str, s: &str) -> Result<(), Error> {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "{what} {s:?}: use 1-64 characters of A-Z a-z 0-9 - _ ."
-        )))
+        return Ok(());
     }
+    // Echo a long name only in part: the message reaches the client and the audit log.
+    let shown: String = s.chars().take(80).collect();
+    let more = if shown.len() < s.len() { "..." } else { "" };
+    Err(Error::Invalid(format!(
+        "{what} {shown:?}{more}: use 1-64 characters of A-Z a-z 0-9 - _ . (not . or ..)"
+    )))
 }
 
 macro_rules! opaque_id {

@@ -28,7 +28,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{OrderId, OrderState, PatientId, Pool, Priority, UnitStatus};
+use crate::model::{OrderId, OrderState, PatientId, Pool, Priority, UnitStatus, validate_name};
 
 /// The root of medkeeper's tree.
 pub const ROOT: &str = "/medical";
@@ -61,6 +61,25 @@ pub fn pool_path(pool: &Pool) -> String {
 /// A unit's (or doctor's) node.
 pub fn unit_path(pool: &Pool, unit: &str) -> String {
     format!("{}/{unit}", pool_path(pool))
+}
+
+/// Checks a pool's name before a path is built from it: `Invalid` unless it is one safe znode
+/// name ([`validate_name`]). A [`Pool`] can be built from any text (an API path, a file), and
+/// `..`, `a/b` or a NUL byte would make a path that names another node or none.
+pub fn check_pool(pool: &Pool) -> crate::Result<()> {
+    validate_name("pool", pool.name())
+}
+
+/// A unit's (or doctor's) node, checked before it is built: `Invalid` for a malformed pool or
+/// unit name ([`validate_name`]), `NotFound` for a [`RESERVED`] one (`lock` and `queue` are
+/// children of a pool but not units). Use this, not [`unit_path`], for a name from outside.
+pub fn checked_unit_path(pool: &Pool, unit: &str) -> crate::Result<String> {
+    check_pool(pool)?;
+    validate_name("unit", unit)?;
+    if RESERVED.contains(&unit) {
+        return Err(crate::Error::NotFound(format!("unit {unit} of {pool}")));
+    }
+    Ok(unit_path(pool, unit))
 }
 
 /// The pool's dispatcher lock (seed §4.3).

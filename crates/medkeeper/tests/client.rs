@@ -118,7 +118,7 @@ fn everyday_work_against_a_running_server() {
             "--name",
             "Ada Lovelace",
             "--birth-date",
-            "1815-12-10",
+            "1985-12-10",
         ],
     ));
     assert!(!patient.is_empty() && !patient.contains(' '), "{patient}");

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::StatusCode;
@@ -54,7 +55,8 @@ fn json_rejection(r: JsonRejection) -> ApiError {
     }
 }
 
-/// Path parameters.
+/// Path parameters. A segment that does not decode to UTF-8 (`%FF`) is `invalid` (422), like
+/// any other malformed name in a path: the handlers check the decoded text themselves.
 pub struct PathParams<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for PathParams<T>
@@ -68,7 +70,19 @@ where
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|p| PathParams(p.0))
-            .map_err(|r: PathRejection| ApiError::bad_request(r.body_text()))
+            .map_err(path_rejection)
+    }
+}
+
+fn path_rejection(r: PathRejection) -> ApiError {
+    match &r {
+        PathRejection::FailedToDeserializePathParams(e) => match e.kind() {
+            ErrorKind::InvalidUtf8InPathParam { key } => {
+                ApiError::invalid(format!("{key}: the path segment is not UTF-8 text"))
+            }
+            _ => ApiError::bad_request(r.body_text()),
+        },
+        _ => ApiError::bad_request(r.body_text()),
     }
 }
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use medkeeper_coord::{Error as CoordError, Session, Stat};
+use medkeeper_hospital::model::validate_name;
 use medkeeper_hospital::orders::{Hospital, QueueRow, UnitView};
 use medkeeper_hospital::tree::PatientEntry;
 use medkeeper_hospital::{PatientId, Pool, tree};
@@ -82,9 +83,15 @@ pub struct TreeNode {
 }
 
 /// The pool an API path names: `MRI`, or `equipment:MRI` / `department:cardiology` when a
-/// name is both.
+/// name is both. A malformed name (not one safe znode name: `..`, `a/b`, a NUL byte, over 64
+/// characters) is `invalid`, a well-formed one not configured `not_found`.
 pub fn resolve_pool(hospital: &Hospital, name: &str) -> Result<Pool, ApiError> {
     let pools = &hospital.config().pools;
+    let bare = name
+        .strip_prefix("equipment:")
+        .or_else(|| name.strip_prefix("department:"))
+        .unwrap_or(name);
+    validate_name("pool", bare)?;
     if let Some(k) = name.strip_prefix("equipment:") {
         let p = Pool::Equipment(k.to_string());
         return pools
@@ -139,8 +146,9 @@ pub async fn pool(
     })
 }
 
-/// One unit.
+/// One unit: `invalid` for a malformed name, `not_found` for a well-formed one the pool lacks.
 pub async fn unit(hospital: &Hospital, pool: &Pool, unit: &str) -> Result<UnitView, ApiError> {
+    validate_name("unit", unit)?;
     hospital
         .units(pool)
         .await?
@@ -206,12 +214,16 @@ pub const TREE_BREADTH: usize = 1000;
 /// The deepest the tree view expands.
 pub const TREE_MAX_DEPTH: u32 = 8;
 
-/// The subtree at `path`, `depth` levels deep.
+/// The subtree at `path`, `depth` levels deep. A malformed path (relative, a trailing `/`, a
+/// `.` or `..` segment, a NUL byte) is `invalid`, checked here whatever the backend checks.
 pub async fn tree_node(
     session: &dyn Session,
     path: &str,
     depth: u32,
 ) -> Result<TreeNode, ApiError> {
+    if let Err(e) = medkeeper_coord::path::validate_path(path, false) {
+        return Err(ApiError::invalid(format!("path {path:?}: {e}")));
+    }
     let (data, stat) = match session.get_data(path).await {
         Ok(v) => v,
         Err(CoordError::NoNode) => {
