@@ -13,6 +13,8 @@
 //!   every ZooKeeper error to the API's [`Error`](medkeeper_coord::Error) kind, session states
 //!   to [`SessionState`](medkeeper_coord::SessionState) (`Disconnected` — ephemerals may still be
 //!   held — is kept apart from `Expired` — they are gone).
+//! - [`ensure_chroot`]: creates a connect string's chroot if it does not exist (a session
+//!   with a missing chroot connects, but every request fails with `NoNode`).
 //! - [`kill_session`]: ends a session from outside, as a server-side expiry (for tests).
 //!
 //! What this backend guarantees beyond the trait:
@@ -56,4 +58,6 @@ mod session;
 pub use connect::{
     ConnectError, ConnectOptions, ConnectString, DEFAULT_MAX_DATA_LEN, HostPort, TlsConfig,
 };
-pub use session::{MIN_REQUESTED_TIMEOUT, SessionCredentials, ZkSession, connect, kill_session};
+pub use session::{
+    MIN_REQUESTED_TIMEOUT, SessionCredentials, ZkSession, connect, ensure_chroot, kill_session,
+};

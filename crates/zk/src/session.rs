@@ -53,6 +53,45 @@ pub async fn connect(options: ConnectOptions) -> Result<ZkSession, ConnectError>
     })
 }
 
+/// Creates the chroot of `options`' connect string, with any missing ancestors, if it does not
+/// exist (as Apache Curator's namespaces do); returns true if it created it. A session whose
+/// chroot does not exist connects, but every request below its `/` fails with `NoNode`.
+///
+/// Works through a second session without the chroot but with the same credentials and TLS,
+/// closed before this returns. The chroot is only read (`exists` needs no permission) when it
+/// exists, so credentials that may not write above it are fine then; missing nodes are created
+/// empty, persistent and open to anyone, as every node medkeeper creates.
+///
+/// # Notable errors
+/// - as [`connect`];
+/// - `Session(NoAuth)`: the credentials may not create a missing node (an ancestor's ACL).
+///
+/// # Cancellation safety
+/// Dropping the future may leave some of the missing ancestors created, which is harmless: a
+/// later call creates the rest.
+pub async fn ensure_chroot(options: &ConnectOptions) -> Result<bool, ConnectError> {
+    let Some(chroot) = options.connect.chroot.clone() else {
+        return Ok(false);
+    };
+    let mut above = options.clone();
+    above.connect.chroot = None;
+    let root = connect(above).await?;
+    let created = match root.exists(&chroot).await {
+        Ok(Some(_)) => Ok(false),
+        Ok(None) => medkeeper_coord::SessionExt::create_all(
+            &root,
+            &chroot,
+            b"",
+            &CreateOptions::new(CreateMode::Persistent),
+        )
+        .await
+        .map_err(ConnectError::Session),
+        Err(e) => Err(ConnectError::Session(e)),
+    };
+    root.close().await;
+    created
+}
+
 /// The smallest session timeout asked of the servers: a smaller request is sent as this (the
 /// servers' own minimum, 2 × tickTime, is normally larger anyway).
 pub const MIN_REQUESTED_TIMEOUT: Duration = Duration::from_millis(500);
