@@ -56,6 +56,7 @@ use medkeeper_coord::{
 };
 use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 
+use crate::actor::Actor;
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::orders::Hospital;
 use crate::tree::{self, ActiveExam, QueueEntry, UnitNode};
@@ -263,7 +264,8 @@ impl Dispatcher {
             }
             free.remove(ix);
             reserve.assigned();
-            h.record_call(&entry, &unit, &self.actor()).await?;
+            h.record_call(&entry, &unit, &Actor::new(self.actor()))
+                .await?;
             made.push(Assignment {
                 order: entry.order,
                 patient: entry.patient,
@@ -391,17 +393,19 @@ impl Hospital {
         &self,
         entry: &QueueEntry,
         unit: &str,
-        actor: &str,
+        actor: &Actor,
     ) -> Result<bool> {
         let t = Transition {
             order: entry.order.clone(),
             from: Some(OrderState::Queued),
             to: OrderState::Called,
             at_ms: self.now_ms(),
-            actor: actor.to_string(),
+            actor: actor.name().to_string(),
             unit: Some(unit.to_string()),
         };
-        if !self.store().transition(&t).await? {
+        if self.store().transition(&t, actor.pending_audit()).await? {
+            actor.mark_audit_written();
+        } else {
             // The order moved on in the store meanwhile. Only if it no longer needs this unit
             // (cancelled, or otherwise finished) is the unit given back at once. A reconciler
             // that found the occupied unit first has recorded this very call (called or
@@ -448,12 +452,21 @@ impl Hospital {
     /// - `IllegalTransition` (to `called`) if the order is not queued, also if it was
     ///   cancelled between the multi and the store write (the unit is then given back).
     /// - `Invalid` if `unit` lacks a capability the order needs (units' capabilities are
-    ///   configuration: retrying cannot help).
+    ///   configuration: retrying cannot help), or is not a well-formed unit name.
     /// - `Conflict` if `unit` is not available (in use, maintenance, offline), no unit of the
     ///   pool is available and compatible (`unit: None`), the order is not in line right now
     ///   (being dispatched, or not yet enqueued), the patient is already in an exam, or the
     ///   multi lost a race (the unit or the item changed meanwhile). Nothing was changed.
-    pub async fn call(&self, id: &OrderId, unit: Option<&str>, actor: &str) -> Result<Order> {
+    pub async fn call(
+        &self,
+        id: &OrderId,
+        unit: Option<&str>,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
+        let actor = actor.into();
+        if let Some(name) = unit {
+            crate::model::validate_name("unit", name)?;
+        }
         let order = self.order(id).await?;
         if order.state != OrderState::Queued {
             return Err(Error::IllegalTransition {
@@ -524,7 +537,7 @@ impl Hospital {
                 });
             }
         }
-        if !self.record_call(&entry, &name, actor).await? {
+        if !self.record_call(&entry, &name, &actor).await? {
             let now = self.order(id).await?;
             return Err(Error::IllegalTransition {
                 order: now.id,

@@ -24,6 +24,7 @@
 //!   multi), and the store first where the store decides (an order exists once stored). A crash
 //!   between the two writes leaves a difference that [`orders::Hospital::reconcile`] repairs.
 
+pub mod actor;
 pub mod config;
 pub mod dispatch;
 mod error;
@@ -33,5 +34,6 @@ pub mod simulate;
 pub mod store;
 pub mod tree;
 
+pub use actor::Actor;
 pub use error::{Error, Result};
 pub use model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};

@@ -54,9 +54,10 @@ use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, Sessio
 use medkeeper_recipes::PriorityQueue;
 use medkeeper_recipes::queue::{Clock, ItemId, QueueConfig};
 
+use crate::actor::Actor;
 use crate::config::{HospitalConfig, NoShowPolicy};
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
-use crate::store::{ClinicalStore, ExamResult};
+use crate::store::{AuditRecord, ClinicalStore, ExamResult};
 use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
 use crate::{Error, Result};
 
@@ -114,6 +115,12 @@ pub const AGEING_FLOOR: Priority = Priority::Asap;
 /// repairs a real crash soon. See [`Hospital::reconcile_with_grace`].
 pub const RECONCILE_GRACE: Duration = Duration::from_secs(10);
 
+/// Orders read from the store per page of the reconciler's pass over changed orders.
+const VIEW_PASS_PAGE: u32 = 500;
+
+/// How far back of the stored watermark the reconciler's pass over changed orders starts.
+const VIEW_PASS_OVERLAP_MS: i64 = 1000;
+
 /// Reads in flight while a queue view reads its items.
 const VIEW_READS_IN_FLIGHT: usize = 128;
 
@@ -166,12 +173,24 @@ pub struct ReconcileReport {
     pub removed_items: Vec<OrderId>,
     /// Active-exam nodes of finished orders that were removed.
     pub ended_exams: Vec<PatientId>,
+    /// Orders whose patient's queue node did not show what the store says (a crash between
+    /// a transition and the node's write), brought in line.
+    pub synced_views: Vec<OrderId>,
+    /// When something this run left alone for being too recent (see
+    /// [`Hospital::reconcile_with_grace`]) will have been left alone for the grace, ms since
+    /// the epoch by the hospital's clock: run again then to repair it as soon as it is safe.
+    /// Not a repair: [`is_clean`](ReconcileReport::is_clean) ignores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_due_ms: Option<i64>,
 }
 
 impl ReconcileReport {
     /// True if nothing needed repair.
     pub fn is_clean(&self) -> bool {
-        *self == ReconcileReport::default()
+        ReconcileReport {
+            next_due_ms: None,
+            ..self.clone()
+        } == ReconcileReport::default()
     }
 }
 
@@ -268,7 +287,8 @@ impl Hospital {
     /// # Notable errors
     /// `NotFound` for an unknown pool; `Invalid` for capabilities no unit of the pool has, or
     /// an over-long reason.
-    pub async fn create_order(&self, new: NewOrder, actor: &str) -> Result<Order> {
+    pub async fn create_order(&self, new: NewOrder, actor: impl Into<Actor>) -> Result<Order> {
+        let actor = actor.into();
         let pool = self
             .config
             .pool(&new.pool)
@@ -289,7 +309,15 @@ impl Hospital {
             )));
         }
         let order = new.into_queued(self.now_ms());
-        self.store.insert_order(&order, actor).await?;
+        // The audit record names the order it created.
+        let audit = actor.pending_audit().map(|a| AuditRecord {
+            order: a.order.clone().or_else(|| Some(order.id.clone())),
+            ..a.clone()
+        });
+        self.store
+            .insert_order(&order, actor.name(), audit.as_ref())
+            .await?;
+        actor.mark_audit_written();
         self.enqueue(&order).await?;
         Ok(order)
     }
@@ -473,7 +501,7 @@ impl Hospital {
         &self,
         order: &Order,
         to: OrderState,
-        actor: &str,
+        actor: &Actor,
         unit: Option<String>,
     ) -> Result<Order> {
         if !order.state.can_become(to) {
@@ -488,10 +516,10 @@ impl Hospital {
             from: Some(order.state),
             to,
             at_ms: self.now_ms(),
-            actor: actor.to_string(),
+            actor: actor.name().to_string(),
             unit: unit.clone(),
         };
-        if !self.store.transition(&t).await? {
+        if !self.store.transition(&t, actor.pending_audit()).await? {
             // Someone moved it first: report against its real state.
             let now = self.order(&order.id).await?;
             return Err(Error::IllegalTransition {
@@ -500,6 +528,7 @@ impl Hospital {
                 to,
             });
         }
+        actor.mark_audit_written();
         let mut next = order.clone();
         next.state = to;
         next.updated_ms = t.at_ms;
@@ -509,11 +538,18 @@ impl Hospital {
         Ok(next)
     }
 
-    /// Changes the priority of a queued order, keeping its place in arrival order.
+    /// Changes the priority of a queued order, keeping its place in arrival order. The queue
+    /// item moves first, then the store records the priority (with `actor`'s audit record).
     ///
     /// # Notable errors
     /// `IllegalTransition` (to `queued`) if it is no longer queued.
-    pub async fn reprioritise(&self, id: &OrderId, priority: Priority) -> Result<Order> {
+    pub async fn reprioritise(
+        &self,
+        id: &OrderId,
+        priority: Priority,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
+        let actor = actor.into();
         let order = self.order(id).await?;
         if order.state != OrderState::Queued {
             return Err(Error::IllegalTransition {
@@ -539,12 +575,17 @@ impl Hospital {
                 }
                 _ => Error::Recipe(e),
             })?;
-        if !self.store.set_priority(id, priority).await? {
+        if !self
+            .store
+            .set_priority(id, priority, actor.pending_audit())
+            .await?
+        {
             // Cancelled meanwhile: the cancel may have looked for the item before it was
             // renamed, so the renamed item leaves the line here (a no-op if dispatched).
             self.queue(&order.pool)?.remove(&moved).await?;
             return Err(Error::Conflict(format!("order {id} left the queue")));
         }
+        actor.mark_audit_written();
         let mut order = order;
         order.priority = priority;
         self.sync_patient_node(&order.patient, &order.id, |_, _| {})
@@ -552,11 +593,23 @@ impl Hospital {
         Ok(order)
     }
 
-    /// Cancels an order that is queued, called or in progress; frees its unit.
-    pub async fn cancel(&self, id: &OrderId, actor: &str) -> Result<Order> {
+    /// Cancels an order that is queued, called or in progress; frees its unit. Cancelling a
+    /// cancelled order (a retry whose first answer was lost) finishes what the first left
+    /// undone and answers the order.
+    pub async fn cancel(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+        let actor = actor.into();
         let order = self.order(id).await?;
+        if order.state == OrderState::Cancelled {
+            if let Some(item) = self.find_item(&order).await? {
+                self.queue(&order.pool)?.remove(&item).await?;
+            }
+            self.free_unit(&order).await?;
+            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
+                .await?;
+            return Ok(order);
+        }
         let done = self
-            .record(&order, OrderState::Cancelled, actor, None)
+            .record(&order, OrderState::Cancelled, &actor, None)
             .await?;
         if order.state == OrderState::Queued {
             if let Some(item) = self.find_item(&order).await? {
@@ -570,22 +623,40 @@ impl Hospital {
         Ok(done)
     }
 
-    /// The called patient has arrived: the exam starts.
-    pub async fn start(&self, id: &OrderId, actor: &str) -> Result<Order> {
-        let order = self.order(id).await?;
+    /// The called patient has arrived: the exam starts. An order the views already show as
+    /// called (its unit's node names it) starts even if the store has not recorded the call
+    /// yet: the call is recorded first ([`settle_call`](Hospital::settle_call)). Starting a
+    /// started order (a retry) answers the order.
+    pub async fn start(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+        let actor = actor.into();
+        let order = self.settle_call(self.order(id).await?).await?;
+        if order.state == OrderState::InProgress {
+            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
+                .await?;
+            return Ok(order);
+        }
         let next = self
-            .record(&order, OrderState::InProgress, actor, None)
+            .record(&order, OrderState::InProgress, &actor, None)
             .await?;
         self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
         Ok(next)
     }
 
-    /// The exam is done: the unit is free for the next patient.
-    pub async fn complete(&self, id: &OrderId, actor: &str) -> Result<Order> {
+    /// The exam is done: the unit is free for the next patient. Completing a completed order
+    /// (a retry whose first answer was lost) frees the unit and tells the patient if the
+    /// first did not get that far, and answers the order.
+    pub async fn complete(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+        let actor = actor.into();
         let order = self.order(id).await?;
+        if order.state == OrderState::Completed {
+            self.free_unit(&order).await?;
+            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
+                .await?;
+            return Ok(order);
+        }
         let next = self
-            .record(&order, OrderState::Completed, actor, None)
+            .record(&order, OrderState::Completed, &actor, None)
             .await?;
         self.free_unit(&order).await?;
         self.sync_patient_node(&next.patient, &next.id, |_, _| {})
@@ -593,9 +664,21 @@ impl Hospital {
         Ok(next)
     }
 
-    /// Results are ready: stored, and the patient is told.
-    pub async fn report(&self, id: &OrderId, text: &str, actor: &str) -> Result<Order> {
+    /// Results are ready: stored, and the patient is told. The result is stored first, then
+    /// the transition (with `actor`'s audit record): a result without the transition is a
+    /// draft nobody sees, replaced by the next report. Reporting a reported order again with
+    /// the same text (a retry) tells the patient if the first did not get that far, and
+    /// answers the order; other text is refused (results are not amended here).
+    pub async fn report(&self, id: &OrderId, text: &str, actor: impl Into<Actor>) -> Result<Order> {
+        let actor = actor.into();
         let order = self.order(id).await?;
+        if order.state == OrderState::Reported
+            && self.store.result(id).await?.is_some_and(|r| r.text == text)
+        {
+            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
+                .await?;
+            return Ok(order);
+        }
         if !order.state.can_become(OrderState::Reported) {
             return Err(Error::IllegalTransition {
                 order: order.id,
@@ -608,11 +691,11 @@ impl Hospital {
                 order: order.id.clone(),
                 text: text.to_string(),
                 at_ms: self.now_ms(),
-                actor: actor.to_string(),
+                actor: actor.name().to_string(),
             })
             .await?;
         let next = self
-            .record(&order, OrderState::Reported, actor, None)
+            .record(&order, OrderState::Reported, &actor, None)
             .await?;
         self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
@@ -622,18 +705,28 @@ impl Hospital {
     /// The called patient did not arrive: by the configured policy the order ends as no-show,
     /// or goes back in line with its priority, ageing counted from when it was ordered (its
     /// place in line is new: behind the orders of its class enqueued before). The unit is
-    /// freed.
-    pub async fn no_show(&self, id: &OrderId, actor: &str) -> Result<Order> {
-        let order = self.order(id).await?;
+    /// freed. As with [`start`](Hospital::start), an order the views show as called but whose
+    /// call the store has not recorded yet has it recorded first. Under the no-show policy, a
+    /// retry on an order already ended as no-show frees what the first left held and answers
+    /// the order.
+    pub async fn no_show(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+        let actor = actor.into();
+        let order = self.settle_call(self.order(id).await?).await?;
         let to = match self.config.no_show_policy {
             NoShowPolicy::NoShow => OrderState::NoShow,
             NoShowPolicy::Requeue => OrderState::Queued,
         };
+        if order.state == OrderState::NoShow {
+            self.free_unit(&order).await?;
+            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
+                .await?;
+            return Ok(order);
+        }
         if to == OrderState::Queued && order.state.can_become(to) {
             // Before the store write: see the module docs.
             self.mark_requeueing(&order).await?;
         }
-        let next = self.record(&order, to, actor, None).await?;
+        let next = self.record(&order, to, &actor, None).await?;
         self.free_unit(&order).await?;
         if to == OrderState::Queued {
             let item = self.enqueue(&next).await?;
@@ -646,6 +739,37 @@ impl Hospital {
         self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
         Ok(next)
+    }
+
+    /// `order` as the views show it: an order the store calls queued while a unit's node
+    /// names it (without the requeue mark) was called by a dispatcher whose store write has
+    /// not landed yet — between its multi and its store write, or lost in a crash. The call
+    /// is recorded now, as the dispatcher (or the reconciler) would record it, so what the
+    /// views show as called can be started or marked no-show at once. Whoever records it
+    /// first wins the compare-and-set; the other finds it recorded. Any other order is
+    /// returned as it is.
+    pub(crate) async fn settle_call(&self, order: Order) -> Result<Order> {
+        if order.state != OrderState::Queued {
+            return Ok(order);
+        }
+        let held = self
+            .units_with_version(&order.pool)
+            .await?
+            .into_iter()
+            .find(|(_, n, _)| n.order.as_ref() == Some(&order.id) && !n.requeueing);
+        let Some((unit, _, _)) = held else {
+            return Ok(order);
+        };
+        let t = Transition {
+            order: order.id.clone(),
+            from: Some(OrderState::Queued),
+            to: OrderState::Called,
+            at_ms: self.now_ms(),
+            actor: "reconciler".into(),
+            unit: Some(unit),
+        };
+        self.store.transition(&t, None).await?;
+        self.order(&order.id).await
     }
 
     /// Marks the unit `order` occupies as going back in line ([`UnitNode::requeueing`]).
@@ -731,14 +855,16 @@ impl Hospital {
     /// change status (it frees itself when its exam completes).
     ///
     /// # Notable errors
-    /// `NotFound` for an unknown unit; `Conflict` if it is in use; `Invalid` for `InUse`.
+    /// `NotFound` for an unknown unit (also `lock` or `queue`); `Conflict` if it is in use;
+    /// `Invalid` for `InUse`, or for a malformed pool or unit name (`..`, `a/b`, a NUL byte:
+    /// checked before any path is built from it).
     pub async fn set_unit_status(&self, pool: &Pool, unit: &str, status: UnitStatus) -> Result<()> {
+        let p = tree::checked_unit_path(pool, unit)?;
         if status == UnitStatus::InUse {
             return Err(Error::Invalid(
                 "in-use is set by the dispatcher, not by hand".into(),
             ));
         }
-        let p = tree::unit_path(pool, unit);
         loop {
             let (data, stat) = match self.session.get_data(&p).await {
                 Ok(v) => v,
@@ -782,6 +908,7 @@ impl Hospital {
         &self,
         pool: &Pool,
     ) -> Result<Vec<(String, UnitNode, i32)>> {
+        tree::check_pool(pool)?;
         let dir = tree::pool_path(pool);
         let mut names = match self.session.get_children(&dir).await {
             Ok(c) => c,
@@ -911,14 +1038,33 @@ impl Hospital {
     /// created, requeued or finished after the run's first read is judged by its state now,
     /// never by a stale one).
     ///
-    /// A zero grace repairs everything at once: for tests that simulate a crash and
-    /// reconcile straight after, and for a tool run while no instance is live.
+    /// Last, every order changed since the previous run (the store keeps how far runs have
+    /// got: [`ClinicalStore::reconciled_until`]) and at least the grace ago has its patient's
+    /// queue node compared with the store, and brought in line if it differs: a crash between
+    /// a transition and the node's write (a completed exam still shown in progress, results
+    /// never shown ready) is repaired even though nothing else about the order looks wrong.
+    /// This assumes the instances' clocks agree within the grace.
+    ///
+    /// A zero grace repairs everything at once: for a start-up while no other process can be
+    /// between two writes (the embedded engine: one process owns the data directory), for
+    /// tests that simulate a crash and reconcile straight after, and for a tool run while no
+    /// instance is live. With a grace, [`ReconcileReport::next_due_ms`] says when the first
+    /// repair left for being too recent becomes due.
     pub async fn reconcile_with_grace(&self, grace: Duration) -> Result<ReconcileReport> {
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+        // i64::MAX: nothing left for later.
+        let next_due = std::sync::atomic::AtomicI64::new(i64::MAX);
         // True if what changed at `at_ms` has been left alone for the grace. A time ahead of
         // this clock (another instance's clock runs ahead) is not settled until it is passed.
-        let settled =
-            |at_ms: i64| grace.is_zero() || self.now_ms().saturating_sub(at_ms) >= grace_ms;
+        // What is not settled yet is due at `at_ms + grace`.
+        let settled = |at_ms: i64| {
+            let ok = grace.is_zero() || self.now_ms().saturating_sub(at_ms) >= grace_ms;
+            if !ok {
+                let due = at_ms.saturating_add(grace_ms);
+                next_due.fetch_min(due, std::sync::atomic::Ordering::Relaxed);
+            }
+            ok
+        };
         let mut report = ReconcileReport::default();
         let live = self
             .store
@@ -1017,7 +1163,7 @@ impl Hospital {
                         actor: "reconciler".into(),
                         unit: Some(occ.unit.clone()),
                     };
-                    if self.store.transition(&t).await? {
+                    if self.store.transition(&t, None).await? {
                         // The patient is told where to go, as the dispatcher would have.
                         self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
                         report.recorded_calls.push(o.id.clone());
@@ -1061,7 +1207,58 @@ impl Hospital {
             report.freed_units.push(occ.unit);
             report.ended_exams.push(order.patient);
         }
+        report.synced_views = self.sync_changed_views(grace, grace_ms).await?;
+        report.next_due_ms = Some(next_due.into_inner()).filter(|&d| d != i64::MAX);
         Ok(report)
+    }
+
+    /// The last step of [`reconcile_with_grace`](Hospital::reconcile_with_grace): every order
+    /// changed since the stored watermark and before now minus the grace gets its patient's
+    /// queue node compared with the store; the watermark then moves to now minus the grace.
+    /// Returns the orders whose node was brought in line.
+    async fn sync_changed_views(&self, grace: Duration, grace_ms: i64) -> Result<Vec<OrderId>> {
+        let now = self.now_ms();
+        let cutoff = if grace.is_zero() {
+            now.saturating_add(1)
+        } else {
+            now.saturating_sub(grace_ms)
+        };
+        // The previous window's last moments again: an order changed in the very millisecond
+        // a pass ended (or stamped by a clock a little behind) is not missed.
+        let since = match self.store.reconciled_until().await? {
+            Some(ms) => ms.saturating_sub(VIEW_PASS_OVERLAP_MS),
+            None => i64::MIN,
+        };
+        if cutoff <= since {
+            return Ok(Vec::new());
+        }
+        let mut synced = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self
+                .store
+                .orders_updated(since, cutoff, after.clone(), VIEW_PASS_PAGE)
+                .await?;
+            for o in &page {
+                let Some((path, entry)) = self.find_patient_node(&o.patient, &o.id).await? else {
+                    continue;
+                };
+                let mut want = entry.clone();
+                show_order(&mut want, o);
+                if want != entry {
+                    self.sync_patient_node_at(&path, &o.id, |_, _| {}).await?;
+                    synced.push(o.id.clone());
+                }
+            }
+            match page.last() {
+                Some(o) if page.len() == VIEW_PASS_PAGE as usize => {
+                    after = Some((o.updated_ms, o.id.clone()));
+                }
+                _ => break,
+            }
+        }
+        self.store.set_reconciled_until(cutoff).await?;
+        Ok(synced)
     }
 }
 

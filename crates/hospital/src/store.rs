@@ -149,29 +149,43 @@ impl AuditQuery {
 
 /// The clinical store's contract. Every method is atomic on its own.
 ///
-/// The token and audit methods have default implementations that refuse
-/// ([`StoreError::Backend`]), so a store that predates them (or a test double that does not
-/// serve the HTTP API) still compiles; a wrapper around a real store should forward them.
+/// # Audit records travel with the change
+/// The methods that change something (a patient, an order, a token) take the audit record of
+/// the request that asked for the change and append it in the same transaction, only if the
+/// change is made: after a crash the trail has a record for every change, and none for a
+/// change that was not made. [`append_audit`](ClinicalStore::append_audit) is for what
+/// changes nothing here (reads, refusals, failures) and for the `started` record written
+/// before a change that begins in the coordination tree.
 #[async_trait]
 pub trait ClinicalStore: Send + Sync {
     /// Creates or updates a patient.
     async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError>;
 
-    /// Registers a new patient.
+    /// Registers a new patient, and appends `audit` (if any) to the audit trail in the same
+    /// transaction.
     ///
     /// # Notable errors
-    /// `Exists` if the id is taken (nothing is changed).
-    async fn insert_patient(&self, patient: &Patient) -> Result<(), StoreError>;
+    /// `Exists` if the id is taken (nothing is changed, nothing is appended).
+    async fn insert_patient(
+        &self,
+        patient: &Patient,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError>;
 
     /// A patient, if known.
     async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError>;
 
-    /// Stores a new order (in `order.state`, normally queued) and its creation transition
-    /// (`from: None`) in one transaction.
+    /// Stores a new order (in `order.state`, normally queued), its creation transition
+    /// (`from: None`) and `audit` (if any) in one transaction.
     ///
     /// # Notable errors
-    /// `Exists` if the order id is taken.
-    async fn insert_order(&self, order: &Order, actor: &str) -> Result<(), StoreError>;
+    /// `Exists` if the order id is taken (nothing is changed, nothing is appended).
+    async fn insert_order(
+        &self,
+        order: &Order,
+        actor: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError>;
 
     /// An order, if known.
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError>;
@@ -181,11 +195,44 @@ pub trait ClinicalStore: Send + Sync {
     /// `t.at_ms`, in one transaction. Returns false (and changes nothing) if the order is
     /// not in `t.from` or does not exist. The caller checks legality
     /// ([`OrderState::can_become`]).
-    async fn transition(&self, t: &Transition) -> Result<bool, StoreError>;
+    ///
+    /// `audit` (if any) is appended to the audit trail in the same transaction, and only if
+    /// the order moved: a change and its audit record are stored together or not at all.
+    async fn transition(
+        &self,
+        t: &Transition,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
 
     /// Sets the priority of an order that is queued (compare-and-set on the state), recording
-    /// nothing else. Returns false if the order is not queued.
-    async fn set_priority(&self, id: &OrderId, priority: Priority) -> Result<bool, StoreError>;
+    /// nothing else but `audit` (if any, in the same transaction, only if it changed). Returns
+    /// false if the order is not queued.
+    async fn set_priority(
+        &self,
+        id: &OrderId,
+        priority: Priority,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
+
+    /// Orders last changed (`updated_ms`) at or after `since_ms` and before `before_ms`, in
+    /// ascending (`updated_ms`, id), starting after `after` (the last (`updated_ms`, id) of the
+    /// previous page), at most `limit`. For the reconciler's pass over recently changed orders
+    /// ([`Hospital::reconcile`](crate::orders::Hospital::reconcile)).
+    async fn orders_updated(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+        after: Option<(i64, OrderId)>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError>;
+
+    /// The time up to which the reconciler has checked every changed order's tree state
+    /// ([`set_reconciled_until`](ClinicalStore::set_reconciled_until)); `None` if never.
+    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Records that every order changed before `ms` has been checked. Never moves back: a
+    /// smaller value than the stored one is ignored.
+    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError>;
 
     /// The order's transitions, oldest first.
     async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError>;
@@ -202,11 +249,15 @@ pub trait ClinicalStore: Send + Sync {
     /// An order's results, if reported.
     async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError>;
 
-    /// Stores a new API token.
+    /// Stores a new API token, and `audit` (if any) in the same transaction.
     ///
     /// # Notable errors
-    /// `Exists` if the id or the hash is taken.
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// `Exists` if the id or the hash is taken (nothing is changed, nothing is appended).
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError>;
 
     /// The token with this hash, if any — revoked ones included (the caller checks
     /// `revoked_ms`).
@@ -215,9 +266,15 @@ pub trait ClinicalStore: Send + Sync {
     /// Every token, revoked ones included, oldest first.
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
 
-    /// Revokes the token `id` at `at_ms`. Returns false (and changes nothing) if no such token
-    /// exists or it is already revoked.
-    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError>;
+    /// Revokes the token `id` at `at_ms`, appending `audit` (if any) in the same transaction.
+    /// Returns false (and changes nothing, appends nothing) if no such token exists or it is
+    /// already revoked.
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError>;
 
     /// Appends `record` to the audit trail (its `seq` is ignored) and returns the sequence
     /// number assigned: greater than every earlier one.

@@ -129,6 +129,10 @@ both!(
     a_manual_call_whose_reply_is_lost_is_recorded_once,
     reconciler_leaves_what_is_in_flight_alone_within_the_grace,
     stat_reserve_keeps_the_last_ct_for_stat,
+    reconciler_tells_the_patient_what_a_crash_left_untold,
+    a_retry_finishes_what_a_crash_left_and_is_answered,
+    an_order_shown_as_called_starts_before_the_store_records_the_call,
+    reconciler_says_when_what_it_left_is_due,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -237,20 +241,19 @@ async fn illegal_transitions_change_nothing(b: &Backend) {
     assert_eq!(store.transitions(&o.id).await.unwrap().len(), 1);
     assert!(store.result(&o.id).await.unwrap().is_none());
     // Reprioritise keeps it queued; cancel takes it out of line.
-    h.reprioritise(&o.id, Priority::Stat).await.unwrap();
+    h.reprioritise(&o.id, Priority::Stat, "test").await.unwrap();
     assert_eq!(
         h.queue_view(&mri()).await.unwrap()[0].priority,
         Priority::Stat
     );
     h.cancel(&o.id, "dr").await.unwrap();
     assert!(h.queue_view(&mri()).await.unwrap().is_empty());
-    assert!(matches!(
-        h.cancel(&o.id, "dr").await,
-        Err(Error::IllegalTransition {
-            from: OrderState::Cancelled,
-            ..
-        })
-    ));
+    // Cancelling again is a retry whose first answer was lost: answered, nothing changes.
+    assert_eq!(
+        h.cancel(&o.id, "dr").await.unwrap().state,
+        OrderState::Cancelled
+    );
+    assert_eq!(store.transitions(&o.id).await.unwrap().len(), 2);
     assert!(matches!(
         h.order(&medkeeper_hospital::OrderId::generate()).await,
         Err(Error::NotFound(_))
@@ -486,7 +489,7 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
     // 1. Stored, but the process died before the queue item was written.
     let p = PatientId::generate();
     let lost = order(&p, Priority::Urgent).into_queued(medkeeper_hospital::model::now_ms());
-    store.insert_order(&lost, "dr").await.unwrap();
+    store.insert_order(&lost, "dr", None).await.unwrap();
     let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
     assert_eq!(report.enqueued, vec![lost.id.clone()]);
     assert_eq!(h.queue_view(&mri()).await.unwrap()[0].order, lost.id);
@@ -513,7 +516,7 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
         actor: "test: crash before the store write".into(),
         unit: None,
     };
-    assert!(store.transition(&reverted).await.unwrap());
+    assert!(store.transition(&reverted, None).await.unwrap());
     let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
     assert_eq!(report.recorded_calls, vec![lost.id.clone()]);
     assert_eq!(h.order(&lost.id).await.unwrap().state, OrderState::Called);
@@ -527,7 +530,7 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
         actor: "test: crash before freeing".into(),
         unit: None,
     };
-    assert!(store.transition(&done).await.unwrap());
+    assert!(store.transition(&done, None).await.unwrap());
     let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
     assert_eq!(report.freed_units, vec![unit.clone()]);
     let (data, _) = h
@@ -1042,7 +1045,7 @@ async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend)
     // A create in flight: stored, not yet in line.
     let p = PatientId::generate();
     let in_flight = order(&p, Priority::Urgent).into_queued(h.now_ms());
-    store.insert_order(&in_flight, "dr").await.unwrap();
+    store.insert_order(&in_flight, "dr", None).await.unwrap();
     assert!(h.reconcile().await.unwrap().is_clean());
     now.fetch_add(grace - 1, Ordering::SeqCst);
     assert!(
@@ -1075,7 +1078,7 @@ async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend)
         actor: "test: the dispatcher's store write is still to come".into(),
         unit: None,
     };
-    assert!(store.transition(&undo).await.unwrap());
+    assert!(store.transition(&undo, None).await.unwrap());
     assert!(h.reconcile().await.unwrap().is_clean());
     now.fetch_add(grace, Ordering::SeqCst);
     let report = h.reconcile().await.unwrap();
@@ -1178,4 +1181,254 @@ async fn unit_status(h: &Hospital, unit: &str) -> UnitStatus {
         .unwrap()
         .node
         .status
+}
+
+/// The path and content of the patient's queue node for `id`.
+async fn patient_node(
+    h: &Hospital,
+    patient: &PatientId,
+    id: &medkeeper_hospital::OrderId,
+) -> (String, Vec<u8>) {
+    let dir = tree::patient_queue_path(patient);
+    for c in h.session().get_children(&dir).await.unwrap() {
+        let path = format!("{dir}/{c}");
+        let (data, _) = h.session().get_data(&path).await.unwrap();
+        let e: tree::PatientEntry = tree::from_json("patient queue", &data).unwrap();
+        if &e.order == id {
+            return (path, data);
+        }
+    }
+    panic!("no patient node for {id}");
+}
+
+/// Issue 12: a crash after the store recorded `complete` (and the unit was freed) or `report`,
+/// before the patient's queue node was written, left the patient seeing "in progress" or
+/// "completed" without results for good — the reconciler looked only at live orders and held
+/// units. Simulated by putting the node back as it was before each operation.
+async fn reconciler_tells_the_patient_what_a_crash_left_untold(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let p = PatientId::generate();
+    let o = h
+        .create_order(order(&p, Priority::Stat), "dr")
+        .await
+        .unwrap();
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    assert_eq!(d.dispatch_once(&guard).await.unwrap().len(), 1);
+    h.start(&o.id, "tech").await.unwrap();
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+
+    let (path, in_progress) = patient_node(&h, &p, &o.id).await;
+    h.complete(&o.id, "tech").await.unwrap();
+    h.session().set_data(&path, &in_progress, -1).await.unwrap();
+    assert_eq!(
+        h.patient_view(&p).await.unwrap()[0].state,
+        OrderState::InProgress
+    );
+    let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
+    assert_eq!(report.synced_views, vec![o.id.clone()]);
+    let seen = &h.patient_view(&p).await.unwrap()[0];
+    assert_eq!(seen.state, OrderState::Completed);
+    assert_eq!(seen.called_to, None);
+
+    let (_, completed) = patient_node(&h, &p, &o.id).await;
+    h.report(&o.id, "no lesion", "dr").await.unwrap();
+    h.session().set_data(&path, &completed, -1).await.unwrap();
+    assert!(!h.patient_view(&p).await.unwrap()[0].results_ready);
+    let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
+    assert_eq!(report.synced_views, vec![o.id.clone()]);
+    let seen = &h.patient_view(&p).await.unwrap()[0];
+    assert_eq!(seen.state, OrderState::Reported);
+    assert!(seen.results_ready);
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+/// Issue 12: a client's retry of `complete` or `report` whose first answer a crash cut off
+/// was refused as an illegal transition; it is answered with the order and finishes what the
+/// first left (the patient told). A report with other text is still refused.
+async fn a_retry_finishes_what_a_crash_left_and_is_answered(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let p = PatientId::generate();
+    let o = h
+        .create_order(order(&p, Priority::Stat), "dr")
+        .await
+        .unwrap();
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let unit = d.dispatch_once(&guard).await.unwrap()[0].unit.clone();
+    h.start(&o.id, "tech").await.unwrap();
+    assert_eq!(
+        h.start(&o.id, "tech").await.unwrap().state,
+        OrderState::InProgress,
+        "a retried start"
+    );
+
+    // Completed in the store only (the process died before the tree followed).
+    let done = medkeeper_hospital::Transition {
+        order: o.id.clone(),
+        from: Some(OrderState::InProgress),
+        to: OrderState::Completed,
+        at_ms: medkeeper_hospital::model::now_ms(),
+        actor: "tech (crashed)".into(),
+        unit: None,
+    };
+    assert!(store.transition(&done, None).await.unwrap());
+    assert_eq!(unit_node(&h, &unit).await.order, Some(o.id.clone()));
+    let retried = h.complete(&o.id, "tech").await.unwrap();
+    assert_eq!(retried.state, OrderState::Completed);
+    assert_eq!(unit_node(&h, &unit).await.status, UnitStatus::Available);
+    assert_eq!(
+        h.patient_view(&p).await.unwrap()[0].state,
+        OrderState::Completed
+    );
+
+    h.report(&o.id, "no lesion", "dr").await.unwrap();
+    let (path, _) = patient_node(&h, &p, &o.id).await;
+    let mut stale: tree::PatientEntry =
+        tree::from_json("patient queue", &patient_node(&h, &p, &o.id).await.1).unwrap();
+    stale.results_ready = false;
+    stale.state = OrderState::Completed;
+    h.session()
+        .set_data(&path, &tree::to_json(&stale), -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.report(&o.id, "no lesion", "dr").await.unwrap().state,
+        OrderState::Reported
+    );
+    assert!(h.patient_view(&p).await.unwrap()[0].results_ready);
+    assert!(matches!(
+        h.report(&o.id, "another text", "dr").await,
+        Err(Error::IllegalTransition {
+            from: OrderState::Reported,
+            ..
+        })
+    ));
+    // One transition per state: the retries recorded nothing.
+    assert_eq!(store.transitions(&o.id).await.unwrap().len(), 5);
+    assert_eq!(
+        store.result(&o.id).await.unwrap().unwrap().text,
+        "no lesion"
+    );
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+/// Issue 12: the views show an order on its unit as soon as the dispatcher's multi is made,
+/// before the store records the call; a technician who started it then got 409
+/// `illegal_transition`. The start records the call first (as the dispatcher would) and goes
+/// on; the dispatcher's own store write then finds it recorded and the assignment stands.
+async fn an_order_shown_as_called_starts_before_the_store_records_the_call(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let p = PatientId::generate();
+    let o = h
+        .create_order(order(&p, Priority::Stat), "dr")
+        .await
+        .unwrap();
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let unit = d.dispatch_once(&guard).await.unwrap()[0].unit.clone();
+    // The dispatcher's store write not made yet: undone here.
+    let undo = medkeeper_hospital::Transition {
+        order: o.id.clone(),
+        from: Some(OrderState::Called),
+        to: OrderState::Queued,
+        at_ms: medkeeper_hospital::model::now_ms(),
+        actor: "test: the dispatcher's store write is still to come".into(),
+        unit: None,
+    };
+    assert!(store.transition(&undo, None).await.unwrap());
+    assert_eq!(unit_node(&h, &unit).await.order, Some(o.id.clone()));
+
+    let started = h.start(&o.id, "tech").await.unwrap();
+    assert_eq!(started.state, OrderState::InProgress);
+    assert_eq!(started.assigned.as_deref(), Some(unit.as_str()));
+    let history: Vec<_> = store
+        .transitions(&o.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(
+        history,
+        [
+            OrderState::Queued,
+            OrderState::Called,
+            OrderState::Queued,
+            OrderState::Called,
+            OrderState::InProgress
+        ]
+    );
+    let seen = &h.patient_view(&p).await.unwrap()[0];
+    assert_eq!(seen.state, OrderState::InProgress);
+    assert_eq!(seen.called_to.as_deref(), Some(unit.as_str()));
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+
+    // A queued order no unit holds is still refused.
+    let other = h
+        .create_order(order(&PatientId::generate(), Priority::Routine), "dr")
+        .await
+        .unwrap();
+    assert!(matches!(
+        h.start(&other.id, "tech").await,
+        Err(Error::IllegalTransition {
+            from: OrderState::Queued,
+            ..
+        })
+    ));
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+/// Issue 12: what a reconciler run leaves for being younger than the grace is due at a time
+/// the report names, so the next run can come then instead of a period later.
+async fn reconciler_says_when_what_it_left_is_due(b: &Backend) {
+    use medkeeper_hospital::orders::RECONCILE_GRACE;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let session = b.session().await;
+    let config = HospitalConfig::demo();
+    config::load(session.as_ref(), &config).await.unwrap();
+    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let t = now.clone();
+    let clock = medkeeper_recipes::queue::Clock::new(move || {
+        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
+    });
+    let h = Arc::new(Hospital::with_clock(session, store.clone(), config, clock).unwrap());
+    let grace = RECONCILE_GRACE.as_millis() as i64;
+    assert_eq!(h.reconcile().await.unwrap().next_due_ms, None);
+
+    let p = PatientId::generate();
+    let stored = order(&p, Priority::Urgent).into_queued(h.now_ms());
+    store.insert_order(&stored, "dr", None).await.unwrap();
+    now.fetch_add(3_000, Ordering::SeqCst);
+    let report = h.reconcile().await.unwrap();
+    assert!(report.is_clean());
+    assert_eq!(report.next_due_ms, Some(stored.updated_ms + grace));
+    now.store(stored.updated_ms + grace, Ordering::SeqCst);
+    let report = h.reconcile().await.unwrap();
+    assert_eq!(report.enqueued, vec![stored.id.clone()]);
+    assert_eq!(report.next_due_ms, None);
+    h.session().close().await;
 }

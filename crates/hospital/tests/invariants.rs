@@ -255,6 +255,15 @@ enum Step {
         by: Inst,
         order: Pick,
     },
+    /// Issue 12: the instance moves an order on (start, complete or report, as its state
+    /// allows) and dies before the patient's queue node is written: the store and the tree
+    /// (a completed exam's unit freed) have moved on, the patient still sees the state before.
+    /// The restarted instance's reconciler tells the patient, although nothing else about the
+    /// order looks wrong. A plain crash if no order is called, in progress or completed.
+    CrashMidTell {
+        by: Inst,
+        order: Pick,
+    },
     /// Two steps at once (their requests interleave on the runtime): any outcome a
     /// concurrent caller may see is accepted (illegal transitions, conflicts), and the
     /// invariants must hold afterwards.
@@ -328,6 +337,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (inst(), kind()).prop_map(|(by, kind)| Step::CrashMidDispatch { by, kind }),
         1 => (inst(), pick()).prop_map(|(by, order)| Step::CrashMidFinish { by, order }),
         1 => (inst(), pick()).prop_map(|(by, order)| Step::CrashMidNoShow { by, order }),
+        1 => (inst(), pick()).prop_map(|(by, order)| Step::CrashMidTell { by, order }),
     ]
 }
 
@@ -399,6 +409,32 @@ fn stat_mri(patient: usize) -> Ask {
         caps: 0,
         priority: Priority::Stat,
     }
+}
+
+/// Issue 12: a crash after an exam was completed (its unit freed) or reported, before the
+/// patient's queue node was written, left the patient seeing "in progress at MRI-1" or
+/// "completed" without results for good: the reconciler compared only live orders and held
+/// units.
+#[test]
+fn reconciler_tells_the_patient_what_a_crash_left_untold() {
+    let mut steps = vec![
+        Step::Create {
+            by: Inst::A,
+            ask: stat_mri(0),
+        },
+        Step::Dispatch {
+            by: Inst::A,
+            kind: Kind::Mri,
+        },
+    ];
+    // Called -> in progress, in progress -> completed, completed -> reported: each untold.
+    for _ in 0..3 {
+        steps.push(Step::CrashMidTell {
+            by: Inst::B,
+            order: Pick::Ready(0),
+        });
+    }
+    replay(false, steps);
 }
 
 /// Issue 5, found by `invariants_hold`: the reconciler repaired the tree after a crash
@@ -873,7 +909,10 @@ impl World {
                     return Ok(Outcome::default());
                 };
                 let from = before.orders[&id].state;
-                let result = self.hospital(*by).reprioritise(&id, *priority).await;
+                let result = self
+                    .hospital(*by)
+                    .reprioritise(&id, *priority, "test")
+                    .await;
                 self.log.push(format!(
                     "    {} ({from}) to {priority}: {:?}",
                     self.tag(&id),
@@ -954,7 +993,7 @@ impl World {
                 let new = self.new_order(ask);
                 let order = new.into_queued(self.now());
                 self.store
-                    .insert_order(&order, "dr")
+                    .insert_order(&order, "dr", None)
                     .await
                     .map_err(|e| err("insert", e))?;
                 self.log.push(format!("    stored #{}", self.orders.len()));
@@ -1022,6 +1061,10 @@ impl World {
                 self.crash_mid_no_show(*by, order, before).await?;
                 Ok(Outcome::default())
             }
+            Step::CrashMidTell { by, order } => {
+                self.crash_mid_tell(*by, order, before).await?;
+                Ok(Outcome::default())
+            }
             Step::CrashMidFinish { by, order } => {
                 let mut expected = ReconcileReport::default();
                 let live = |o: &Order| o.state.occupies() || o.state == OrderState::Queued;
@@ -1043,7 +1086,7 @@ impl World {
                         };
                         let moved = self
                             .store
-                            .transition(&t)
+                            .transition(&t, None)
                             .await
                             .map_err(|e| err("transition", e))?;
                         if !moved {
@@ -1066,6 +1109,70 @@ impl World {
                 Ok(Outcome::default())
             }
         }
+    }
+
+    /// [`Step::CrashMidTell`]: the operation runs whole, then the patient's node is put
+    /// back as it was before it — what a crash between the operation's store and tree
+    /// writes and the node's write leaves.
+    async fn crash_mid_tell(
+        &mut self,
+        by: Inst,
+        order: &Pick,
+        before: &Snapshot,
+    ) -> Result<(), String> {
+        let mut expected = ReconcileReport::default();
+        let movable = |o: &Order| {
+            matches!(
+                o.state,
+                OrderState::Called | OrderState::InProgress | OrderState::Completed
+            )
+        };
+        if let Some(id) = self.pick(order, before, movable)
+            && movable(&before.orders[&id])
+        {
+            let o = before.orders[&id].clone();
+            let session = self.observer.session().clone();
+            let dir = tree::patient_queue_path(&o.patient);
+            let mut node = None;
+            for c in session
+                .get_children(&dir)
+                .await
+                .map_err(|e| err("patient nodes", e))?
+            {
+                let path = format!("{dir}/{c}");
+                let (data, _) = session
+                    .get_data(&path)
+                    .await
+                    .map_err(|e| err("patient node", e))?;
+                let e: PatientEntry =
+                    tree::from_json("patient queue", &data).map_err(|e| err("parse", e))?;
+                if e.order == id {
+                    node = Some((path, data));
+                }
+            }
+            let (path, old) =
+                node.ok_or_else(|| format!("{} has no patient node", self.tag(&id)))?;
+            let h = self.hospital(by);
+            let result = match o.state {
+                OrderState::Called => h.start(&id, "tech").await,
+                OrderState::InProgress => h.complete(&id, "tech").await,
+                _ => h.report(&id, "no findings", "dr").await,
+            };
+            let moved = result.map_err(|e| err("the operation before the crash", e))?;
+            session
+                .set_data(&path, &old, -1)
+                .await
+                .map_err(|e| err("put the patient node back", e))?;
+            self.log.push(format!(
+                "    {} {} -> {}; the patient still sees {}",
+                self.tag(&id),
+                o.state,
+                moved.state,
+                o.state
+            ));
+            expected.synced_views = vec![id];
+        }
+        self.crash(by, expected).await
     }
 
     /// [`Step::CrashMidNoShow`].
@@ -1151,7 +1258,9 @@ impl World {
                     Step::Start { .. } => h.start(&id, "tech").await,
                     Step::Complete { .. } => h.complete(&id, "tech").await,
                     Step::NoShow { .. } => h.no_show(&id, "tech").await,
-                    Step::Reprioritise { priority, .. } => h.reprioritise(&id, *priority).await,
+                    Step::Reprioritise { priority, .. } => {
+                        h.reprioritise(&id, *priority, "test").await
+                    }
                     _ => unreachable!(),
                 };
                 legal(&what, r.map(|o| format!("{} {}", o.state, o.priority)))
@@ -1199,8 +1308,12 @@ impl World {
         result: medkeeper_hospital::Result<Order>,
     ) -> Result<Outcome, String> {
         let legal = from.can_become(to);
+        // Issue 12: asking for the state the order is in is a retry whose first answer was
+        // lost: answered with the order, finishing what the first left undone (nothing, here).
+        let retry = from == to && to != OrderState::Queued;
         match result {
             Ok(o) if legal && o.state == to => Ok(Outcome::default()),
+            Ok(o) if retry && o.state == to => Ok(Outcome { rejected: true }),
             Err(Error::IllegalTransition { from: f, to: t, .. })
                 if !legal && f == from && t == to =>
             {
@@ -1564,7 +1677,8 @@ impl World {
             } else {
                 e.called_to.is_none() || e.called_to == o.assigned
             };
-            if e.state != o.state || e.priority != o.priority || !told_where {
+            let told_results = e.results_ready == (o.state == OrderState::Reported);
+            if e.state != o.state || e.priority != o.priority || !told_where || !told_results {
                 return Err(format!(
                     "{} is {} ({}, on {:?}); its patient sees {e:?}",
                     self.tag(id),
@@ -1815,8 +1929,12 @@ struct FaultyStore {
 
 #[async_trait::async_trait]
 impl ClinicalStore for FaultyStore {
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.inner.insert_token(token).await
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_token(token, audit).await
     }
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.token_by_hash(hash).await
@@ -1824,8 +1942,13 @@ impl ClinicalStore for FaultyStore {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.inner.tokens().await
     }
-    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
-        self.inner.revoke_token(id, at_ms).await
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner.revoke_token(id, at_ms, audit).await
     }
     async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
         self.inner.append_audit(record).await
@@ -1833,8 +1956,12 @@ impl ClinicalStore for FaultyStore {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit(query).await
     }
-    async fn insert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
-        self.inner.insert_patient(patient).await
+    async fn insert_patient(
+        &self,
+        patient: &Patient,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_patient(patient, audit).await
     }
     async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
         self.inner.upsert_patient(patient).await
@@ -1842,19 +1969,28 @@ impl ClinicalStore for FaultyStore {
     async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
         self.inner.patient(id).await
     }
-    async fn insert_order(&self, order: &Order, actor: &str) -> Result<(), StoreError> {
-        self.inner.insert_order(order, actor).await
+    async fn insert_order(
+        &self,
+        order: &Order,
+        actor: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_order(order, actor, audit).await
     }
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
         self.inner.order(id).await
     }
-    async fn transition(&self, t: &Transition) -> Result<bool, StoreError> {
+    async fn transition(
+        &self,
+        t: &Transition,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         if self.fail_next_transition.swap(false, Ordering::SeqCst) {
             return Err(StoreError::Backend(
                 "injected: the process died before this write".into(),
             ));
         }
-        let moved = self.inner.transition(t).await?;
+        let moved = self.inner.transition(t, audit).await?;
         if self
             .fail_after_next_transition
             .swap(false, Ordering::SeqCst)
@@ -1865,8 +2001,30 @@ impl ClinicalStore for FaultyStore {
         }
         Ok(moved)
     }
-    async fn set_priority(&self, id: &OrderId, priority: Priority) -> Result<bool, StoreError> {
-        self.inner.set_priority(id, priority).await
+    async fn set_priority(
+        &self,
+        id: &OrderId,
+        priority: Priority,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_priority(id, priority, audit).await
+    }
+    async fn orders_updated(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+        after: Option<(i64, OrderId)>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.inner
+            .orders_updated(since_ms, before_ms, after, limit)
+            .await
+    }
+    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.reconciled_until().await
+    }
+    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError> {
+        self.inner.set_reconciled_until(ms).await
     }
     async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {
         self.inner.transitions(id).await

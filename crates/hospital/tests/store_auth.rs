@@ -49,9 +49,9 @@ async fn tokens_and_audit_survive_a_reopen() {
     let seq;
     {
         let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::open(&path).unwrap());
-        store.insert_token(&mine).await.unwrap();
-        store.insert_token(&admin).await.unwrap();
-        assert!(store.revoke_token(&admin.id, 30).await.unwrap());
+        store.insert_token(&mine, None).await.unwrap();
+        store.insert_token(&admin, None).await.unwrap();
+        assert!(store.revoke_token(&admin.id, 30, None).await.unwrap());
         seq = store
             .append_audit(&record(40, &mine.id, "patient.read", Some(&patient)))
             .await
@@ -150,13 +150,13 @@ async fn concurrent_appends_get_distinct_increasing_seqs() {
 async fn duplicate_tokens_are_exists() {
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let t = token("t-0000000a", "aa", "nurse", 1);
-    store.insert_token(&t).await.unwrap();
+    store.insert_token(&t, None).await.unwrap();
     for dup in [
         token("t-0000000b", "aa", "admin", 2),
         token("t-0000000a", "bb", "admin", 2),
     ] {
         assert!(matches!(
-            store.insert_token(&dup).await,
+            store.insert_token(&dup, None).await,
             Err(StoreError::Exists(_))
         ));
     }

@@ -122,8 +122,12 @@ struct ProbedStore {
 
 #[async_trait::async_trait]
 impl ClinicalStore for ProbedStore {
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
-        self.inner.insert_token(token).await
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_token(token, audit).await
     }
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
         self.inner.token_by_hash(hash).await
@@ -131,8 +135,13 @@ impl ClinicalStore for ProbedStore {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.inner.tokens().await
     }
-    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
-        self.inner.revoke_token(id, at_ms).await
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner.revoke_token(id, at_ms, audit).await
     }
     async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
         self.inner.append_audit(record).await
@@ -140,8 +149,12 @@ impl ClinicalStore for ProbedStore {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit(query).await
     }
-    async fn insert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
-        self.inner.insert_patient(patient).await
+    async fn insert_patient(
+        &self,
+        patient: &Patient,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_patient(patient, audit).await
     }
     async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
         self.inner.upsert_patient(patient).await
@@ -151,29 +164,63 @@ impl ClinicalStore for ProbedStore {
         self.inner.patient(id).await
     }
 
-    async fn insert_order(&self, order: &Order, actor: &str) -> Result<(), StoreError> {
+    async fn insert_order(
+        &self,
+        order: &Order,
+        actor: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         self.probe
             .created
             .lock()
             .expect("probe")
             .insert(order.id.to_string(), Instant::now());
-        self.inner.insert_order(order, actor).await
+        self.inner.insert_order(order, actor, audit).await
     }
 
     async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
         self.inner.order(id).await
     }
 
-    async fn transition(&self, t: &Transition) -> Result<bool, StoreError> {
-        let changed = self.inner.transition(t).await?;
+    async fn transition(
+        &self,
+        t: &Transition,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        let changed = self.inner.transition(t, audit).await?;
         if changed {
             self.probe.on_transition(t);
         }
         Ok(changed)
     }
 
-    async fn set_priority(&self, id: &OrderId, priority: Priority) -> Result<bool, StoreError> {
-        self.inner.set_priority(id, priority).await
+    async fn set_priority(
+        &self,
+        id: &OrderId,
+        priority: Priority,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_priority(id, priority, audit).await
+    }
+
+    async fn orders_updated(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+        after: Option<(i64, OrderId)>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.inner
+            .orders_updated(since_ms, before_ms, after, limit)
+            .await
+    }
+
+    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.reconciled_until().await
+    }
+
+    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError> {
+        self.inner.set_reconciled_until(ms).await
     }
 
     async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {

@@ -36,6 +36,10 @@ pub struct ConnectArgs {
     /// Session timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
+    /// Create a ZooKeeper chroot that does not exist yet (`serve` does; the zkCli-like
+    /// commands do not write unasked).
+    #[arg(skip)]
+    pub create_chroot: bool,
 }
 
 /// `medkeeper coord` arguments.
@@ -126,6 +130,13 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// True if this process alone writes the coordination data: an embedded engine holds its
+    /// data directory's lock, so after the previous session's engine is closed nothing else
+    /// can be between two writes of an operation (a repair need not wait for one to finish).
+    pub fn sole_writer(&self) -> bool {
+        self.engine.is_some()
+    }
+
     /// Closes the session (its ephemerals go at once) and stops an embedded engine.
     pub async fn close(self) {
         self.session.close().await;
@@ -176,9 +187,37 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
         } else if args.connect.starts_with("zk+tls:") {
             bail!("zk+tls: needs --tls-ca");
         }
-        let session = medkeeper_zk::connect(options)
+        let session = medkeeper_zk::connect(options.clone())
             .await
             .with_context(|| format!("cannot connect to {}", args.connect))?;
+        if args.create_chroot
+            && let Some(chroot) = &options.connect.chroot
+        {
+            // Cheap when it exists: one read through the session itself.
+            let missing = match session.exists("/").await {
+                Ok(stat) => stat.is_none(),
+                Err(e) => {
+                    session.close().await;
+                    return Err(e).with_context(|| format!("cannot read the chroot {chroot}"));
+                }
+            };
+            if missing {
+                match medkeeper_zk::ensure_chroot(&options).await {
+                    Ok(true) => eprintln!("created the ZooKeeper chroot {chroot}"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        session.close().await;
+                        return Err(e).with_context(|| {
+                            format!(
+                                "the chroot {chroot} does not exist and cannot be created; \
+                                 create it (`medkeeper coord --connect zk:SERVERS create -p \
+                                 {chroot}`) or give --auth credentials that may"
+                            )
+                        });
+                    }
+                }
+            }
+        }
         return Ok(Connection {
             session: Arc::new(session),
             engine: None,

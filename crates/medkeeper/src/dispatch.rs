@@ -101,6 +101,7 @@ pub async fn run(args: DispatchArgs) -> anyhow::Result<ExitCode> {
         let session = conn.session.clone();
         let outcome = serve(
             session.clone(),
+            conn.sole_writer(),
             store.clone(),
             config.clone(),
             &instance,
@@ -129,6 +130,7 @@ pub async fn run(args: DispatchArgs) -> anyhow::Result<ExitCode> {
 /// (expired: the process was paused past its timeout; returns its state).
 async fn serve(
     session: Arc<dyn Session>,
+    sole_writer: bool,
     store: Arc<dyn ClinicalStore>,
     config: HospitalConfig,
     instance: &str,
@@ -139,7 +141,10 @@ async fn serve(
         .context("loading the hospital configuration")?;
     let pools: Vec<Pool> = config.pools.iter().map(|p| p.pool.clone()).collect();
     let hospital = Arc::new(Hospital::new(session.clone(), store, config)?);
-    let report = hospital.reconcile().await.context("reconciling")?;
+    let report = hospital
+        .reconcile_with_grace(crate::serve::startup_grace(sole_writer))
+        .await
+        .context("reconciling")?;
     if !report.is_clean() {
         eprintln!(
             "{instance}: reconciled {}",

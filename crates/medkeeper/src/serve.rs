@@ -5,11 +5,13 @@
 //! ## Configuration
 //! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
-//! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`), then defaults.
+//! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
+//! `max_streams_per_token`), then defaults.
 //!
 //! ## What an instance does
 //! - Binds the listener first; prints `listening on http://ADDR/` once ready (a session, the
-//!   hospital loaded), answering 503 `unavailable` until then.
+//!   hospital loaded), answering 503 `unavailable` until then. A ZooKeeper chroot that does
+//!   not exist yet is created (with the same credentials and TLS).
 //! - On first start (no token in the clinical store) creates an admin token and prints it once:
 //!   `admin token: mkt_…` (lost? `medkeeper token create --data DIR --role admin`).
 //! - Per coordination session: loads the hospital configuration (idempotent), repairs what a
@@ -103,6 +105,9 @@ pub struct ServeArgs {
     /// A request's deadline in milliseconds (503 `timeout` after it). Default 10000.
     #[arg(long, env = "MEDKEEPER_REQUEST_TIMEOUT_MS")]
     request_timeout_ms: Option<u64>,
+    /// Event streams one token may hold open before its next gets 429. Default 8.
+    #[arg(long, env = "MEDKEEPER_MAX_STREAMS_PER_TOKEN")]
+    max_streams_per_token: Option<usize>,
 }
 
 /// The settings a `--config` file may hold.
@@ -119,6 +124,7 @@ struct FileSettings {
     store: Option<PathBuf>,
     max_in_flight: Option<usize>,
     request_timeout_ms: Option<u64>,
+    max_streams_per_token: Option<usize>,
 }
 
 /// Settings after flags, environment, file and defaults.
@@ -166,6 +172,12 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
     if let Some(ms) = args.request_timeout_ms.or(file.request_timeout_ms) {
         limits.request_timeout = Duration::from_millis(ms.max(1));
     }
+    if let Some(n) = args.max_streams_per_token.or(file.max_streams_per_token) {
+        if n == 0 {
+            bail!("max_streams_per_token must be at least 1");
+        }
+        limits.max_streams_per_token = n;
+    }
     Ok(Settings {
         listen: args
             .listen
@@ -181,6 +193,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
                 .session_timeout_ms
                 .or(file.session_timeout_ms)
                 .unwrap_or(10_000),
+            create_chroot: true,
         },
         hospital: args.hospital.or(file.hospital),
         instance: args
@@ -343,6 +356,7 @@ async fn sessions(
         let session = conn.session.clone();
         let outcome = one_session(
             session.clone(),
+            conn.sole_writer(),
             store.clone(),
             config.clone(),
             &state,
@@ -372,8 +386,11 @@ async fn sessions(
 }
 
 /// One session's life; `Ok(None)` after `stop`, `Ok(Some(state))` when the session ended.
+/// `sole_writer`: nothing else writes the coordination data (the embedded engine), so the
+/// start-up repair needs no grace ([`startup_grace`]).
 async fn one_session(
     session: Arc<dyn Session>,
+    sole_writer: bool,
     store: Arc<dyn ClinicalStore>,
     config: HospitalConfig,
     state: &Arc<ServerState>,
@@ -387,7 +404,10 @@ async fn one_session(
             .await
             .context("loading the hospital configuration")?;
         let hospital = Arc::new(Hospital::new(session.clone(), store, config.clone())?);
-        let report = hospital.reconcile().await.context("reconciling")?;
+        let report = hospital
+            .reconcile_with_grace(startup_grace(sole_writer))
+            .await
+            .context("reconciling")?;
         anyhow::Ok((hospital, report))
     };
     let (hospital, report) = tokio::select! {
@@ -405,6 +425,14 @@ async fn one_session(
     let mut dispatchers = Dispatchers::start(&hospital, &pools, &me.id);
     let (done_tx, done) = watch::channel(false);
     let member = tokio::spawn(membership(session.clone(), me.clone(), done.clone()));
+    // What the start-up repair left for being too recent is repaired once it is due, not at
+    // the leader's next periodic run.
+    let follow_up = tokio::spawn(reconcile_when_due(
+        hospital.clone(),
+        me.id.clone(),
+        report.next_due_ms,
+        done.clone(),
+    ));
     let leader = tokio::spawn(lead(hospital.clone(), me.id.clone(), done));
     let mut events = session.session_events();
     let ended = tokio::select! {
@@ -414,8 +442,76 @@ async fn one_session(
     let _ = done_tx.send(true);
     dispatchers.stop().await;
     let _ = member.await;
+    let _ = follow_up.await;
     let _ = leader.await;
     Ok(ended)
+}
+
+/// The grace of the start-up repair: none when this process alone writes the coordination
+/// data (nothing can be between two writes: repair at once), else
+/// [`RECONCILE_GRACE`](medkeeper_hospital::orders::RECONCILE_GRACE) (another instance's
+/// operation may be; what is left is repaired when due, see [`reconcile_when_due`]).
+pub(crate) fn startup_grace(sole_writer: bool) -> Duration {
+    if sole_writer {
+        Duration::ZERO
+    } else {
+        medkeeper_hospital::orders::RECONCILE_GRACE
+    }
+}
+
+/// Runs the reconciler once and logs what it repaired. Returns how long until it should run
+/// again: when the first repair it left for being too recent becomes due, at most
+/// [`RECONCILE_EVERY`].
+pub(crate) async fn reconcile_logged(hospital: &Hospital, id: &str) -> Duration {
+    match hospital.reconcile().await {
+        Ok(r) => {
+            if !r.is_clean() {
+                eprintln!(
+                    "{id}: reconciled {}",
+                    serde_json::to_string(&r).unwrap_or_default()
+                );
+            }
+            due_in(hospital, r.next_due_ms)
+        }
+        Err(e) => {
+            eprintln!("warning: {id}: reconciling: {e}");
+            RECONCILE_EVERY
+        }
+    }
+}
+
+/// How long until `due_ms` by the hospital's clock (a little after, so it is past), at most
+/// [`RECONCILE_EVERY`]; `RECONCILE_EVERY` if nothing is due.
+fn due_in(hospital: &Hospital, due_ms: Option<i64>) -> Duration {
+    match due_ms {
+        Some(due) => {
+            let ms = due.saturating_sub(hospital.now_ms()).max(0) as u64 + 20;
+            Duration::from_millis(ms).min(RECONCILE_EVERY)
+        }
+        None => RECONCILE_EVERY,
+    }
+}
+
+/// After a start-up repair that left something for being too recent (due at `due_ms`):
+/// runs the reconciler when it is due, again while runs leave something due before the
+/// leader's next periodic run would come, until `done`.
+async fn reconcile_when_due(
+    hospital: Arc<Hospital>,
+    id: String,
+    due_ms: Option<i64>,
+    done: watch::Receiver<bool>,
+) {
+    if due_ms.is_none() {
+        return;
+    }
+    let mut wait = due_in(&hospital, due_ms);
+    while wait < RECONCILE_EVERY {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped(done.clone()) => return,
+        }
+        wait = reconcile_logged(&hospital, &id).await;
+    }
 }
 
 /// Keeps this instance in `/medical/members` until `done`.
@@ -452,7 +548,8 @@ async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Rece
     }
 }
 
-/// Stands for leader until `done`; while leading, runs the reconciler periodically.
+/// Stands for leader until `done`; while leading, runs the reconciler every
+/// [`RECONCILE_EVERY`], or sooner when a run left a repair that becomes due before then.
 async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) {
     let session = hospital.session().clone();
     let election = match Election::new(session.clone(), tree::LEADER, id.clone()) {
@@ -470,6 +567,7 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
         match leadership {
             Ok(l) => {
                 eprintln!("leading as {id}");
+                let mut wait = RECONCILE_EVERY;
                 loop {
                     tokio::select! {
                         _ = l.lost() => {
@@ -480,15 +578,8 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
                             let _ = l.resign().await;
                             return;
                         }
-                        _ = tokio::time::sleep(RECONCILE_EVERY) => {
-                            match hospital.reconcile().await {
-                                Ok(r) if !r.is_clean() => eprintln!(
-                                    "{id}: reconciled {}",
-                                    serde_json::to_string(&r).unwrap_or_default()
-                                ),
-                                Ok(_) => {}
-                                Err(e) => eprintln!("warning: {id}: reconciling: {e}"),
-                            }
+                        _ = tokio::time::sleep(wait) => {
+                            wait = reconcile_logged(&hospital, &id).await;
                         }
                     }
                 }

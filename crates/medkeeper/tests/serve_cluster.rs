@@ -218,3 +218,91 @@ async fn zookeeper_instances_share_one_hospital() {
     .await
     .unwrap();
 }
+
+/// Issue 12, defect 8: `serve --connect zk:SERVERS/CHROOT` on a ZooKeeper where the chroot does
+/// not exist creates it and serves, instead of retrying "no node" forever. The chroot is nested
+/// (`/…/a/b`) below a node only a digest user may write, so it is created with the same
+/// credentials as the real connection (`--auth`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_zookeeper_serve_creates_a_missing_chroot() {
+    use medkeeper_coord::{Acl, CreateMode, CreateOptions, Perms, Session};
+    let Some(hosts) = std::env::var("MEDKEEPER_ZK_CONNECT")
+        .ok()
+        .filter(|h| !h.is_empty())
+    else {
+        println!(
+            "SKIP issue12_zookeeper_serve_creates_a_missing_chroot: MEDKEEPER_ZK_CONNECT is not set"
+        );
+        return;
+    };
+    let nonce = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let top = format!("/chroot-{}-{nonce:x}", std::process::id());
+    let chroot = format!("{top}/a/b");
+    let (user, password) = ("mk-chroot", "secret");
+    let root = medkeeper_zk::connect(
+        medkeeper_zk::ConnectOptions::new(&hosts)
+            .unwrap()
+            .with_digest(&format!("{user}:{password}"))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    root.create(
+        &top,
+        b"",
+        &CreateOptions::new(CreateMode::Persistent).with_acls(vec![Acl::digest(
+            Perms::ALL,
+            user,
+            password,
+        )]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(root.exists(&chroot).await.unwrap(), None);
+    let connect = format!("zk:{hosts}{chroot}");
+    let auth = format!("digest:{user}:{password}");
+    let dir = tempfile::tempdir().unwrap();
+
+    let data = dir.path().to_path_buf();
+    let (took, status, log) = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let serve = Serve::start(&[
+            "--connect",
+            &connect,
+            "--auth",
+            &auth,
+            "--data",
+            data.to_str().unwrap(),
+        ]);
+        let took = t.elapsed();
+        let token = serve
+            .admin
+            .clone()
+            .expect("serve prints an admin token on first start");
+        let (status, body) = get(&agent(), &format!("{}api/pools", serve.url), &token);
+        assert_eq!(status, 200, "{body}");
+        (took, status, serve.log.lock().unwrap().clone())
+    })
+    .await
+    .unwrap();
+    eprintln!("serve on a missing chroot {chroot}: listening after {took:?} (status {status})");
+    // Ready once the hospital is loaded; before the fix it printed its URL only after its 30 s
+    // wait for a session, and then answered 503.
+    assert!(
+        took < Duration::from_secs(15),
+        "ready only after {took:?}:\n{log}"
+    );
+    assert!(!log.contains("no node"), "{log}");
+    assert!(
+        root.exists(&format!("{chroot}/medical"))
+            .await
+            .unwrap()
+            .is_some(),
+        "the hospital tree is not below the chroot"
+    );
+    root.delete_recursive(&top).await.unwrap();
+    root.close().await;
+}

@@ -4,7 +4,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
@@ -12,17 +11,18 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::{Stream, StreamExt};
-use medkeeper_hospital::model::now_ms;
+use medkeeper_hospital::model::{now_ms, validate_name};
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{
     AuditQuery, AuditRecord, ExamResult, Patient, StoreError, TokenRecord,
 };
 use medkeeper_hospital::tree::PatientEntry;
-use medkeeper_hospital::{Order, OrderId, PatientId, Priority, Transition, UnitStatus};
+use medkeeper_hospital::{Actor, Order, OrderId, PatientId, Priority, Transition, UnitStatus};
 use serde::{Deserialize, Serialize};
+use time::{Date, OffsetDateTime};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::{Caller, Role, issue_token};
+use crate::auth::{Caller, Role, issue_token_audited};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Body, PathParams, QueryParams};
 use crate::sse::Topic;
@@ -54,6 +54,76 @@ fn outcome<T>(r: &ApiResult<T>) -> (&'static str, String) {
         Err(e) if e.status == StatusCode::FORBIDDEN => ("denied", e.message.clone()),
         Err(e) => (e.code, e.message.clone()),
     }
+}
+
+/// The audit record a change asked for by `caller` carries into the store (outcome `ok`):
+/// written with the change, in its transaction (see [`medkeeper_hospital::Actor`]).
+fn change_record(
+    caller: &Caller,
+    action: &'static str,
+    patient: Option<&PatientId>,
+    order: Option<&OrderId>,
+) -> AuditRecord {
+    ServerState::audit_record(Audit {
+        caller,
+        action,
+        patient,
+        order,
+        outcome: "ok",
+        detail: String::new(),
+    })
+}
+
+/// Records that `caller` starts `action`, before a change whose first write is in the
+/// coordination tree (a unit's status, a manual call, a re-prioritisation): the store cannot
+/// take that write's audit record in the same transaction, so the trail says beforehand who
+/// started it; the outcome follows as its own record (or, for a call, with the store's
+/// write). After a crash in between, a `started` record without an outcome is what is left.
+async fn audit_started(
+    st: &ServerState,
+    caller: &Caller,
+    action: &'static str,
+    patient: Option<&PatientId>,
+    order: Option<&OrderId>,
+) -> ApiResult<()> {
+    st.audit(Audit {
+        caller,
+        action,
+        patient,
+        order,
+        outcome: "started",
+        detail: String::new(),
+    })
+    .await
+}
+
+/// Like [`audited`], for a change whose audit record may already have been stored with it
+/// (`written`): then a success needs no other record, and a failure after it (the change was
+/// made, something after it failed) gets its own record saying so.
+async fn audited_change<T>(
+    st: &ServerState,
+    caller: &Caller,
+    action: &'static str,
+    patient: Option<&PatientId>,
+    order: Option<&OrderId>,
+    written: bool,
+    r: ApiResult<T>,
+) -> ApiResult<T> {
+    if !written {
+        return audited(st, caller, action, patient, order, r).await;
+    }
+    if let Err(e) = &r {
+        st.audit(Audit {
+            caller,
+            action,
+            patient,
+            order,
+            outcome: e.code,
+            detail: format!("after the change was recorded: {}", e.message),
+        })
+        .await?;
+    }
+    r
 }
 
 /// Records `r`'s outcome and passes it on.
@@ -216,6 +286,7 @@ pub async fn set_unit_status(
             caller.require(&[Admin, Scheduler, Technician])?;
             let h = st.hospital()?;
             let p = views::resolve_pool(&h, &name)?;
+            audit_started(&st, &caller, "unit.status", None, None).await?;
             h.set_unit_status(&p, &unit, body.status).await?;
             Ok(Json(views::unit(&h, &p, &unit).await?))
         }
@@ -236,21 +307,68 @@ pub struct NewPatient {
     pub id: Option<PatientId>,
     /// Display name (clinical store only).
     pub name: String,
-    /// Birth date, `YYYY-MM-DD`.
+    /// Birth date, `YYYY-MM-DD`: a real calendar date from 1900-01-01 to today.
     #[serde(default)]
     pub birth_date: Option<String>,
 }
 
-fn valid_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    b.len() == 10
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
-        && matches!(s[5..7].parse::<u8>(), Ok(1..=12))
-        && matches!(s[8..10].parse::<u8>(), Ok(1..=31))
+/// The longest patient name accepted, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// The earliest birth date accepted: an earlier one is a typing mistake, not a patient.
+pub const EARLIEST_BIRTH_DATE: Date = time::macros::date!(1900 - 01 - 01);
+
+/// Checks a patient's name (already trimmed): 1-[`MAX_NAME_LEN`] bytes with at least one
+/// letter or digit, and no control characters (NUL, line breaks, escapes), which no name has
+/// and which would corrupt logs, exports and labels.
+fn check_patient_name(name: &str) -> ApiResult<()> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(ApiError::invalid(format!(
+            "name: 1-{MAX_NAME_LEN} bytes, not only spaces"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name: control characters (NUL, tab, line breaks, escapes) are not allowed",
+        ));
+    }
+    if !name.chars().any(char::is_alphanumeric) {
+        return Err(ApiError::invalid("name: at least one letter or digit"));
+    }
+    Ok(())
+}
+
+/// Checks a birth date: a real calendar date (no 31 February, 29 February only in leap
+/// years) written `YYYY-MM-DD`, from [`EARLIEST_BIRTH_DATE`] to today. "Today" is the date
+/// in the easternmost time zone (UTC+14), so a newborn is never in the future wherever the
+/// hospital is.
+fn check_birth_date(s: &str, now_ms: i64) -> ApiResult<()> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    // `[year]` also takes a sign: exactly ten characters, starting with a digit.
+    if s.len() != 10 || !s.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(ApiError::invalid(format!(
+            "birth_date {s:?}: use YYYY-MM-DD, e.g. 1970-01-31"
+        )));
+    }
+    let date = Date::parse(s, format).map_err(|e| {
+        ApiError::invalid(format!(
+            "birth_date {s:?} is not a calendar date ({e}); use YYYY-MM-DD"
+        ))
+    })?;
+    if date < EARLIEST_BIRTH_DATE {
+        return Err(ApiError::invalid(format!(
+            "birth_date {s:?} is before {EARLIEST_BIRTH_DATE}"
+        )));
+    }
+    const EASTERNMOST_S: i64 = 14 * 3600;
+    let today = OffsetDateTime::from_unix_timestamp(now_ms.div_euclid(1000) + EASTERNMOST_S)
+        .map_or(Date::MAX, |t| t.date());
+    if date > today {
+        return Err(ApiError::invalid(format!(
+            "birth_date {s:?} is in the future"
+        )));
+    }
+    Ok(())
 }
 
 /// Registers a patient (demographics stay in the clinical store).
@@ -267,22 +385,17 @@ pub async fn create_patient(
         let r = async {
             caller.require(&[Admin, Scheduler, Doctor, Nurse])?;
             let name = body.name.trim();
-            if name.is_empty() || name.len() > 200 {
-                return Err(ApiError::invalid("name: 1-200 bytes"));
-            }
-            if let Some(d) = &body.birth_date
-                && !valid_date(d)
-            {
-                return Err(ApiError::invalid(format!(
-                    "birth_date {d:?}: use YYYY-MM-DD"
-                )));
+            check_patient_name(name)?;
+            if let Some(d) = &body.birth_date {
+                check_birth_date(d, now_ms())?;
             }
             let p = Patient {
                 id: id.clone(),
                 name: name.to_string(),
                 birth_date: body.birth_date.clone(),
             };
-            match st.store().insert_patient(&p).await {
+            let record = change_record(&caller, "patient.create", Some(&id), None);
+            match st.store().insert_patient(&p, Some(&record)).await {
                 Ok(()) => Ok((StatusCode::CREATED, Json(p))),
                 Err(StoreError::Exists(_)) => Err(ApiError::new(
                     StatusCode::CONFLICT,
@@ -293,7 +406,8 @@ pub async fn create_patient(
             }
         }
         .await;
-        audited(&st, &caller, "patient.create", Some(&id), None, r).await
+        let written = r.is_ok();
+        audited_change(&st, &caller, "patient.create", Some(&id), None, written, r).await
     })
     .await
 }
@@ -370,6 +484,11 @@ pub async fn create_order(
 ) -> ApiResult<impl IntoResponse> {
     detached(async move {
         let patient = body.patient.clone();
+        // The record names the order once the store gives it its id.
+        let who = Actor::audited(
+            actor(&caller),
+            change_record(&caller, "order.create", Some(&patient), None),
+        );
         let r = async {
             caller.require(&[Admin, Scheduler, Doctor])?;
             if st.store().patient(&body.patient).await?.is_none() {
@@ -387,17 +506,18 @@ pub async fn create_order(
                 priority: body.priority,
                 reason: body.reason,
             };
-            let order = h.create_order(new, &actor(&caller)).await?;
+            let order = h.create_order(new, &who).await?;
             Ok(order)
         }
         .await;
         let order = r.as_ref().ok().map(|o| o.id.clone());
-        let r = audited(
+        let r = audited_change(
             &st,
             &caller,
             "order.create",
             Some(&patient),
             order.as_ref(),
+            who.audit_written(),
             r,
         )
         .await?;
@@ -517,17 +637,21 @@ impl Action {
 }
 
 /// Runs an order action: roles first, then the order (for the audit's patient), then the
-/// action, audited — to the end, in a task of its own ([`detached`]).
+/// action, audited — to the end, in a task of its own ([`detached`]). The action gets the
+/// [`Actor`] carrying its audit record, which the store writes with the change; an action
+/// whose first write is in the coordination tree (`tree_first`) is preceded by a `started`
+/// record ([`audit_started`]).
 async fn order_action<F, Fut>(
     st: &Arc<ServerState>,
     caller: &Caller,
     id: &str,
     action: &'static str,
     roles: &'static [Role],
+    tree_first: bool,
     f: F,
 ) -> ApiResult<Json<Order>>
 where
-    F: FnOnce(Arc<Hospital>, OrderId) -> Fut + Send + 'static,
+    F: FnOnce(Arc<Hospital>, OrderId, Actor) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ApiResult<Order>> + Send + 'static,
 {
     let id = parse_order_id(id)?;
@@ -538,8 +662,17 @@ where
         }
         let h = st.hospital()?;
         let order = load_order(&st, &caller, &h, &id, action).await?;
-        let r = f(h, id.clone()).await;
-        audited(&st, &caller, action, Some(&order.patient), Some(&id), r).await
+        let patient = Some(&order.patient);
+        if tree_first {
+            audit_started(&st, &caller, action, patient, Some(&id)).await?;
+        }
+        let who = Actor::audited(
+            actor(&caller),
+            change_record(&caller, action, patient, Some(&id)),
+        );
+        let r = f(h, id.clone(), who.clone()).await;
+        let written = who.audit_written();
+        audited_change(&st, &caller, action, patient, Some(&id), written, r).await
     })
     .await
     .map(Json)
@@ -563,14 +696,14 @@ async fn simple_action(
     id: &str,
     a: Action,
 ) -> ApiResult<Json<Order>> {
-    let who = actor(caller);
     order_action(
         st,
         caller,
         id,
         a.name(),
         a.roles(),
-        move |h, id| async move {
+        false,
+        move |h, id, who| async move {
             Ok(match a {
                 Action::Cancel => h.cancel(&id, &who).await?,
                 Action::Start => h.start(&id, &who).await?,
@@ -654,7 +787,8 @@ pub async fn reprioritise(
         &id,
         "order.priority",
         &[Admin, Scheduler, Doctor, Nurse],
-        move |h, id| async move { Ok(h.reprioritise(&id, body.priority).await?) },
+        true,
+        move |h, id, who| async move { Ok(h.reprioritise(&id, body.priority, &who).await?) },
     )
     .await
 }
@@ -678,14 +812,14 @@ pub async fn call(
     PathParams(id): PathParams<String>,
     Body(body): Body<CallTo>,
 ) -> ApiResult<Json<Order>> {
-    let who = actor(&caller);
     order_action(
         &st,
         &caller,
         &id,
         "order.call",
         &[Admin, Scheduler, Technician],
-        |h, id| async move { Ok(h.call(&id, body.unit.as_deref(), &who).await?) },
+        true,
+        |h, id, who| async move { Ok(h.call(&id, body.unit.as_deref(), &who).await?) },
     )
     .await
 }
@@ -708,14 +842,14 @@ pub async fn report(
     PathParams(id): PathParams<String>,
     Body(body): Body<Report>,
 ) -> ApiResult<Json<Order>> {
-    let who = actor(&caller);
     order_action(
         &st,
         &caller,
         &id,
         "order.report",
         &[Admin, Doctor],
-        |h, id| async move {
+        false,
+        |h, id, who| async move {
             if body.text.trim().is_empty() || body.text.len() > MAX_REPORT_LEN {
                 return Err(ApiError::invalid(format!("text: 1-{MAX_REPORT_LEN} bytes")));
             }
@@ -811,10 +945,25 @@ pub async fn create_token(
     detached(async move {
         let patient = body.patient.clone();
         let r = match caller.require(&[Admin]) {
-            Ok(()) => issue_token(st.store().as_ref(), body.role, body.patient, &body.label).await,
+            Ok(()) => {
+                let record = change_record(&caller, "token.create", patient.as_ref(), None);
+                let store = st.store().as_ref();
+                issue_token_audited(store, body.role, body.patient, &body.label, Some(&record))
+                    .await
+            }
             Err(e) => Err(e),
         };
-        let r = audited(&st, &caller, "token.create", patient.as_ref(), None, r).await?;
+        let written = r.is_ok();
+        let r = audited_change(
+            &st,
+            &caller,
+            "token.create",
+            patient.as_ref(),
+            None,
+            written,
+            r,
+        )
+        .await?;
         let (rec, token) = r;
         Ok((
             StatusCode::CREATED,
@@ -877,9 +1026,15 @@ pub async fn revoke_token(
     caller: Caller,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<StatusCode> {
+    let record = change_record(&caller, "token.revoke", None, None);
     let r = async {
         caller.require(&[Admin])?;
-        if st.store().revoke_token(&id, now_ms()).await? {
+        validate_name("token id", &id)?;
+        if st
+            .store()
+            .revoke_token(&id, now_ms(), Some(&record))
+            .await?
+        {
             st.tokens.clear();
             Ok(StatusCode::NO_CONTENT)
         } else {
@@ -889,7 +1044,8 @@ pub async fn revoke_token(
         }
     }
     .await;
-    audited(&st, &caller, "token.revoke", None, None, r).await
+    let written = r.is_ok();
+    audited_change(&st, &caller, "token.revoke", None, None, written, r).await
 }
 
 /// The audit log (admins).
@@ -921,11 +1077,7 @@ fn stream_many(
     caller: &Caller,
     topics: Vec<Topic>,
 ) -> ApiResult<EventStream> {
-    let permit = st
-        .streams
-        .clone()
-        .try_acquire_owned()
-        .map_err(|_| ApiError::overloaded("too many open event streams"))?;
+    let slot = st.streams.take(&caller.token)?;
     let each: Vec<BoxedEvents> = topics.into_iter().map(|t| topic_events(st, t)).collect();
     // The token is checked again every CACHE_TTL: a revoked token's streams end.
     let (state, hash) = (Arc::downgrade(st), caller.hash.clone());
@@ -947,11 +1099,13 @@ fn stream_many(
         .take_until(Box::pin(revoked))
         .map(move |ev| {
             // The stream holds its slot among the open streams for as long as it lives.
-            let _slot = &permit;
+            let _slot = &slot;
             ev
         });
+    // A short keep-alive also bounds how long a closed connection that hyper does not see
+    // closed holds its slot (see `StreamSlots`).
     Ok(Sse::new(Box::pin(merged) as BoxedEvents)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+        .keep_alive(KeepAlive::new().interval(st.limits.stream_keep_alive)))
 }
 
 /// One topic's views as events: the current one first, then every change, until shutdown.
@@ -1047,9 +1201,15 @@ pub async fn patient_events(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<EventStream> {
     let id = parse_patient_id(&id)?;
-    let r = caller
-        .require_staff_or_self(Role::STAFF, &id)
-        .and_then(|()| stream(&st, &caller, Topic::Patient(id.clone())));
+    let r = async {
+        caller.require_staff_or_self(Role::STAFF, &id)?;
+        // As `GET /api/patients/{id}`: a patient nobody registered or ordered for is unknown.
+        if st.store().patient(&id).await?.is_none() && st.store().orders_of(&id).await?.is_empty() {
+            return Err(ApiError::not_found(format!("patient {id} not found")));
+        }
+        stream(&st, &caller, Topic::Patient(id.clone()))
+    }
+    .await;
     audited(&st, &caller, "patient.stream", Some(&id), None, r).await
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use medkeeper_hospital::PatientId;
 use medkeeper_hospital::model::now_ms;
-use medkeeper_hospital::store::{ClinicalStore, StoreError, TokenRecord};
+use medkeeper_hospital::store::{AuditRecord, ClinicalStore, StoreError, TokenRecord};
 use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -181,6 +181,17 @@ pub async fn issue_token(
     patient: Option<PatientId>,
     label: &str,
 ) -> Result<(TokenRecord, String), ApiError> {
+    issue_token_audited(store, role, patient, label, None).await
+}
+
+/// [`issue_token`], storing `audit` with the token in one transaction.
+pub(crate) async fn issue_token_audited(
+    store: &dyn ClinicalStore,
+    role: Role,
+    patient: Option<PatientId>,
+    label: &str,
+    audit: Option<&AuditRecord>,
+) -> Result<(TokenRecord, String), ApiError> {
     match (role, &patient) {
         (Role::Patient, None) => {
             return Err(ApiError::invalid("a patient token needs the patient's id"));
@@ -213,7 +224,7 @@ pub async fn issue_token(
         created_ms: now_ms(),
         revoked_ms: None,
     };
-    store.insert_token(&record).await?;
+    store.insert_token(&record, audit).await?;
     Ok((record, token))
 }
 

@@ -33,7 +33,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
     /// `illegal_transition`, `conflict`, `payload_too_large`, `unsupported_media_type`,
-    /// `invalid`, `overloaded`, `timeout`, `unavailable`, `internal`.
+    /// `invalid`, `too_many_streams`, `overloaded`, `timeout`, `unavailable`, `internal`.
     pub code: String,
     /// What went wrong.
     pub message: String,

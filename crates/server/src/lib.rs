@@ -10,7 +10,10 @@
 //! body limit ([`Limits::max_body`], 413), and shares a bound on requests in flight
 //! ([`Limits::max_in_flight`]): beyond it new requests are shed at once with 503 `overloaded`
 //! rather than queued. Event streams are long-lived, so they are outside the deadline and the
-//! in-flight bound and have their own bound ([`Limits::max_streams`]).
+//! in-flight bound and have their own bounds: [`Limits::max_streams`] in all (503 `overloaded`)
+//! and [`Limits::max_streams_per_token`] per token (429 `too_many_streams`), so one token
+//! cannot take every slot. A stream gives its slot back when its connection is seen closed (at
+//! the latest at the second keep-alive write, [`Limits::stream_keep_alive`], after the close).
 //!
 //! The process around it (sessions, the dispatchers, membership, leadership, shutdown) is
 //! `medkeeper serve`, in the binary.

@@ -14,12 +14,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use medkeeper_coord::{AddWatchMode, SessionState};
 use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::{PatientId, Pool, tree};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::state::ServerState;
+use crate::error::ApiError;
+use crate::state::{Limits, ServerState};
 use crate::views;
 
 /// How long a feed waits before watching again after a failure.
@@ -109,6 +111,88 @@ impl Hub {
     /// last client leaving.
     pub fn running(&self) -> usize {
         self.running.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The slots of open event streams: at most [`Limits::max_streams`] in all (beyond it 503
+/// `overloaded`) and [`Limits::max_streams_per_token`] per token (beyond it 429
+/// `too_many_streams`), so one token cannot take every slot and lock the staff out.
+///
+/// A stream holds its [`StreamSlot`] for as long as its response body lives, which is until the
+/// connection is seen closed: at once when the client closes it, or at the second keep-alive
+/// write after that ([`Limits::stream_keep_alive`]) when hyper cannot see the close (it does not
+/// read a connection whose client sent more bytes after the request, such as a stray CRLF or a
+/// pipelined request).
+pub(crate) struct StreamSlots {
+    all: Arc<Semaphore>,
+    max: usize,
+    per_token: usize,
+    by_token: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream's slot; given back when dropped.
+pub(crate) struct StreamSlot {
+    _all: OwnedSemaphorePermit,
+    token: String,
+    by_token: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl StreamSlots {
+    pub(crate) fn new(limits: &Limits) -> StreamSlots {
+        StreamSlots {
+            all: Arc::new(Semaphore::new(limits.max_streams)),
+            max: limits.max_streams,
+            per_token: limits.max_streams_per_token,
+            by_token: Arc::default(),
+        }
+    }
+
+    /// A slot for a stream of the token with public id `token`.
+    ///
+    /// # Notable errors
+    /// 429 `too_many_streams` when the token has its most streams open; 503 `overloaded` when
+    /// the server has.
+    pub(crate) fn take(&self, token: &str) -> Result<StreamSlot, ApiError> {
+        let mut by_token = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        let held = by_token.get(token).copied().unwrap_or(0);
+        if held >= self.per_token {
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                format!(
+                    "this token has {held} event streams open, the most one token may hold; \
+                     close one first"
+                ),
+            ));
+        }
+        let permit = self
+            .all
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded("too many open event streams"))?;
+        by_token.insert(token.to_string(), held + 1);
+        Ok(StreamSlot {
+            _all: permit,
+            token: token.to_string(),
+            by_token: self.by_token.clone(),
+        })
+    }
+
+    /// Streams open now.
+    pub(crate) fn open(&self) -> usize {
+        self.max - self.all.available_permits()
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut by_token = self.by_token.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_token.get_mut(&self.token) {
+            *n -= 1;
+            if *n == 0 {
+                by_token.remove(&self.token);
+            }
+        }
     }
 }
 

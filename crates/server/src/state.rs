@@ -7,11 +7,11 @@ use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::store::{AuditRecord, ClinicalStore};
 use medkeeper_hospital::{OrderId, PatientId};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 use crate::auth::{Caller, TokenCache};
 use crate::error::ApiError;
-use crate::sse::Hub;
+use crate::sse::{Hub, StreamSlots};
 
 /// Limits of one server.
 #[derive(Debug, Clone)]
@@ -20,6 +20,13 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Open event streams before new ones are answered 503 `overloaded`.
     pub max_streams: usize,
+    /// Open event streams of one token before its next is answered 429 `too_many_streams`
+    /// (so one token cannot take all of [`max_streams`](Limits::max_streams)).
+    pub max_streams_per_token: usize,
+    /// How often an idle event stream sends a `: keep-alive` comment. A connection whose close
+    /// the server cannot see at once (see [`crate::sse`]) frees its stream slot at the second
+    /// write after the close, so this also bounds how long a closed stream holds its slot.
+    pub stream_keep_alive: std::time::Duration,
     /// The longest a request may take before it is answered 503 `timeout`.
     pub request_timeout: std::time::Duration,
     /// The largest request body, in bytes.
@@ -31,6 +38,8 @@ impl Default for Limits {
         Limits {
             max_in_flight: 256,
             max_streams: 1024,
+            max_streams_per_token: 8,
+            stream_keep_alive: std::time::Duration::from_secs(1),
             request_timeout: std::time::Duration::from_secs(10),
             max_body: 64 * 1024,
         }
@@ -55,7 +64,7 @@ pub struct ServerState {
     hospital: watch::Sender<Option<Arc<Hospital>>>,
     pub(crate) tokens: TokenCache,
     pub(crate) hub: Hub,
-    pub(crate) streams: Arc<Semaphore>,
+    pub(crate) streams: StreamSlots,
     pub(crate) limits: Limits,
     shutdown: watch::Sender<bool>,
 }
@@ -77,7 +86,7 @@ impl ServerState {
             hospital: watch::channel(None).0,
             tokens: TokenCache::default(),
             hub: Hub::default(),
-            streams: Arc::new(Semaphore::new(limits.max_streams)),
+            streams: StreamSlots::new(&limits),
             limits,
             shutdown: watch::channel(false).0,
         })
@@ -128,6 +137,12 @@ impl ServerState {
         self.hub.running()
     }
 
+    /// Event streams open now (each holds one of [`Limits::max_streams`] slots until its
+    /// connection closes).
+    pub fn open_streams(&self) -> usize {
+        self.streams.open()
+    }
+
     /// This instance.
     pub fn me(&self) -> &MemberInfo {
         &self.me
@@ -141,10 +156,10 @@ impl ServerState {
             .is_some_and(|h| h.session().state() == SessionState::Connected)
     }
 
-    /// Records an access in the audit log. A failure to record is logged and turns the answer
-    /// into 500: an access that cannot be audited is not served silently.
-    pub(crate) async fn audit(&self, entry: Audit<'_>) -> Result<(), ApiError> {
-        let record = AuditRecord {
+    /// The audit record of `entry`, as of now: for [`audit`](ServerState::audit), or to be
+    /// stored with the change it accounts for (see [`medkeeper_hospital::Actor`]).
+    pub(crate) fn audit_record(entry: Audit<'_>) -> AuditRecord {
+        AuditRecord {
             seq: 0,
             at_ms: now_ms(),
             actor: entry.caller.token.clone(),
@@ -154,11 +169,18 @@ impl ServerState {
             order: entry.order.cloned(),
             outcome: entry.outcome.to_string(),
             detail: entry.detail,
-        };
+        }
+    }
+
+    /// Records an access in the audit log. A failure to record is logged and turns the answer
+    /// into 500: an access that cannot be audited is not served silently.
+    pub(crate) async fn audit(&self, entry: Audit<'_>) -> Result<(), ApiError> {
+        let action = entry.action;
+        let record = ServerState::audit_record(entry);
         match self.store.append_audit(&record).await {
             Ok(_) => Ok(()),
             Err(e) => {
-                tracing::error!(error = %e, action = entry.action, "cannot write the audit log");
+                tracing::error!(error = %e, action, "cannot write the audit log");
                 Err(ApiError::internal(format!(
                     "cannot write the audit log: {e}"
                 )))

@@ -17,8 +17,13 @@ use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
 use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
-use medkeeper_hospital::store::{ClinicalStore, Patient, SqliteStore};
-use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, UnitStatus};
+use medkeeper_hospital::store::{
+    AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, SqliteStore, StoreError,
+    TokenRecord,
+};
+use medkeeper_hospital::{
+    Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus,
+};
 use medkeeper_server::{Limits, MemberInfo, Role, ServerState, issue_token};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -272,6 +277,11 @@ fn forward_events(body: ureq::Body, tx: mpsc::UnboundedSender<(String, Value)>) 
 
 impl Server {
     async fn start() -> Server {
+        Server::start_with(|store| Arc::new(store)).await
+    }
+
+    /// A server whose clinical store is `wrap` of the SQLite store.
+    async fn start_with(wrap: impl FnOnce(SqliteStore) -> Arc<dyn ClinicalStore>) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = EngineConfig::new(dir.path().join("coord"));
         cfg.segment_size = 4 * 1024 * 1024;
@@ -287,8 +297,7 @@ impl Server {
         config::load(session.as_ref(), &hospital_config)
             .await
             .unwrap();
-        let store: Arc<dyn ClinicalStore> =
-            Arc::new(SqliteStore::open(dir.path().join("clinical.sqlite")).unwrap());
+        let store = wrap(SqliteStore::open(dir.path().join("clinical.sqlite")).unwrap());
         let hospital = Arc::new(Hospital::new(session, store.clone(), hospital_config).unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -775,7 +784,12 @@ async fn role_matrix_over_every_endpoint() {
 
     // Without a usable token, every route is 401 `unauthorized`.
     let revoked = s.token(Role::Admin, None).await;
-    assert!(s.store.revoke_token(&revoked.id, now_ms()).await.unwrap());
+    assert!(
+        s.store
+            .revoke_token(&revoked.id, now_ms(), None)
+            .await
+            .unwrap()
+    );
     let unknown = format!("mkt_{}", "0".repeat(64));
     let auths: Vec<(&str, Option<String>)> = vec![
         ("no token", None),
@@ -901,7 +915,7 @@ async fn lifecycle_through_the_api() {
             "POST",
             "/api/patients",
             &scheduler,
-            json!({"name": "Ada Lovelace", "birth_date": "1815-12-10"}),
+            json!({"name": "Ada Lovelace", "birth_date": "1985-12-10"}),
             201,
         )
         .await;
@@ -1817,6 +1831,8 @@ async fn every_patient_data_access_is_audited() {
             row("order.read", &tech, "technician", "ok", o.clone()),
             row("patient.read", &intruder, "patient", "denied", Value::Null),
             row("order.read", &intruder, "patient", "denied", o.clone()),
+            // A call starts in the tree: recorded before it starts, and with the store's write.
+            row("order.call", &tech, "technician", "started", o.clone()),
             row("order.call", &tech, "technician", "ok", o.clone()),
         ],
         "{log}"
@@ -2022,6 +2038,167 @@ async fn sse_pushes_queue_changes_and_measures_latency() {
         entry["called_to"].as_str().unwrap().starts_with("CT-"),
         "{view}"
     );
+}
+
+/// Opens an event stream over a bare TCP connection (so the test decides when it closes),
+/// sending `after` right after the request, and reads until the first event has arrived.
+async fn raw_stream(s: &Server, path: &str, after: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n{after}");
+    tokio::task::spawn_blocking(move || {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        conn.write_all(request.as_bytes()).unwrap();
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains("\ndata:") {
+            let n = conn.read(&mut buf).expect("no first event within 10 s");
+            assert_ne!(
+                n,
+                0,
+                "the stream closed: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&seen);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        conn
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until `n` streams are open, failing after `within`; how long it took.
+async fn await_open_streams(s: &Server, n: usize, within: Duration, what: &str) -> Duration {
+    let t = Instant::now();
+    while s.state.open_streams() != n {
+        assert!(
+            t.elapsed() < within,
+            "{what}: {} streams open after {:?}, expected {n}",
+            s.state.open_streams(),
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    t.elapsed()
+}
+
+/// Issue 12, defect 7: a stream whose client has closed its connection gives its slot back
+/// within a couple of seconds. A plain close is seen at once; a client that sent more after its
+/// request (a stray CRLF, a pipelined request) is one hyper does not read, so its close is seen
+/// only when a write fails: the second keep-alive after the close (measured before the fix,
+/// with 15 s keep-alives: about 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_closed_stream_frees_its_slot_promptly() {
+    let s = Server::start().await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let path = format!("/api/pools/MRI/events?access_token={}", nurse.token);
+    assert_eq!(s.state.open_streams(), 0);
+    for (what, after) in [
+        ("a plain close", ""),
+        ("a close after a stray CRLF", "\r\n"),
+        (
+            "a close after a pipelined request",
+            "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+        ),
+    ] {
+        let conn = raw_stream(&s, &path, after).await;
+        assert_eq!(s.state.open_streams(), 1, "{what}");
+        drop(conn);
+        let took = await_open_streams(&s, 0, Duration::from_secs(4), what).await;
+        eprintln!("{what}: the stream's slot was free again after {took:?}");
+    }
+}
+
+/// Issue 12, defect 7: one token cannot take every stream slot. At its cap (the default, 8) it
+/// gets 429 `too_many_streams` (audited), on every stream route, while another token still gets
+/// a stream; once one of its streams is closed it may open another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_stream_cap_per_token_leaves_slots_for_others() {
+    let s = Server::start().await;
+    let cap = Limits::default().max_streams_per_token;
+    let admin = s.token(Role::Admin, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let p = s.patient("Many Streams").await;
+    let mine = s.token(Role::Patient, Some(&p)).await;
+    let own = format!("/api/patients/{p}/events?access_token={}", mine.token);
+    let mut held = Vec::new();
+    for _ in 0..cap {
+        held.push(raw_stream(&s, &own, "").await);
+    }
+    assert_eq!(s.state.open_streams(), cap);
+    let refused = s
+        .req(
+            "GET",
+            &format!("/api/patients/{p}/events"),
+            Some(&mine.token),
+            Payload::None,
+        )
+        .await;
+    refused
+        .expect_error(&[429], "too_many_streams")
+        .unwrap_or_else(|e| panic!("stream {} of one token: {e}", cap + 1));
+    assert_eq!(s.state.open_streams(), cap);
+    // Every stream route counts against the same cap (a staff token's mix of routes).
+    let routes = [
+        "/api/events".to_string(),
+        "/api/pools/MRI/events".to_string(),
+        "/api/pools/MRI/units/MRI-1/events".to_string(),
+        format!("/api/patients/{p}/events"),
+        "/api/cluster/events".to_string(),
+    ];
+    for route in routes.iter().cycle().take(cap) {
+        held.push(raw_stream(&s, &format!("{route}?access_token={}", nurse.token), "").await);
+    }
+    assert_eq!(s.state.open_streams(), 2 * cap);
+    for route in &routes {
+        let r = s.req("GET", route, Some(&nurse.token), Payload::None).await;
+        r.expect_error(&[429], "too_many_streams")
+            .unwrap_or_else(|e| panic!("the nurse's stream {} on {route}: {e}", cap + 1));
+    }
+    // Another token still gets a stream.
+    let doctor = s.token(Role::Doctor, None).await;
+    let (status, _, events) = s
+        .events(&format!(
+            "/api/pools/CT/events?access_token={}",
+            doctor.token
+        ))
+        .await;
+    assert_eq!(status, 200);
+    events.unwrap().next(Duration::from_secs(5)).await;
+    await_open_streams(
+        &s,
+        2 * cap + 1,
+        Duration::from_secs(1),
+        "the doctor's stream",
+    )
+    .await;
+    // The refusal is audited like any other.
+    let audit = s
+        .ok(
+            "GET",
+            &format!("/api/audit?patient={p}"),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    let refusals: Vec<&Value> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "patient.stream" && r["outcome"] == "too_many_streams")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{audit}");
+    assert_eq!(refusals[0]["actor"], mine.id.as_str());
+    // A closed stream gives the token its place back.
+    drop(held.remove(0));
+    await_open_streams(&s, 2 * cap, Duration::from_secs(4), "after a close").await;
+    held.push(raw_stream(&s, &own, "").await);
+    assert_eq!(s.state.open_streams(), 2 * cap + 1);
 }
 
 // --- 7. revocation ------------------------------------------------------------------------------
@@ -2292,4 +2469,774 @@ async fn revoked_token_ends_its_streams_and_idle_feeds_stop() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// --- issue 12: malformed names, impossible dates, the docs on another patient's order --------
+
+/// Malformed path segments, percent-encoded as a client sends them: what the test calls the
+/// form, and the encoded text. Each is a malformed name for every kind of path segment (pool,
+/// unit, patient id, order id, token id).
+const MALFORMED_SEGMENTS: &[(&str, &str)] = &[
+    ("'..'", "%2E%2E"),
+    ("'.'", "%2E"),
+    ("'MRI-1/' (a trailing encoded slash)", "MRI-1%2F"),
+    ("an encoded slash", "MRI%2F1"),
+    ("an encoded traversal", "..%2F..%2Fmembers"),
+    ("a NUL byte", "MRI-1%00"),
+    ("only a NUL byte", "%00"),
+    ("a space", "MRI%201"),
+    ("non-ASCII", "MRI-%C3%89"),
+    ("not UTF-8", "MRI-%FF"),
+    (
+        "65 characters",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    ),
+    ("a very long name", "{long}"),
+];
+
+/// Issue 12, defect 5: every route that turns a path segment (or a name in a body or query)
+/// into a tree path or a store key answers a malformed one with 422 `invalid` and an unknown
+/// well-formed one with 404 `not_found` — never a 5xx — and changes nothing. The hospital
+/// itself refuses malformed names too, whoever calls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_malformed_names_in_paths_are_422_never_5xx() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let patient = s.patient("Malformed Names").await;
+    let order = s.order(&patient, "CT", OrderState::Queued).await;
+    let mut p = Problems::default();
+    let long = "a".repeat(5000);
+
+    // Every route with a path segment, `{x}` where the segment under test goes; the others are
+    // valid and exist. The body each needs to get past its own checks.
+    #[rustfmt::skip]
+    let routes: Vec<(&str, String, Value)> = vec![
+        ("GET", "/api/pools/{x}".into(), Value::Null),
+        ("GET", "/api/pools/{x}/queue".into(), Value::Null),
+        ("GET", "/api/pools/{x}/events".into(), Value::Null),
+        ("PUT", "/api/pools/{x}/units/MRI-1/status".into(), json!({"status": "maintenance"})),
+        ("PUT", "/api/pools/MRI/units/{x}/status".into(), json!({"status": "maintenance"})),
+        ("GET", "/api/pools/{x}/units/MRI-1/events".into(), Value::Null),
+        ("GET", "/api/pools/MRI/units/{x}/events".into(), Value::Null),
+        ("GET", "/api/patients/{x}".into(), Value::Null),
+        ("GET", "/api/patients/{x}/events".into(), Value::Null),
+        ("GET", "/api/orders/{x}".into(), Value::Null),
+        ("POST", "/api/orders/{x}/priority".into(), json!({"priority": "stat"})),
+        ("POST", "/api/orders/{x}/cancel".into(), Value::Null),
+        ("POST", "/api/orders/{x}/call".into(), json!({})),
+        ("POST", "/api/orders/{x}/start".into(), Value::Null),
+        ("POST", "/api/orders/{x}/complete".into(), Value::Null),
+        ("POST", "/api/orders/{x}/report".into(), json!({"text": "x"})),
+        ("POST", "/api/orders/{x}/no-show".into(), Value::Null),
+        ("DELETE", "/api/tokens/{x}".into(), Value::Null),
+    ];
+    for (m, route, body) in &routes {
+        for (form, seg) in MALFORMED_SEGMENTS {
+            let path = route.replace("{x}", &seg.replace("{long}", &long));
+            let r = s.call(m, &path, &admin, body.clone()).await;
+            p.ensure(format!("{form} in {m} {route}"), r.status < 500, &r.text);
+            p.check(
+                format!("{form} in {m} {route}"),
+                r.expect_error(&[422], "invalid"),
+            );
+        }
+        // Well-formed but naming nothing.
+        let r = s
+            .call(m, &route.replace("{x}", "NOPE-1"), &admin, body.clone())
+            .await;
+        p.check(
+            format!("an unknown name in {m} {route}"),
+            r.expect_error(&[404], "not_found"),
+        );
+    }
+    // A pool's internals are not units.
+    for unit in ["lock", "queue"] {
+        let r = s
+            .call(
+                "PUT",
+                &format!("/api/pools/MRI/units/{unit}/status"),
+                &admin,
+                json!({"status": "offline"}),
+            )
+            .await;
+        p.check(
+            format!("{unit} as a unit (status)"),
+            r.expect_error(&[404], "not_found"),
+        );
+        let r = s
+            .call(
+                "GET",
+                &format!("/api/pools/MRI/units/{unit}/events"),
+                &admin,
+                Value::Null,
+            )
+            .await;
+        p.check(
+            format!("{unit} as a unit (events)"),
+            r.expect_error(&[404], "not_found"),
+        );
+    }
+    // An unencoded trailing slash or an empty segment is another route: 404, not a 5xx.
+    for path in [
+        "/api/pools/MRI/units/MRI-1//status",
+        "/api/pools//queue",
+        "/api/orders//cancel",
+    ] {
+        let r = s
+            .call("PUT", path, &admin, json!({"status": "offline"}))
+            .await;
+        p.ensure(format!("PUT {path}"), r.status < 500, &r.text);
+    }
+
+    // Names inside bodies: a unit to call to, a pool to order from.
+    let call = format!("/api/orders/{}/call", order.id);
+    for bad in ["..", "CT-1/", "CT/1", "CT-1\0", "\0", "CT-É", long.as_str()] {
+        let r = s.call("POST", &call, &admin, json!({"unit": bad})).await;
+        p.check(
+            format!("unit {:?} to call to", &bad[..bad.len().min(12)]),
+            r.expect_error(&[422], "invalid"),
+        );
+        let r = s
+            .call(
+                "POST",
+                "/api/orders",
+                &admin,
+                json!({"patient": patient, "pool": bad, "priority": "stat"}),
+            )
+            .await;
+        p.check(
+            format!("pool {:?} in a new order", &bad[..bad.len().min(12)]),
+            r.expect_error(&[422], "invalid"),
+        );
+    }
+
+    // Names in queries: the tree view's path, the audit log's filters.
+    #[rustfmt::skip]
+    let queries: Vec<(String, u16, &str)> = vec![
+        ("/api/tree?path=/medical/..".into(), 422, "invalid"),
+        ("/api/tree?path=/medical/resources/equipment/MRI/".into(), 422, "invalid"),
+        ("/api/tree?path=/medical/./resources".into(), 422, "invalid"),
+        ("/api/tree?path=/medical%00".into(), 422, "invalid"),
+        ("/api/tree?path=//medical".into(), 422, "invalid"),
+        ("/api/tree?path=/medical/%C3%89".into(), 404, "not_found"),
+        (format!("/api/tree?path=/medical/{long}"), 404, "not_found"),
+        // Not UTF-8: decoded lossily, then refused as a path (it is not absolute).
+        ("/api/tree?path=%FF".into(), 422, "invalid"),
+        ("/api/audit?patient=..".into(), 400, "bad_request"),
+        ("/api/audit?patient=%00".into(), 400, "bad_request"),
+    ];
+    for (path, status, code) in &queries {
+        let r = s.call("GET", path, &admin, Value::Null).await;
+        p.ensure(format!("GET {path}"), r.status < 500, &r.text);
+        p.check(format!("GET {path}"), r.expect_error(&[*status], code));
+    }
+    for path in ["/api/audit?actor=%00", "/api/audit?actor=..%2F.."] {
+        let r = s.call("GET", path, &admin, Value::Null).await;
+        p.ensure(format!("GET {path}"), r.status == 200, &r.text);
+    }
+
+    // Nothing changed.
+    for unit in ["MRI-1", "MRI-2"] {
+        let st = s.unit_status("MRI", unit).await;
+        p.ensure(
+            format!("{unit} is still available"),
+            st == UnitStatus::Available,
+            format_args!("{st:?}"),
+        );
+    }
+    let o = s.stored(&order.id).await;
+    p.ensure(
+        "the order is still queued",
+        o.state == OrderState::Queued && o.priority == Priority::Routine,
+        format_args!("{o:?}"),
+    );
+    p.ensure(
+        "no token was revoked",
+        s.store
+            .tokens()
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.revoked_ms.is_none()),
+        "one was",
+    );
+
+    // The hospital refuses malformed names itself (defence in depth): `Invalid` before any
+    // path is built, `NotFound` for a pool's internals.
+    let h = &s.hospital;
+    let mri = Pool::Equipment("MRI".into());
+    for unit in [
+        "..",
+        ".",
+        "MRI-1/",
+        "MRI/1",
+        "MRI-1\0",
+        "",
+        "MRI-É",
+        long.as_str(),
+    ] {
+        let r = h.set_unit_status(&mri, unit, UnitStatus::Maintenance).await;
+        p.ensure(
+            format!("set_unit_status(MRI, {:?})", &unit[..unit.len().min(12)]),
+            matches!(r, Err(medkeeper_hospital::Error::Invalid(_))),
+            format_args!("{r:?}"),
+        );
+    }
+    for unit in ["lock", "queue"] {
+        let r = h.set_unit_status(&mri, unit, UnitStatus::Offline).await;
+        p.ensure(
+            format!("set_unit_status(MRI, {unit:?})"),
+            matches!(r, Err(medkeeper_hospital::Error::NotFound(_))),
+            format_args!("{r:?}"),
+        );
+    }
+    for pool in ["..", "MRI/..", "MRI\0", ""] {
+        let bad = Pool::Equipment(pool.into());
+        let r = h
+            .set_unit_status(&bad, "MRI-1", UnitStatus::Maintenance)
+            .await;
+        p.ensure(
+            format!("set_unit_status({pool:?}, MRI-1)"),
+            matches!(r, Err(medkeeper_hospital::Error::Invalid(_))),
+            format_args!("{r:?}"),
+        );
+        let r = h.units(&bad).await;
+        p.ensure(
+            format!("units({pool:?})"),
+            matches!(r, Err(medkeeper_hospital::Error::Invalid(_))),
+            format_args!("{r:?}"),
+        );
+    }
+    let r = h.call(&order.id, Some("../CT-1"), "test").await;
+    p.ensure(
+        "call(order, \"../CT-1\")",
+        matches!(r, Err(medkeeper_hospital::Error::Invalid(_))),
+        format_args!("{r:?}"),
+    );
+    p.finish();
+}
+
+/// A date `days` from today (UTC), `YYYY-MM-DD`.
+fn date_from_today(days: i64) -> String {
+    let now = time::OffsetDateTime::from_unix_timestamp(now_ms() / 1000).unwrap();
+    let d = now.date() + time::Duration::days(days);
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}
+
+/// Issue 12, defect 6: a birth date must be a real calendar date from 1900-01-01 to today, and
+/// a name must have a letter or digit and no control characters; each refusal is 422 `invalid`
+/// with a message naming the field, and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_impossible_birth_dates_and_control_character_names_are_422() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let mut p = Problems::default();
+    let in_two_days = date_from_today(2);
+
+    let mut refused: Vec<(String, Value, &str)> = Vec::new();
+    for d in [
+        "1970-02-31",
+        "2023-02-29",
+        "1970-04-31",
+        "1900-02-29",
+        "1970-13-01",
+        "1970-00-10",
+        "1970-01-00",
+        "1899-12-31",
+        "0000-01-01",
+        "2999-01-01",
+        in_two_days.as_str(),
+        "+1970-01-01",
+        "-1970-01-01",
+        "1970-1-31",
+        "19700131",
+        "1970-01-31T00:00",
+        "1970-01-31 ",
+        "",
+        "yesterday",
+    ] {
+        refused.push((
+            format!("birth_date {d:?}"),
+            json!({"name": "Date Test", "birth_date": d}),
+            "birth_date",
+        ));
+    }
+    for n in [
+        "\0",
+        "\0\0\0",
+        "Ann\0",
+        " \t\n ",
+        "\u{7}",
+        "Ann\nExample",
+        "\u{1b}[31mRed",
+        "\u{85}",
+        "---",
+        "...",
+    ] {
+        refused.push((
+            format!("name {n:?}"),
+            json!({"name": n, "birth_date": "1970-01-31"}),
+            "name",
+        ));
+    }
+    for (what, body, field) in &refused {
+        let r = s.call("POST", "/api/patients", &admin, body.clone()).await;
+        p.check(what, r.expect_error(&[422], "invalid"));
+        p.ensure(
+            format!("{what}: the message names {field}"),
+            r.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(field)),
+            &r.text,
+        );
+    }
+
+    let today = date_from_today(0);
+    let accepted = [
+        ("Leap Day", "2024-02-29"),
+        ("Leap Century", "2000-02-29"),
+        ("Oldest Accepted", "1900-01-01"),
+        ("Newborn", today.as_str()),
+        ("Zoë Ångström", "1970-01-31"),
+        ("李小龙", "1970-12-31"),
+        ("O'Brien-Smith", "1985-06-15"),
+    ];
+    for (name, d) in accepted {
+        let r = s
+            .call(
+                "POST",
+                "/api/patients",
+                &admin,
+                json!({"name": name, "birth_date": d}),
+            )
+            .await;
+        p.ensure(
+            format!("{name} born {d}"),
+            r.status == 201 && r.json["birth_date"] == d && r.json["name"] == name,
+            &r.text,
+        );
+    }
+    let r = s
+        .call("POST", "/api/patients", &admin, json!({"name": "No Date"}))
+        .await;
+    p.ensure("no birth date", r.status == 201, &r.text);
+
+    // Only the accepted ones were stored.
+    let stored = s
+        .ok("GET", "/api/audit?limit=10000", &admin, Value::Null, 200)
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "patient.create" && r["outcome"] == "ok")
+        .count();
+    p.ensure(
+        "only the accepted patients were registered",
+        stored == accepted.len() + 1,
+        stored,
+    );
+    p.finish();
+}
+
+/// The statuses of docs/api.md's error table rows whose text mentions `phrase`.
+fn documented_error_statuses(phrase: &str) -> Vec<u16> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    text.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim().split('|').map(str::trim).collect();
+            let status: u16 = cells.get(1)?.parse().ok()?;
+            (cells.len() >= 4 && cells[3].contains(phrase)).then_some(status)
+        })
+        .collect()
+}
+
+/// Issue 12, defect 9: docs/api.md's error table says what the server answers a patient token
+/// that asks for another patient's order (404, as for an order that does not exist) and for
+/// another patient's record (403).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_docs_answer_for_another_patients_order_is_the_servers() {
+    let s = Server::start().await;
+    let a = s.patient("Patient A").await;
+    let b = s.patient("Patient B").await;
+    let ob = s.order(&b, "MRI", OrderState::Queued).await;
+    let ta = s.token(Role::Patient, Some(&a)).await;
+
+    let order = s
+        .req(
+            "GET",
+            &format!("/api/orders/{}", ob.id),
+            Some(&ta.token),
+            Payload::None,
+        )
+        .await;
+    let record = s
+        .req(
+            "GET",
+            &format!("/api/patients/{b}"),
+            Some(&ta.token),
+            Payload::None,
+        )
+        .await;
+    assert_eq!(
+        documented_error_statuses("another patient's order"),
+        [order.status],
+        "docs/api.md's error table vs the server ({})",
+        order.text
+    );
+    assert_eq!(
+        documented_error_statuses("another patient's record"),
+        [record.status],
+        "docs/api.md's error table vs the server ({})",
+        record.text
+    );
+}
+
+// --- issue 12: a change and its audit record ------------------------------------------------
+
+/// The SQLite store whose separate audit appends ([`ClinicalStore::append_audit`]) fail once
+/// `dead` is set: what a process that dies right after a change, before a separate audit
+/// write, leaves. Everything else is forwarded.
+struct DiesBeforeSeparateAudit {
+    inner: SqliteStore,
+    dead: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl ClinicalStore for DiesBeforeSeparateAudit {
+    async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
+        if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Backend("injected: the process died".into()));
+        }
+        self.inner.append_audit(record).await
+    }
+    async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner.audit(q).await
+    }
+    async fn upsert_patient(&self, p: &Patient) -> Result<(), StoreError> {
+        self.inner.upsert_patient(p).await
+    }
+    async fn insert_patient(&self, p: &Patient, a: Option<&AuditRecord>) -> Result<(), StoreError> {
+        self.inner.insert_patient(p, a).await
+    }
+    async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
+        self.inner.patient(id).await
+    }
+    async fn insert_order(
+        &self,
+        o: &Order,
+        actor: &str,
+        a: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_order(o, actor, a).await
+    }
+    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.inner.order(id).await
+    }
+    async fn transition(
+        &self,
+        t: &Transition,
+        a: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner.transition(t, a).await
+    }
+    async fn set_priority(
+        &self,
+        id: &OrderId,
+        p: Priority,
+        a: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_priority(id, p, a).await
+    }
+    async fn orders_updated(
+        &self,
+        since: i64,
+        before: i64,
+        after: Option<(i64, OrderId)>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.inner.orders_updated(since, before, after, limit).await
+    }
+    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.reconciled_until().await
+    }
+    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError> {
+        self.inner.set_reconciled_until(ms).await
+    }
+    async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {
+        self.inner.transitions(id).await
+    }
+    async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
+        self.inner.orders_in(states).await
+    }
+    async fn orders_of(&self, p: &PatientId) -> Result<Vec<Order>, StoreError> {
+        self.inner.orders_of(p).await
+    }
+    async fn put_result(&self, r: &ExamResult) -> Result<(), StoreError> {
+        self.inner.put_result(r).await
+    }
+    async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError> {
+        self.inner.result(id).await
+    }
+    async fn insert_token(
+        &self,
+        t: &TokenRecord,
+        a: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner.insert_token(t, a).await
+    }
+    async fn token_by_hash(&self, h: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token_by_hash(h).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner.tokens().await
+    }
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        a: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner.revoke_token(id, at_ms, a).await
+    }
+}
+
+/// Issue 12: the audit record was a separate write after the change, so a crash between them
+/// left an applied change nobody could account for. Now a change stored in the clinical store
+/// carries its record in the same transaction: with every separate audit write failing (the
+/// process "dies" right after the change), each change still answers 2xx and has exactly one
+/// record naming who did it. A change that starts in the coordination tree (a unit's status, a
+/// manual call, a re-prioritisation) writes a `started` record first, so it is refused before
+/// anything changes when that cannot be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_every_change_is_stored_with_its_audit_record() {
+    let dies = Arc::new(std::sync::Mutex::new(None::<Arc<DiesBeforeSeparateAudit>>));
+    let slot = dies.clone();
+    let s = Server::start_with(move |inner| {
+        let store = Arc::new(DiesBeforeSeparateAudit {
+            inner,
+            dead: std::sync::atomic::AtomicBool::new(false),
+        });
+        *slot.lock().unwrap() = Some(store.clone());
+        store
+    })
+    .await;
+    let store = dies.lock().unwrap().clone().unwrap();
+    let admin = s.token(Role::Admin, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let doctor = s.token(Role::Doctor, None).await;
+    let tech = s.token(Role::Technician, None).await;
+    let called = s
+        .order(&s.patient("Called").await, "MRI", OrderState::Called)
+        .await;
+    let queued = s
+        .order(&s.patient("Queued").await, "CT", OrderState::Queued)
+        .await;
+    store.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let pid = s
+        .ok(
+            "POST",
+            "/api/patients",
+            &nurse,
+            json!({"name": "Audited"}),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let oid = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &doctor,
+            json!({"patient": pid, "pool": "MRI", "priority": "asap"}),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = called.id.as_str();
+    s.ok(
+        "POST",
+        &format!("/api/orders/{c}/start"),
+        &tech,
+        Value::Null,
+        200,
+    )
+    .await;
+    s.ok(
+        "POST",
+        &format!("/api/orders/{c}/complete"),
+        &tech,
+        Value::Null,
+        200,
+    )
+    .await;
+    s.ok(
+        "POST",
+        &format!("/api/orders/{c}/report"),
+        &doctor,
+        json!({"text": "no lesion"}),
+        200,
+    )
+    .await;
+    s.ok(
+        "POST",
+        &format!("/api/orders/{oid}/cancel"),
+        &doctor,
+        Value::Null,
+        200,
+    )
+    .await;
+    let issued = s
+        .ok(
+            "POST",
+            "/api/tokens",
+            &admin,
+            json!({"role": "nurse", "label": "night shift"}),
+            201,
+        )
+        .await;
+    let tid = issued["id"].as_str().unwrap().to_string();
+    let r = s
+        .call("DELETE", &format!("/api/tokens/{tid}"), &admin, Value::Null)
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+
+    // Changes that start in the tree: refused before anything changes.
+    let q = queued.id.as_str();
+    let r = s
+        .call("POST", &format!("/api/orders/{q}/call"), &admin, json!({}))
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text);
+    assert_eq!(s.stored(&queued.id).await.state, OrderState::Queued);
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/orders/{q}/priority"),
+            &admin,
+            json!({"priority": "stat"}),
+        )
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text);
+    assert_eq!(s.stored(&queued.id).await.priority, Priority::Routine);
+    let r = s
+        .call(
+            "PUT",
+            "/api/pools/CT/units/CT-1/status",
+            &admin,
+            json!({"status": "maintenance"}),
+        )
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text);
+    assert_eq!(s.unit_status("CT", "CT-1").await, UnitStatus::Available);
+
+    store.dead.store(false, std::sync::atomic::Ordering::SeqCst);
+    let trail = store
+        .audit(&AuditQuery {
+            limit: Some(1000),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let changes: Vec<(String, String, Option<String>)> = trail
+        .iter()
+        .map(|a| {
+            (
+                a.action.clone(),
+                a.actor.clone(),
+                a.order.as_ref().map(|o| o.to_string()),
+            )
+        })
+        .collect();
+    let expect = [
+        ("patient.create", &nurse, None),
+        ("order.create", &doctor, Some(oid.clone())),
+        ("order.start", &tech, Some(c.to_string())),
+        ("order.complete", &tech, Some(c.to_string())),
+        ("order.report", &doctor, Some(c.to_string())),
+        ("order.cancel", &doctor, Some(oid.clone())),
+        ("token.create", &admin, None),
+        ("token.revoke", &admin, None),
+    ];
+    for (action, who, order) in &expect {
+        let n = changes
+            .iter()
+            .filter(|(a, by, o)| a == action && by == &who.id && o == order)
+            .count();
+        assert_eq!(
+            n, 1,
+            "{action} by {} on {order:?}: {n} records in {changes:#?}",
+            who.id
+        );
+    }
+    assert!(
+        trail.iter().all(|a| a.outcome == "ok"),
+        "only the changes' own records: {trail:#?}"
+    );
+    assert_eq!(trail.len(), expect.len(), "{trail:#?}");
+    let created = trail.iter().find(|a| a.action == "patient.create").unwrap();
+    assert_eq!(created.patient.as_ref().map(|p| p.to_string()), Some(pid));
+}
+
+/// Issue 12: a change that starts in the coordination tree is preceded by a `started` record;
+/// its outcome follows (with the store's write, for a call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue12_changes_that_start_in_the_tree_are_recorded_before_they_start() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let queued = s
+        .order(&s.patient("Queued").await, "CT", OrderState::Queued)
+        .await;
+    let q = queued.id.as_str();
+    s.ok(
+        "POST",
+        &format!("/api/orders/{q}/priority"),
+        &admin,
+        json!({"priority": "stat"}),
+        200,
+    )
+    .await;
+    s.ok(
+        "POST",
+        &format!("/api/orders/{q}/call"),
+        &admin,
+        json!({}),
+        200,
+    )
+    .await;
+    s.ok(
+        "PUT",
+        "/api/pools/MRI/units/MRI-1/status",
+        &admin,
+        json!({"status": "maintenance"}),
+        200,
+    )
+    .await;
+    let trail = s
+        .store
+        .audit(&AuditQuery {
+            actor: Some(admin.id.clone()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str)> = trail
+        .iter()
+        .map(|a| (a.action.as_str(), a.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("order.priority", "started"),
+            ("order.priority", "ok"),
+            ("order.call", "started"),
+            ("order.call", "ok"),
+            ("unit.status", "started"),
+            ("unit.status", "ok"),
+        ]
+    );
 }

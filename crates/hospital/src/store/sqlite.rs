@@ -26,7 +26,13 @@
 //!              revoked_ms NULL while valid)
 //! audit       (seq autoincrement PK, at_ms, actor, role, action, patient, order_id,
 //!              outcome, detail)                   index (patient, seq), (at_ms)
+//! -- v3
+//! orders                                          index (updated_ms, id)
+//! reconciler  (id PK = 1, checked_until_ms)       one row: the reconciler's watermark
 //! ```
+//!
+//! A change and the audit record of the request that made it are written in one transaction
+//! (see [`ClinicalStore`]'s "Audit records travel with the change").
 //!
 //! The SQL is plain enough to run on PostgreSQL, except for what is marked SQLite-only:
 //! the pragmas, `INTEGER PRIMARY KEY AUTOINCREMENT` (PostgreSQL: `BIGINT GENERATED ALWAYS AS
@@ -130,6 +136,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_patient ON audit (patient, seq);
     CREATE INDEX audit_by_time ON audit (at_ms);
+    "#,
+    // v3: the reconciler's pass over recently changed orders.
+    r#"
+    CREATE INDEX orders_by_update ON orders (updated_ms, id);
+    CREATE TABLE reconciler (
+        id                 INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+        checked_until_ms   BIGINT NOT NULL
+    );
     "#,
 ];
 
@@ -384,6 +398,40 @@ fn read_audit(r: &rusqlite::Row<'_>) -> Result<AuditRecord, StoreError> {
     })
 }
 
+/// Appends `record` to the audit trail on `conn` (a connection or an open transaction) and
+/// returns its sequence number.
+fn insert_audit(conn: &Connection, a: &AuditRecord) -> Result<i64, StoreError> {
+    // RETURNING: SQLite 3.35+ and PostgreSQL alike.
+    conn.query_row(
+        "INSERT INTO audit (at_ms, actor, role, action, patient, order_id, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         RETURNING seq",
+        params![
+            a.at_ms,
+            a.actor,
+            a.role,
+            a.action,
+            a.patient.as_ref().map(|p| p.as_str()),
+            a.order.as_ref().map(|o| o.as_str()),
+            a.outcome,
+            a.detail,
+        ],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
+/// Appends a change's audit record, if it has one, inside the change's transaction.
+fn append_audit_in(
+    tx: &rusqlite::Transaction<'_>,
+    a: Option<&AuditRecord>,
+) -> Result<(), StoreError> {
+    if let Some(a) = a {
+        insert_audit(tx, a)?;
+    }
+    Ok(())
+}
+
 /// Runs `sql` and reads every row with `read`.
 fn query_rows<T>(
     conn: &Connection,
@@ -431,10 +479,18 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
-    async fn insert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
+    async fn insert_patient(
+        &self,
+        patient: &Patient,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         let p = patient.clone();
+        let audit = audit.cloned();
         self.run(move |conn| {
-            conn.execute(
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
                 "INSERT INTO patients (id, name, birth_date) VALUES (?1, ?2, ?3)",
                 params![p.id.as_str(), p.name, p.birth_date],
             )
@@ -445,7 +501,8 @@ impl ClinicalStore for SqliteStore {
                     backend(e)
                 }
             })?;
-            Ok(())
+            append_audit_in(&tx, audit.as_ref())?;
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -470,9 +527,15 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
-    async fn insert_order(&self, order: &Order, actor: &str) -> Result<(), StoreError> {
+    async fn insert_order(
+        &self,
+        order: &Order,
+        actor: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         let o = order.clone();
         let actor = actor.to_string();
+        let audit = audit.cloned();
         self.run(move |conn| {
             let capabilities = serde_json::to_string(&o.capabilities)
                 .map_err(|e| StoreError::Backend(format!("capabilities: {e}")))?;
@@ -518,6 +581,7 @@ impl ClinicalStore for SqliteStore {
                 ],
             )
             .map_err(backend)?;
+            append_audit_in(&tx, audit.as_ref())?;
             tx.commit().map_err(backend)
         })
         .await
@@ -539,12 +603,17 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
-    async fn transition(&self, t: &Transition) -> Result<bool, StoreError> {
+    async fn transition(
+        &self,
+        t: &Transition,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         // A creation (`from: None`) is never a move: no stored order is in "no state".
         let Some(from) = t.from else {
             return Ok(false);
         };
         let t = t.clone();
+        let audit = audit.cloned();
         self.run(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -574,22 +643,92 @@ impl ClinicalStore for SqliteStore {
                 ],
             )
             .map_err(backend)?;
+            append_audit_in(&tx, audit.as_ref())?;
             tx.commit().map_err(backend)?;
             Ok(true)
         })
         .await
     }
 
-    async fn set_priority(&self, id: &OrderId, priority: Priority) -> Result<bool, StoreError> {
+    async fn set_priority(
+        &self,
+        id: &OrderId,
+        priority: Priority,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         let id = id.clone();
+        let audit = audit.cloned();
         self.run(move |conn| {
-            let changed = conn
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let changed = tx
                 .execute(
                     "UPDATE orders SET priority = ?1 WHERE id = ?2 AND state = ?3",
                     params![priority.code(), id.as_str(), OrderState::Queued.code()],
                 )
                 .map_err(backend)?;
-            Ok(changed == 1)
+            if changed != 1 {
+                return Ok(false);
+            }
+            append_audit_in(&tx, audit.as_ref())?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn orders_updated(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+        after: Option<(i64, OrderId)>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.run(move |conn| {
+            let (after_ms, after_id) = match &after {
+                Some((ms, id)) => (*ms, id.as_str().to_string()),
+                None => (i64::MIN, String::new()),
+            };
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders
+                 WHERE updated_ms >= ?1 AND updated_ms < ?2
+                   AND (updated_ms > ?3 OR (updated_ms = ?3 AND id > ?4))
+                 ORDER BY updated_ms, id LIMIT ?5"
+            );
+            query_orders(
+                conn,
+                &sql,
+                params![since_ms, before_ms, after_ms, after_id, limit],
+            )
+        })
+        .await
+    }
+
+    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError> {
+        self.run(move |conn| {
+            conn.query_row(
+                "SELECT checked_until_ms FROM reconciler WHERE id = 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
+    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError> {
+        self.run(move |conn| {
+            // GREATEST on PostgreSQL; SQLite's two-argument MAX is the same scalar function.
+            conn.execute(
+                "INSERT INTO reconciler (id, checked_until_ms) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE
+                 SET checked_until_ms = MAX(reconciler.checked_until_ms, excluded.checked_until_ms)",
+                [ms],
+            )
+            .map_err(backend)?;
+            Ok(())
         })
         .await
     }
@@ -705,10 +844,18 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
         let t = token.clone();
+        let audit = audit.cloned();
         self.run(move |conn| {
-            conn.execute(
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            tx.execute(
                 &format!(
                     "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
                 ),
@@ -730,7 +877,8 @@ impl ClinicalStore for SqliteStore {
                     backend(e)
                 }
             })?;
-            Ok(())
+            append_audit_in(&tx, audit.as_ref())?;
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -753,43 +901,37 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
-    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
         let id = id.to_string();
+        let audit = audit.cloned();
         self.run(move |conn| {
-            let changed = conn
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let changed = tx
                 .execute(
                     "UPDATE tokens SET revoked_ms = ?1 WHERE id = ?2 AND revoked_ms IS NULL",
                     params![at_ms, id],
                 )
                 .map_err(backend)?;
-            Ok(changed == 1)
+            if changed != 1 {
+                return Ok(false);
+            }
+            append_audit_in(&tx, audit.as_ref())?;
+            tx.commit().map_err(backend)?;
+            Ok(true)
         })
         .await
     }
 
     async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
         let a = record.clone();
-        self.run(move |conn| {
-            // RETURNING: SQLite 3.35+ and PostgreSQL alike.
-            conn.query_row(
-                "INSERT INTO audit (at_ms, actor, role, action, patient, order_id, outcome, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 RETURNING seq",
-                params![
-                    a.at_ms,
-                    a.actor,
-                    a.role,
-                    a.action,
-                    a.patient.as_ref().map(|p| p.as_str()),
-                    a.order.as_ref().map(|o| o.as_str()),
-                    a.outcome,
-                    a.detail,
-                ],
-                |r| r.get(0),
-            )
-            .map_err(backend)
-        })
-        .await
+        self.run(move |conn| insert_audit(conn, &a)).await
     }
 
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
@@ -890,7 +1032,7 @@ mod tests {
         o.state = OrderState::Called;
         o.assigned = Some("dr-who".into());
         o.updated_ms = 1_500;
-        store.insert_order(&o, "nurse:jo").await.unwrap();
+        store.insert_order(&o, "nurse:jo", None).await.unwrap();
         assert_eq!(store.order(&o.id).await.unwrap(), Some(o.clone()));
         assert_eq!(
             store.transitions(&o.id).await.unwrap(),
@@ -905,7 +1047,7 @@ mod tests {
         );
         let mut bare = order("o-2", "p-1", 2_000);
         bare.capabilities.clear();
-        store.insert_order(&bare, "nurse:jo").await.unwrap();
+        store.insert_order(&bare, "nurse:jo", None).await.unwrap();
         assert_eq!(store.order(&bare.id).await.unwrap(), Some(bare));
         assert_eq!(store.order(&oid("o-none")).await.unwrap(), None);
         assert!(store.transitions(&oid("o-none")).await.unwrap().is_empty());
@@ -915,11 +1057,11 @@ mod tests {
     async fn duplicate_order_is_exists_and_changes_nothing() {
         let store = SqliteStore::in_memory().unwrap();
         let o = order("o-1", "p-1", 1_000);
-        store.insert_order(&o, "a").await.unwrap();
+        store.insert_order(&o, "a", None).await.unwrap();
         let mut again = o.clone();
         again.reason = "other".into();
         assert_eq!(
-            store.insert_order(&again, "b").await,
+            store.insert_order(&again, "b", None).await,
             Err(StoreError::Exists("order o-1".into()))
         );
         assert_eq!(store.order(&o.id).await.unwrap(), Some(o.clone()));
@@ -931,11 +1073,11 @@ mod tests {
         use OrderState::*;
         let store = SqliteStore::in_memory().unwrap();
         let o = order("o-1", "p-1", 1_000);
-        store.insert_order(&o, "a").await.unwrap();
+        store.insert_order(&o, "a", None).await.unwrap();
 
         // Right from-state: moves, records, assigns.
         let call = step("o-1", Queued, Called, 2_000, Some("MRI-1"));
-        assert!(store.transition(&call).await.unwrap());
+        assert!(store.transition(&call, None).await.unwrap());
         let now = store.order(&o.id).await.unwrap().unwrap();
         assert_eq!(now.state, Called);
         assert_eq!(now.assigned.as_deref(), Some("MRI-1"));
@@ -944,12 +1086,12 @@ mod tests {
 
         // Wrong from-state: false, nothing recorded, nothing changed.
         let stale = step("o-1", Queued, Cancelled, 3_000, Some("MRI-2"));
-        assert!(!store.transition(&stale).await.unwrap());
+        assert!(!store.transition(&stale, None).await.unwrap());
         assert_eq!(store.order(&o.id).await.unwrap().unwrap(), now);
         // Unknown order and a "creation" are never moves.
         assert!(
             !store
-                .transition(&step("o-x", Queued, Called, 1, None))
+                .transition(&step("o-x", Queued, Called, 1, None), None)
                 .await
                 .unwrap()
         );
@@ -957,11 +1099,11 @@ mod tests {
             from: None,
             ..call.clone()
         };
-        assert!(!store.transition(&creation).await.unwrap());
+        assert!(!store.transition(&creation, None).await.unwrap());
 
         // unit None keeps the assignment.
         let start = step("o-1", Called, InProgress, 4_000, None);
-        assert!(store.transition(&start).await.unwrap());
+        assert!(store.transition(&start, None).await.unwrap());
         let now = store.order(&o.id).await.unwrap().unwrap();
         assert_eq!(
             (now.state, now.assigned.as_deref()),
@@ -979,8 +1121,13 @@ mod tests {
     async fn set_priority_only_while_queued() {
         let store = SqliteStore::in_memory().unwrap();
         let o = order("o-1", "p-1", 1_000);
-        store.insert_order(&o, "a").await.unwrap();
-        assert!(store.set_priority(&o.id, Priority::Stat).await.unwrap());
+        store.insert_order(&o, "a", None).await.unwrap();
+        assert!(
+            store
+                .set_priority(&o.id, Priority::Stat, None)
+                .await
+                .unwrap()
+        );
         let now = store.order(&o.id).await.unwrap().unwrap();
         assert_eq!(now.priority, Priority::Stat);
         assert_eq!(now.updated_ms, o.updated_ms);
@@ -993,15 +1140,20 @@ mod tests {
             2_000,
             Some("MRI-1"),
         );
-        assert!(store.transition(&call).await.unwrap());
-        assert!(!store.set_priority(&o.id, Priority::Routine).await.unwrap());
+        assert!(store.transition(&call, None).await.unwrap());
+        assert!(
+            !store
+                .set_priority(&o.id, Priority::Routine, None)
+                .await
+                .unwrap()
+        );
         assert_eq!(
             store.order(&o.id).await.unwrap().unwrap().priority,
             Priority::Stat
         );
         assert!(
             !store
-                .set_priority(&oid("o-x"), Priority::Routine)
+                .set_priority(&oid("o-x"), Priority::Routine, None)
                 .await
                 .unwrap()
         );
@@ -1019,19 +1171,19 @@ mod tests {
             ("o-b", "p-1", 20),
         ] {
             store
-                .insert_order(&order(id, patient, at), "a")
+                .insert_order(&order(id, patient, at), "a", None)
                 .await
                 .unwrap();
         }
         assert!(
             store
-                .transition(&step("o-b", Queued, Called, 50, Some("MRI-1")))
+                .transition(&step("o-b", Queued, Called, 50, Some("MRI-1")), None)
                 .await
                 .unwrap()
         );
         assert!(
             store
-                .transition(&step("o-a", Queued, Cancelled, 60, None))
+                .transition(&step("o-a", Queued, Cancelled, 60, None), None)
                 .await
                 .unwrap()
         );
@@ -1063,7 +1215,7 @@ mod tests {
     async fn results_put_get_replace() {
         let store = SqliteStore::in_memory().unwrap();
         let o = order("o-1", "p-1", 1_000);
-        store.insert_order(&o, "a").await.unwrap();
+        store.insert_order(&o, "a", None).await.unwrap();
         assert_eq!(store.result(&o.id).await.unwrap(), None);
         let first = ExamResult {
             order: o.id.clone(),
@@ -1107,13 +1259,13 @@ mod tests {
             name: "Ann".into(),
             birth_date: None,
         };
-        s.insert_patient(&p).await.unwrap();
+        s.insert_patient(&p, None).await.unwrap();
         let other = Patient {
             name: "Bob".into(),
             ..p.clone()
         };
         assert!(matches!(
-            s.insert_patient(&other).await,
+            s.insert_patient(&other, None).await,
             Err(StoreError::Exists(_))
         ));
         assert_eq!(s.patient(&pid("p-1")).await.unwrap(), Some(p));
@@ -1161,8 +1313,8 @@ mod tests {
             let store = SqliteStore::open(&path).unwrap();
             assert_eq!(store.path(), Some(path.as_path()));
             store.upsert_patient(&p).await.unwrap();
-            store.insert_order(&o, "a").await.unwrap();
-            assert!(store.transition(&call).await.unwrap());
+            store.insert_order(&o, "a", None).await.unwrap();
+            assert!(store.transition(&call, None).await.unwrap());
         }
         let store = SqliteStore::open(&path).unwrap();
         let now = store.order(&o.id).await.unwrap().unwrap();
@@ -1209,11 +1361,11 @@ mod tests {
     async fn corrupt_values_are_reported_as_corrupt() {
         let store = SqliteStore::in_memory().unwrap();
         store
-            .insert_order(&order("o-1", "p-1", 1), "a")
+            .insert_order(&order("o-1", "p-1", 1), "a", None)
             .await
             .unwrap();
         store
-            .insert_order(&order("o-2", "p-1", 2), "a")
+            .insert_order(&order("o-2", "p-1", 2), "a", None)
             .await
             .unwrap();
         {
@@ -1278,7 +1430,7 @@ mod tests {
     async fn concurrent_compare_and_set_has_one_winner() {
         let store = SqliteStore::in_memory().unwrap();
         store
-            .insert_order(&order("o-1", "p-1", 1), "a")
+            .insert_order(&order("o-1", "p-1", 1), "a", None)
             .await
             .unwrap();
         let barrier = Arc::new(tokio::sync::Barrier::new(8));
@@ -1296,7 +1448,7 @@ mod tests {
                         10 + i,
                         Some(&unit),
                     );
-                    (unit, store.transition(&t).await.unwrap())
+                    (unit, store.transition(&t, None).await.unwrap())
                 })
             })
             .collect();
@@ -1348,9 +1500,9 @@ mod tests {
         t.role = "patient".into();
         t.patient = Some(pid("p-1"));
         t.revoked_ms = Some(2_000);
-        store.insert_token(&t).await.unwrap();
+        store.insert_token(&t, None).await.unwrap();
         let plain = token("t-00000002", &"cd".repeat(32), 500);
-        store.insert_token(&plain).await.unwrap();
+        store.insert_token(&plain, None).await.unwrap();
         assert_eq!(
             store.token_by_hash(&t.hash).await.unwrap(),
             Some(t.clone()),
@@ -1369,15 +1521,15 @@ mod tests {
     async fn duplicate_token_id_or_hash_is_exists_and_changes_nothing() {
         let store = SqliteStore::in_memory().unwrap();
         let t = token("t-00000001", "aa", 1_000);
-        store.insert_token(&t).await.unwrap();
+        store.insert_token(&t, None).await.unwrap();
         let same_hash = token("t-00000002", "aa", 2_000);
         assert!(matches!(
-            store.insert_token(&same_hash).await,
+            store.insert_token(&same_hash, None).await,
             Err(StoreError::Exists(m)) if m.contains("t-00000002")
         ));
         let same_id = token("t-00000001", "bb", 3_000);
         assert!(matches!(
-            store.insert_token(&same_id).await,
+            store.insert_token(&same_id, None).await,
             Err(StoreError::Exists(_))
         ));
         assert_eq!(store.tokens().await.unwrap(), vec![t]);
@@ -1388,11 +1540,11 @@ mod tests {
     async fn revoke_token_once() {
         let store = SqliteStore::in_memory().unwrap();
         let t = token("t-00000001", "aa", 1_000);
-        store.insert_token(&t).await.unwrap();
-        assert!(store.revoke_token("t-00000001", 5_000).await.unwrap());
+        store.insert_token(&t, None).await.unwrap();
+        assert!(store.revoke_token("t-00000001", 5_000, None).await.unwrap());
         // Already revoked: false, and the first revocation time stands.
-        assert!(!store.revoke_token("t-00000001", 6_000).await.unwrap());
-        assert!(!store.revoke_token("t-unknown", 6_000).await.unwrap());
+        assert!(!store.revoke_token("t-00000001", 6_000, None).await.unwrap());
+        assert!(!store.revoke_token("t-unknown", 6_000, None).await.unwrap());
         let now = store.token_by_hash("aa").await.unwrap().unwrap();
         assert_eq!(now.revoked_ms, Some(5_000));
         assert_eq!(
@@ -1552,6 +1704,142 @@ mod tests {
         assert!(got.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 
+    /// Issue 12: a change and its audit record are one transaction — the record is stored
+    /// exactly when the change is, never for a change refused.
+    #[tokio::test]
+    async fn a_change_carries_its_audit_record_only_if_made() {
+        let store = SqliteStore::in_memory().unwrap();
+        let rec = |action: &str| AuditRecord {
+            action: action.into(),
+            outcome: "ok".into(),
+            ..audit_rec(5, "t-1", Some("p-1"))
+        };
+        let o = order("o-1", "p-1", 1);
+        store
+            .insert_order(&o, "a", Some(&rec("order.create")))
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.insert_order(&o, "a", Some(&rec("order.again"))).await,
+            Err(StoreError::Exists(_))
+        ));
+        let call = step(
+            "o-1",
+            OrderState::Queued,
+            OrderState::Called,
+            2,
+            Some("MRI-1"),
+        );
+        assert!(
+            store
+                .transition(&call, Some(&rec("order.call")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .transition(&call, Some(&rec("order.call.lost")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .set_priority(&oid("o-1"), Priority::Stat, Some(&rec("order.priority")))
+                .await
+                .unwrap(),
+            "not queued: no change, no record"
+        );
+        let patient = Patient {
+            id: pid("p-1"),
+            name: "A".into(),
+            birth_date: None,
+        };
+        store
+            .insert_patient(&patient, Some(&rec("patient.create")))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .insert_patient(&patient, Some(&rec("patient.again")))
+                .await
+                .is_err()
+        );
+        store
+            .insert_token(&token("t-9", "h9", 1), Some(&rec("token.create")))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .revoke_token("t-9", 3, Some(&rec("token.revoke")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .revoke_token("t-9", 4, Some(&rec("token.revoke.again")))
+                .await
+                .unwrap()
+        );
+        let actions: Vec<String> = store
+            .audit(&AuditQuery::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "order.create",
+                "order.call",
+                "patient.create",
+                "token.create",
+                "token.revoke"
+            ]
+        );
+    }
+
+    /// The reconciler's pass: orders by (updated_ms, id) in [since, before), paged, and a
+    /// watermark that never moves back.
+    #[tokio::test]
+    async fn orders_updated_pages_in_order_and_the_watermark_only_rises() {
+        let store = SqliteStore::in_memory().unwrap();
+        for (id, at) in [
+            ("o-c", 20),
+            ("o-a", 10),
+            ("o-b", 10),
+            ("o-d", 30),
+            ("o-e", 5),
+        ] {
+            store
+                .insert_order(&order(id, "p-1", at), "a", None)
+                .await
+                .unwrap();
+        }
+        let page = |since, after, limit| {
+            let store = &store;
+            async move {
+                store
+                    .orders_updated(since, 30, after, limit)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.id.to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(page(10, None, 10).await, ["o-a", "o-b", "o-c"]);
+        assert_eq!(page(10, None, 1).await, ["o-a"]);
+        assert_eq!(page(10, Some((10, oid("o-a"))), 1).await, ["o-b"]);
+        assert_eq!(page(10, Some((10, oid("o-b"))), 5).await, ["o-c"]);
+        assert_eq!(store.reconciled_until().await.unwrap(), None);
+        store.set_reconciled_until(50).await.unwrap();
+        store.set_reconciled_until(40).await.unwrap();
+        assert_eq!(store.reconciled_until().await.unwrap(), Some(50));
+        store.set_reconciled_until(60).await.unwrap();
+        assert_eq!(store.reconciled_until().await.unwrap(), Some(60));
+    }
+
     #[tokio::test]
     async fn a_v1_database_is_migrated_and_keeps_its_data() {
         let dir = tempfile::tempdir().unwrap();
@@ -1580,7 +1868,7 @@ mod tests {
             "Ada"
         );
         let t = token("t-00000001", "aa", 1);
-        store.insert_token(&t).await.unwrap();
+        store.insert_token(&t, None).await.unwrap();
         assert_eq!(store.token_by_hash("aa").await.unwrap(), Some(t));
         let seq = store
             .append_audit(&audit_rec(1, "cli", Some("p-1")))
@@ -1599,7 +1887,10 @@ mod tests {
     #[tokio::test]
     async fn corrupt_token_and_audit_values_are_reported_as_corrupt() {
         let store = SqliteStore::in_memory().unwrap();
-        store.insert_token(&token("t-1", "aa", 1)).await.unwrap();
+        store
+            .insert_token(&token("t-1", "aa", 1), None)
+            .await
+            .unwrap();
         store
             .append_audit(&audit_rec(1, "cli", Some("p-1")))
             .await
