@@ -309,13 +309,14 @@ fn store_failed(e: StoreError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
 
     #[test]
     fn roles_round_trip_and_unknown_is_invalid() {
         for r in Role::ALL {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
         }
-        assert_eq!("root".parse::<Role>().unwrap_err().code, "invalid");
+        assert_eq!("root".parse::<Role>().unwrap_err().code, ErrorCode::Invalid);
     }
 
     #[test]
@@ -341,8 +342,11 @@ mod tests {
             c.require_staff_or_self(Role::STAFF, &other)
                 .unwrap_err()
                 .code,
-            "forbidden"
+            ErrorCode::Forbidden
         );
-        assert_eq!(c.require(Role::STAFF).unwrap_err().code, "forbidden");
+        assert_eq!(
+            c.require(Role::STAFF).unwrap_err().code,
+            ErrorCode::Forbidden
+        );
     }
 }

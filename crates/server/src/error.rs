@@ -1,4 +1,9 @@
-//! API errors: a status, a stable code and a message, always answered as JSON.
+//! API errors: a stable code (which decides the status) and a message, always answered as
+//! JSON. A 4xx message says what to fix; a 5xx carries no internal detail: an `internal`
+//! error's detail goes to the log under a reference the answer quotes.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -7,17 +12,105 @@ use medkeeper_coord::Error as CoordError;
 use medkeeper_hospital::Error as HospitalError;
 use medkeeper_hospital::store::StoreError;
 use medkeeper_recipes::Error as RecipeError;
+use rand::TryRngCore;
 use serde::Serialize;
 
-/// An error answered to an API client: `{"error": {"code": ..., "message": ...}}`.
+/// A stable error code, answered as its snake_case name (the table in docs/api.md). Each code
+/// has one HTTP status ([`ErrorCode::status`]): a client may branch on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 400: malformed JSON, a wrong type, a missing or unknown field, a bad query.
+    BadRequest,
+    /// 401: no token, an unknown or revoked token.
+    Unauthorized,
+    /// 403: the role may not do this.
+    Forbidden,
+    /// 404: no such thing (or route).
+    NotFound,
+    /// 405: the route does not take this method.
+    MethodNotAllowed,
+    /// 409: the order's state does not allow it.
+    IllegalTransition,
+    /// 409: someone else changed the same thing meanwhile, or it is busy.
+    Conflict,
+    /// 413: the body is too large.
+    PayloadTooLarge,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 422: well-formed but invalid values.
+    Invalid,
+    /// 429: the token holds its most open event streams.
+    TooManyStreams,
+    /// 503: too many requests or streams; retry later.
+    Overloaded,
+    /// 503: the request took longer than its deadline.
+    Timeout,
+    /// 503: no connected coordination session.
+    Unavailable,
+    /// 500: a bug or a failed store; the detail is in the server's log, not the answer.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as answered (and recorded in the audit log).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::IllegalTransition => "illegal_transition",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status answered with this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::IllegalTransition | ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Overloaded | ErrorCode::Timeout | ErrorCode::Unavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error answered to an API client: `{"error": {"code": ..., "message": ...}}`, with the
+/// code's status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
-    /// The HTTP status.
-    pub status: StatusCode,
-    /// The stable error code (see docs/api.md).
-    pub code: &'static str,
-    /// What went wrong, for people.
+    /// The stable error code (see docs/api.md); it decides the HTTP status.
+    pub code: ErrorCode,
+    /// What went wrong, for people. For [`ErrorCode::Internal`] only a reference to the
+    /// server's log entry, which holds the detail.
     pub message: String,
 }
 
@@ -31,77 +124,103 @@ pub struct ErrorBody {
 /// The error inside [`ErrorBody`].
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
-    /// `illegal_transition`, `conflict`, `payload_too_large`, `unsupported_media_type`,
-    /// `invalid`, `too_many_streams`, `overloaded`, `timeout`, `unavailable`, `internal`.
-    pub code: String,
+    /// A stable code (see [`ErrorCode`]).
+    pub code: ErrorCode,
     /// What went wrong.
     pub message: String,
 }
 
 impl ApiError {
-    /// An error with this status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    /// An error with this code (and its status) and message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError {
-            status,
             code,
             message: message.into(),
         }
     }
 
+    /// The HTTP status: the code's.
+    pub fn status(&self) -> StatusCode {
+        self.code.status()
+    }
+
     /// 400 `bad_request`.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+        ApiError::new(ErrorCode::BadRequest, message)
     }
 
     /// 401 `unauthorized`.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        ApiError::new(ErrorCode::Unauthorized, message)
     }
 
     /// 403 `forbidden`.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(ErrorCode::Forbidden, message)
     }
 
     /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+
+    /// 409 `conflict`.
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Conflict, message)
     }
 
     /// 422 `invalid`.
     pub fn invalid(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+        ApiError::new(ErrorCode::Invalid, message)
     }
 
     /// 503 `overloaded`.
     pub fn overloaded(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+        ApiError::new(ErrorCode::Overloaded, message)
     }
 
     /// 503 `unavailable`.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        ApiError::new(ErrorCode::Unavailable, message)
     }
 
-    /// 500 `internal`.
-    pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    /// 500 `internal`. The `detail` (a store's or a library's error text, which may name
+    /// files, tables or nodes) is logged with `tracing::error!` under a fresh reference; the
+    /// client gets only the reference, to quote when asking what happened.
+    pub fn internal(detail: impl fmt::Display) -> ApiError {
+        let reference = reference();
+        tracing::error!(reference = %reference, detail = %detail, "internal error");
+        ApiError::new(
+            ErrorCode::Internal,
+            format!("internal error; see the server log, reference {reference}"),
+        )
     }
+}
+
+/// A reference for one internal error: 16 hex digits, random (a counter if the OS has no
+/// randomness to give).
+fn reference() -> String {
+    static FALLBACK: AtomicU64 = AtomicU64::new(0);
+    let n = rand::rngs::OsRng
+        .try_next_u64()
+        .unwrap_or_else(|_| FALLBACK.fetch_add(1, Ordering::Relaxed));
+    format!("{n:016x}")
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(code = self.code, message = %self.message, "request failed");
+        // An internal error's detail was logged when it was made.
+        if self.status().is_server_error() && self.code != ErrorCode::Internal {
+            tracing::warn!(code = %self.code, message = %self.message, "request failed");
         }
+        let status = self.status();
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
+                code: self.code,
                 message: self.message,
             },
         };
-        (self.status, Json(body)).into_response()
+        (status, Json(body)).into_response()
     }
 }
 
@@ -112,13 +231,13 @@ impl From<HospitalError> for ApiError {
             // The code says "invalid" / "conflict" already; the message is the reason alone.
             HospitalError::Invalid(why) => ApiError::invalid(why),
             HospitalError::IllegalTransition { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "illegal_transition", e.to_string())
+                ApiError::new(ErrorCode::IllegalTransition, e.to_string())
             }
-            HospitalError::Conflict(why) => ApiError::new(StatusCode::CONFLICT, "conflict", why),
+            HospitalError::Conflict(why) => ApiError::conflict(why),
             HospitalError::Coord(c) => c.into(),
             HospitalError::Recipe(r) => r.into(),
             HospitalError::Store(s) => s.into(),
-            other => ApiError::internal(other.to_string()),
+            other => ApiError::internal(other),
         }
     }
 }
@@ -135,7 +254,7 @@ impl From<CoordError> for ApiError {
                 "the coordination service is not reachable: {e}; retry"
             )),
             CoordError::NoNode => ApiError::not_found(e.to_string()),
-            other => ApiError::internal(format!("coordination: {other}")),
+            other => ApiError::internal(format_args!("coordination: {other}")),
         }
     }
 }
@@ -145,13 +264,55 @@ impl From<RecipeError> for ApiError {
         match e {
             RecipeError::Coord(c) => c.into(),
             other if other.is_session_fatal() => ApiError::unavailable(other.to_string()),
-            other => ApiError::internal(other.to_string()),
+            other => ApiError::internal(other),
         }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::internal(format!("clinical store: {e}"))
+        ApiError::internal(format_args!("clinical store: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [ErrorCode; 15] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::IllegalTransition,
+        ErrorCode::Conflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::Invalid,
+        ErrorCode::TooManyStreams,
+        ErrorCode::Overloaded,
+        ErrorCode::Timeout,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
+    #[test]
+    fn codes_are_answered_by_their_snake_case_names() {
+        for code in ALL {
+            assert_eq!(
+                serde_json::to_value(code).unwrap(),
+                serde_json::Value::from(code.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn internal_detail_stays_out_of_the_message() {
+        let e = ApiError::internal("clinical store: disk I/O error at /var/lib/x.sqlite");
+        assert_eq!(e.code, ErrorCode::Internal);
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!e.message.contains("sqlite"), "{}", e.message);
+        assert!(e.message.contains("reference"), "{}", e.message);
     }
 }

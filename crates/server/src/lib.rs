@@ -31,7 +31,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use tower::ServiceBuilder;
@@ -40,7 +40,7 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 pub use auth::{Caller, Role, issue_token};
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use state::{Limits, MemberInfo, ServerState};
 
 /// The OpenAPI document.
@@ -151,11 +151,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
 
 async fn overload(e: tower::BoxError) -> ApiError {
     if e.is::<tower::timeout::error::Elapsed>() {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long; retry",
-        )
+        ApiError::new(ErrorCode::Timeout, "the request took too long; retry")
     } else if e.is::<tower::load_shed::error::Overloaded>() {
         ApiError::overloaded("too many requests in flight; retry shortly")
     } else {
@@ -169,8 +165,7 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "this route does not take this method",
     )
 }

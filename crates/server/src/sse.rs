@@ -14,13 +14,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use medkeeper_coord::{AddWatchMode, SessionState};
 use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::{PatientId, Pool, tree};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::{Limits, ServerState};
 use crate::views;
 
@@ -157,8 +156,7 @@ impl StreamSlots {
         let held = by_token.get(token).copied().unwrap_or(0);
         if held >= self.per_token {
             return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_streams",
+                ErrorCode::TooManyStreams,
                 format!(
                     "this token has {held} event streams open, the most one token may hold; \
                      close one first"

@@ -10,7 +10,7 @@ use medkeeper_hospital::{OrderId, PatientId};
 use tokio::sync::watch;
 
 use crate::auth::{Caller, TokenCache};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::sse::{Hub, StreamSlots};
 
 /// Limits of one server.
@@ -167,7 +167,7 @@ impl ServerState {
             action: entry.action.to_string(),
             patient: entry.patient.cloned(),
             order: entry.order.cloned(),
-            outcome: entry.outcome.to_string(),
+            outcome: entry.outcome.as_str().to_string(),
             detail: entry.detail,
         }
     }
@@ -179,12 +179,10 @@ impl ServerState {
         let record = ServerState::audit_record(entry);
         match self.store.append_audit(&record).await {
             Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::error!(error = %e, action, "cannot write the audit log");
-                Err(ApiError::internal(format!(
-                    "cannot write the audit log: {e}"
-                )))
-            }
+            // Logged with its detail by `internal`.
+            Err(e) => Err(ApiError::internal(format_args!(
+                "cannot write the audit log ({action}): {e}"
+            ))),
         }
     }
 }
@@ -195,6 +193,32 @@ pub(crate) struct Audit<'a> {
     pub action: &'static str,
     pub patient: Option<&'a PatientId>,
     pub order: Option<&'a OrderId>,
-    pub outcome: &'a str,
+    pub outcome: Outcome,
     pub detail: String,
+}
+
+/// How an audited access ended, as the audit record's `outcome` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Done.
+    Ok,
+    /// A change whose first write is in the coordination tree is about to start; its
+    /// outcome follows in a record of its own.
+    Started,
+    /// The caller may not do this (or see this patient's data).
+    Denied,
+    /// It failed with this error.
+    Failed(ErrorCode),
+}
+
+impl Outcome {
+    /// The name stored in the record: `ok`, `started`, `denied`, or the error's code.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Started => "started",
+            Outcome::Denied => "denied",
+            Outcome::Failed(code) => code.as_str(),
+        }
+    }
 }

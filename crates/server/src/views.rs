@@ -13,7 +13,7 @@ use medkeeper_recipes::election;
 use medkeeper_recipes::membership;
 use serde::Serialize;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::sse::Topic;
 use crate::state::{MemberInfo, ServerState};
 
@@ -257,7 +257,7 @@ pub async fn tree_node(
         };
         match Box::pin(tree_node(session, &child, depth - 1)).await {
             Ok(c) => node.children.push(c),
-            Err(e) if e.code == "not_found" => {}
+            Err(e) if e.code == ErrorCode::NotFound => {}
             Err(e) => return Err(e),
         }
     }

@@ -3240,3 +3240,102 @@ async fn issue12_changes_that_start_in_the_tree_are_recorded_before_they_start()
         ]
     );
 }
+
+// --- issue 13: a 5xx carries no internal detail ---------------------------------------------
+
+/// The events logged in this process, as text (`message` and every field), for tests that
+/// check what goes to the log. Installed as the global default once.
+#[derive(Default)]
+struct LogCapture {
+    lines: std::sync::Mutex<Vec<String>>,
+}
+
+impl LogCapture {
+    fn install() -> &'static LogCapture {
+        static LOG: std::sync::OnceLock<&'static LogCapture> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log: &'static LogCapture = Box::leak(Box::default());
+            tracing::subscriber::set_global_default(CaptureSubscriber(log))
+                .expect("no other global subscriber in this test binary");
+            log
+        })
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+struct CaptureSubscriber(&'static LogCapture);
+
+impl tracing::Subscriber for CaptureSubscriber {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Line(String);
+        impl tracing::field::Visit for Line {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={v:?}", f.name()));
+            }
+        }
+        let mut line = Line(event.metadata().level().to_string());
+        event.record(&mut line);
+        self.0.lines.lock().unwrap().push(line.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Issue 13: a 500 answer says only that it is an internal error and quotes a reference; the
+/// detail (here the clinical store's error text) is not in the body but in the server's log,
+/// at error level, under the same reference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue13_internal_error_bodies_carry_a_reference_not_the_detail() {
+    let log = LogCapture::install();
+    let dies = Arc::new(std::sync::Mutex::new(None::<Arc<DiesBeforeSeparateAudit>>));
+    let slot = dies.clone();
+    let s = Server::start_with(move |inner| {
+        let store = Arc::new(DiesBeforeSeparateAudit {
+            inner,
+            dead: std::sync::atomic::AtomicBool::new(false),
+        });
+        *slot.lock().unwrap() = Some(store.clone());
+        store
+    })
+    .await;
+    let store = dies.lock().unwrap().clone().unwrap();
+    let nurse = s.token(Role::Nurse, None).await;
+    store.dead.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    // An audited read whose audit record cannot be written: 500.
+    let r = s.call("GET", "/api/pools", &nurse, Value::Null).await;
+    assert_eq!(r.expect_error(&[500], "internal"), Ok(()), "{}", r.text);
+    for detail in ["injected", "process died", "audit", "clinical store"] {
+        assert!(
+            !r.text.contains(detail),
+            "the body names {detail:?}: {}",
+            r.text
+        );
+    }
+    let message = r.json["error"]["message"].as_str().unwrap();
+    let (_, reference) = message
+        .split_once("reference ")
+        .unwrap_or_else(|| panic!("no reference in {message:?}"));
+    assert!(
+        reference.len() >= 8 && reference.chars().all(|c| c.is_ascii_hexdigit()),
+        "{message:?}"
+    );
+    let logged = log.lines();
+    assert!(
+        logged.iter().any(|l| l.starts_with("ERROR")
+            && l.contains(reference)
+            && l.contains("injected: the process died")),
+        "no error-level log line with reference {reference} and the detail in {logged:#?}"
+    );
+}

@@ -19,13 +19,12 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use medkeeper_hospital::store::AuditRecord;
 use medkeeper_hospital::{OrderId, PatientId};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::state::{Audit, ServerState};
+use crate::error::{ApiError, ErrorCode};
+use crate::state::{Audit, Outcome, ServerState};
 
 mod cluster;
 mod health;
@@ -57,11 +56,11 @@ fn parse_patient_id(s: &str) -> ApiResult<PatientId> {
 }
 
 /// The audit outcome of a result.
-fn outcome<T>(r: &ApiResult<T>) -> (&'static str, String) {
+fn outcome<T>(r: &ApiResult<T>) -> (Outcome, String) {
     match r {
-        Ok(_) => ("ok", String::new()),
-        Err(e) if e.status == StatusCode::FORBIDDEN => ("denied", e.message.clone()),
-        Err(e) => (e.code, e.message.clone()),
+        Ok(_) => (Outcome::Ok, String::new()),
+        Err(e) if e.code == ErrorCode::Forbidden => (Outcome::Denied, e.message.clone()),
+        Err(e) => (Outcome::Failed(e.code), e.message.clone()),
     }
 }
 
@@ -78,7 +77,7 @@ fn change_record(
         action,
         patient,
         order,
-        outcome: "ok",
+        outcome: Outcome::Ok,
         detail: String::new(),
     })
 }
@@ -100,7 +99,7 @@ async fn audit_started(
         action,
         patient,
         order,
-        outcome: "started",
+        outcome: Outcome::Started,
         detail: String::new(),
     })
     .await
@@ -127,7 +126,7 @@ async fn audited_change<T>(
             action,
             patient,
             order,
-            outcome: e.code,
+            outcome: Outcome::Failed(e.code),
             detail: format!("after the change was recorded: {}", e.message),
         })
         .await?;

@@ -19,7 +19,7 @@ use super::{
 use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{Body, PathParams};
-use crate::state::{Audit, ServerState};
+use crate::state::{Audit, Outcome, ServerState};
 use crate::views;
 use Role::{Admin, Doctor, Nurse, Patient as PatientRole, Scheduler, Technician};
 
@@ -136,7 +136,7 @@ async fn load_order(
             action,
             patient: Some(&order.patient),
             order: Some(id),
-            outcome: "denied",
+            outcome: Outcome::Denied,
             detail: "another patient's order".into(),
         })
         .await?;

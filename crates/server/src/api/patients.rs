@@ -117,11 +117,9 @@ pub async fn create_patient(
             let record = change_record(&caller, "patient.create", Some(&id), None);
             match st.store().insert_patient(&p, Some(&record)).await {
                 Ok(()) => Ok((StatusCode::CREATED, Json(p))),
-                Err(StoreError::Exists(_)) => Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "conflict",
-                    format!("patient {id} is already registered"),
-                )),
+                Err(StoreError::Exists(_)) => Err(ApiError::conflict(format!(
+                    "patient {id} is already registered"
+                ))),
                 Err(e) => Err(e.into()),
             }
         }

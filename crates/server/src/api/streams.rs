@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::{ApiResult, St, audited, parse_patient_id};
 use crate::auth::{Caller, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::extract::PathParams;
 use crate::sse::Topic;
 use crate::state::ServerState;
@@ -43,7 +43,7 @@ fn stream_many(
                 .tokens
                 .authenticate_hash(st.store().as_ref(), &hash)
                 .await
-                && e.code == "unauthorized"
+                && e.code == ErrorCode::Unauthorized
             {
                 return;
             }
