@@ -15,6 +15,7 @@
 //! - `conformance` (feature `conformance`): backend-generic test cases every backend runs.
 //! - `faulty` (feature `conformance`): a tool for tests, a [`Session`] wrapper that loses
 //!   replies on request.
+//! - [`Counted`]: a [`Session`] wrapper that counts the requests sent through it (benchmarks).
 //!
 //! ```no_run
 //! # async fn demo(session: std::sync::Arc<dyn medkeeper_coord::Session>) -> medkeeper_coord::Result<()> {
@@ -32,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod counted;
 mod error;
 mod ext;
 mod ops;
@@ -45,6 +47,7 @@ pub mod conformance;
 #[cfg(feature = "conformance")]
 pub mod faulty;
 
+pub use counted::{Counted, RequestCounts, RequestTally};
 pub use error::{Error, MultiError, Result};
 pub use ext::SessionExt;
 pub use ops::{ANY_VERSION, Op, OpResult};

@@ -47,18 +47,32 @@
 //! A called order whose patient has not started within the configured grace is handed to
 //! [`Hospital::no_show`](crate::orders::Hospital::no_show) (ends as no-show, or re-queued,
 //! by policy).
+//!
+//! # Reads come from the pool's read model
+//! A round reads the units and the queue from the pool's [read model](crate::readmodel) (after
+//! [`PoolModel::settle`](crate::readmodel::PoolModel::settle), so it sees this session's own
+//! writes), not from the tree: it sends only its writes. The model's changes wake the
+//! dispatcher; the [`TICK`] recomputes what depends on time alone (ageing, no-show deadlines,
+//! estimated waits) from the model, without a request. A stale model costs a failed multi and
+//! another round, never a double booking (see the read model's docs).
+//!
+//! # Places in line
+//! The waiting patients' queue nodes show their position and estimated wait. A round writes a
+//! patient's node only when the position changed or the estimate moved by more than
+//! [`ESTIMATE_TOLERANCE`] from what was last written (remembered in memory, so unchanged nodes
+//! cost nothing; a new lock holder writes each waiting node once).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::{
-    AddWatchMode, CreateMode, CreateOptions, Error as CoordError, Op, SessionExt,
-};
+use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, SessionExt};
 use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 
 use crate::actor::Actor;
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::orders::Hospital;
+use crate::readmodel::{CachedItem, CachedUnit};
 use crate::tree::{self, ActiveExam, QueueEntry, UnitNode};
 use crate::{Error, Result};
 
@@ -73,15 +87,22 @@ pub struct Assignment {
     pub unit: String,
 }
 
-/// How often a dispatcher re-checks without a change (ageing and no-shows depend on time;
-/// persistent watches can miss events across a reconnection).
+/// How often a dispatcher re-checks without a change (ageing, no-shows and estimated waits
+/// depend on time), from the pool's read model: no request unless something is due.
 pub const TICK: Duration = Duration::from_secs(1);
+
+/// How far a waiting patient's estimated wait may drift from what their queue node last said
+/// before the node is written again (the position is always kept exact).
+pub const ESTIMATE_TOLERANCE: Duration = Duration::from_secs(60);
 
 /// The dispatcher of one pool on one instance.
 pub struct Dispatcher {
     hospital: Arc<Hospital>,
     pool: Pool,
     instance: String,
+    /// What each waiting patient's node was last written to show: position, and the expected
+    /// call time (ms since the epoch) the estimate stood for.
+    shown: std::sync::Mutex<HashMap<OrderId, (u32, i64)>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -101,6 +122,7 @@ impl Dispatcher {
             hospital,
             pool,
             instance: instance.into(),
+            shown: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -129,8 +151,6 @@ impl Dispatcher {
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
         tokio::pin!(shutdown);
         let lock = self.lock()?;
-        let session = self.hospital.session().clone();
-        let pool_path = tree::pool_path(&self.pool);
         loop {
             let guard = tokio::select! {
                 g = lock.acquire() => match g {
@@ -145,9 +165,10 @@ impl Dispatcher {
                 _ = &mut shutdown => return Ok(()),
             };
             tracing::info!(pool = %self.pool, instance = %self.instance, "dispatching");
-            let mut changes = session
-                .watch(&pool_path, AddWatchMode::PersistentRecursive)
-                .await?;
+            let model = self.hospital.pool_model(&self.pool).await?;
+            let mut changes = model.subscribe();
+            // A new holder does not know what the patients' nodes show: each is written once.
+            self.shown.lock().unwrap_or_else(|p| p.into_inner()).clear();
             loop {
                 match self.dispatch_once(&guard).await {
                     Ok(_) => {}
@@ -188,7 +209,14 @@ impl Dispatcher {
     /// `Recipe(Lost(_))` if the lock is no longer held (nothing more is assigned).
     pub async fn dispatch_once(&self, guard: &LockGuard) -> Result<Vec<Assignment>> {
         let h = &self.hospital;
-        let units = h.units_with_version(&self.pool).await?;
+        let model = h.pool_model(&self.pool).await?;
+        model.ensure_live()?;
+        model.settle().await;
+        let units: Vec<(String, UnitNode, i32)> = model
+            .units()
+            .into_iter()
+            .map(|u| (u.name, u.node, u.version))
+            .collect();
         let mut reserve = StatReserve::new(h, &self.pool, &units);
         let mut free: Vec<(String, UnitNode, i32)> = units
             .into_iter()
@@ -200,23 +228,13 @@ impl Dispatcher {
             return Ok(made);
         }
         let q = h.queue(&self.pool)?;
-        for info in q.list().await? {
+        for CachedItem { info, entry } in model.queue() {
             if free.is_empty() {
                 break;
             }
             if info.claimed {
                 continue;
             }
-            let Some(data) = q.data(&info.id).await? else {
-                continue;
-            };
-            let entry: QueueEntry = match tree::from_json("queue item", &data) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(item = info.id.as_str(), error = %e, "skipping a malformed queue item");
-                    continue;
-                }
-            };
             if info.effective_class > Priority::Stat.class() && reserve.holds(free.len()) {
                 continue; // the last free unit waits for a stat order
             }
@@ -232,16 +250,14 @@ impl Dispatcher {
                 continue;
             };
             let (unit, node, version) = free[ix].clone();
-            let ops = h
-                .assignment_ops(
-                    &self.pool,
-                    q.item_path(&info.id),
-                    &entry,
-                    &unit,
-                    &node,
-                    version,
-                )
-                .await?;
+            let ops = h.assignment_ops(
+                &self.pool,
+                q.item_path(&info.id),
+                &entry,
+                &unit,
+                &node,
+                version,
+            );
             match guard.write(&ops).await {
                 Ok(_) => {}
                 Err(RecipeError::Multi {
@@ -254,6 +270,15 @@ impl Dispatcher {
                 }) => {
                     // The unit changed (maintenance, another assignment): next round re-reads.
                     free.remove(ix);
+                    continue;
+                }
+                Err(RecipeError::Multi {
+                    index: Some(OP_ACTIVE),
+                    error: CoordError::NoNode,
+                }) => {
+                    // No patient node (an item older than the patient queue node): made now,
+                    // the order is taken again in a later round.
+                    h.ensure_patient(&entry.patient).await?;
                     continue;
                 }
                 Err(RecipeError::Multi {
@@ -282,18 +307,29 @@ impl Dispatcher {
     /// order is queued, and a racing transition's state is never overwritten.
     async fn refresh_positions(&self) -> Result<()> {
         let h = &self.hospital;
-        for row in h.queue_view(&self.pool).await? {
-            let Some((p, e)) = h.find_patient_node(&row.patient, &row.order).await? else {
-                continue;
-            };
-            if e.state == OrderState::Queued
-                && e.position == Some(row.position)
-                && e.estimated_wait_s == Some(row.estimated_wait_s)
-            {
-                continue;
-            }
+        let model = h.pool_model(&self.pool).await?;
+        let rows = h.queue_rows(&self.pool, &model.units(), &model.queue());
+        let now = h.now_ms();
+        let tolerance = ESTIMATE_TOLERANCE.as_millis() as i64;
+        let due: Vec<_> = {
+            let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
+            // Orders no longer waiting here are forgotten.
+            let waiting: std::collections::HashSet<&OrderId> =
+                rows.iter().map(|(r, _)| &r.order).collect();
+            shown.retain(|o, _| waiting.contains(o));
+            rows.iter()
+                .filter(|(row, _)| {
+                    let eta = now + row.estimated_wait_s as i64 * 1000;
+                    shown.get(&row.order).is_none_or(|&(position, shown_eta)| {
+                        position != row.position || (eta - shown_eta).abs() > tolerance
+                    })
+                })
+                .cloned()
+                .collect()
+        };
+        for (row, entry) in due {
             let written = h
-                .sync_patient_node_at(&p, &row.order, |e, o| {
+                .sync_patient_node_at(&entry.patient_node, &row.order, |e, o| {
                     if o.state == OrderState::Queued {
                         e.position = Some(row.position);
                         e.estimated_wait_s = Some(row.estimated_wait_s);
@@ -301,8 +337,15 @@ impl Dispatcher {
                 })
                 .await;
             match written {
+                Ok(_) => {
+                    let eta = now + row.estimated_wait_s as i64 * 1000;
+                    self.shown
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(row.order.clone(), (row.position, eta));
+                }
                 // Racing writers: the next round tries again.
-                Ok(()) | Err(Error::Conflict(_)) => {}
+                Err(Error::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -314,7 +357,8 @@ impl Dispatcher {
         let h = &self.hospital;
         let grace = h.config().no_show_grace.as_millis() as i64;
         let now = self.hospital.now_ms();
-        for (_, node, _) in h.units_with_version(&self.pool).await? {
+        let model = h.pool_model(&self.pool).await?;
+        for CachedUnit { node, .. } in model.units() {
             let (UnitStatus::InUse, Some(order)) = (node.status, node.order) else {
                 continue;
             };
@@ -345,8 +389,10 @@ impl Hospital {
     /// The operations of an assignment's multi, in this order (see the module docs): delete
     /// the order's queue item at `item_path` ([`OP_ITEM`]), set the unit's node (read at
     /// `version`) to in use by the order ([`OP_UNIT`]), create the patient's `active` node
-    /// ([`OP_ACTIVE`]). Makes sure the patient's node exists (the `active` node's parent).
-    pub(crate) async fn assignment_ops(
+    /// ([`OP_ACTIVE`]). The patient's node (the `active` node's parent) exists since the order's
+    /// patient queue node was created; if it does not, the multi fails at [`OP_ACTIVE`] with
+    /// `NoNode` and the caller creates it ([`Hospital::ensure_patient`]) and tries again.
+    pub(crate) fn assignment_ops(
         &self,
         pool: &Pool,
         item_path: String,
@@ -354,7 +400,7 @@ impl Hospital {
         unit: &str,
         node: &UnitNode,
         version: i32,
-    ) -> Result<Vec<Op>> {
+    ) -> Vec<Op> {
         let occupied = UnitNode {
             status: UnitStatus::InUse,
             capabilities: node.capabilities.clone(),
@@ -368,10 +414,7 @@ impl Hospital {
             pool: pool.clone(),
             unit: unit.to_string(),
         };
-        self.session()
-            .ensure_path(&tree::patient_path(&entry.patient))
-            .await?;
-        Ok(vec![
+        vec![
             Op::delete(item_path, -1),
             Op::set_data(
                 tree::unit_path(pool, unit),
@@ -383,7 +426,7 @@ impl Hospital {
                 tree::to_json(&active),
                 CreateOptions::new(CreateMode::Persistent),
             ),
-        ])
+        ]
     }
 
     /// After an assignment's multi: the store records queued → called to `unit` by `actor`;
@@ -514,10 +557,17 @@ impl Hospital {
             )));
         };
         let q = self.queue(&pool)?;
-        let ops = self
-            .assignment_ops(&pool, q.item_path(&item), &entry, &name, &node, version)
-            .await?;
-        match self.session().multi(&ops).await {
+        let ops = self.assignment_ops(&pool, q.item_path(&item), &entry, &name, &node, version);
+        let mut applied = self.session().multi(&ops).await;
+        if let Err(e) = &applied
+            && e.index == Some(OP_ACTIVE)
+            && e.error == CoordError::NoNode
+        {
+            // No patient node (an item older than the patient queue node): made, and again.
+            self.ensure_patient(&entry.patient).await?;
+            applied = self.session().multi(&ops).await;
+        }
+        match applied {
             Ok(_) => {}
             // A lost reply: the multi may have applied. The unit's node says: if it now holds
             // this order, the call was made and is recorded below; otherwise it was not.
@@ -550,6 +600,14 @@ impl Hospital {
 }
 
 impl Hospital {
+    /// Creates the patient's node if missing (the parent of their `active` node).
+    pub(crate) async fn ensure_patient(&self, patient: &PatientId) -> Result<()> {
+        Ok(self
+            .session()
+            .ensure_path(&tree::patient_path(patient))
+            .await?)
+    }
+
     /// True if the unit's node says it holds order `id` (after a lost reply: did the call
     /// apply?). Retries through connection losses; fails if the session ends.
     async fn holds_order(&self, pool: &Pool, unit: &str, id: &OrderId) -> Result<bool> {

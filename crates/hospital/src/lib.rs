@@ -30,6 +30,7 @@ pub mod dispatch;
 mod error;
 pub mod model;
 pub mod orders;
+pub mod readmodel;
 pub mod simulate;
 pub mod store;
 pub mod tree;

@@ -57,6 +57,7 @@ use medkeeper_recipes::queue::{Clock, ItemId, QueueConfig};
 use crate::actor::Actor;
 use crate::config::{HospitalConfig, NoShowPolicy};
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
+use crate::readmodel::{CachedItem, CachedUnit, PoolModel};
 use crate::store::{AuditRecord, ClinicalStore, ExamResult};
 use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
 use crate::{Error, Result};
@@ -201,6 +202,8 @@ pub struct Hospital {
     store: Arc<dyn ClinicalStore>,
     config: Arc<HospitalConfig>,
     queues: HashMap<Pool, PriorityQueue>,
+    /// Each pool's read model, started on first use ([`Hospital::pool_model`]).
+    models: HashMap<Pool, tokio::sync::OnceCell<Arc<PoolModel>>>,
     clock: Clock,
 }
 
@@ -242,13 +245,41 @@ impl Hospital {
             )?;
             queues.insert(p.pool.clone(), q);
         }
+        let models = config
+            .pools
+            .iter()
+            .map(|p| (p.pool.clone(), tokio::sync::OnceCell::new()))
+            .collect();
         Ok(Hospital {
             session,
             store,
             config: Arc::new(config),
             queues,
+            models,
             clock,
         })
+    }
+
+    /// The read model of `pool` ([`crate::readmodel`]): started on first use (it reads the
+    /// pool's subtree once), then shared by everything on this session that reads the pool
+    /// often — the dispatcher first.
+    ///
+    /// # Notable errors
+    /// `NotFound` for a pool not in the configuration; a session-fatal error if the session
+    /// has ended.
+    pub async fn pool_model(&self, pool: &Pool) -> Result<Arc<PoolModel>> {
+        let cell = self
+            .models
+            .get(pool)
+            .ok_or_else(|| Error::NotFound(pool.to_string()))?;
+        let model = cell
+            .get_or_try_init(|| async {
+                let queue = self.queue(pool)?.clone();
+                let m = PoolModel::start(self.session.clone(), pool.clone(), queue).await?;
+                Ok::<_, Error>(Arc::new(m))
+            })
+            .await?;
+        Ok(model.clone())
     }
 
     /// Milliseconds since the Unix epoch by this hospital's clock.
@@ -318,39 +349,31 @@ impl Hospital {
             .insert_order(&order, actor.name(), audit.as_ref())
             .await?;
         actor.mark_audit_written();
-        self.enqueue(&order).await?;
+        self.enqueue(&order, true).await?;
         Ok(order)
     }
 
-    /// Puts a stored queued order in line: its patient queue node (if missing) and its queue
-    /// item, with its priority and its order time (ageing counts from when it was ordered,
-    /// also for an order that goes back in line).
-    async fn enqueue(&self, order: &Order) -> Result<ItemId> {
-        let node = self.patient_node(order).await?;
-        let entry = QueueEntry {
-            order: order.id.clone(),
-            patient: order.patient.clone(),
-            capabilities: order.capabilities.clone(),
-            patient_node: node,
+    /// Puts a stored queued order in line: its queue item, with its priority and its order time
+    /// (ageing counts from when it was ordered, also for an order that goes back in line), and
+    /// the patient's queue node for it if missing — both in one multi when the node is new.
+    /// `fresh`: the order was just stored, so it has no patient node yet (none is looked for).
+    async fn enqueue(&self, order: &Order, fresh: bool) -> Result<ItemId> {
+        let q = self.queue(&order.pool)?;
+        let class = order.priority.class();
+        let at = UNIX_EPOCH + Duration::from_millis(order.created_ms.max(0) as u64);
+        let item = |patient_node: String| {
+            tree::to_json(&QueueEntry {
+                order: order.id.clone(),
+                patient: order.patient.clone(),
+                capabilities: order.capabilities.clone(),
+                patient_node,
+            })
         };
-        Ok(self
-            .queue(&order.pool)?
-            .enqueue_at(
-                order.priority.class(),
-                &tree::to_json(&entry),
-                UNIX_EPOCH + Duration::from_millis(order.created_ms.max(0) as u64),
-            )
-            .await?)
-    }
-
-    /// The patient's queue node for `order`, created if missing.
-    async fn patient_node(&self, order: &Order) -> Result<String> {
-        if let Some((p, _)) = self.find_patient_node(&order.patient, &order.id).await? {
-            return Ok(p);
+        if !fresh && let Some((p, _)) = self.find_patient_node(&order.patient, &order.id).await? {
+            return Ok(q.enqueue_at(class, &item(p), at).await?);
         }
-        let dir = tree::patient_queue_path(&order.patient);
-        self.session.ensure_path(&dir).await?;
-        let entry = PatientEntry {
+        let node = tree::patient_order_path(&order.patient, &order.id);
+        let shown = PatientEntry {
             order: order.id.clone(),
             pool: order.pool.clone(),
             priority: order.priority,
@@ -360,19 +383,66 @@ impl Hospital {
             called_to: None,
             results_ready: false,
         };
-        let (p, _) = self
-            .session
-            .create(
-                &format!("{dir}/queue-"),
-                &tree::to_json(&entry),
-                &CreateOptions::new(CreateMode::PersistentSequential),
-            )
-            .await?;
-        Ok(p)
+        let create_node = Op::create(
+            node.clone(),
+            tree::to_json(&shown),
+            CreateOptions::new(CreateMode::Persistent),
+        );
+        let data = item(node);
+        for _ in 0..NODE_WRITE_ATTEMPTS {
+            match q
+                .enqueue_with(class, &data, at, std::slice::from_ref(&create_node))
+                .await
+            {
+                Ok(id) => return Ok(id),
+                // The node is there already (an earlier attempt, a racing repair): the item.
+                Err(medkeeper_recipes::Error::Multi {
+                    index: Some(0),
+                    error: CoordError::NodeExists,
+                }) => return Ok(q.enqueue_at(class, &data, at).await?),
+                // The patient's first order: no queue directory yet.
+                Err(medkeeper_recipes::Error::Multi {
+                    index: Some(0),
+                    error: CoordError::NoNode,
+                }) => {
+                    self.session
+                        .ensure_path(&tree::patient_queue_path(&order.patient))
+                        .await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Conflict(format!(
+            "the patient queue node of order {} keeps changing",
+            order.id
+        )))
     }
 
-    /// The patient's queue node for `order` and what it holds.
+    /// The patient's queue node for `order` and what it holds: the node named by the order
+    /// (one read), else — for nodes of earlier releases — a listing of the patient's nodes.
     pub(crate) async fn find_patient_node(
+        &self,
+        patient: &PatientId,
+        order: &OrderId,
+    ) -> Result<Option<(String, PatientEntry)>> {
+        let direct = tree::patient_order_path(patient, order);
+        match self.session.get_data(&direct).await {
+            Ok((d, _)) => {
+                if let Ok(e) = tree::from_json::<PatientEntry>("patient queue", &d)
+                    && &e.order == order
+                {
+                    return Ok(Some((direct, e)));
+                }
+            }
+            Err(CoordError::NoNode) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.find_legacy_patient_node(patient, order).await
+    }
+
+    /// A patient queue node of an earlier release (`queue-NNNNNNNNNN`) for `order`, by a
+    /// listing of the patient's nodes.
+    async fn find_legacy_patient_node(
         &self,
         patient: &PatientId,
         order: &OrderId,
@@ -383,7 +453,7 @@ impl Hospital {
             Err(CoordError::NoNode) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        for c in children {
+        for c in children.into_iter().filter(|c| c.starts_with("queue-")) {
             let p = format!("{dir}/{c}");
             match self.session.get_data(&p).await {
                 Ok((d, _)) => {
@@ -415,36 +485,41 @@ impl Hospital {
         order: &OrderId,
         f: impl Fn(&mut PatientEntry, &Order),
     ) -> Result<()> {
-        match self.find_patient_node(patient, order).await? {
-            Some((p, _)) => self.sync_patient_node_at(&p, order, f).await,
+        let direct = tree::patient_order_path(patient, order);
+        if self.sync_patient_node_at(&direct, order, &f).await? {
+            return Ok(());
+        }
+        match self.find_legacy_patient_node(patient, order).await? {
+            Some((p, _)) => self.sync_patient_node_at(&p, order, f).await.map(|_| ()),
             None => Ok(()),
         }
     }
 
-    /// [`sync_patient_node`](Hospital::sync_patient_node) of the node at `path`.
+    /// [`sync_patient_node`](Hospital::sync_patient_node) of the node at `path`. False if
+    /// there is no node for `order` there (nothing written).
     pub(crate) async fn sync_patient_node_at(
         &self,
         path: &str,
         order: &OrderId,
         f: impl Fn(&mut PatientEntry, &Order),
-    ) -> Result<()> {
+    ) -> Result<bool> {
         for _ in 0..NODE_WRITE_ATTEMPTS {
             let (data, stat) = match self.session.get_data(path).await {
                 Ok(v) => v,
-                Err(CoordError::NoNode) => return Ok(()),
+                Err(CoordError::NoNode) => return Ok(false),
                 Err(e) => return Err(e.into()),
             };
             let Ok(mut e) = tree::from_json::<PatientEntry>("patient queue", &data) else {
-                return Ok(());
+                return Ok(false);
             };
             if &e.order != order {
-                return Ok(());
+                return Ok(false);
             }
             // The store after the node: whatever transition this write may hide was made
             // before the node was read, so its own write of the node (which follows it) fails
             // the version check or comes after this one.
             let Some(o) = self.store.order(order).await? else {
-                return Ok(());
+                return Ok(true);
             };
             f(&mut e, &o);
             show_order(&mut e, &o);
@@ -455,7 +530,7 @@ impl Hospital {
                 .set_data(path, &tree::to_json(&e), stat.version)
                 .await
             {
-                Ok(_) | Err(CoordError::NoNode) => return Ok(()),
+                Ok(_) | Err(CoordError::NoNode) => return Ok(true),
                 Err(CoordError::BadVersion) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -729,7 +804,7 @@ impl Hospital {
         let next = self.record(&order, to, &actor, None).await?;
         self.free_unit(&order).await?;
         if to == OrderState::Queued {
-            let item = self.enqueue(&next).await?;
+            let item = self.enqueue(&next, false).await?;
             // Cancelled meanwhile: the cancel may have looked for the item before it was
             // enqueued, so the item leaves the line here (a no-op if dispatched).
             if self.order(id).await?.state != OrderState::Queued {
@@ -928,24 +1003,69 @@ impl Hospital {
         Ok(out)
     }
 
-    /// The waiting orders of a pool in dispatch order, with estimated waits.
+    /// The waiting orders of a pool in dispatch order, with estimated waits: its units and
+    /// queue read afresh (a caller that must see its own writes, such as an API answer). The
+    /// dispatcher computes the same rows from the pool's read model ([`queue_rows`]).
     pub async fn queue_view(&self, pool: &Pool) -> Result<Vec<QueueRow>> {
         let q = self.queue(pool)?;
-        let per_exam = self
-            .config
-            .pool(pool)
-            .map(|p| p.exam_duration)
-            .unwrap_or(Duration::from_secs(1800));
-        let now = self.now_ms();
-        let per_exam_ms = per_exam.as_millis() as i64;
-        // When each working unit is next free: now if available; for one in use, when its
-        // exam is expected to end (at least now). Each waiting order in dispatch order takes
-        // the unit free soonest. Capabilities are not matched here: an estimate, not a plan.
-        let mut free_at: std::collections::BinaryHeap<std::cmp::Reverse<i64>> = self
+        let units: Vec<CachedUnit> = self
             .units_with_version(pool)
             .await?
-            .iter()
-            .filter_map(|(_, n, _)| match n.status {
+            .into_iter()
+            .map(|(name, node, version)| CachedUnit {
+                name,
+                node,
+                version,
+            })
+            .collect();
+        let items = q.list().await?;
+        // The items' data read with up to VIEW_READS_IN_FLIGHT requests in flight (pipelined
+        // on one ZooKeeper connection), in queue order: a view of n waiting orders costs about
+        // n / VIEW_READS_IN_FLIGHT round trips, not n.
+        let reads: Vec<_> = items.iter().map(|info| q.data(&info.id)).collect();
+        let mut datas = futures_util::stream::iter(reads).buffered(VIEW_READS_IN_FLIGHT);
+        let mut waiting = Vec::with_capacity(items.len());
+        for info in &items {
+            let Some(d) = datas.next().await.transpose()?.flatten() else {
+                continue;
+            };
+            let Ok(entry) = tree::from_json::<QueueEntry>("queue item", &d) else {
+                continue;
+            };
+            waiting.push(CachedItem {
+                info: info.clone(),
+                entry,
+            });
+        }
+        Ok(self
+            .queue_rows(pool, &units, &waiting)
+            .into_iter()
+            .map(|(row, _)| row)
+            .collect())
+    }
+
+    /// The pool's exam duration, ms.
+    fn exam_ms(&self, pool: &Pool) -> i64 {
+        self.config
+            .pool(pool)
+            .map(|p| p.exam_duration)
+            .unwrap_or(Duration::from_secs(1800))
+            .as_millis() as i64
+    }
+
+    /// When each working unit is next free: now if available; for one in use, when its exam
+    /// is expected to end (at least now). Each waiting order in dispatch order takes the unit
+    /// free soonest. Capabilities are not matched here: an estimate, not a plan. With nothing
+    /// in service, one unit is assumed back after one exam's time.
+    fn free_at<'a>(
+        &self,
+        pool: &Pool,
+        units: impl Iterator<Item = &'a UnitNode>,
+    ) -> std::collections::BinaryHeap<std::cmp::Reverse<i64>> {
+        let now = self.now_ms();
+        let per_exam_ms = self.exam_ms(pool);
+        let mut free_at: std::collections::BinaryHeap<_> = units
+            .filter_map(|n| match n.status {
                 UnitStatus::Available => Some(now),
                 UnitStatus::InUse => Some((n.since_ms + per_exam_ms).max(now)),
                 UnitStatus::Maintenance | UnitStatus::Offline => None,
@@ -953,42 +1073,44 @@ impl Hospital {
             .map(std::cmp::Reverse)
             .collect();
         if free_at.is_empty() {
-            // Nothing in service: assume one unit back after one exam's time.
             free_at.push(std::cmp::Reverse(now + per_exam_ms));
         }
-        let mut rows = Vec::new();
-        let items = q.list().await?;
-        // The items' data read with up to VIEW_READS_IN_FLIGHT requests in flight (pipelined
-        // on one ZooKeeper connection), in queue order: a view of n waiting orders costs about
-        // n / VIEW_READS_IN_FLIGHT round trips, not n.
-        let reads: Vec<_> = items.iter().map(|info| q.data(&info.id)).collect();
-        let mut datas = futures_util::stream::iter(reads).buffered(VIEW_READS_IN_FLIGHT);
-        for info in &items {
-            let Some(d) = datas.next().await.transpose()?.flatten() else {
-                continue;
-            };
-            let Ok(e) = tree::from_json::<QueueEntry>("queue item", &d) else {
-                continue;
-            };
-            let position = rows.len() as u32 + 1;
-            let waited = (now - info.id.enqueued_at_ms() as i64).max(0) as u64 / 1000;
-            rows.push(QueueRow {
-                position,
-                order: e.order,
-                patient: e.patient,
-                priority: Priority::from_class(info.class).unwrap_or(Priority::Routine),
-                effective_priority: Priority::from_class(info.effective_class)
-                    .unwrap_or(Priority::Routine),
-                waited_s: waited,
-                estimated_wait_s: {
-                    let std::cmp::Reverse(at) = free_at.pop().unwrap_or(std::cmp::Reverse(now));
-                    free_at.push(std::cmp::Reverse(at + per_exam_ms));
-                    ((at - now).max(0) / 1000) as u64
-                },
-                capabilities: e.capabilities,
-            });
-        }
-        Ok(rows)
+        free_at
+    }
+
+    /// [`queue_view`](Hospital::queue_view)'s rows computed from a read model's copy of the
+    /// pool's units and queue: no request. Each row comes with the item's entry (its patient
+    /// node's path).
+    pub fn queue_rows(
+        &self,
+        pool: &Pool,
+        units: &[CachedUnit],
+        items: &[CachedItem],
+    ) -> Vec<(QueueRow, QueueEntry)> {
+        let mut free_at = self.free_at(pool, units.iter().map(|u| &u.node));
+        let now = self.now_ms();
+        let per_exam_ms = self.exam_ms(pool);
+        items
+            .iter()
+            .enumerate()
+            .map(|(ix, item)| {
+                let info = &item.info;
+                let std::cmp::Reverse(at) = free_at.pop().unwrap_or(std::cmp::Reverse(now));
+                free_at.push(std::cmp::Reverse(at + per_exam_ms));
+                let row = QueueRow {
+                    position: ix as u32 + 1,
+                    order: item.entry.order.clone(),
+                    patient: item.entry.patient.clone(),
+                    priority: Priority::from_class(info.class).unwrap_or(Priority::Routine),
+                    effective_priority: Priority::from_class(info.effective_class)
+                        .unwrap_or(Priority::Routine),
+                    waited_s: (now - info.id.enqueued_at_ms() as i64).max(0) as u64 / 1000,
+                    estimated_wait_s: ((at - now).max(0) / 1000) as u64,
+                    capabilities: item.entry.capabilities.clone(),
+                };
+                (row, item.entry.clone())
+            })
+            .collect()
     }
 
     /// What the patient may see: one entry per exam ordered for them.
@@ -1003,12 +1125,14 @@ impl Hospital {
         let mut out = Vec::new();
         for c in children {
             match self.session.get_data(&format!("{dir}/{c}")).await {
-                Ok((d, _)) => out.push(tree::from_json("patient queue", &d)?),
+                Ok((d, st)) => out.push((st.czxid, tree::from_json("patient queue", &d)?)),
                 Err(CoordError::NoNode) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(out)
+        // In the order the exams were ordered (the nodes' names are the orders' ids).
+        out.sort_by_key(|(czxid, _)| *czxid);
+        Ok(out.into_iter().map(|(_, e)| e).collect())
     }
 
     /// Repairs what a crash between a store write and a tree write left (see the module docs),
@@ -1145,7 +1269,7 @@ impl Hospital {
                     report.freed_units.push(occ.unit.clone());
                     report.ended_exams.push(o.patient.clone());
                     if !in_line.contains(&o.id) {
-                        self.enqueue(&o).await?;
+                        self.enqueue(&o, false).await?;
                         report.enqueued.push(o.id.clone());
                     }
                     self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
@@ -1173,7 +1297,7 @@ impl Hospital {
                     if !settled(o.updated_ms) {
                         continue;
                     }
-                    self.enqueue(&o).await?;
+                    self.enqueue(&o, false).await?;
                     // A no-show that died after freeing the unit left "called" on display.
                     self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
                     report.enqueued.push(o.id.clone());

@@ -14,8 +14,9 @@
 //!       /lock, /queue                         as for equipment kinds
 //!   /patients/<opaque-id>
 //!       /active                               the exam the patient is in now (exists ⇔ in an exam)
-//!       /queue/queue-0000000001               seed §4.3: one per exam ordered for the patient,
-//!                                             what the patient may see (PatientEntry)
+//!       /queue/<order-id>                     seed §4.3: one per exam ordered for the patient,
+//!                                             what the patient may see (PatientEntry); named
+//!                                             by the order (earlier: queue-0000000001)
 //!   /members/<instance>                       live medkeeper instances (ephemeral)
 //!   /leader                                   leader election (ephemeral sequential)
 //! ```
@@ -105,6 +106,13 @@ pub fn active_path(patient: &PatientId) -> String {
 /// The patient's exam queue (seed §4.3).
 pub fn patient_queue_path(patient: &PatientId) -> String {
     format!("{PATIENTS}/{patient}/queue")
+}
+
+/// The patient's queue node for one order: named by the order, so it is found without a
+/// listing. (Earlier releases named these nodes `queue-NNNNNNNNNN`; such nodes are still found,
+/// by a listing, when no node is named by the order.)
+pub fn patient_order_path(patient: &PatientId, order: &OrderId) -> String {
+    format!("{PATIENTS}/{patient}/queue/{order}")
 }
 
 /// What a unit's (or doctor's) node holds.

@@ -133,6 +133,7 @@ both!(
     a_retry_finishes_what_a_crash_left_and_is_answered,
     an_order_shown_as_called_starts_before_the_store_records_the_call,
     reconciler_says_when_what_it_left_is_due,
+    dispatchers_on_a_late_read_model_never_double_book,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -1431,4 +1432,276 @@ async fn reconciler_says_when_what_it_left_is_due(b: &Backend) {
     assert_eq!(report.enqueued, vec![stored.id.clone()]);
     assert_eq!(report.next_due_ms, None);
     h.session().close().await;
+}
+
+/// A session whose persistent watches deliver every event `delay` late: the read model built
+/// on it lags the tree on purpose. Everything else is forwarded.
+struct LateWatches {
+    inner: Arc<dyn Session>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl Session for LateWatches {
+    fn session_id(&self) -> medkeeper_coord::SessionId {
+        self.inner.session_id()
+    }
+    fn session_timeout(&self) -> Duration {
+        self.inner.session_timeout()
+    }
+    fn state(&self) -> medkeeper_coord::SessionState {
+        self.inner.state()
+    }
+    fn session_events(&self) -> medkeeper_coord::SessionEvents {
+        self.inner.session_events()
+    }
+    fn capabilities(&self) -> medkeeper_coord::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn create(
+        &self,
+        p: &str,
+        d: &[u8],
+        o: &medkeeper_coord::CreateOptions,
+    ) -> medkeeper_coord::Result<(String, medkeeper_coord::Stat)> {
+        self.inner.create(p, d, o).await
+    }
+    async fn delete(&self, p: &str, v: i32) -> medkeeper_coord::Result<()> {
+        self.inner.delete(p, v).await
+    }
+    async fn exists(&self, p: &str) -> medkeeper_coord::Result<Option<medkeeper_coord::Stat>> {
+        self.inner.exists(p).await
+    }
+    async fn exists_watch(
+        &self,
+        p: &str,
+    ) -> medkeeper_coord::Result<(Option<medkeeper_coord::Stat>, medkeeper_coord::OneshotWatch)>
+    {
+        self.inner.exists_watch(p).await
+    }
+    async fn get_data(&self, p: &str) -> medkeeper_coord::Result<(Vec<u8>, medkeeper_coord::Stat)> {
+        self.inner.get_data(p).await
+    }
+    async fn get_data_watch(
+        &self,
+        p: &str,
+    ) -> medkeeper_coord::Result<(
+        Vec<u8>,
+        medkeeper_coord::Stat,
+        medkeeper_coord::OneshotWatch,
+    )> {
+        self.inner.get_data_watch(p).await
+    }
+    async fn set_data(
+        &self,
+        p: &str,
+        d: &[u8],
+        v: i32,
+    ) -> medkeeper_coord::Result<medkeeper_coord::Stat> {
+        self.inner.set_data(p, d, v).await
+    }
+    async fn get_children_with_stat(
+        &self,
+        p: &str,
+    ) -> medkeeper_coord::Result<(Vec<String>, medkeeper_coord::Stat)> {
+        self.inner.get_children_with_stat(p).await
+    }
+    async fn get_children_watch(
+        &self,
+        p: &str,
+    ) -> medkeeper_coord::Result<(
+        Vec<String>,
+        medkeeper_coord::Stat,
+        medkeeper_coord::OneshotWatch,
+    )> {
+        self.inner.get_children_watch(p).await
+    }
+    async fn get_acl(
+        &self,
+        p: &str,
+    ) -> medkeeper_coord::Result<(Vec<medkeeper_coord::Acl>, medkeeper_coord::Stat)> {
+        self.inner.get_acl(p).await
+    }
+    async fn set_acl(
+        &self,
+        p: &str,
+        a: &[medkeeper_coord::Acl],
+        v: i32,
+    ) -> medkeeper_coord::Result<medkeeper_coord::Stat> {
+        self.inner.set_acl(p, a, v).await
+    }
+    async fn watch(
+        &self,
+        p: &str,
+        m: medkeeper_coord::AddWatchMode,
+    ) -> medkeeper_coord::Result<medkeeper_coord::PersistentWatch> {
+        let mut events = self.inner.watch(p, m).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let delay = self.delay;
+        tokio::spawn(async move {
+            while let Some(e) = events.next().await {
+                let tx = tx.clone();
+                // Each event late by `delay`, in order (a single timer line).
+                tokio::time::sleep(delay).await;
+                if tx.send(e).is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(medkeeper_coord::PersistentWatch::new(rx, None))
+    }
+    async fn multi(
+        &self,
+        ops: &[medkeeper_coord::Op],
+    ) -> Result<Vec<medkeeper_coord::OpResult>, medkeeper_coord::MultiError> {
+        self.inner.multi(ops).await
+    }
+    async fn sync(&self, p: &str) -> medkeeper_coord::Result<()> {
+        self.inner.sync(p).await
+    }
+    async fn add_auth(&self, s: &str, a: &[u8]) -> medkeeper_coord::Result<()> {
+        self.inner.add_auth(s, a).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+/// Issue 13: the dispatchers decide from a read model that lags the tree on purpose (every
+/// watch event 150 ms late), while a scheduler calls orders by hand from fresh reads and a
+/// unit goes into maintenance and back. The version-checked, fenced multi keeps it safe: every
+/// order is called exactly once, no unit ever holds two orders and no patient is in two exams
+/// at once (checked on the store's history), and everything is dispatched in the end.
+async fn dispatchers_on_a_late_read_model_never_double_book(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let session: Arc<dyn Session> = Arc::new(LateWatches {
+            inner: b.session().await,
+            delay: Duration::from_millis(150),
+        });
+        let config = HospitalConfig::demo();
+        config::load(session.as_ref(), &config).await.unwrap();
+        instances.push(Arc::new(
+            Hospital::new(session, store.clone(), config).unwrap(),
+        ));
+    }
+    let scheduler = instance(b, store.clone()).await;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let mut runners = Vec::new();
+    for (i, h) in instances.iter().enumerate() {
+        for pool in [mri(), Pool::Equipment("CT".into())] {
+            let d = Dispatcher::new(h.clone(), pool, format!("late{i}"));
+            let stop = stop.clone();
+            runners.push(tokio::spawn(async move {
+                d.run(stop.notified()).await.unwrap();
+            }));
+        }
+    }
+    let patients: Vec<PatientId> = (0..6).map(|_| PatientId::generate()).collect();
+    let mut orders = Vec::new();
+    for n in 0..24 {
+        let pool = if n % 3 == 0 {
+            Pool::Equipment("CT".into())
+        } else {
+            mri()
+        };
+        let o = scheduler
+            .create_order(
+                NewOrder {
+                    patient: patients[n % patients.len()].clone(),
+                    pool,
+                    capabilities: vec![],
+                    priority: Priority::ALL[n % 4],
+                    reason: String::new(),
+                },
+                "dr",
+            )
+            .await
+            .unwrap();
+        orders.push(o.id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let mut round = 0usize;
+    loop {
+        round += 1;
+        let mut done = 0;
+        for (n, id) in orders.iter().enumerate() {
+            match scheduler.order(id).await.unwrap().state {
+                OrderState::Called => {
+                    scheduler.start(id, "tech").await.unwrap();
+                }
+                OrderState::InProgress => {
+                    scheduler.complete(id, "tech").await.unwrap();
+                }
+                OrderState::Completed => done += 1,
+                // A manual call now and then, racing the late dispatchers; refusals are fine.
+                OrderState::Queued if (n + round).is_multiple_of(5) => {
+                    match scheduler.call(id, None, "scheduler").await {
+                        Ok(_) | Err(Error::Conflict(_)) | Err(Error::IllegalTransition { .. }) => {}
+                        Err(e) => panic!("manual call: {e:?}"),
+                    }
+                }
+                OrderState::Queued => {}
+                s => panic!("unexpected state {s}"),
+            }
+        }
+        // MRI-2 goes into maintenance and back (refused while in use).
+        let status = if round.is_multiple_of(4) {
+            UnitStatus::Maintenance
+        } else {
+            UnitStatus::Available
+        };
+        match scheduler.set_unit_status(&mri(), "MRI-2", status).await {
+            Ok(()) | Err(Error::Conflict(_)) => {}
+            Err(e) => panic!("unit status: {e:?}"),
+        }
+        if done == orders.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{done} of {} done",
+            orders.len()
+        );
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    stop.notify_waiters();
+    for r in runners {
+        tokio::time::timeout(Duration::from_secs(10), r)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut unit_spans: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    let mut patient_spans: HashMap<PatientId, Vec<(i64, i64)>> = HashMap::new();
+    for id in &orders {
+        let o = store.order(id).await.unwrap().unwrap();
+        let ts = store.transitions(id).await.unwrap();
+        let called: Vec<_> = ts.iter().filter(|t| t.to == OrderState::Called).collect();
+        assert_eq!(called.len(), 1, "called exactly once: {ts:?}");
+        let start = called[0].at_ms;
+        let end = ts
+            .iter()
+            .find(|t| t.to == OrderState::Completed)
+            .unwrap()
+            .at_ms;
+        let unit = format!("{}/{}", o.pool, called[0].unit.clone().unwrap());
+        unit_spans.entry(unit).or_default().push((start, end));
+        patient_spans
+            .entry(o.patient)
+            .or_default()
+            .push((start, end));
+    }
+    for spans in unit_spans.values_mut().chain(patient_spans.values_mut()) {
+        spans.sort();
+        for w in spans.windows(2) {
+            assert!(w[0].1 <= w[1].0, "overlap: {w:?}");
+        }
+    }
+    assert!(scheduler.reconcile().await.unwrap().is_clean());
+    for h in instances {
+        h.session().close().await;
+    }
+    scheduler.session().close().await;
 }

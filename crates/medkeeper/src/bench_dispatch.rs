@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::Args;
 use hdrhistogram::Histogram;
-use medkeeper_coord::{Session, SessionExt};
+use medkeeper_coord::{Counted, RequestCounts, RequestTally, Session, SessionExt};
 use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
 use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::dispatch::Dispatcher;
@@ -54,6 +54,10 @@ pub struct DispatchBench {
     /// Print one JSON line on stdout (otherwise a human-readable line).
     #[arg(long)]
     json: bool,
+    /// The clinical store: a SQLite file (WAL, `synchronous=FULL`, as `serve` uses; created
+    /// if missing; use a fresh file per run) instead of an in-memory database.
+    #[arg(long)]
+    store_file: Option<std::path::PathBuf>,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -342,6 +346,16 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<std::process::ExitCode> {
             line["e2e_p50_us"] = q(&o.done, 0.5).into();
             line["e2e_p99_us"] = q(&o.done, 0.99).into();
         }
+        line["store"] = if b.store_file.is_some() {
+            "file"
+        } else {
+            "memory"
+        }
+        .into();
+        line["requests_per_order"] = o.per_order().into();
+        line["reads_per_order"] = o.per(o.requests.reads).into();
+        line["writes_per_order"] = o.per(o.requests.writes + o.requests.multis).into();
+        line["idle_requests_per_s"] = o.idle_per_s().into();
         println!("{line}");
     } else {
         println!(
@@ -354,6 +368,20 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<std::process::ExitCode> {
             q(&o.done, 0.5),
             q(&o.done, 0.99),
         );
+        println!(
+            "  coordination requests per order (created → completed, {} store): {:.1} \
+             ({:.1} reads, {:.1} writes and multis); idle (nothing waiting, nothing changing): \
+             {:.1} requests/s",
+            if b.store_file.is_some() {
+                "file"
+            } else {
+                "in-memory"
+            },
+            o.per_order(),
+            o.per(o.requests.reads),
+            o.per(o.requests.writes + o.requests.multis),
+            o.idle_per_s(),
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -364,6 +392,32 @@ struct Measured {
     seconds: f64,
     called: Histogram<u64>,
     done: Histogram<u64>,
+    /// Coordination requests sent in the measured window (every session of the hospital).
+    requests: RequestTally,
+    /// Requests sent while idle: nothing waiting, nothing changing.
+    idle: RequestTally,
+    idle_seconds: f64,
+}
+
+impl Measured {
+    /// `n` per order completed in the window (one decimal).
+    fn per(&self, n: u64) -> f64 {
+        if self.completed == 0 {
+            return 0.0;
+        }
+        (n as f64 / self.completed as f64 * 10.0).round() / 10.0
+    }
+
+    fn per_order(&self) -> f64 {
+        self.per(self.requests.total())
+    }
+
+    fn idle_per_s(&self) -> f64 {
+        if self.idle_seconds <= 0.0 {
+            return 0.0;
+        }
+        (self.idle.total() as f64 / self.idle_seconds * 10.0).round() / 10.0
+    }
 }
 
 async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result<Measured> {
@@ -388,10 +442,17 @@ async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result
         room: Semaphore::new(b.in_flight.max(1)),
         calls: calls_tx,
     });
+    let inner = match &b.store_file {
+        Some(path) => SqliteStore::open(path)
+            .with_context(|| format!("cannot open the clinical store {}", path.display()))?,
+        None => SqliteStore::in_memory()?,
+    };
     let store = Arc::new(ProbedStore {
-        inner: SqliteStore::in_memory()?,
+        inner,
         probe: probe.clone(),
     });
+    let counts = Arc::new(RequestCounts::default());
+    let session = Counted::wrap(session, counts.clone());
     let pools: Vec<Pool> = hospital_config
         .pools
         .iter()
@@ -438,6 +499,16 @@ async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result
     let start = Instant::now() + warmup;
     let end = start + window;
     let _ = probe.window.set((start, end));
+    // The window's coordination requests, counted from its start to its end.
+    let window_requests = {
+        let counts = counts.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let first = counts.tally();
+            tokio::time::sleep_until(end.into()).await;
+            counts.tally().since(&first)
+        })
+    };
 
     // The producer: a random unit of MRI, CT and XRAY picks the pool (so each pool gets orders
     // in proportion to its units and no single-unit pool bounds the whole run), a random
@@ -503,6 +574,12 @@ async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let requests = window_requests.await.context("the request counter")?;
+    // Idle: nothing waiting, nothing changing; only the dispatchers' own upkeep is sent.
+    let idle_window = Duration::from_secs(2);
+    let first = counts.tally();
+    tokio::time::sleep(idle_window).await;
+    let idle = counts.tally().since(&first);
     let _ = stop_tx.send(true);
     for d in dispatchers {
         match tokio::time::timeout(Duration::from_secs(10), d).await {
@@ -527,5 +604,8 @@ async fn measure(b: &DispatchBench, session: Arc<dyn Session>) -> anyhow::Result
         seconds: window.as_secs_f64(),
         called,
         done,
+        requests,
+        idle,
+        idle_seconds: idle_window.as_secs_f64(),
     })
 }

@@ -41,7 +41,7 @@ use medkeeper_coord::{
     AddWatchMode, Error as CoordError, EventType, PersistentWatch, Session, SessionState, Stat,
     WatchedEvent, path,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::line;
 use crate::{Error, Result};
@@ -288,6 +288,7 @@ pub struct TreeCache {
     root: String,
     shared: Arc<Shared>,
     state: watch::Receiver<CacheState>,
+    settles: mpsc::UnboundedSender<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -325,19 +326,37 @@ impl TreeCache {
             events: broadcast::channel(EVENT_CAPACITY).0,
         });
         let (state_tx, state) = watch::channel(CacheState::Live);
+        let (settles, settle_rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(follow(
             session.clone(),
             root.clone(),
             watch,
             shared.clone(),
             state_tx,
+            settle_rx,
         ));
         Ok(TreeCache {
             root,
             shared,
             state,
+            settles,
             task,
         })
+    }
+
+    /// Returns once every watch event this client has received so far is applied to the
+    /// cache. A session's watch events arrive before the replies to its later requests, so
+    /// after `settle` the cache shows every change this session made (and every change whose
+    /// event had arrived) — a cheap way to read one's own writes from the cache; it sends no
+    /// request. Returns at once if the cache has stopped.
+    ///
+    /// # Cancellation safety
+    /// Safe.
+    pub async fn settle(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.settles.send(tx).is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// The root path.
@@ -460,6 +479,8 @@ enum Step {
     Event(WatchedEvent),
     Session(SessionState),
     StreamEnded,
+    /// A [`TreeCache::settle`] caller, answered once no event is waiting.
+    Settle(oneshot::Sender<()>),
 }
 
 async fn follow(
@@ -468,6 +489,7 @@ async fn follow(
     mut watch: PersistentWatch,
     shared: Arc<Shared>,
     state: watch::Sender<CacheState>,
+    mut settles: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
     let s = session.as_ref();
     let mut states = s.session_events();
@@ -477,12 +499,19 @@ async fn follow(
         shared.send(CacheEvent::Ended(final_state));
     };
     loop {
+        // Biased: a settle request is answered only when no event or state change is ready,
+        // so every event received before it has been applied.
         let step = tokio::select! {
             biased;
             e = watch.next() => e.map_or(Step::StreamEnded, Step::Event),
             st = states.changed() => Step::Session(st),
+            Some(done) = settles.recv() => Step::Settle(done),
         };
         let session_state = match step {
+            Step::Settle(done) => {
+                let _ = done.send(());
+                None
+            }
             Step::StreamEnded => {
                 let st = s.state();
                 return end(if st.is_terminal() {

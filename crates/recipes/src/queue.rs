@@ -417,8 +417,12 @@ impl PriorityQueue {
         &self.dir
     }
 
-    /// `names` in dequeue order now, by this queue's targets and ageing floor.
-    fn order_of(&self, names: Vec<String>) -> Vec<ItemInfo> {
+    /// The items among `names` (children of [`items_path`](PriorityQueue::items_path); others
+    /// skipped) in dequeue order now, by this queue's targets, ageing floor and clock — for a
+    /// caller that keeps its own copy of the directory (a tree cache) and needs no listing.
+    /// `claimed` is false: the caller knows the claims (children of
+    /// [`claims_path`](PriorityQueue::claims_path)).
+    pub fn order_of(&self, names: impl IntoIterator<Item = String>) -> Vec<ItemInfo> {
         dequeue_order_floored(
             names,
             self.config.clock.now(),
@@ -466,14 +470,7 @@ impl PriorityQueue {
         data: &[u8],
         enqueued_at: SystemTime,
     ) -> Result<ItemId> {
-        self.check_class(class)?;
-        let ms = enqueued_at
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis()
-            .min(9_999_999_999_999);
-        let tag = &line::attempt_tag()[..8];
-        let prefix = format!("{ITEM_PREFIX}{class}-{ms:013}-{tag}-");
+        let prefix = self.item_prefix(class, enqueued_at)?;
         let full = path::join(&self.items_dir, &prefix);
         let s = self.session.as_ref();
         let options = CreateOptions::new(CreateMode::PersistentSequential);
@@ -482,22 +479,94 @@ impl PriorityQueue {
                 Ok((created, _)) => return parse_created(&created),
                 Err(CoordError::NoNode) => s.ensure_path(&self.items_dir).await?,
                 Err(e) if e.is_retryable() => {
-                    line::await_connected(s, None).await?;
-                    let found = line::retrying(s, None, || async {
-                        if !line::flush(s, &self.items_dir).await? {
-                            return Ok(None);
-                        }
-                        let children = s.get_children(&self.items_dir).await?;
-                        Ok(children.into_iter().find(|n| n.starts_with(&prefix)))
-                    })
-                    .await?;
-                    if let Some(name) = found {
+                    if let Some(name) = self.find_prefixed(&prefix).await? {
                         return parse_created(&name);
                     }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// [`enqueue_at`](PriorityQueue::enqueue_at) in one multi with the caller's `with`
+    /// operations (the item's create first): the item and the caller's writes happen
+    /// together or not at all — say, a patient's own queue node created with their place in
+    /// line. A connection loss is resolved as for an enqueue (the multi applied if the item,
+    /// found by its tag, exists).
+    ///
+    /// # Notable errors
+    /// `Multi { index: Some(i), .. }` if the caller's operation `with[i]` failed (nothing was
+    /// written); as [`enqueue`](PriorityQueue::enqueue) otherwise.
+    pub async fn enqueue_with(
+        &self,
+        class: u8,
+        data: &[u8],
+        enqueued_at: SystemTime,
+        with: &[Op],
+    ) -> Result<ItemId> {
+        let prefix = self.item_prefix(class, enqueued_at)?;
+        let full = path::join(&self.items_dir, &prefix);
+        let s = self.session.as_ref();
+        let mut ops = vec![Op::create(
+            full,
+            data.to_vec(),
+            CreateOptions::new(CreateMode::PersistentSequential),
+        )];
+        ops.extend_from_slice(with);
+        loop {
+            match s.multi(&ops).await {
+                Ok(results) => match results.first() {
+                    Some(OpResult::Create { path }) => return parse_created(path),
+                    other => {
+                        return Err(Error::Malformed {
+                            path: self.items_dir.clone(),
+                            reason: format!("the enqueue's multi answered {other:?}"),
+                        });
+                    }
+                },
+                Err(e) if e.index == Some(0) && e.error == CoordError::NoNode => {
+                    s.ensure_path(&self.items_dir).await?
+                }
+                Err(e) if e.error.is_retryable() => {
+                    if let Some(name) = self.find_prefixed(&prefix).await? {
+                        return parse_created(&name);
+                    }
+                }
+                Err(e) => {
+                    return Err(Error::Multi {
+                        index: e.index.and_then(|i| i.checked_sub(1)),
+                        error: e.error,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The name prefix of a new item of `class` enqueued at `enqueued_at`, with a fresh tag.
+    fn item_prefix(&self, class: u8, enqueued_at: SystemTime) -> Result<String> {
+        self.check_class(class)?;
+        let ms = enqueued_at
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+            .min(9_999_999_999_999);
+        let tag = &line::attempt_tag()[..8];
+        Ok(format!("{ITEM_PREFIX}{class}-{ms:013}-{tag}-"))
+    }
+
+    /// After a connection loss cut a create's reply: waits for the connection, then finds the
+    /// item created with `prefix` (its tag makes it unique), if the create was applied.
+    async fn find_prefixed(&self, prefix: &str) -> Result<Option<String>> {
+        let s = self.session.as_ref();
+        line::await_connected(s, None).await?;
+        line::retrying(s, None, || async {
+            if !line::flush(s, &self.items_dir).await? {
+                return Ok(None);
+            }
+            let children = s.get_children(&self.items_dir).await?;
+            Ok(children.into_iter().find(|n| n.starts_with(prefix)))
+        })
+        .await
     }
 
     /// Moves `item` to `class`, keeping its enqueue time and sequence number (so its place in
@@ -595,6 +664,11 @@ impl PriorityQueue {
     /// The directory holding the items (a child watch on it wakes on every enqueue).
     pub fn items_path(&self) -> &str {
         &self.items_dir
+    }
+
+    /// The directory of the claims (one per claimed item, named as the item).
+    pub fn claims_path(&self) -> &str {
+        &self.claims_dir
     }
 
     /// The item's data, or `None` if it is not in the queue.

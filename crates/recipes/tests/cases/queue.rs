@@ -24,6 +24,7 @@ crate::backend_tests!(
     concurrent_consumers_take_each_item_exactly_once,
     dequeue_rate_at_depth_10000,
     lost_replies_neither_duplicate_nor_leak,
+    enqueue_with_is_one_multi_with_the_callers_writes,
 );
 
 fn hour_targets() -> QueueConfig {
@@ -486,5 +487,59 @@ async fn lost_replies_neither_duplicate_nor_leak(b: &dyn Backend) {
     );
     c.complete().await.unwrap();
     assert!(consumer.list().await.unwrap().is_empty());
+    s.close().await;
+}
+
+/// `enqueue_with`: the item and the caller's operations together or not at all; a failing
+/// caller operation is reported with the caller's own index and enqueues nothing; a lost
+/// reply is resolved by the item's tag (applied once).
+async fn enqueue_with_is_one_multi_with_the_callers_writes(b: &dyn Backend) {
+    let dir = b.base("q-with");
+    let s = b.session().await;
+    s.ensure_path(&format!("{dir}/side")).await.unwrap();
+    let q = queue(s.clone(), &dir, hour_targets());
+    let side = |n: &str| {
+        Op::create(
+            format!("{dir}/side/{n}"),
+            n.as_bytes().to_vec(),
+            CreateOptions::new(CreateMode::Persistent),
+        )
+    };
+    let at = std::time::SystemTime::now();
+    let id = q
+        .enqueue_with(URGENT, b"one", at, &[side("a")])
+        .await
+        .unwrap();
+    assert_eq!(q.list().await.unwrap()[0].id, id);
+    assert_eq!(s.get_data(&format!("{dir}/side/a")).await.unwrap().0, b"a");
+    // The caller's op fails: nothing is enqueued, the index is the caller's.
+    match q
+        .enqueue_with(URGENT, b"two", at, &[side("b"), side("a")])
+        .await
+    {
+        Err(Error::Multi {
+            index: Some(1),
+            error,
+        }) => assert_eq!(error, medkeeper_coord::Error::NodeExists),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(q.list().await.unwrap().len(), 1);
+    assert!(s.exists(&format!("{dir}/side/b")).await.unwrap().is_none());
+    // Applied but the reply lost: found by its tag, once.
+    let lossy = queue(
+        Faulty::wrap(s.clone())
+            .lose_next_multi_reply()
+            .into_session(),
+        &dir,
+        hour_targets(),
+    );
+    let again = lossy
+        .enqueue_with(ROUTINE, b"three", at, &[side("c")])
+        .await
+        .unwrap();
+    let listed = q.list().await.unwrap();
+    assert_eq!(listed.len(), 2, "enqueued exactly once: {listed:?}");
+    assert!(listed.iter().any(|i| i.id == again));
+    assert!(s.exists(&format!("{dir}/side/c")).await.unwrap().is_some());
     s.close().await;
 }
