@@ -41,7 +41,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 pub use auth::{Caller, Role, issue_token};
 pub use error::{ApiError, ErrorBody, ErrorCode};
-pub use state::{Limits, MemberInfo, ServerState};
+pub use state::{Limits, ServerState};
+pub use views::MemberInfo;
 
 /// The OpenAPI document.
 #[derive(OpenApi)]

@@ -4,14 +4,20 @@
 //! by every client streaming it: one persistent recursive watch on the thing's subtree, one
 //! recomputed view per burst of changes (the events that arrived while the last view was
 //! computed are taken together), sent on a `tokio::sync::watch` channel
-//! so a slow client skips to the newest view instead of buffering old ones. The feed ends when
-//! its last client goes, and follows the instance to a new session after an expiry.
+//! so a slow client skips to the newest view instead of buffering old ones. The feed ends as
+//! soon as its last client goes (the channel says so: every receiver dropped, see
+//! `watch::Sender::closed`), and follows the instance to a new session after an expiry.
+//!
+//! The hub knows only what a view needs: the instance's hospital (a `watch` of it, which the
+//! server's state sets per session) and who this instance is. It does not know the server's
+//! state; [`views`] knows neither.
 //!
 //! After a reconnection the view is recomputed (a persistent watch is re-registered by the
 //! client library, but what changed while disconnected is read afresh rather than trusted).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use medkeeper_coord::{AddWatchMode, SessionState};
@@ -20,8 +26,7 @@ use medkeeper_hospital::{PatientId, Pool, tree};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::state::{Limits, ServerState};
-use crate::views;
+use crate::views::{self, MemberInfo};
 
 /// How long a feed waits before watching again after a failure.
 const RETRY: Duration = Duration::from_millis(500);
@@ -72,45 +77,63 @@ impl Topic {
 /// A view as sent: JSON text.
 pub type View = Option<Arc<str>>;
 
+/// The running feeds by topic: each one's id and sender (to subscribe new clients to).
+type Feeds = Arc<Mutex<HashMap<Topic, (u64, watch::Sender<View>)>>>;
+
 /// The feeds of one server (see the module docs).
-#[derive(Default)]
 pub struct Hub {
-    feeds: Mutex<HashMap<Topic, Weak<watch::Sender<View>>>>,
-    running: Arc<std::sync::atomic::AtomicUsize>,
+    hospitals: watch::Receiver<Option<Arc<Hospital>>>,
+    me: MemberInfo,
+    feeds: Feeds,
+    next_id: AtomicU64,
+    running: Arc<AtomicUsize>,
 }
 
 impl Hub {
+    /// The hub of instance `me`, serving views of the hospital `hospitals` holds (`None` while
+    /// there is no session: feeds then wait for one).
+    pub fn new(hospitals: watch::Receiver<Option<Arc<Hospital>>>, me: MemberInfo) -> Hub {
+        Hub {
+            hospitals,
+            me,
+            feeds: Arc::default(),
+            next_id: AtomicU64::new(0),
+            running: Arc::default(),
+        }
+    }
+
     /// A follower of `topic`'s view, starting a feed if none runs. The first value may be
-    /// `None` until the feed has computed the view.
-    pub fn subscribe(&self, state: &Arc<ServerState>, topic: Topic) -> Subscription {
-        let mut feeds = self.feeds.lock().unwrap_or_else(|p| p.into_inner());
-        feeds.retain(|_, w| w.strong_count() > 0);
-        if let Some(tx) = feeds.get(&topic).and_then(Weak::upgrade) {
-            return Subscription {
-                rx: tx.subscribe(),
-                _feed: tx,
-            };
+    /// `None` until the feed has computed the view. The feed runs while any receiver of it
+    /// (this one or its clones, or another client's) lives.
+    pub fn subscribe(&self, topic: Topic) -> watch::Receiver<View> {
+        let mut feeds = lock(&self.feeds);
+        if let Some((_, tx)) = feeds.get(&topic) {
+            return tx.subscribe();
         }
         let (tx, rx) = watch::channel(None);
-        let tx = Arc::new(tx);
-        feeds.insert(topic.clone(), Arc::downgrade(&tx));
-        let running = self.running.clone();
-        running.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let f = feed(Arc::downgrade(state), topic, Arc::downgrade(&tx));
-        tokio::spawn(async move {
-            f.await;
-            running.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
-        Subscription { rx, _feed: tx }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        feeds.insert(topic.clone(), (id, tx.clone()));
+        self.running.fetch_add(1, Ordering::Relaxed);
+        let feed = Feed {
+            id,
+            topic,
+            tx,
+            feeds: self.feeds.clone(),
+            running: self.running.clone(),
+        };
+        tokio::spawn(feed.run(self.hospitals.clone(), self.me.clone()));
+        rx
+    }
+
+    /// How many feeds are running (for tests and metrics): a feed ends as soon as its last
+    /// client leaves.
+    pub fn running(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 }
 
-impl Hub {
-    /// How many feeds are running (for tests and metrics): a feed ends within a second of its
-    /// last client leaving.
-    pub fn running(&self) -> usize {
-        self.running.load(std::sync::atomic::Ordering::Relaxed)
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The slots of open event streams: at most [`Limits::max_streams`] in all (beyond it 503
@@ -122,6 +145,10 @@ impl Hub {
 /// write after that ([`Limits::stream_keep_alive`]) when hyper cannot see the close (it does not
 /// read a connection whose client sent more bytes after the request, such as a stray CRLF or a
 /// pipelined request).
+///
+/// [`Limits::max_streams`]: crate::Limits::max_streams
+/// [`Limits::max_streams_per_token`]: crate::Limits::max_streams_per_token
+/// [`Limits::stream_keep_alive`]: crate::Limits::stream_keep_alive
 pub(crate) struct StreamSlots {
     all: Arc<Semaphore>,
     max: usize,
@@ -137,11 +164,12 @@ pub(crate) struct StreamSlot {
 }
 
 impl StreamSlots {
-    pub(crate) fn new(limits: &Limits) -> StreamSlots {
+    /// Slots for `max` streams in all and `per_token` per token.
+    pub(crate) fn new(max: usize, per_token: usize) -> StreamSlots {
         StreamSlots {
-            all: Arc::new(Semaphore::new(limits.max_streams)),
-            max: limits.max_streams,
-            per_token: limits.max_streams_per_token,
+            all: Arc::new(Semaphore::new(max)),
+            max,
+            per_token,
             by_token: Arc::default(),
         }
     }
@@ -194,39 +222,23 @@ impl Drop for StreamSlot {
     }
 }
 
-/// One client's follower of a feed; the feed runs while any subscription lives.
-pub struct Subscription {
-    /// The views.
-    pub rx: watch::Receiver<View>,
-    _feed: Arc<watch::Sender<View>>,
+/// One running feed: its task's state. Dropped when the task ends, however it ends: then it
+/// leaves the hub (unless a newer feed of its topic has taken its place) and the count.
+struct Feed {
+    id: u64,
+    topic: Topic,
+    tx: watch::Sender<View>,
+    feeds: Feeds,
+    running: Arc<AtomicUsize>,
 }
 
-/// Runs a feed until its last subscription is gone or the server is.
-async fn feed(state: Weak<ServerState>, topic: Topic, tx: Weak<watch::Sender<View>>) {
-    let Some(mut hospitals) = state.upgrade().map(|s| s.hospitals()) else {
-        return;
-    };
-    loop {
-        let hospital = hospitals.borrow_and_update().clone();
-        let Some(hospital) = hospital else {
-            if hospitals.changed().await.is_err() {
-                return;
-            }
-            continue;
-        };
-        match follow(&state, &topic, &tx, &hospital, &mut hospitals).await {
-            Follow::Stop => return,
-            Follow::NewSession => continue,
-            Follow::Retry => {
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY) => {}
-                    _ = hospitals.changed() => {}
-                }
-            }
+impl Drop for Feed {
+    fn drop(&mut self) {
+        let mut feeds = lock(&self.feeds);
+        if feeds.get(&self.topic).is_some_and(|(id, _)| *id == self.id) {
+            feeds.remove(&self.topic);
         }
-        if tx.strong_count() == 0 {
-            return;
-        }
+        self.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -236,123 +248,151 @@ enum Follow {
     Retry,
 }
 
-/// Follows one session's changes of `topic`.
-async fn follow(
-    state: &Weak<ServerState>,
-    topic: &Topic,
-    tx: &Weak<watch::Sender<View>>,
-    hospital: &Arc<Hospital>,
-    hospitals: &mut watch::Receiver<Option<Arc<Hospital>>>,
-) -> Follow {
-    let session = hospital.session().clone();
-    let mut watches = Vec::new();
-    for path in topic.paths() {
-        // Watching an absent node is fine: its creation is an event.
-        match session
-            .watch(&path, AddWatchMode::PersistentRecursive)
-            .await
-        {
-            Ok(w) => watches.push(w),
-            Err(e) => {
-                tracing::debug!(?topic, error = %e, "cannot watch; retrying");
-                return Follow::Retry;
+impl Feed {
+    /// Runs the feed until its last client is gone or the server is (the hospitals' sender).
+    async fn run(self, mut hospitals: watch::Receiver<Option<Arc<Hospital>>>, me: MemberInfo) {
+        loop {
+            let hospital = hospitals.borrow_and_update().clone();
+            let Some(hospital) = hospital else {
+                tokio::select! {
+                    r = hospitals.changed() => if r.is_err() { return },
+                    _ = self.abandoned() => return,
+                }
+                continue;
+            };
+            match self.follow(&me, &hospital, &mut hospitals).await {
+                Follow::Stop => return,
+                Follow::NewSession => continue,
+                Follow::Retry => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY) => {}
+                        _ = hospitals.changed() => {}
+                        _ = self.abandoned() => return,
+                    }
+                }
             }
         }
     }
-    let mut events = session.session_events();
-    loop {
-        // Publish the current view.
-        let Some(s) = state.upgrade() else {
-            return Follow::Stop;
-        };
-        let view = views::of_topic(&s, hospital, topic).await;
-        drop(s);
-        match view {
-            Ok(v) => {
-                // The feed holds its sender only to send: the subscriptions' references alone
-                // keep it alive, so the feed ends when the last client goes (`closed`).
-                let Some(sender) = tx.upgrade() else {
-                    return Follow::Stop;
-                };
-                sender.send_if_modified(|old| {
-                    if old.as_deref() == Some(v.as_str()) {
-                        false
-                    } else {
-                        *old = Some(v.into());
-                        true
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::debug!(?topic, error = %e.message, "cannot compute a view; retrying");
-                return Follow::Retry;
-            }
-        }
-        // Wait for a change that matters.
-        let first = async {
-            loop {
-                let next = match watches.as_mut_slice() {
-                    [a] => a.next().await,
-                    [a, b] => tokio::select! { e = a.next() => e, e = b.next() => e },
-                    _ => None,
-                };
-                match next {
-                    Some(ev) if topic.ignores(&ev.path) => continue,
-                    other => return other.is_some(),
+
+    /// Resolves when the feed's last client has gone; the feed has then left the hub, so no
+    /// new client can join it (one that comes later starts a new feed). Checked under the
+    /// hub's lock, which [`Hub::subscribe`] holds while joining: a client that joins after
+    /// the channel closed, before this took the lock, keeps the feed running.
+    async fn abandoned(&self) {
+        loop {
+            self.tx.closed().await;
+            let mut feeds = lock(&self.feeds);
+            if self.tx.is_closed() {
+                if feeds.get(&self.topic).is_some_and(|(id, _)| *id == self.id) {
+                    feeds.remove(&self.topic);
                 }
+                return;
             }
-        };
-        if tx.strong_count() == 0 {
-            return Follow::Stop;
         }
-        tokio::select! {
-            alive = first => {
-                if !alive {
+    }
+
+    /// Follows one session's changes of the topic.
+    async fn follow(
+        &self,
+        me: &MemberInfo,
+        hospital: &Arc<Hospital>,
+        hospitals: &mut watch::Receiver<Option<Arc<Hospital>>>,
+    ) -> Follow {
+        let topic = &self.topic;
+        let session = hospital.session().clone();
+        let mut watches = Vec::new();
+        for path in topic.paths() {
+            // Watching an absent node is fine: its creation is an event.
+            match session
+                .watch(&path, AddWatchMode::PersistentRecursive)
+                .await
+            {
+                Ok(w) => watches.push(w),
+                Err(e) => {
+                    tracing::debug!(?topic, error = %e, "cannot watch; retrying");
                     return Follow::Retry;
                 }
-                // Drain what else has arrived: one recomputation covers it all. Changes that
-                // arrive while the view is recomputed are drained the same way next time, so
-                // a burst costs a few recomputations, and a single change no waiting.
-                for w in watches.iter_mut() {
-                    while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.next()).await {}
+            }
+        }
+        let mut events = session.session_events();
+        loop {
+            // Publish the current view.
+            match view_of(me, hospital, topic).await {
+                Ok(v) => {
+                    self.tx.send_if_modified(|old| {
+                        if old.as_deref() == Some(v.as_str()) {
+                            false
+                        } else {
+                            *old = Some(v.into());
+                            true
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(?topic, error = %e.message, "cannot compute a view; retrying");
+                    return Follow::Retry;
                 }
             }
-            st = events.changed() => {
-                if st.is_terminal() {
-                    // This session is over: wait for the instance's next one.
-                    return match hospitals.changed().await {
-                        Ok(()) => Follow::NewSession,
-                        Err(_) => Follow::Stop,
+            // Wait for a change that matters.
+            let first = async {
+                loop {
+                    let next = match watches.as_mut_slice() {
+                        [a] => a.next().await,
+                        [a, b] => tokio::select! { e = a.next() => e, e = b.next() => e },
+                        _ => None,
                     };
-                }
-                if st != SessionState::Connected {
-                    let again = events.wait_for(|s| s == SessionState::Connected || s.is_terminal()).await;
-                    if again.is_terminal() {
-                        continue;
+                    match next {
+                        Some(ev) if topic.ignores(&ev.path) => continue,
+                        other => return other.is_some(),
                     }
                 }
+            };
+            tokio::select! {
+                alive = first => {
+                    if !alive {
+                        return Follow::Retry;
+                    }
+                    // Drain what else has arrived: one recomputation covers it all. Changes
+                    // that arrive while the view is recomputed are drained the same way next
+                    // time, so a burst costs a few recomputations, and a single change no
+                    // waiting.
+                    for w in watches.iter_mut() {
+                        while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.next()).await {}
+                    }
+                }
+                st = events.changed() => {
+                    if st.is_terminal() {
+                        // This session is over: wait for the instance's next one.
+                        return tokio::select! {
+                            r = hospitals.changed() => {
+                                if r.is_ok() { Follow::NewSession } else { Follow::Stop }
+                            }
+                            _ = self.abandoned() => Follow::Stop,
+                        };
+                    }
+                    if st != SessionState::Connected {
+                        let again = events.wait_for(|s| s == SessionState::Connected || s.is_terminal()).await;
+                        if again.is_terminal() {
+                            continue;
+                        }
+                    }
+                }
+                r = hospitals.changed() => {
+                    return if r.is_ok() { Follow::NewSession } else { Follow::Stop };
+                }
+                _ = self.abandoned() => return Follow::Stop,
             }
-            r = hospitals.changed() => {
-                return if r.is_ok() { Follow::NewSession } else { Follow::Stop };
-            }
-            _ = closed(tx) => return Follow::Stop,
         }
     }
 }
 
-/// Resolves when every subscription of the feed is gone.
-async fn closed(tx: &Weak<watch::Sender<View>>) {
-    let Some(sender) = tx.upgrade() else {
-        return;
+/// The view a stream of `topic` sends, as JSON text.
+async fn view_of(me: &MemberInfo, hospital: &Hospital, topic: &Topic) -> Result<String, ApiError> {
+    let json = match topic {
+        Topic::Pool(p) => serde_json::to_string(&views::pool(hospital, p, true).await?),
+        Topic::Unit(p, u) => serde_json::to_string(&views::unit(hospital, p, u).await?),
+        Topic::Patient(id) => serde_json::to_string(&views::patient_queue(hospital, id).await?),
+        Topic::Cluster => serde_json::to_string(&views::cluster(me, hospital).await?),
     };
-    let weak = Arc::downgrade(&sender);
-    drop(sender);
-    // The sender lives in the subscriptions (Arc); poll its liveness at a modest rate: a feed
-    // whose last client has gone ends within a second (with its watch).
-    loop {
-        if weak.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    json.map_err(|e| ApiError::internal(format_args!("cannot encode a view: {e}")))
 }

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::{Caller, TokenCache};
 use crate::error::{ApiError, ErrorCode};
 use crate::sse::{Hub, StreamSlots};
+use crate::views::MemberInfo;
 
 /// Limits of one server.
 #[derive(Debug, Clone)]
@@ -46,17 +47,6 @@ impl Default for Limits {
     }
 }
 
-/// Who this instance is, as the cluster view shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct MemberInfo {
-    /// The instance id.
-    pub id: String,
-    /// Where it serves the API.
-    pub url: String,
-    /// When it started, ms since the epoch.
-    pub started_ms: i64,
-}
-
 /// The server's state, shared by every request (`Arc`).
 pub struct ServerState {
     me: MemberInfo,
@@ -80,13 +70,14 @@ impl ServerState {
     /// session) is set with [`set_hospital`](ServerState::set_hospital); until then the API
     /// answers 503 `unavailable`.
     pub fn new(me: MemberInfo, store: Arc<dyn ClinicalStore>, limits: Limits) -> Arc<ServerState> {
+        let hospital = watch::channel(None).0;
         Arc::new(ServerState {
+            hub: Hub::new(hospital.subscribe(), me.clone()),
             me,
             store,
-            hospital: watch::channel(None).0,
+            hospital,
             tokens: TokenCache::default(),
-            hub: Hub::default(),
-            streams: StreamSlots::new(&limits),
+            streams: StreamSlots::new(limits.max_streams, limits.max_streams_per_token),
             limits,
             shutdown: watch::channel(false).0,
         })

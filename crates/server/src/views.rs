@@ -1,8 +1,8 @@
 //! What the API and the event streams show: pools, units, queues, a patient's exams, the
 //! cluster, the tree. Computed from the coordination tree (live state) and, for orders, the
-//! clinical store.
-
-use std::sync::Arc;
+//! clinical store. Each view takes what it is computed from (the [`Hospital`], a session, who
+//! this instance is) as parameters, not the server's state, so this module depends on neither
+//! the state nor the event feeds ([`crate::sse`]) that call it.
 
 use medkeeper_coord::{Error as CoordError, Session, Stat};
 use medkeeper_hospital::model::validate_name;
@@ -14,8 +14,18 @@ use medkeeper_recipes::membership;
 use serde::Serialize;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::sse::Topic;
-use crate::state::{MemberInfo, ServerState};
+
+/// Who this instance is, as the cluster view shows it (and as it announces itself in the
+/// membership group).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct MemberInfo {
+    /// The instance id.
+    pub id: String,
+    /// Where it serves the API.
+    pub url: String,
+    /// When it started, ms since the epoch.
+    pub started_ms: i64,
+}
 
 /// A pool (equipment kind or department) with its units and, in streams, its queue.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -157,8 +167,8 @@ pub async fn unit(hospital: &Hospital, pool: &Pool, unit: &str) -> Result<UnitVi
         .ok_or_else(|| ApiError::not_found(format!("unit {unit:?} of {pool} not found")))
 }
 
-/// Live instances and the leader.
-pub async fn cluster(state: &ServerState, hospital: &Hospital) -> Result<ClusterView, ApiError> {
+/// Live instances and the leader, as instance `me` sees them.
+pub async fn cluster(me: &MemberInfo, hospital: &Hospital) -> Result<ClusterView, ApiError> {
     let session = hospital.session().as_ref();
     let mut members = Vec::new();
     for (id, data) in membership::members(session, tree::MEMBERS).await? {
@@ -178,25 +188,10 @@ pub async fn cluster(state: &ServerState, hospital: &Hospital) -> Result<Cluster
     };
     Ok(ClusterView {
         hospital: hospital.config().name.clone(),
-        instance: state.me().id.clone(),
+        instance: me.id.clone(),
         members,
         leader,
     })
-}
-
-/// The view a stream of `topic` sends, as JSON text.
-pub async fn of_topic(
-    state: &ServerState,
-    hospital: &Arc<Hospital>,
-    topic: &Topic,
-) -> Result<String, ApiError> {
-    let json = match topic {
-        Topic::Pool(p) => serde_json::to_string(&pool(hospital, p, true).await?),
-        Topic::Unit(p, u) => serde_json::to_string(&unit(hospital, p, u).await?),
-        Topic::Patient(id) => serde_json::to_string(&patient_queue(hospital, id).await?),
-        Topic::Cluster => serde_json::to_string(&cluster(state, hospital).await?),
-    };
-    json.map_err(|e| ApiError::internal(format!("cannot encode a view: {e}")))
 }
 
 /// A patient's own exams.

@@ -17,7 +17,7 @@ use Role::Admin;
 pub async fn cluster(State(st): St, caller: Caller) -> ApiResult<Json<ClusterView>> {
     caller.require(Role::STAFF)?;
     let h = st.hospital()?;
-    Ok(Json(views::cluster(&st, &h).await?))
+    Ok(Json(views::cluster(st.me(), &h).await?))
 }
 
 /// Which subtree to show.

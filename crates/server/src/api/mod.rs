@@ -1,6 +1,6 @@
 //! The HTTP JSON API's handlers. The route table and the role matrix are in docs/api.md; each
 //! handler checks its roles first, and every access to patient data is audited
-//! ([`ServerState::audit`]) with its outcome.
+//! (`ServerState::audit`) with its outcome.
 //!
 //! One module per resource, re-exported here (the router and the OpenAPI document name the
 //! handlers as `api::<handler>`):

@@ -64,14 +64,14 @@ fn stream_many(
 
 /// One topic's views as events: the current one first, then every change, until shutdown.
 fn topic_events(st: &Arc<ServerState>, topic: Topic) -> BoxedEvents {
-    let sub = st.hub.subscribe(st, topic.clone());
     let name = topic.event();
-    let mut rx = sub.rx.clone();
+    // The receiver is the stream's place in the feed: the feed runs while one lives.
+    let mut rx = st.hub.subscribe(topic);
     rx.mark_changed();
     let end = Box::pin(st.shutting_down());
     Box::pin(futures_util::stream::unfold(
-        (rx, sub, end),
-        move |(mut rx, sub, mut end)| async move {
+        (rx, end),
+        move |(mut rx, mut end)| async move {
             loop {
                 tokio::select! {
                     r = rx.changed() => r.ok()?,
@@ -80,7 +80,7 @@ fn topic_events(st: &Arc<ServerState>, topic: Topic) -> BoxedEvents {
                 let v = rx.borrow_and_update().clone();
                 if let Some(v) = v {
                     let ev = Event::default().event(name).data(&*v);
-                    return Some((Ok(ev), (rx, sub, end)));
+                    return Some((Ok(ev), (rx, end)));
                 }
             }
         },
