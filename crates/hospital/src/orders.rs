@@ -49,7 +49,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use futures_util::StreamExt;
 use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, Session, SessionExt};
 use medkeeper_recipes::PriorityQueue;
 use medkeeper_recipes::queue::{Clock, ItemId, QueueConfig};
@@ -121,9 +120,6 @@ const VIEW_PASS_PAGE: u32 = 500;
 
 /// How far back of the stored watermark the reconciler's pass over changed orders starts.
 const VIEW_PASS_OVERLAP_MS: i64 = 1000;
-
-/// Reads in flight while a queue view reads its items.
-const VIEW_READS_IN_FLIGHT: usize = 128;
 
 /// How many times a patient queue node write is tried when racing writers keep changing the
 /// node.
@@ -551,14 +547,24 @@ impl Hospital {
             .ok_or_else(|| Error::NotFound(format!("order {id}")))
     }
 
-    /// The queue item of a queued order (a scan of the pool's queue: O(items)).
+    /// The queue item of a queued order ([`find_entry`](Hospital::find_entry)).
     pub(crate) async fn find_item(&self, order: &Order) -> Result<Option<ItemId>> {
         Ok(self.find_entry(order).await?.map(|(id, _)| id))
     }
 
-    /// The queue item of a queued order and what it holds (a scan of the pool's queue:
-    /// O(items)).
+    /// The queue item of a queued order and what it holds: looked up in the pool's read model
+    /// (no request); if it is not there — enqueued through another session whose event has
+    /// not arrived yet — by a scan of the queue (O(items) requests).
     pub(crate) async fn find_entry(&self, order: &Order) -> Result<Option<(ItemId, QueueEntry)>> {
+        let model = self.pool_model(&order.pool).await?;
+        model.settle().await;
+        if let Some(item) = model
+            .queue()
+            .into_iter()
+            .find(|i| i.entry.order == order.id)
+        {
+            return Ok(Some((item.info.id, item.entry)));
+        }
         let q = self.queue(&order.pool)?;
         for info in q.list().await? {
             if let Some(d) = q.data(&info.id).await?
@@ -969,16 +975,24 @@ impl Hospital {
         }
     }
 
-    /// The units (or doctors) of a pool.
+    /// The units (or doctors) of a pool, by name, from the pool's read model as
+    /// [`queue_view`](Hospital::queue_view) reads it: no request.
     pub async fn units(&self, pool: &Pool) -> Result<Vec<UnitView>> {
-        Ok(self
-            .units_with_version(pool)
-            .await?
+        tree::check_pool(pool)?;
+        let model = self.pool_model(pool).await?;
+        model.settle().await;
+        Ok(model
+            .units()
             .into_iter()
-            .map(|(name, node, _)| UnitView { name, node })
+            .map(|u| UnitView {
+                name: u.name,
+                node: u.node,
+            })
             .collect())
     }
 
+    /// The units of a pool with their nodes' versions, read afresh from the tree (for the
+    /// reconciler and the manual call, which compare or write against the tree itself).
     pub(crate) async fn units_with_version(
         &self,
         pool: &Pool,
@@ -1003,42 +1017,16 @@ impl Hospital {
         Ok(out)
     }
 
-    /// The waiting orders of a pool in dispatch order, with estimated waits: its units and
-    /// queue read afresh (a caller that must see its own writes, such as an API answer). The
-    /// dispatcher computes the same rows from the pool's read model ([`queue_rows`]).
+    /// The waiting orders of a pool in dispatch order, with estimated waits, from the pool's
+    /// read model ([`Hospital::pool_model`]) brought up to every change this session has made
+    /// ([`PoolModel::settle`]): no request. Changes made through other sessions show once
+    /// their watch events arrive.
     pub async fn queue_view(&self, pool: &Pool) -> Result<Vec<QueueRow>> {
-        let q = self.queue(pool)?;
-        let units: Vec<CachedUnit> = self
-            .units_with_version(pool)
-            .await?
-            .into_iter()
-            .map(|(name, node, version)| CachedUnit {
-                name,
-                node,
-                version,
-            })
-            .collect();
-        let items = q.list().await?;
-        // The items' data read with up to VIEW_READS_IN_FLIGHT requests in flight (pipelined
-        // on one ZooKeeper connection), in queue order: a view of n waiting orders costs about
-        // n / VIEW_READS_IN_FLIGHT round trips, not n.
-        let reads: Vec<_> = items.iter().map(|info| q.data(&info.id)).collect();
-        let mut datas = futures_util::stream::iter(reads).buffered(VIEW_READS_IN_FLIGHT);
-        let mut waiting = Vec::with_capacity(items.len());
-        for info in &items {
-            let Some(d) = datas.next().await.transpose()?.flatten() else {
-                continue;
-            };
-            let Ok(entry) = tree::from_json::<QueueEntry>("queue item", &d) else {
-                continue;
-            };
-            waiting.push(CachedItem {
-                info: info.clone(),
-                entry,
-            });
-        }
+        tree::check_pool(pool)?;
+        let model = self.pool_model(pool).await?;
+        model.settle().await;
         Ok(self
-            .queue_rows(pool, &units, &waiting)
+            .queue_rows(pool, &model.units(), &model.queue())
             .into_iter()
             .map(|(row, _)| row)
             .collect())

@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use medkeeper_coord::{AddWatchMode, SessionState};
+use medkeeper_coord::{AddWatchMode, PersistentWatch, SessionState};
 use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::{PatientId, Pool, tree};
+use medkeeper_recipes::{CacheEvent, CacheEvents};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::error::{ApiError, ErrorCode};
@@ -300,20 +301,13 @@ impl Feed {
     ) -> Follow {
         let topic = &self.topic;
         let session = hospital.session().clone();
-        let mut watches = Vec::new();
-        for path in topic.paths() {
-            // Watching an absent node is fine: its creation is an event.
-            match session
-                .watch(&path, AddWatchMode::PersistentRecursive)
-                .await
-            {
-                Ok(w) => watches.push(w),
-                Err(e) => {
-                    tracing::debug!(?topic, error = %e, "cannot watch; retrying");
-                    return Follow::Retry;
-                }
+        let mut changes = match Changes::of(hospital, topic).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(?topic, error = %e, "cannot follow changes; retrying");
+                return Follow::Retry;
             }
-        }
+        };
         let mut events = session.session_events();
         loop {
             // Publish the current view.
@@ -336,13 +330,8 @@ impl Feed {
             // Wait for a change that matters.
             let first = async {
                 loop {
-                    let next = match watches.as_mut_slice() {
-                        [a] => a.next().await,
-                        [a, b] => tokio::select! { e = a.next() => e, e = b.next() => e },
-                        _ => None,
-                    };
-                    match next {
-                        Some(ev) if topic.ignores(&ev.path) => continue,
+                    match changes.next().await {
+                        Some(path) if topic.ignores(&path) => continue,
                         other => return other.is_some(),
                     }
                 }
@@ -356,9 +345,7 @@ impl Feed {
                     // that arrive while the view is recomputed are drained the same way next
                     // time, so a burst costs a few recomputations, and a single change no
                     // waiting.
-                    for w in watches.iter_mut() {
-                        while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, w.next()).await {}
-                    }
+                    changes.drain();
                 }
                 st = events.changed() => {
                     if st.is_terminal() {
@@ -381,6 +368,68 @@ impl Feed {
                     return if r.is_ok() { Follow::NewSession } else { Follow::Stop };
                 }
                 _ = self.abandoned() => return Follow::Stop,
+            }
+        }
+    }
+}
+
+/// Where a feed hears of changes: for a pool or a unit, the pool's read model
+/// ([`Hospital::pool_model`]: shared with the dispatcher and the API, no watch of the feed's
+/// own, and the view is computed from it without a request); for a patient or the cluster,
+/// persistent recursive watches on the topic's subtrees.
+enum Changes {
+    Model(CacheEvents),
+    Watches(Vec<PersistentWatch>),
+}
+
+impl Changes {
+    async fn of(hospital: &Hospital, topic: &Topic) -> Result<Changes, ApiError> {
+        if let Topic::Pool(p) | Topic::Unit(p, _) = topic {
+            return Ok(Changes::Model(hospital.pool_model(p).await?.subscribe()));
+        }
+        let session = hospital.session();
+        let mut watches = Vec::new();
+        for path in topic.paths() {
+            // Watching an absent node is fine: its creation is an event.
+            watches.push(
+                session
+                    .watch(&path, AddWatchMode::PersistentRecursive)
+                    .await?,
+            );
+        }
+        Ok(Changes::Watches(watches))
+    }
+
+    /// The path of the next change (empty when the model reloaded or a subscriber fell
+    /// behind: anything may have changed); `None` when the source has ended.
+    async fn next(&mut self) -> Option<String> {
+        match self {
+            Changes::Model(events) => match events.next().await? {
+                CacheEvent::Added { path, .. }
+                | CacheEvent::Updated { path, .. }
+                | CacheEvent::Removed { path } => Some(path),
+                CacheEvent::Ended(_) => None,
+                _ => Some(String::new()),
+            },
+            Changes::Watches(watches) => match watches.as_mut_slice() {
+                [a] => a.next().await.map(|e| e.path),
+                [a, b] => tokio::select! {
+                    e = a.next() => e.map(|e| e.path),
+                    e = b.next() => e.map(|e| e.path),
+                },
+                _ => None,
+            },
+        }
+    }
+
+    /// Drops the changes that have already arrived (one recomputation covers them).
+    fn drain(&mut self) {
+        match self {
+            Changes::Model(events) => while events.try_next().is_some() {},
+            Changes::Watches(watches) => {
+                for w in watches.iter_mut() {
+                    while w.try_next().is_some() {}
+                }
             }
         }
     }
