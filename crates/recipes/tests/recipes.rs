@@ -5,7 +5,7 @@
 //! The ZooKeeper runs need `MEDKEEPER_ZK_CONNECT` (set by `scripts/test-zk`, which starts the
 //! servers); without it they print a skip line and pass.
 
-mod harness;
+use medkeeper_testkit::backend_tests;
 
 #[path = "cases/lock.rs"]
 mod lock;

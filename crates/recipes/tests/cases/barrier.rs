@@ -9,7 +9,7 @@ use medkeeper_coord::Session;
 use medkeeper_recipes::Error;
 use medkeeper_recipes::barrier::{Barrier, DoubleBarrier, READY_NODE};
 
-use crate::harness::Backend;
+use medkeeper_testkit::Backend;
 
 crate::backend_tests!(
     barrier_holds_waiters_until_removed,

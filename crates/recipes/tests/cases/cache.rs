@@ -11,7 +11,7 @@ use std::time::Duration;
 use medkeeper_coord::{CreateMode, CreateOptions, Session, SessionExt, SessionState};
 use medkeeper_recipes::cache::{CacheEvent, CacheEvents, CacheState, CachedNode, TreeCache};
 
-use crate::harness::Backend;
+use medkeeper_testkit::Backend;
 
 crate::backend_tests!(
     initial_load_then_events_in_order,

@@ -8,7 +8,7 @@ use medkeeper_coord::SessionExt;
 use medkeeper_recipes::Error;
 use medkeeper_recipes::counter::Counter;
 
-use crate::harness::Backend;
+use medkeeper_testkit::Backend;
 
 crate::backend_tests!(
     contending_increments_sum_exactly,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use medkeeper_recipes::election::{self, Election};
 use medkeeper_recipes::{Error, HoldState, LostReason};
 
-use crate::harness::Backend;
+use medkeeper_testkit::Backend;
 
 crate::backend_tests!(
     one_leader_and_ordered_hand_over,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use medkeeper_coord::{CreateMode, CreateOptions, Op, SessionExt};
 use medkeeper_recipes::{Error, HoldState, LostReason, Mutex};
 
-use crate::harness::{Backend, Faulty};
+use medkeeper_testkit::{Backend, Faulty};
 
 crate::backend_tests!(
     excludes_and_hands_off_in_order,

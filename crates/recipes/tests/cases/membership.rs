@@ -12,7 +12,7 @@ use medkeeper_recipes::membership::{
 use medkeeper_recipes::{Error, HoldState, LostReason};
 use tokio::sync::watch;
 
-use crate::harness::Backend;
+use medkeeper_testkit::Backend;
 
 crate::backend_tests!(
     members_are_listed_with_data,

@@ -11,7 +11,7 @@ use medkeeper_coord::{CreateMode, CreateOptions, Op, Session, SessionExt};
 use medkeeper_recipes::queue::{ASAP, ROUTINE, STAT, URGENT};
 use medkeeper_recipes::{Error, LostReason, PriorityQueue, QueueConfig};
 
-use crate::harness::{Backend, Faulty};
+use medkeeper_testkit::{Backend, Faulty};
 
 crate::backend_tests!(
     stat_before_routine_and_fifo_within_a_class,

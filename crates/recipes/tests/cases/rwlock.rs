@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use medkeeper_recipes::RwLock;
 
-use crate::harness::Backend;
+use medkeeper_testkit::Backend;
 
 crate::backend_tests!(
     readers_share_writers_exclude,

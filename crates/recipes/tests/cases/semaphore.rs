@@ -9,7 +9,7 @@ use std::time::Duration;
 use medkeeper_coord::{CreateMode, CreateOptions, Op, SessionExt};
 use medkeeper_recipes::{Error, HoldState, LostReason, Semaphore};
 
-use crate::harness::{Backend, Faulty};
+use medkeeper_testkit::{Backend, Faulty};
 
 crate::backend_tests!(
     never_overbooks_and_leases_name_distinct_units,

@@ -1,0 +1,263 @@
+//! A forwarding [`ClinicalStore`] wrapper with hooks: a test implements [`StoreHooks`] for its
+//! own type, overriding only the methods it changes (fails a write, reports one); every other
+//! method goes to [`StoreHooks::inner`] unchanged.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use medkeeper_hospital::Transition;
+//! use medkeeper_hospital::store::{AuditRecord, ClinicalStore, SqliteStore, StoreError};
+//! use medkeeper_testkit::store::{HookedStore, StoreHooks};
+//!
+//! /// Fails the next transition, as if the process died before writing it.
+//! struct DiesBeforeTransition {
+//!     inner: SqliteStore,
+//!     dead: AtomicBool,
+//! }
+//!
+//! #[async_trait::async_trait]
+//! impl StoreHooks for DiesBeforeTransition {
+//!     fn inner(&self) -> &dyn ClinicalStore {
+//!         &self.inner
+//!     }
+//!     async fn transition(
+//!         &self,
+//!         t: &Transition,
+//!         audit: Option<&AuditRecord>,
+//!     ) -> Result<bool, StoreError> {
+//!         if self.dead.swap(false, Ordering::SeqCst) {
+//!             return Err(StoreError::Backend("injected".into()));
+//!         }
+//!         self.inner.transition(t, audit).await
+//!     }
+//! }
+//!
+//! let store = Arc::new(HookedStore(DiesBeforeTransition {
+//!     inner: SqliteStore::in_memory().unwrap(),
+//!     dead: AtomicBool::new(false),
+//! }));
+//! store.dead.store(true, Ordering::SeqCst); // the wrapper's own fields, through `Deref`
+//! let as_store: Arc<dyn ClinicalStore> = store.clone();
+//! # let _ = as_store;
+//! ```
+
+use async_trait::async_trait;
+use medkeeper_hospital::store::{
+    AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, StoreError, TokenRecord,
+};
+use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Priority, Transition};
+
+/// The methods of a [`ClinicalStore`], each forwarded to [`inner`](StoreHooks::inner) unless
+/// overridden. [`HookedStore`] makes the implementor a store.
+#[async_trait]
+#[allow(missing_docs)] // each method is the `ClinicalStore` method of the same name
+pub trait StoreHooks: Send + Sync + 'static {
+    /// The store every method not overridden goes to.
+    fn inner(&self) -> &dyn ClinicalStore;
+
+    async fn upsert_patient(&self, patient: &Patient) -> Result<(), StoreError> {
+        self.inner().upsert_patient(patient).await
+    }
+    async fn insert_patient(
+        &self,
+        patient: &Patient,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_patient(patient, audit).await
+    }
+    async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
+        self.inner().patient(id).await
+    }
+    async fn insert_order(
+        &self,
+        order: &Order,
+        actor: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_order(order, actor, audit).await
+    }
+    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.inner().order(id).await
+    }
+    async fn transition(
+        &self,
+        t: &Transition,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner().transition(t, audit).await
+    }
+    async fn set_priority(
+        &self,
+        id: &OrderId,
+        priority: Priority,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner().set_priority(id, priority, audit).await
+    }
+    async fn orders_updated(
+        &self,
+        since_ms: i64,
+        before_ms: i64,
+        after: Option<(i64, OrderId)>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.inner()
+            .orders_updated(since_ms, before_ms, after, limit)
+            .await
+    }
+    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError> {
+        self.inner().reconciled_until().await
+    }
+    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError> {
+        self.inner().set_reconciled_until(ms).await
+    }
+    async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {
+        self.inner().transitions(id).await
+    }
+    async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
+        self.inner().orders_in(states).await
+    }
+    async fn orders_of(&self, patient: &PatientId) -> Result<Vec<Order>, StoreError> {
+        self.inner().orders_of(patient).await
+    }
+    async fn put_result(&self, result: &ExamResult) -> Result<(), StoreError> {
+        self.inner().put_result(result).await
+    }
+    async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError> {
+        self.inner().result(id).await
+    }
+    async fn insert_token(
+        &self,
+        token: &TokenRecord,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner().insert_token(token, audit).await
+    }
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner().token_by_hash(hash).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.inner().tokens().await
+    }
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.inner().revoke_token(id, at_ms, audit).await
+    }
+    async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
+        self.inner().append_audit(record).await
+    }
+    async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.inner().audit(query).await
+    }
+}
+
+/// `H` as a [`ClinicalStore`]: every method goes to the hook of the same name. Dereferences
+/// to `H`, so a test keeps reaching its wrapper's own fields (its switches).
+pub struct HookedStore<H>(pub H);
+
+impl<H> std::ops::Deref for HookedStore<H> {
+    type Target = H;
+    fn deref(&self) -> &H {
+        &self.0
+    }
+}
+
+#[async_trait]
+impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
+    async fn upsert_patient(&self, p: &Patient) -> Result<(), StoreError> {
+        self.0.upsert_patient(p).await
+    }
+    async fn insert_patient(&self, p: &Patient, a: Option<&AuditRecord>) -> Result<(), StoreError> {
+        self.0.insert_patient(p, a).await
+    }
+    async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
+        self.0.patient(id).await
+    }
+    async fn insert_order(
+        &self,
+        o: &Order,
+        actor: &str,
+        a: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.0.insert_order(o, actor, a).await
+    }
+    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
+        self.0.order(id).await
+    }
+    async fn transition(
+        &self,
+        t: &Transition,
+        a: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.0.transition(t, a).await
+    }
+    async fn set_priority(
+        &self,
+        id: &OrderId,
+        p: Priority,
+        a: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.0.set_priority(id, p, a).await
+    }
+    async fn orders_updated(
+        &self,
+        since: i64,
+        before: i64,
+        after: Option<(i64, OrderId)>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.0.orders_updated(since, before, after, limit).await
+    }
+    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError> {
+        self.0.reconciled_until().await
+    }
+    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError> {
+        self.0.set_reconciled_until(ms).await
+    }
+    async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {
+        self.0.transitions(id).await
+    }
+    async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
+        self.0.orders_in(states).await
+    }
+    async fn orders_of(&self, p: &PatientId) -> Result<Vec<Order>, StoreError> {
+        self.0.orders_of(p).await
+    }
+    async fn put_result(&self, r: &ExamResult) -> Result<(), StoreError> {
+        self.0.put_result(r).await
+    }
+    async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError> {
+        self.0.result(id).await
+    }
+    async fn insert_token(
+        &self,
+        t: &TokenRecord,
+        a: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.0.insert_token(t, a).await
+    }
+    async fn token_by_hash(&self, h: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.0.token_by_hash(h).await
+    }
+    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.0.tokens().await
+    }
+    async fn revoke_token(
+        &self,
+        id: &str,
+        at_ms: i64,
+        a: Option<&AuditRecord>,
+    ) -> Result<bool, StoreError> {
+        self.0.revoke_token(id, at_ms, a).await
+    }
+    async fn append_audit(&self, r: &AuditRecord) -> Result<i64, StoreError> {
+        self.0.append_audit(r).await
+    }
+    async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.0.audit(q).await
+    }
+}
