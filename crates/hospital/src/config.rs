@@ -79,7 +79,7 @@ use toml::Spanned;
 
 use crate::Error;
 use crate::model::{Pool, Priority, UnitStatus, now_ms, validate_name};
-use crate::tree::{self, UnitNode};
+use crate::tree::{self, Change, UnitNode};
 
 /// What happens to a called patient who does not arrive within the grace period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -718,30 +718,17 @@ async fn upsert(
     fresh: &[u8],
     merge: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, Error>,
 ) -> Result<Outcome, Error> {
-    use medkeeper_coord::Error as Coord;
-    for _ in 0..MAX_ATTEMPTS {
-        match session.get_data(path).await {
-            Ok((current, stat)) => {
-                let Some(data) = merge(&current)? else {
-                    return Ok(Outcome::Unchanged);
-                };
-                match session.set_data(path, &data, stat.version).await {
-                    Ok(_) => return Ok(Outcome::Updated),
-                    Err(Coord::BadVersion | Coord::NoNode) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(Coord::NoNode) => match session.create_all(path, fresh, &persistent()).await {
-                Ok(true) => return Ok(Outcome::Created),
-                Ok(false) => continue,
-                Err(e) => return Err(e.into()),
+    let merge = &merge;
+    tree::read_modify_write(session, path, MAX_ATTEMPTS, |current| async move {
+        Ok(match current {
+            None => Change::Write(fresh.to_vec(), Outcome::Created),
+            Some(current) => match merge(&current)? {
+                None => Change::Keep(Outcome::Unchanged),
+                Some(data) => Change::Write(data, Outcome::Updated),
             },
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(Error::Conflict(format!(
-        "{path} kept changing while the configuration was loaded"
-    )))
+        })
+    })
+    .await
 }
 
 /// `merge` for nodes that hold exactly the configured value.

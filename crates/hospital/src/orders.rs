@@ -58,7 +58,7 @@ use crate::config::{HospitalConfig, NoShowPolicy};
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::readmodel::{CachedItem, CachedUnit, PoolModel};
 use crate::store::{AuditRecord, ClinicalStore, ExamResult};
-use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
+use crate::tree::{self, ActiveExam, Change, PatientEntry, QueueEntry, UnitNode};
 use crate::{Error, Result};
 
 /// What a new order asks for.
@@ -499,41 +499,34 @@ impl Hospital {
         order: &OrderId,
         f: impl Fn(&mut PatientEntry, &Order),
     ) -> Result<bool> {
-        for _ in 0..NODE_WRITE_ATTEMPTS {
-            let (data, stat) = match self.session.get_data(path).await {
-                Ok(v) => v,
-                Err(CoordError::NoNode) => return Ok(false),
-                Err(e) => return Err(e.into()),
-            };
-            let Ok(mut e) = tree::from_json::<PatientEntry>("patient queue", &data) else {
-                return Ok(false);
-            };
-            if &e.order != order {
-                return Ok(false);
-            }
-            // The store after the node: whatever transition this write may hide was made
-            // before the node was read, so its own write of the node (which follows it) fails
-            // the version check or comes after this one.
-            let Some(o) = self.store.order(order).await? else {
-                return Ok(true);
-            };
-            f(&mut e, &o);
-            show_order(&mut e, &o);
-            // Written even when unchanged: the new version makes a stale writer that read the
-            // node before us fail its version check.
-            match self
-                .session
-                .set_data(path, &tree::to_json(&e), stat.version)
-                .await
-            {
-                Ok(_) | Err(CoordError::NoNode) => return Ok(true),
-                Err(CoordError::BadVersion) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Conflict(format!(
-            "the patient queue node of order {order} keeps changing"
-        )))
+        let f = &f;
+        tree::read_modify_write(
+            self.session.as_ref(),
+            path,
+            NODE_WRITE_ATTEMPTS,
+            |data| async move {
+                let Some(Ok(mut e)) =
+                    data.map(|d| tree::from_json::<PatientEntry>("patient queue", &d))
+                else {
+                    return Ok(Change::Keep(false));
+                };
+                if &e.order != order {
+                    return Ok(Change::Keep(false));
+                }
+                // The store after the node: whatever transition this write may hide was made
+                // before the node was read, so its own write of the node (which follows it)
+                // fails the version check or comes after this one.
+                let Some(o) = self.store.order(order).await? else {
+                    return Ok(Change::Keep(true));
+                };
+                f(&mut e, &o);
+                show_order(&mut e, &o);
+                // Written even when unchanged: the new version makes a stale writer that read
+                // the node before us fail its version check.
+                Ok(Change::Write(tree::to_json(&e), true))
+            },
+        )
+        .await
     }
 
     /// An order.
@@ -860,28 +853,23 @@ impl Hospital {
             return Ok(());
         };
         let unit_path = tree::unit_path(&order.pool, unit);
-        for _ in 0..NODE_WRITE_ATTEMPTS {
-            let (data, stat) = match self.session.get_data(&unit_path).await {
-                Ok(v) => v,
-                Err(CoordError::NoNode) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            let mut node: UnitNode = tree::from_json("unit", &data)?;
-            if node.order.as_ref() != Some(&order.id) || node.requeueing {
-                return Ok(());
-            }
-            node.requeueing = true;
-            match self
-                .session
-                .set_data(&unit_path, &tree::to_json(&node), stat.version)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(CoordError::BadVersion) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Conflict(format!("unit {unit} keeps changing")))
+        tree::read_modify_write(
+            self.session.as_ref(),
+            &unit_path,
+            NODE_WRITE_ATTEMPTS,
+            |data| async move {
+                let Some(data) = data else {
+                    return Ok(Change::Keep(()));
+                };
+                let mut node: UnitNode = tree::from_json("unit", &data)?;
+                if node.order.as_ref() != Some(&order.id) || node.requeueing {
+                    return Ok(Change::Keep(()));
+                }
+                node.requeueing = true;
+                Ok(Change::Write(tree::to_json(&node), ()))
+            },
+        )
+        .await
     }
 
     /// Frees the unit `order` occupies and ends the patient's active exam, in one multi.
@@ -946,33 +934,27 @@ impl Hospital {
                 "in-use is set by the dispatcher, not by hand".into(),
             ));
         }
-        loop {
-            let (data, stat) = match self.session.get_data(&p).await {
-                Ok(v) => v,
-                Err(CoordError::NoNode) => {
+        tree::read_modify_write(
+            self.session.as_ref(),
+            &p,
+            NODE_WRITE_ATTEMPTS,
+            |data| async move {
+                let Some(data) = data else {
                     return Err(Error::NotFound(format!("unit {unit} of {pool}")));
+                };
+                let mut node: UnitNode = tree::from_json("unit", &data)?;
+                if node.status == UnitStatus::InUse {
+                    return Err(Error::Conflict(format!("unit {unit} is in use")));
                 }
-                Err(e) => return Err(e.into()),
-            };
-            let mut node: UnitNode = tree::from_json("unit", &data)?;
-            if node.status == UnitStatus::InUse {
-                return Err(Error::Conflict(format!("unit {unit} is in use")));
-            }
-            if node.status == status {
-                return Ok(());
-            }
-            node.status = status;
-            node.since_ms = self.now_ms();
-            match self
-                .session
-                .set_data(&p, &tree::to_json(&node), stat.version)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(CoordError::BadVersion) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
+                if node.status == status {
+                    return Ok(Change::Keep(()));
+                }
+                node.status = status;
+                node.since_ms = self.now_ms();
+                Ok(Change::Write(tree::to_json(&node), ()))
+            },
+        )
+        .await
     }
 
     /// The units (or doctors) of a pool, by name, from the pool's read model as

@@ -210,3 +210,63 @@ pub fn from_json<T: for<'de> Deserialize<'de>>(what: &str, data: &[u8]) -> crate
     serde_json::from_slice(data)
         .map_err(|e| crate::Error::Invalid(format!("malformed {what} node: {e}")))
 }
+
+/// What one step of [`read_modify_write`] decides about the node it was shown.
+pub(crate) enum Change<T> {
+    /// Leave the node as it is; the update ends with this value.
+    Keep(T),
+    /// Write these bytes (version-checked against the read, or a create if the node was
+    /// missing); the update ends with this value once the write succeeds.
+    Write(Vec<u8>, T),
+}
+
+/// The one version-checked read-modify-write loop of the domain: reads `path` (`None` if it
+/// does not exist), asks `decide` what to do, and writes conditionally on the version read —
+/// `set_data` with that version, or a create (with any missing parents) if the node was
+/// missing. A write that loses the race (`BadVersion`, `NoNode`, `NodeExists`: someone changed
+/// the node between the read and the write) reads again and asks again, at most `attempts`
+/// times, so a concurrent change is merged, never overwritten.
+///
+/// # Notable errors
+/// `Conflict` if the node changed under every one of the `attempts`; whatever `decide` returns.
+pub(crate) async fn read_modify_write<T, F, Fut>(
+    session: &dyn medkeeper_coord::Session,
+    path: &str,
+    attempts: usize,
+    mut decide: F,
+) -> crate::Result<T>
+where
+    F: FnMut(Option<Vec<u8>>) -> Fut,
+    Fut: std::future::Future<Output = crate::Result<Change<T>>>,
+{
+    use medkeeper_coord::{CreateMode, CreateOptions, Error as Coord, SessionExt};
+    for _ in 0..attempts {
+        // A plain closure returning a future, with the data by value: an async closure's
+        // future borrowing its argument would not be `Send` for every lifetime.
+        let (current, version) = match session.get_data(path).await {
+            Ok((data, stat)) => (Some(data), Some(stat.version)),
+            Err(Coord::NoNode) => (None, None),
+            Err(e) => return Err(e.into()),
+        };
+        let (data, value) = match decide(current).await? {
+            Change::Keep(v) => return Ok(v),
+            Change::Write(data, v) => (data, v),
+        };
+        let written = match version {
+            Some(version) => session.set_data(path, &data, version).await.map(|_| true),
+            None => {
+                session
+                    .create_all(path, &data, &CreateOptions::new(CreateMode::Persistent))
+                    .await
+            }
+        };
+        match written {
+            Ok(true) => return Ok(value),
+            // Created by someone else meanwhile.
+            Ok(false) => {}
+            Err(Coord::BadVersion | Coord::NoNode | Coord::NodeExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(crate::Error::Conflict(format!("{path} keeps changing")))
+}
