@@ -18,13 +18,11 @@ use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{
-    AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, SqliteStore, StoreError,
-    TokenRecord,
+    AuditQuery, AuditRecord, ClinicalStore, Patient, SqliteStore, StoreError,
 };
-use medkeeper_hospital::{
-    Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus,
-};
+use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, UnitStatus};
 use medkeeper_server::{Limits, MemberInfo, Role, ServerState, issue_token};
+use medkeeper_testkit::store::{HookedStore, StoreHooks};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -2946,108 +2944,22 @@ async fn issue12_docs_answer_for_another_patients_order_is_the_servers() {
 
 /// The SQLite store whose separate audit appends ([`ClinicalStore::append_audit`]) fail once
 /// `dead` is set: what a process that dies right after a change, before a separate audit
-/// write, leaves. Everything else is forwarded.
+/// write, leaves. Everything else is forwarded (a [`HookedStore`]).
 struct DiesBeforeSeparateAudit {
     inner: SqliteStore,
     dead: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
-impl ClinicalStore for DiesBeforeSeparateAudit {
+impl StoreHooks for DiesBeforeSeparateAudit {
+    fn inner(&self) -> &dyn ClinicalStore {
+        &self.inner
+    }
     async fn append_audit(&self, record: &AuditRecord) -> Result<i64, StoreError> {
         if self.dead.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StoreError::Backend("injected: the process died".into()));
         }
         self.inner.append_audit(record).await
-    }
-    async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner.audit(q).await
-    }
-    async fn upsert_patient(&self, p: &Patient) -> Result<(), StoreError> {
-        self.inner.upsert_patient(p).await
-    }
-    async fn insert_patient(&self, p: &Patient, a: Option<&AuditRecord>) -> Result<(), StoreError> {
-        self.inner.insert_patient(p, a).await
-    }
-    async fn patient(&self, id: &PatientId) -> Result<Option<Patient>, StoreError> {
-        self.inner.patient(id).await
-    }
-    async fn insert_order(
-        &self,
-        o: &Order,
-        actor: &str,
-        a: Option<&AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.inner.insert_order(o, actor, a).await
-    }
-    async fn order(&self, id: &OrderId) -> Result<Option<Order>, StoreError> {
-        self.inner.order(id).await
-    }
-    async fn transition(
-        &self,
-        t: &Transition,
-        a: Option<&AuditRecord>,
-    ) -> Result<bool, StoreError> {
-        self.inner.transition(t, a).await
-    }
-    async fn set_priority(
-        &self,
-        id: &OrderId,
-        p: Priority,
-        a: Option<&AuditRecord>,
-    ) -> Result<bool, StoreError> {
-        self.inner.set_priority(id, p, a).await
-    }
-    async fn orders_updated(
-        &self,
-        since: i64,
-        before: i64,
-        after: Option<(i64, OrderId)>,
-        limit: u32,
-    ) -> Result<Vec<Order>, StoreError> {
-        self.inner.orders_updated(since, before, after, limit).await
-    }
-    async fn reconciled_until(&self) -> Result<Option<i64>, StoreError> {
-        self.inner.reconciled_until().await
-    }
-    async fn set_reconciled_until(&self, ms: i64) -> Result<(), StoreError> {
-        self.inner.set_reconciled_until(ms).await
-    }
-    async fn transitions(&self, id: &OrderId) -> Result<Vec<Transition>, StoreError> {
-        self.inner.transitions(id).await
-    }
-    async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
-        self.inner.orders_in(states).await
-    }
-    async fn orders_of(&self, p: &PatientId) -> Result<Vec<Order>, StoreError> {
-        self.inner.orders_of(p).await
-    }
-    async fn put_result(&self, r: &ExamResult) -> Result<(), StoreError> {
-        self.inner.put_result(r).await
-    }
-    async fn result(&self, id: &OrderId) -> Result<Option<ExamResult>, StoreError> {
-        self.inner.result(id).await
-    }
-    async fn insert_token(
-        &self,
-        t: &TokenRecord,
-        a: Option<&AuditRecord>,
-    ) -> Result<(), StoreError> {
-        self.inner.insert_token(t, a).await
-    }
-    async fn token_by_hash(&self, h: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.inner.token_by_hash(h).await
-    }
-    async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        self.inner.tokens().await
-    }
-    async fn revoke_token(
-        &self,
-        id: &str,
-        at_ms: i64,
-        a: Option<&AuditRecord>,
-    ) -> Result<bool, StoreError> {
-        self.inner.revoke_token(id, at_ms, a).await
     }
 }
 
@@ -3060,13 +2972,15 @@ impl ClinicalStore for DiesBeforeSeparateAudit {
 /// anything changes when that cannot be written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue12_every_change_is_stored_with_its_audit_record() {
-    let dies = Arc::new(std::sync::Mutex::new(None::<Arc<DiesBeforeSeparateAudit>>));
+    let dies = Arc::new(std::sync::Mutex::new(
+        None::<Arc<HookedStore<DiesBeforeSeparateAudit>>>,
+    ));
     let slot = dies.clone();
     let s = Server::start_with(move |inner| {
-        let store = Arc::new(DiesBeforeSeparateAudit {
+        let store = Arc::new(HookedStore(DiesBeforeSeparateAudit {
             inner,
             dead: std::sync::atomic::AtomicBool::new(false),
-        });
+        }));
         *slot.lock().unwrap() = Some(store.clone());
         store
     })
@@ -3348,13 +3262,15 @@ impl tracing::Subscriber for CaptureSubscriber {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue13_internal_error_bodies_carry_a_reference_not_the_detail() {
     let log = LogCapture::install();
-    let dies = Arc::new(std::sync::Mutex::new(None::<Arc<DiesBeforeSeparateAudit>>));
+    let dies = Arc::new(std::sync::Mutex::new(
+        None::<Arc<HookedStore<DiesBeforeSeparateAudit>>>,
+    ));
     let slot = dies.clone();
     let s = Server::start_with(move |inner| {
-        let store = Arc::new(DiesBeforeSeparateAudit {
+        let store = Arc::new(HookedStore(DiesBeforeSeparateAudit {
             inner,
             dead: std::sync::atomic::AtomicBool::new(false),
-        });
+        }));
         *slot.lock().unwrap() = Some(store.clone());
         store
     })
