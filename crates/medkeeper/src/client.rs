@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Value, json};
 
 /// `println!` that ignores a closed stdout (`medkeeper pools | head -1`) instead of panicking.
@@ -751,17 +752,20 @@ fn snippet(s: &str) -> String {
     }
 }
 
-/// Percent-encodes one path segment or query value (RFC 3986 unreserved characters stay).
+/// What [`seg`] leaves as is: RFC 3986's unreserved characters, and `:` (pool names such as
+/// `equipment:MRI` read better unencoded; a segment may hold it).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b':');
+/// What a query value leaves as is: as a segment, and `/` (paths in `?path=`).
+const QUERY_VALUE: &AsciiSet = &SEGMENT.remove(b'/');
+
+/// Percent-encodes one path segment.
 fn seg(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 fn with_query(path: &str, query: &[(&str, String)]) -> String {
@@ -770,7 +774,7 @@ fn with_query(path: &str, query: &[(&str, String)]) -> String {
     }
     let q: Vec<String> = query
         .iter()
-        .map(|(k, v)| format!("{k}={}", seg(v).replace("%2F", "/")))
+        .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE)))
         .collect();
     format!("{path}?{}", q.join("&"))
 }
@@ -895,32 +899,21 @@ fn pool_name(v: &Value) -> String {
     }
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC); the raw value if it is not a
+/// time `time` can represent.
 fn time(v: &Value) -> String {
-    let Some(ms) = v.as_i64() else {
-        return text(v);
-    };
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    const FORMAT: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    v.as_i64()
+        .and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+        })
+        .and_then(|t| t.format(FORMAT).ok())
+        .unwrap_or_else(|| text(v))
 }
 
-/// Seconds as `42s`, `3m05s`, `2h07m`.
+/// Seconds as `42s`, `3m05s`, `2h07m`: the two largest units, fixed width after the first, so
+/// a column of waits reads at a glance (the compact form the simulation report uses too).
 fn duration(v: &Value) -> String {
     let Some(s) = v.as_u64() else {
         return text(v);
@@ -932,34 +925,26 @@ fn duration(v: &Value) -> String {
     }
 }
 
-/// Left-aligned columns, two spaces apart; the last column is not padded.
+/// Prints [`table_lines`].
 fn table(indent: &str, headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if let Some(w) = widths.get_mut(i) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
+    for line in table_lines(indent, headers, rows) {
+        outln!("{line}");
     }
-    let line = |cells: Vec<&str>| {
-        let mut out = String::from(indent);
-        let last = cells.len().saturating_sub(1);
-        for (i, cell) in cells.into_iter().enumerate() {
-            if i == last {
-                out.push_str(cell);
-            } else {
-                let pad = widths[i] - cell.chars().count();
-                out.push_str(cell);
-                out.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        outln!("{}", out.trim_end());
-    };
-    line(headers.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
+}
+
+/// Left-aligned columns, two spaces apart, no borders; the last column is not padded.
+fn table_lines(indent: &str, headers: &[&str], rows: &[Vec<String>]) -> Vec<String> {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_header(headers.to_vec())
+        .add_rows(rows.iter().cloned());
+    let last = t.column_count().saturating_sub(1);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 2 }));
     }
+    t.lines()
+        .map(|line| format!("{indent}{}", line.trim_end()))
+        .collect()
 }
 
 fn print_pools(pools: &[Value]) {
@@ -1323,4 +1308,72 @@ fn print_audit(v: &Value) {
         ],
         &rows,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn times_are_utc_seconds_and_odd_values_print_as_they_are() {
+        assert_eq!(time(&json!(0)), "1970-01-01 00:00:00");
+        assert_eq!(time(&json!(1_700_000_000_999_i64)), "2023-11-14 22:13:20");
+        assert_eq!(time(&json!(-1)), "1969-12-31 23:59:59");
+        assert_eq!(time(&json!(951_782_400_000_i64)), "2000-02-29 00:00:00");
+        assert_eq!(time(&json!(i64::MAX)), i64::MAX.to_string());
+        assert_eq!(time(&Value::Null), "-");
+    }
+
+    #[test]
+    fn durations_keep_the_two_largest_units() {
+        assert_eq!(duration(&json!(42)), "42s");
+        assert_eq!(duration(&json!(185)), "3m05s");
+        assert_eq!(duration(&json!(7_620)), "2h07m");
+        assert_eq!(duration(&Value::Null), "-");
+    }
+
+    #[test]
+    fn segments_and_query_values_are_percent_encoded() {
+        assert_eq!(seg("equipment:MRI-1"), "equipment:MRI-1");
+        assert_eq!(seg("a b/c%ü"), "a%20b%2Fc%25%C3%BC");
+        assert_eq!(
+            with_query(
+                "/api/tree",
+                &[("path", "/medical/units x".into()), ("depth", "2".into())]
+            ),
+            "/api/tree?path=/medical/units%20x&depth=2"
+        );
+        assert_eq!(with_query("/api/audit", &[]), "/api/audit");
+    }
+
+    #[test]
+    fn tables_align_left_two_spaces_apart_without_trailing_blanks() {
+        let rows = vec![
+            vec![
+                "MRI-1".to_string(),
+                "available".to_string(),
+                "-".to_string(),
+            ],
+            vec![
+                "MRI-22".to_string(),
+                "in-use".to_string(),
+                "o-1".to_string(),
+            ],
+        ];
+        assert_eq!(
+            table_lines("  ", &["UNIT", "STATUS", "ORDER"], &rows),
+            [
+                "  UNIT    STATUS     ORDER",
+                "  MRI-1   available  -",
+                "  MRI-22  in-use     o-1",
+            ]
+        );
+        let empty_last = vec![vec!["*".to_string(), String::new()]];
+        assert_eq!(
+            table_lines("", &["", "MEMBER"], &empty_last),
+            ["   MEMBER", "*"]
+        );
+    }
 }
