@@ -20,6 +20,7 @@ mod bench_recipes;
 mod client;
 mod coord;
 mod dispatch;
+mod instance;
 mod lock;
 mod serve;
 mod simulate;

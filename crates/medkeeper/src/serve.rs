@@ -20,9 +20,13 @@
 //!   while holding its pool's lock, so pools spread over instances). The leader runs the
 //!   reconciler every [`RECONCILE_EVERY`]. If the session expires (the process was paused past
 //!   its timeout), everything it held is gone; the instance opens a new session and does it
-//!   all again, while the API answers 503 `unavailable` in between.
+//!   all again, while the API answers 503 `unavailable` in between. The sessions' life is
+//!   [`instance::run`], shared with `medkeeper dispatch`.
 //! - SIGTERM/SIGINT: stops accepting, ends the event streams, lets in-flight requests finish,
 //!   releases the pool locks, leaves, and closes the session so its ephemerals go at once.
+//!
+//! [`Hospital::reconcile`]: medkeeper_hospital::orders::Hospital::reconcile
+//! [`RECONCILE_EVERY`]: instance::RECONCILE_EVERY
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -32,25 +36,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use medkeeper_coord::{Session, SessionState};
-use medkeeper_hospital::config::{self, HospitalConfig};
+use medkeeper_hospital::config::HospitalConfig;
 use medkeeper_hospital::model::now_ms;
-use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
-use medkeeper_hospital::{Pool, tree};
-use medkeeper_recipes::{Election, Membership};
 use medkeeper_server::{Limits, MemberInfo, Role, ServerState, issue_token};
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::coord::{ConnectArgs, connect};
-use crate::dispatch::{Dispatchers, default_instance, stopped};
+use crate::coord::ConnectArgs;
+use crate::instance::{self, Duties, Instance, OnError, default_instance, stopped};
 
-/// How often the leader runs the reconciler.
-pub const RECONCILE_EVERY: Duration = Duration::from_secs(30);
-/// How long a failed session start waits before trying again.
-const RETRY: Duration = Duration::from_secs(1);
 /// How long start-up waits for the first session before printing the URL anyway.
 const READY_WAIT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
@@ -270,13 +266,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
 
     // The coordination side: sessions, dispatchers, membership, leadership.
-    let coordination = tokio::spawn(sessions(
-        s.connect.clone(),
-        config,
+    let instance = Instance {
+        id: s.instance.clone(),
+        connect: s.connect.clone(),
+        hospital: config,
         store,
-        state.clone(),
-        stop.clone(),
-    ));
+        duties: Duties {
+            member: Some(state.me().clone()),
+            lead: true,
+            on_hospital: Some(Box::new({
+                let state = state.clone();
+                move |hospital| state.set_hospital(hospital)
+            })),
+        },
+        on_error: OnError::Retry,
+    };
+    let mut coordination = tokio::spawn(instance::run(instance, stopped(stop.clone())));
 
     // The HTTP side.
     let app = medkeeper_server::router(state.clone());
@@ -286,7 +291,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_http.wait_for(|s| *s).await;
         shutdown_state.shut_down();
     });
-    let served = tokio::spawn(async move { server.await });
+    let mut served = tokio::spawn(async move { server.await });
     // The URL is printed once the instance is ready (a session, the hospital loaded): a
     // script that waits for it can use the API at once. Requests before that get 503.
     let mut ready = state.hospitals();
@@ -312,284 +317,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("dashboard: {url}#token=<token>");
     stopped(stop.clone()).await;
     eprintln!("stopping: finishing in-flight requests");
-    match tokio::time::timeout(DRAIN, served).await {
+    match tokio::time::timeout(DRAIN, &mut served).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => eprintln!("warning: HTTP server: {e}"),
         Ok(Err(e)) => eprintln!("warning: HTTP server task: {e}"),
-        Err(_) => eprintln!("warning: requests still in flight after {DRAIN:?}; stopping anyway"),
+        Err(_) => {
+            eprintln!("warning: requests still in flight after {DRAIN:?}; stopping anyway");
+            served.abort();
+            let _ = served.await;
+        }
     }
     // Releasing the locks, leaving and closing the session need the coordination service; if
     // it is unreachable, do not hang: the session then ends by expiry.
-    match tokio::time::timeout(DRAIN, coordination).await {
+    match tokio::time::timeout(DRAIN, &mut coordination).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => return Err(e),
         Ok(Err(e)) => bail!("coordination task: {e}"),
-        Err(_) => eprintln!(
-            "warning: the coordination service did not answer within {DRAIN:?}; stopping \
-             anyway (the session ends by expiry)"
-        ),
+        Err(_) => {
+            eprintln!(
+                "warning: the coordination service did not answer within {DRAIN:?}; stopping \
+                 anyway (the session ends by expiry)"
+            );
+            coordination.abort();
+            let _ = coordination.await;
+        }
     }
     eprintln!("stopped {}", state.me().id);
     Ok(ExitCode::SUCCESS)
-}
-
-/// One session after another until `stop`.
-async fn sessions(
-    connect_args: ConnectArgs,
-    config: HospitalConfig,
-    store: Arc<dyn ClinicalStore>,
-    state: Arc<ServerState>,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
-    let instance = state.me().id.clone();
-    loop {
-        let conn = match connect(&connect_args).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("warning: {instance}: {e:#}; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY) => continue,
-                    _ = stopped(stop.clone()) => return Ok(()),
-                }
-            }
-        };
-        let session = conn.session.clone();
-        let outcome = one_session(
-            session.clone(),
-            conn.sole_writer(),
-            store.clone(),
-            config.clone(),
-            &state,
-            stop.clone(),
-        )
-        .await;
-        state.set_hospital(None);
-        conn.close().await;
-        match outcome {
-            Ok(None) => return Ok(()),
-            Ok(Some(st)) => eprintln!("session {st:?}: {instance} opens a new session"),
-            Err(e) => {
-                eprintln!(
-                    "warning: {instance}: {e:#} (session {:?}); starting again",
-                    session.state()
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(RETRY) => {}
-                    _ = stopped(stop.clone()) => return Ok(()),
-                }
-            }
-        }
-        if *stop.borrow() {
-            return Ok(());
-        }
-    }
-}
-
-/// One session's life; `Ok(None)` after `stop`, `Ok(Some(state))` when the session ended.
-/// `sole_writer`: nothing else writes the coordination data (the embedded engine), so the
-/// start-up repair needs no grace ([`startup_grace`]).
-async fn one_session(
-    session: Arc<dyn Session>,
-    sole_writer: bool,
-    store: Arc<dyn ClinicalStore>,
-    config: HospitalConfig,
-    state: &Arc<ServerState>,
-    stop: watch::Receiver<bool>,
-) -> anyhow::Result<Option<SessionState>> {
-    let me = state.me().clone();
-    let pools: Vec<Pool> = config.pools.iter().map(|p| p.pool.clone()).collect();
-    // Loading and reconciling need the coordination service: a stop meanwhile wins.
-    let setup = async {
-        config::load(session.as_ref(), &config)
-            .await
-            .context("loading the hospital configuration")?;
-        let hospital = Arc::new(Hospital::new(session.clone(), store, config.clone())?);
-        let report = hospital
-            .reconcile_with_grace(startup_grace(sole_writer))
-            .await
-            .context("reconciling")?;
-        anyhow::Ok((hospital, report))
-    };
-    let (hospital, report) = tokio::select! {
-        r = setup => r?,
-        _ = stopped(stop.clone()) => return Ok(None),
-    };
-    if !report.is_clean() {
-        eprintln!(
-            "{}: reconciled {}",
-            me.id,
-            serde_json::to_string(&report).unwrap_or_default()
-        );
-    }
-    state.set_hospital(Some(hospital.clone()));
-    let mut dispatchers = Dispatchers::start(&hospital, &pools, &me.id);
-    let (done_tx, done) = watch::channel(false);
-    let member = tokio::spawn(membership(session.clone(), me.clone(), done.clone()));
-    // What the start-up repair left for being too recent is repaired once it is due, not at
-    // the leader's next periodic run.
-    let follow_up = tokio::spawn(reconcile_when_due(
-        hospital.clone(),
-        me.id.clone(),
-        report.next_due_ms,
-        done.clone(),
-    ));
-    let leader = tokio::spawn(lead(hospital.clone(), me.id.clone(), done));
-    let mut events = session.session_events();
-    let ended = tokio::select! {
-        st = events.wait_for(SessionState::is_terminal) => Some(st),
-        _ = stopped(stop) => None,
-    };
-    let _ = done_tx.send(true);
-    dispatchers.stop().await;
-    let _ = member.await;
-    let _ = follow_up.await;
-    let _ = leader.await;
-    Ok(ended)
-}
-
-/// The grace of the start-up repair: none when this process alone writes the coordination
-/// data (nothing can be between two writes: repair at once), else
-/// [`RECONCILE_GRACE`](medkeeper_hospital::orders::RECONCILE_GRACE) (another instance's
-/// operation may be; what is left is repaired when due, see [`reconcile_when_due`]).
-pub(crate) fn startup_grace(sole_writer: bool) -> Duration {
-    if sole_writer {
-        Duration::ZERO
-    } else {
-        medkeeper_hospital::orders::RECONCILE_GRACE
-    }
-}
-
-/// Runs the reconciler once and logs what it repaired. Returns how long until it should run
-/// again: when the first repair it left for being too recent becomes due, at most
-/// [`RECONCILE_EVERY`].
-pub(crate) async fn reconcile_logged(hospital: &Hospital, id: &str) -> Duration {
-    match hospital.reconcile().await {
-        Ok(r) => {
-            if !r.is_clean() {
-                eprintln!(
-                    "{id}: reconciled {}",
-                    serde_json::to_string(&r).unwrap_or_default()
-                );
-            }
-            due_in(hospital, r.next_due_ms)
-        }
-        Err(e) => {
-            eprintln!("warning: {id}: reconciling: {e}");
-            RECONCILE_EVERY
-        }
-    }
-}
-
-/// How long until `due_ms` by the hospital's clock (a little after, so it is past), at most
-/// [`RECONCILE_EVERY`]; `RECONCILE_EVERY` if nothing is due.
-fn due_in(hospital: &Hospital, due_ms: Option<i64>) -> Duration {
-    match due_ms {
-        Some(due) => {
-            let ms = due.saturating_sub(hospital.now_ms()).max(0) as u64 + 20;
-            Duration::from_millis(ms).min(RECONCILE_EVERY)
-        }
-        None => RECONCILE_EVERY,
-    }
-}
-
-/// After a start-up repair that left something for being too recent (due at `due_ms`):
-/// runs the reconciler when it is due, again while runs leave something due before the
-/// leader's next periodic run would come, until `done`.
-async fn reconcile_when_due(
-    hospital: Arc<Hospital>,
-    id: String,
-    due_ms: Option<i64>,
-    done: watch::Receiver<bool>,
-) {
-    if due_ms.is_none() {
-        return;
-    }
-    let mut wait = due_in(&hospital, due_ms);
-    while wait < RECONCILE_EVERY {
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = stopped(done.clone()) => return,
-        }
-        wait = reconcile_logged(&hospital, &id).await;
-    }
-}
-
-/// Keeps this instance in `/medical/members` until `done`.
-async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Receiver<bool>) {
-    let data = serde_json::to_vec(&me).unwrap_or_default();
-    let group = match Membership::new(session.clone(), tree::MEMBERS) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("warning: {}: membership: {e}", me.id);
-            return;
-        }
-    };
-    loop {
-        match group.join(&me.id, data.clone()).await {
-            Ok(member) => {
-                tokio::select! {
-                    _ = member.lost() => {}
-                    _ = stopped(done.clone()) => {
-                        let _ = member.leave().await;
-                        return;
-                    }
-                }
-            }
-            Err(e) if session.state().is_terminal() => {
-                let _ = e;
-                return;
-            }
-            Err(e) => eprintln!("warning: {}: joining the members: {e}", me.id),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(RETRY) => {}
-            _ = stopped(done.clone()) => return,
-        }
-    }
-}
-
-/// Stands for leader until `done`; while leading, runs the reconciler every
-/// [`RECONCILE_EVERY`], or sooner when a run left a repair that becomes due before then.
-async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) {
-    let session = hospital.session().clone();
-    let election = match Election::new(session.clone(), tree::LEADER, id.clone()) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("warning: {id}: election: {e}");
-            return;
-        }
-    };
-    loop {
-        let leadership = tokio::select! {
-            l = election.campaign() => l,
-            _ = stopped(done.clone()) => return,
-        };
-        match leadership {
-            Ok(l) => {
-                eprintln!("leading as {id}");
-                let mut wait = RECONCILE_EVERY;
-                loop {
-                    tokio::select! {
-                        _ = l.lost() => {
-                            eprintln!("no longer leading as {id}");
-                            break;
-                        }
-                        _ = stopped(done.clone()) => {
-                            let _ = l.resign().await;
-                            return;
-                        }
-                        _ = tokio::time::sleep(wait) => {
-                            wait = reconcile_logged(&hospital, &id).await;
-                        }
-                    }
-                }
-            }
-            Err(_) if session.state().is_terminal() => return,
-            Err(e) => eprintln!("warning: {id}: campaigning: {e}"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(RETRY) => {}
-            _ = stopped(done.clone()) => return,
-        }
-    }
 }
