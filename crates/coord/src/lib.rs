@@ -13,8 +13,6 @@
 //! - [`Error`]: one error enum whose variants are ZooKeeper's error kinds.
 //! - [`path`]: ZooKeeper's path rules and sequence formatting.
 //! - `conformance` (feature `conformance`): backend-generic test cases every backend runs.
-//! - `faulty` (feature `conformance`): a tool for tests, a [`Session`] wrapper that loses
-//!   replies on request.
 //! - [`Counted`]: a [`Session`] wrapper that counts the requests sent through it (benchmarks).
 //!
 //! ```no_run
@@ -44,8 +42,6 @@ mod watch;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
-#[cfg(feature = "conformance")]
-pub mod faulty;
 
 pub use counted::{Counted, RequestCounts, RequestTally};
 pub use error::{Error, MultiError, Result};

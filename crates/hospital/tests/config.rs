@@ -6,37 +6,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use medkeeper_coord::{CreateMode, CreateOptions, Session, SessionExt};
-use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
 use medkeeper_hospital::config::{
     ConfigNode, HospitalConfig, PoolConfig, PoolNode, UnitConfig, load,
 };
 use medkeeper_hospital::tree::{self, UnitNode};
 use medkeeper_hospital::{OrderId, PatientId, Pool, UnitStatus};
-
-/// An embedded engine in its own directory.
-struct Embedded {
-    engine: Engine,
-    _dir: tempfile::TempDir,
-}
-
-impl Embedded {
-    fn new() -> Embedded {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = EngineConfig::new(dir.path());
-        config.tick = Duration::from_millis(200);
-        config.segment_size = 1 << 20;
-        let engine = Engine::open(config).expect("open engine");
-        Embedded { engine, _dir: dir }
-    }
-
-    async fn session(&self) -> impl Session + use<> {
-        self.engine
-            .connect(SessionOptions {
-                timeout: Duration::from_secs(4),
-            })
-            .await
-    }
-}
+use medkeeper_testkit::{Backend, Embedded, Zk};
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
@@ -215,7 +190,7 @@ async fn demo_loads_into_an_empty_tree() {
     let backend = Embedded::new();
     let session = backend.session().await;
     let demo = HospitalConfig::demo();
-    let report = load(&session, &demo).await.expect("load");
+    let report = load(session.as_ref(), &demo).await.expect("load");
     let created: BTreeSet<String> = report.created.iter().cloned().collect();
     assert_eq!(created, maintained(&demo));
     assert_eq!(report.created.len(), created.len(), "created once each");
@@ -235,28 +210,32 @@ async fn demo_loads_into_an_empty_tree() {
     let mut departments = session.get_children(tree::DOCTORS).await.unwrap();
     departments.sort();
     assert_eq!(departments, ["cardiology", "neurology"]);
-    let mri1 = unit(&session, "/medical/resources/equipment/MRI/MRI-1").await;
+    let mri1 = unit(session.as_ref(), "/medical/resources/equipment/MRI/MRI-1").await;
     assert_eq!(mri1.status, UnitStatus::Available);
     assert_eq!(mri1.capabilities, strings(&["3T", "contrast"]));
     assert_eq!(mri1.order, None);
     assert_eq!(mri1.patient, None);
     assert!(mri1.since_ms > 0);
-    let doctor = unit(&session, "/medical/resources/doctors/neurology/dr-neuro-1").await;
+    let doctor = unit(
+        session.as_ref(),
+        "/medical/resources/doctors/neurology/dr-neuro-1",
+    )
+    .await;
     assert_eq!(doctor.status, UnitStatus::Available);
 
-    reload_changes_nothing(&session).await;
+    reload_changes_nothing(session.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_changes_nothing_embedded() {
     let backend = Embedded::new();
-    reload_changes_nothing(&backend.session().await).await;
+    reload_changes_nothing(backend.session().await.as_ref()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_live_state_embedded() {
     let backend = Embedded::new();
-    reload_keeps_live_state(&backend.session().await, "embedded").await;
+    reload_keeps_live_state(backend.session().await.as_ref(), "embedded").await;
 }
 
 /// Two instances loading the same file at once: both succeed, each node is created once.
@@ -265,28 +244,24 @@ async fn concurrent_loads_create_each_node_once() {
     let backend = Embedded::new();
     let (a, b) = (backend.session().await, backend.session().await);
     let demo = HospitalConfig::demo();
-    let (ra, rb) = tokio::join!(load(&a, &demo), load(&b, &demo));
+    let (ra, rb) = tokio::join!(load(a.as_ref(), &demo), load(b.as_ref(), &demo));
     let (ra, rb) = (ra.expect("load a"), rb.expect("load b"));
     let mut created: Vec<String> = ra.created.iter().chain(&rb.created).cloned().collect();
     created.sort();
     let expected: Vec<String> = maintained(&demo).into_iter().collect();
     assert_eq!(created, expected);
     assert!(ra.updated.is_empty() && rb.updated.is_empty());
-    assert!(load(&a, &demo).await.unwrap().is_unchanged());
+    assert!(load(a.as_ref(), &demo).await.unwrap().is_unchanged());
 }
 
 /// The same cases on ZooKeeper (`MEDKEEPER_ZK_CONNECT`), sharing the server's `/medical`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zk_load() {
-    let Some(connect) = std::env::var("MEDKEEPER_ZK_CONNECT")
-        .ok()
-        .filter(|s| !s.is_empty())
-    else {
-        println!("SKIP zk_load: MEDKEEPER_ZK_CONNECT is not set");
+    let Some(zk) = Zk::from_env() else {
+        medkeeper_testkit::skip("zk_load");
         return;
     };
-    let options = medkeeper_zk::ConnectOptions::new(&connect).expect("MEDKEEPER_ZK_CONNECT");
-    let session = medkeeper_zk::connect(options).await.expect("connect");
+    let session = zk.session().await;
     let tag = format!(
         "zk-{}-{}",
         std::process::id(),
@@ -295,7 +270,7 @@ async fn zk_load() {
             .unwrap()
             .as_millis()
     );
-    reload_changes_nothing(&session).await;
-    reload_keeps_live_state(&session, &tag).await;
+    reload_changes_nothing(session.as_ref()).await;
+    reload_keeps_live_state(session.as_ref(), &tag).await;
     session.close().await;
 }

@@ -7,65 +7,20 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use medkeeper_coord::faulty::Faulty;
-use medkeeper_coord::{Session, SessionExt};
-use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
+use medkeeper_coord::Session;
 use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::dispatch::Dispatcher;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
 use medkeeper_hospital::tree::{self, UnitNode};
 use medkeeper_hospital::{Error, OrderState, PatientId, Pool, Priority, UnitStatus};
+use medkeeper_testkit::Faulty;
+use medkeeper_testkit::session::SessionHooks;
 
-/// A backend: the embedded engine in a temporary directory, or the ZooKeeper server named by
-/// `MEDKEEPER_ZK_CONNECT` (with a fresh chroot per test, so tests do not share `/medical`).
-enum Backend {
-    Embedded(Engine, #[allow(dead_code)] tempfile::TempDir),
-    Zk(String),
-}
-
-impl Backend {
-    fn embedded() -> Backend {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = EngineConfig::new(dir.path());
-        cfg.tick = Duration::from_millis(200);
-        Backend::Embedded(Engine::open(cfg).unwrap(), dir)
-    }
-
-    async fn zk() -> Option<Backend> {
-        let connect = std::env::var("MEDKEEPER_ZK_CONNECT").ok()?;
-        if connect.is_empty() {
-            return None;
-        }
-        let chroot = format!(
-            "/hospital-tests/{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let root = medkeeper_zk::connect(medkeeper_zk::ConnectOptions::new(&connect).unwrap())
-            .await
-            .unwrap();
-        root.ensure_path(&chroot).await.unwrap();
-        root.close().await;
-        Some(Backend::Zk(format!("{connect}{chroot}")))
-    }
-
-    async fn session(&self) -> Arc<dyn Session> {
-        let timeout = Duration::from_secs(2);
-        match self {
-            Backend::Embedded(e, _) => Arc::new(e.connect(SessionOptions { timeout }).await),
-            Backend::Zk(c) => Arc::new(
-                medkeeper_zk::connect(
-                    medkeeper_zk::ConnectOptions::new(c)
-                        .unwrap()
-                        .with_session_timeout(timeout),
-                )
-                .await
-                .unwrap(),
-            ),
-        }
-    }
-}
+/// A backend (`medkeeper_testkit`): the embedded engine in a temporary directory, or the
+/// ZooKeeper server named by `MEDKEEPER_ZK_CONNECT` with a fresh chroot per test, so tests do
+/// not share `/medical`. Sessions time out after 2 s.
+type Backend = dyn medkeeper_testkit::Backend;
 
 /// An instance of medkeeper: a session and a hospital over a shared store.
 async fn instance(b: &Backend, store: Arc<dyn ClinicalStore>) -> Arc<Hospital> {
@@ -89,28 +44,17 @@ fn order(patient: &PatientId, priority: Priority) -> NewOrder {
     }
 }
 
+/// A test `embedded::<case>` and a test `zk::<case>` for each case.
 macro_rules! both {
     ($($case:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(&super::Backend::embedded()).await;
-                }
-            )*
-        }
-        mod zk {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(b) = super::Backend::zk().await else {
-                        println!("SKIP {}: MEDKEEPER_ZK_CONNECT is not set", stringify!($case));
-                        return;
-                    };
-                    super::$case(&b).await;
-                }
-            )*
-        }
+        medkeeper_testkit::backend_tests!(
+            embedded: ::medkeeper_testkit::Embedded::new()
+                .with_session_timeout(::std::time::Duration::from_secs(2)),
+            zk: ::medkeeper_testkit::Zk::from_env_in_fresh_chroot("/hospital-tests")
+                .await
+                .map(|zk| zk.with_session_timeout(::std::time::Duration::from_secs(2)));
+            $($case),*
+        );
     };
 }
 
@@ -459,10 +403,7 @@ async fn dispatch_fails_over_when_the_holder_expires(b: &Backend) {
     assert_eq!(bb.order(&o.id).await.unwrap().state, OrderState::Queued);
     // A's session ends (crash, or a pause past its timeout): B takes over within the timeout.
     let started = tokio::time::Instant::now();
-    match b {
-        Backend::Embedded(e, _) => e.expire_session(a.session().session_id()).await,
-        Backend::Zk(_) => a.session().close().await,
-    }
+    b.expire(a.session().as_ref()).await;
     loop {
         if bb.order(&o.id).await.unwrap().state == OrderState::Called {
             break;
@@ -1442,93 +1383,9 @@ struct LateWatches {
 }
 
 #[async_trait::async_trait]
-impl Session for LateWatches {
-    fn session_id(&self) -> medkeeper_coord::SessionId {
-        self.inner.session_id()
-    }
-    fn session_timeout(&self) -> Duration {
-        self.inner.session_timeout()
-    }
-    fn state(&self) -> medkeeper_coord::SessionState {
-        self.inner.state()
-    }
-    fn session_events(&self) -> medkeeper_coord::SessionEvents {
-        self.inner.session_events()
-    }
-    fn capabilities(&self) -> medkeeper_coord::Capabilities {
-        self.inner.capabilities()
-    }
-    async fn create(
-        &self,
-        p: &str,
-        d: &[u8],
-        o: &medkeeper_coord::CreateOptions,
-    ) -> medkeeper_coord::Result<(String, medkeeper_coord::Stat)> {
-        self.inner.create(p, d, o).await
-    }
-    async fn delete(&self, p: &str, v: i32) -> medkeeper_coord::Result<()> {
-        self.inner.delete(p, v).await
-    }
-    async fn exists(&self, p: &str) -> medkeeper_coord::Result<Option<medkeeper_coord::Stat>> {
-        self.inner.exists(p).await
-    }
-    async fn exists_watch(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(Option<medkeeper_coord::Stat>, medkeeper_coord::OneshotWatch)>
-    {
-        self.inner.exists_watch(p).await
-    }
-    async fn get_data(&self, p: &str) -> medkeeper_coord::Result<(Vec<u8>, medkeeper_coord::Stat)> {
-        self.inner.get_data(p).await
-    }
-    async fn get_data_watch(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(
-        Vec<u8>,
-        medkeeper_coord::Stat,
-        medkeeper_coord::OneshotWatch,
-    )> {
-        self.inner.get_data_watch(p).await
-    }
-    async fn set_data(
-        &self,
-        p: &str,
-        d: &[u8],
-        v: i32,
-    ) -> medkeeper_coord::Result<medkeeper_coord::Stat> {
-        self.inner.set_data(p, d, v).await
-    }
-    async fn get_children_with_stat(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(Vec<String>, medkeeper_coord::Stat)> {
-        self.inner.get_children_with_stat(p).await
-    }
-    async fn get_children_watch(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(
-        Vec<String>,
-        medkeeper_coord::Stat,
-        medkeeper_coord::OneshotWatch,
-    )> {
-        self.inner.get_children_watch(p).await
-    }
-    async fn get_acl(
-        &self,
-        p: &str,
-    ) -> medkeeper_coord::Result<(Vec<medkeeper_coord::Acl>, medkeeper_coord::Stat)> {
-        self.inner.get_acl(p).await
-    }
-    async fn set_acl(
-        &self,
-        p: &str,
-        a: &[medkeeper_coord::Acl],
-        v: i32,
-    ) -> medkeeper_coord::Result<medkeeper_coord::Stat> {
-        self.inner.set_acl(p, a, v).await
+impl SessionHooks for LateWatches {
+    fn inner(&self) -> &dyn Session {
+        self.inner.as_ref()
     }
     async fn watch(
         &self,
@@ -1550,21 +1407,6 @@ impl Session for LateWatches {
         });
         Ok(medkeeper_coord::PersistentWatch::new(rx, None))
     }
-    async fn multi(
-        &self,
-        ops: &[medkeeper_coord::Op],
-    ) -> Result<Vec<medkeeper_coord::OpResult>, medkeeper_coord::MultiError> {
-        self.inner.multi(ops).await
-    }
-    async fn sync(&self, p: &str) -> medkeeper_coord::Result<()> {
-        self.inner.sync(p).await
-    }
-    async fn add_auth(&self, s: &str, a: &[u8]) -> medkeeper_coord::Result<()> {
-        self.inner.add_auth(s, a).await
-    }
-    async fn close(&self) {
-        self.inner.close().await
-    }
 }
 
 /// Issue 13: the dispatchers decide from a read model that lags the tree on purpose (every
@@ -1576,10 +1418,11 @@ async fn dispatchers_on_a_late_read_model_never_double_book(b: &Backend) {
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let mut instances = Vec::new();
     for _ in 0..2 {
-        let session: Arc<dyn Session> = Arc::new(LateWatches {
+        let session = LateWatches {
             inner: b.session().await,
             delay: Duration::from_millis(150),
-        });
+        }
+        .into_session();
         let config = HospitalConfig::demo();
         config::load(session.as_ref(), &config).await.unwrap();
         instances.push(Arc::new(
