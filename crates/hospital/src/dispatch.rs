@@ -70,7 +70,7 @@ use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, Sessio
 use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 
 use crate::actor::Actor;
-use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
+use crate::model::{OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::orders::Hospital;
 use crate::readmodel::{CachedItem, CachedUnit};
 use crate::tree::{self, ActiveExam, QueueEntry, UnitNode};
@@ -379,11 +379,11 @@ impl Dispatcher {
 }
 
 /// In an assignment's multi ([`Hospital::assignment_ops`]): the delete of the queue item.
-const OP_ITEM: usize = 0;
+pub(crate) const OP_ITEM: usize = 0;
 /// In an assignment's multi: the version-checked write of the unit's node.
-const OP_UNIT: usize = 1;
+pub(crate) const OP_UNIT: usize = 1;
 /// In an assignment's multi: the create of the patient's `active` node.
-const OP_ACTIVE: usize = 2;
+pub(crate) const OP_ACTIVE: usize = 2;
 
 impl Hospital {
     /// The operations of an assignment's multi, in this order (see the module docs): delete
@@ -471,132 +471,6 @@ impl Hospital {
             .await?;
         Ok(true)
     }
-
-    /// Calls a queued order to `unit` (or, if `None`, the first available compatible unit of
-    /// its pool, by name), out of the queue's order: a scheduler's override of the
-    /// dispatcher. `actor` is recorded with the call.
-    ///
-    /// The call is made exactly as the dispatcher makes one: one multi deletes the order's
-    /// queue item, sets the unit's node to in use by the order (version-checked against the
-    /// node read here) and creates the patient's `active` node; then the store records
-    /// queued → called with the unit and `actor`, and the patient's queue node says where to
-    /// go. A crash between the multi and the store write is repaired by
-    /// [`reconcile`](Hospital::reconcile) like a dispatcher's.
-    ///
-    /// It does not take the pool's dispatch lock, and needs not: the multi alone makes
-    /// double-booking impossible. The unit's version check fails if anyone (a dispatcher, a
-    /// second call, a status change) wrote the unit since it was read; the item delete fails
-    /// if the order left the line (dispatched, cancelled, reprioritised); the `active` create
-    /// fails if the patient is in an exam. A racing dispatcher meets the same checks from the
-    /// other side. So whichever writes first wins and the other changes nothing.
-    ///
-    /// # Notable errors
-    /// - `NotFound` for an unknown order, or an unknown `unit` of the order's pool.
-    /// - `IllegalTransition` (to `called`) if the order is not queued, also if it was
-    ///   cancelled between the multi and the store write (the unit is then given back).
-    /// - `Invalid` if `unit` lacks a capability the order needs (units' capabilities are
-    ///   configuration: retrying cannot help), or is not a well-formed unit name.
-    /// - `Conflict` if `unit` is not available (in use, maintenance, offline), no unit of the
-    ///   pool is available and compatible (`unit: None`), the order is not in line right now
-    ///   (being dispatched, or not yet enqueued), the patient is already in an exam, or the
-    ///   multi lost a race (the unit or the item changed meanwhile). Nothing was changed.
-    pub async fn call(
-        &self,
-        id: &OrderId,
-        unit: Option<&str>,
-        actor: impl Into<Actor>,
-    ) -> Result<Order> {
-        let actor = actor.into();
-        if let Some(name) = unit {
-            crate::model::validate_name("unit", name)?;
-        }
-        let order = self.order(id).await?;
-        if order.state != OrderState::Queued {
-            return Err(Error::IllegalTransition {
-                order: order.id,
-                from: order.state,
-                to: OrderState::Called,
-            });
-        }
-        let pool = order.pool.clone();
-        let units = self.units_with_version(&pool).await?;
-        let (name, node, version) = match unit {
-            Some(name) => {
-                let Some(u) = units.into_iter().find(|(n, _, _)| n == name) else {
-                    return Err(Error::NotFound(format!("unit {name} of {pool}")));
-                };
-                if !u.1.can_do(&order.capabilities) {
-                    return Err(Error::Invalid(format!(
-                        "unit {name} of {pool} lacks some of {:?}",
-                        order.capabilities
-                    )));
-                }
-                if u.1.status != UnitStatus::Available {
-                    return Err(Error::Conflict(format!(
-                        "unit {name} of {pool} is {}",
-                        u.1.status
-                    )));
-                }
-                u
-            }
-            None => units
-                .into_iter()
-                .find(|(_, n, _)| {
-                    n.status == UnitStatus::Available && n.can_do(&order.capabilities)
-                })
-                .ok_or_else(|| {
-                    Error::Conflict(format!(
-                        "no unit of {pool} with {:?} is available",
-                        order.capabilities
-                    ))
-                })?,
-        };
-        let Some((item, entry)) = self.find_entry(&order).await? else {
-            return Err(Error::Conflict(format!(
-                "order {id} is not in line right now (being dispatched or enqueued)"
-            )));
-        };
-        let q = self.queue(&pool)?;
-        let ops = self.assignment_ops(&pool, q.item_path(&item), &entry, &name, &node, version);
-        let mut applied = self.session().multi(&ops).await;
-        if let Err(e) = &applied
-            && e.index == Some(OP_ACTIVE)
-            && e.error == CoordError::NoNode
-        {
-            // No patient node (an item older than the patient queue node): made, and again.
-            self.ensure_patient(&entry.patient).await?;
-            applied = self.session().multi(&ops).await;
-        }
-        match applied {
-            Ok(_) => {}
-            // A lost reply: the multi may have applied. The unit's node says: if it now holds
-            // this order, the call was made and is recorded below; otherwise it was not.
-            Err(e) if e.error.is_retryable() && self.holds_order(&pool, &name, id).await? => {}
-            Err(e) => {
-                return Err(match (e.index, &e.error) {
-                    (Some(OP_ITEM), CoordError::NoNode) => {
-                        Error::Conflict(format!("order {id} left the line meanwhile"))
-                    }
-                    (Some(OP_UNIT), CoordError::BadVersion | CoordError::NoNode) => {
-                        Error::Conflict(format!("unit {name} of {pool} changed meanwhile"))
-                    }
-                    (Some(OP_ACTIVE), CoordError::NodeExists) => {
-                        Error::Conflict(format!("patient {} is already in an exam", order.patient))
-                    }
-                    _ => e.into(),
-                });
-            }
-        }
-        if !self.record_call(&entry, &name, &actor).await? {
-            let now = self.order(id).await?;
-            return Err(Error::IllegalTransition {
-                order: now.id,
-                from: now.state,
-                to: OrderState::Called,
-            });
-        }
-        self.order(id).await
-    }
 }
 
 impl Hospital {
@@ -610,7 +484,7 @@ impl Hospital {
 
     /// True if the unit's node says it holds order `id` (after a lost reply: did the call
     /// apply?). Retries through connection losses; fails if the session ends.
-    async fn holds_order(&self, pool: &Pool, unit: &str, id: &OrderId) -> Result<bool> {
+    pub(crate) async fn holds_order(&self, pool: &Pool, unit: &str, id: &OrderId) -> Result<bool> {
         let path = tree::unit_path(pool, unit);
         let mut events = self.session().session_events();
         loop {

@@ -55,6 +55,7 @@ use medkeeper_recipes::queue::{Clock, ItemId, QueueConfig};
 
 use crate::actor::Actor;
 use crate::config::{HospitalConfig, NoShowPolicy};
+use crate::dispatch::{OP_ACTIVE, OP_ITEM, OP_UNIT};
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::readmodel::{CachedItem, CachedUnit, PoolModel};
 use crate::store::{AuditRecord, ClinicalStore, ExamResult};
@@ -93,6 +94,29 @@ impl NewOrder {
             created_ms: now_ms,
             updated_ms: now_ms,
         }
+    }
+}
+
+/// The order an action is about: its id (the action reads it from the store), or the order
+/// as the caller has just read it (the action reads it no second time; a stale copy only
+/// fails the store's compare-and-set, as a concurrent change would).
+#[derive(Debug, Clone)]
+pub enum OrderRef<'a> {
+    /// Read it from the store.
+    Id(&'a OrderId),
+    /// As read by the caller.
+    Loaded(Order),
+}
+
+impl<'a> From<&'a OrderId> for OrderRef<'a> {
+    fn from(id: &'a OrderId) -> OrderRef<'a> {
+        OrderRef::Id(id)
+    }
+}
+
+impl From<Order> for OrderRef<'_> {
+    fn from(o: Order) -> Self {
+        OrderRef::Loaded(o)
     }
 }
 
@@ -529,6 +553,14 @@ impl Hospital {
         .await
     }
 
+    /// The order `r` names (read from the store unless the caller has it).
+    pub(crate) async fn resolve(&self, r: OrderRef<'_>) -> Result<Order> {
+        match r {
+            OrderRef::Id(id) => self.order(id).await,
+            OrderRef::Loaded(o) => Ok(o),
+        }
+    }
+
     /// An order.
     ///
     /// # Notable errors
@@ -619,12 +651,13 @@ impl Hospital {
     /// `IllegalTransition` (to `queued`) if it is no longer queued.
     pub async fn reprioritise(
         &self,
-        id: &OrderId,
+        order: impl Into<OrderRef<'_>>,
         priority: Priority,
         actor: impl Into<Actor>,
     ) -> Result<Order> {
         let actor = actor.into();
-        let order = self.order(id).await?;
+        let order = self.resolve(order.into()).await?;
+        let id = &order.id.clone();
         if order.state != OrderState::Queued {
             return Err(Error::IllegalTransition {
                 order: order.id,
@@ -670,9 +703,13 @@ impl Hospital {
     /// Cancels an order that is queued, called or in progress; frees its unit. Cancelling a
     /// cancelled order (a retry whose first answer was lost) finishes what the first left
     /// undone and answers the order.
-    pub async fn cancel(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+    pub async fn cancel(
+        &self,
+        order: impl Into<OrderRef<'_>>,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
         let actor = actor.into();
-        let order = self.order(id).await?;
+        let order = self.resolve(order.into()).await?;
         if order.state == OrderState::Cancelled {
             if let Some(item) = self.find_item(&order).await? {
                 self.queue(&order.pool)?.remove(&item).await?;
@@ -701,9 +738,13 @@ impl Hospital {
     /// called (its unit's node names it) starts even if the store has not recorded the call
     /// yet: the call is recorded first ([`settle_call`](Hospital::settle_call)). Starting a
     /// started order (a retry) answers the order.
-    pub async fn start(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+    pub async fn start(
+        &self,
+        order: impl Into<OrderRef<'_>>,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
         let actor = actor.into();
-        let order = self.settle_call(self.order(id).await?).await?;
+        let order = self.settle_call(self.resolve(order.into()).await?).await?;
         if order.state == OrderState::InProgress {
             self.sync_patient_node(&order.patient, &order.id, |_, _| {})
                 .await?;
@@ -720,9 +761,13 @@ impl Hospital {
     /// The exam is done: the unit is free for the next patient. Completing a completed order
     /// (a retry whose first answer was lost) frees the unit and tells the patient if the
     /// first did not get that far, and answers the order.
-    pub async fn complete(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+    pub async fn complete(
+        &self,
+        order: impl Into<OrderRef<'_>>,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
         let actor = actor.into();
-        let order = self.order(id).await?;
+        let order = self.resolve(order.into()).await?;
         if order.state == OrderState::Completed {
             self.free_unit(&order).await?;
             self.sync_patient_node(&order.patient, &order.id, |_, _| {})
@@ -743,9 +788,15 @@ impl Hospital {
     /// draft nobody sees, replaced by the next report. Reporting a reported order again with
     /// the same text (a retry) tells the patient if the first did not get that far, and
     /// answers the order; other text is refused (results are not amended here).
-    pub async fn report(&self, id: &OrderId, text: &str, actor: impl Into<Actor>) -> Result<Order> {
+    pub async fn report(
+        &self,
+        order: impl Into<OrderRef<'_>>,
+        text: &str,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
         let actor = actor.into();
-        let order = self.order(id).await?;
+        let order = self.resolve(order.into()).await?;
+        let id = &order.id.clone();
         if order.state == OrderState::Reported
             && self.store.result(id).await?.is_some_and(|r| r.text == text)
         {
@@ -783,9 +834,14 @@ impl Hospital {
     /// call the store has not recorded yet has it recorded first. Under the no-show policy, a
     /// retry on an order already ended as no-show frees what the first left held and answers
     /// the order.
-    pub async fn no_show(&self, id: &OrderId, actor: impl Into<Actor>) -> Result<Order> {
+    pub async fn no_show(
+        &self,
+        order: impl Into<OrderRef<'_>>,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
         let actor = actor.into();
-        let order = self.settle_call(self.order(id).await?).await?;
+        let order = self.settle_call(self.resolve(order.into()).await?).await?;
+        let id = &order.id.clone();
         let to = match self.config.no_show_policy {
             NoShowPolicy::NoShow => OrderState::NoShow,
             NoShowPolicy::Requeue => OrderState::Queued,
@@ -813,6 +869,133 @@ impl Hospital {
         self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
         Ok(next)
+    }
+
+    /// Calls a queued order to `unit` (or, if `None`, the first available compatible unit of
+    /// its pool, by name), out of the queue's order: a scheduler's override of the
+    /// dispatcher. `actor` is recorded with the call.
+    ///
+    /// The call is made exactly as the dispatcher makes one: one multi deletes the order's
+    /// queue item, sets the unit's node to in use by the order (version-checked against the
+    /// node read here) and creates the patient's `active` node; then the store records
+    /// queued → called with the unit and `actor`, and the patient's queue node says where to
+    /// go. A crash between the multi and the store write is repaired by
+    /// [`reconcile`](Hospital::reconcile) like a dispatcher's.
+    ///
+    /// It does not take the pool's dispatch lock, and needs not: the multi alone makes
+    /// double-booking impossible. The unit's version check fails if anyone (a dispatcher, a
+    /// second call, a status change) wrote the unit since it was read; the item delete fails
+    /// if the order left the line (dispatched, cancelled, reprioritised); the `active` create
+    /// fails if the patient is in an exam. A racing dispatcher meets the same checks from the
+    /// other side. So whichever writes first wins and the other changes nothing.
+    ///
+    /// # Notable errors
+    /// - `NotFound` for an unknown order, or an unknown `unit` of the order's pool.
+    /// - `IllegalTransition` (to `called`) if the order is not queued, also if it was
+    ///   cancelled between the multi and the store write (the unit is then given back).
+    /// - `Invalid` if `unit` lacks a capability the order needs (units' capabilities are
+    ///   configuration: retrying cannot help), or is not a well-formed unit name.
+    /// - `Conflict` if `unit` is not available (in use, maintenance, offline), no unit of the
+    ///   pool is available and compatible (`unit: None`), the order is not in line right now
+    ///   (being dispatched, or not yet enqueued), the patient is already in an exam, or the
+    ///   multi lost a race (the unit or the item changed meanwhile). Nothing was changed.
+    pub async fn call(
+        &self,
+        order: impl Into<OrderRef<'_>>,
+        unit: Option<&str>,
+        actor: impl Into<Actor>,
+    ) -> Result<Order> {
+        let actor = actor.into();
+        if let Some(name) = unit {
+            crate::model::validate_name("unit", name)?;
+        }
+        let order = self.resolve(order.into()).await?;
+        let id = &order.id.clone();
+        if order.state != OrderState::Queued {
+            return Err(Error::IllegalTransition {
+                order: order.id,
+                from: order.state,
+                to: OrderState::Called,
+            });
+        }
+        let pool = order.pool.clone();
+        let units = self.units_with_version(&pool).await?;
+        let (name, node, version) = match unit {
+            Some(name) => {
+                let Some(u) = units.into_iter().find(|(n, _, _)| n == name) else {
+                    return Err(Error::NotFound(format!("unit {name} of {pool}")));
+                };
+                if !u.1.can_do(&order.capabilities) {
+                    return Err(Error::Invalid(format!(
+                        "unit {name} of {pool} lacks some of {:?}",
+                        order.capabilities
+                    )));
+                }
+                if u.1.status != UnitStatus::Available {
+                    return Err(Error::Conflict(format!(
+                        "unit {name} of {pool} is {}",
+                        u.1.status
+                    )));
+                }
+                u
+            }
+            None => units
+                .into_iter()
+                .find(|(_, n, _)| {
+                    n.status == UnitStatus::Available && n.can_do(&order.capabilities)
+                })
+                .ok_or_else(|| {
+                    Error::Conflict(format!(
+                        "no unit of {pool} with {:?} is available",
+                        order.capabilities
+                    ))
+                })?,
+        };
+        let Some((item, entry)) = self.find_entry(&order).await? else {
+            return Err(Error::Conflict(format!(
+                "order {id} is not in line right now (being dispatched or enqueued)"
+            )));
+        };
+        let q = self.queue(&pool)?;
+        let ops = self.assignment_ops(&pool, q.item_path(&item), &entry, &name, &node, version);
+        let mut applied = self.session().multi(&ops).await;
+        if let Err(e) = &applied
+            && e.index == Some(OP_ACTIVE)
+            && e.error == CoordError::NoNode
+        {
+            // No patient node (an item older than the patient queue node): made, and again.
+            self.ensure_patient(&entry.patient).await?;
+            applied = self.session().multi(&ops).await;
+        }
+        match applied {
+            Ok(_) => {}
+            // A lost reply: the multi may have applied. The unit's node says: if it now holds
+            // this order, the call was made and is recorded below; otherwise it was not.
+            Err(e) if e.error.is_retryable() && self.holds_order(&pool, &name, id).await? => {}
+            Err(e) => {
+                return Err(match (e.index, &e.error) {
+                    (Some(OP_ITEM), CoordError::NoNode) => {
+                        Error::Conflict(format!("order {id} left the line meanwhile"))
+                    }
+                    (Some(OP_UNIT), CoordError::BadVersion | CoordError::NoNode) => {
+                        Error::Conflict(format!("unit {name} of {pool} changed meanwhile"))
+                    }
+                    (Some(OP_ACTIVE), CoordError::NodeExists) => {
+                        Error::Conflict(format!("patient {} is already in an exam", order.patient))
+                    }
+                    _ => e.into(),
+                });
+            }
+        }
+        if !self.record_call(&entry, &name, &actor).await? {
+            let now = self.order(id).await?;
+            return Err(Error::IllegalTransition {
+                order: now.id,
+                from: now.state,
+                to: OrderState::Called,
+            });
+        }
+        self.order(id).await
     }
 
     /// `order` as the views show it: an order the store calls queued while a unit's node

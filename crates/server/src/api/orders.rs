@@ -222,7 +222,7 @@ async fn order_action<F, Fut>(
     f: F,
 ) -> ApiResult<Json<Order>>
 where
-    F: FnOnce(Arc<Hospital>, OrderId, Actor) -> Fut + Send + 'static,
+    F: FnOnce(Arc<Hospital>, Order, Actor) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ApiResult<Order>> + Send + 'static,
 {
     let id = parse_order_id(id)?;
@@ -241,7 +241,8 @@ where
             actor(&caller),
             change_record(&caller, action, patient, Some(&id)),
         );
-        let r = f(h, id.clone(), who.clone()).await;
+        // The order as read here: the action does not read it again.
+        let r = f(h, order.clone(), who.clone()).await;
         let written = who.audit_written();
         audited_change(&st, &caller, action, patient, Some(&id), written, r).await
     })
@@ -262,12 +263,12 @@ async fn simple_action(
         a.name(),
         a.roles(),
         false,
-        move |h, id, who| async move {
+        move |h, order, who| async move {
             Ok(match a {
-                Action::Cancel => h.cancel(&id, &who).await?,
-                Action::Start => h.start(&id, &who).await?,
-                Action::Complete => h.complete(&id, &who).await?,
-                Action::NoShow => h.no_show(&id, &who).await?,
+                Action::Cancel => h.cancel(order, &who).await?,
+                Action::Start => h.start(order, &who).await?,
+                Action::Complete => h.complete(order, &who).await?,
+                Action::NoShow => h.no_show(order, &who).await?,
             })
         },
     )
@@ -347,7 +348,7 @@ pub async fn reprioritise(
         "order.priority",
         &[Admin, Scheduler, Doctor, Nurse],
         true,
-        move |h, id, who| async move { Ok(h.reprioritise(&id, body.priority, &who).await?) },
+        move |h, order, who| async move { Ok(h.reprioritise(order, body.priority, &who).await?) },
     )
     .await
 }
@@ -378,7 +379,7 @@ pub async fn call(
         "order.call",
         &[Admin, Scheduler, Technician],
         true,
-        |h, id, who| async move { Ok(h.call(&id, body.unit.as_deref(), &who).await?) },
+        |h, order, who| async move { Ok(h.call(order, body.unit.as_deref(), &who).await?) },
     )
     .await
 }
@@ -408,11 +409,11 @@ pub async fn report(
         "order.report",
         &[Admin, Doctor],
         false,
-        |h, id, who| async move {
+        |h, order, who| async move {
             if body.text.trim().is_empty() || body.text.len() > MAX_REPORT_LEN {
                 return Err(ApiError::invalid(format!("text: 1-{MAX_REPORT_LEN} bytes")));
             }
-            Ok(h.report(&id, &body.text, &who).await?)
+            Ok(h.report(order, &body.text, &who).await?)
         },
     )
     .await
