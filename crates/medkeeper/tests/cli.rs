@@ -184,11 +184,8 @@ fn lock_errors_exit_2_and_a_missing_command_is_a_usage_error() {
 /// and one with a short timeout gives up with status 2 while the lock is held.
 #[test]
 fn lock_serialises_processes_on_zookeeper() {
-    let Some(connect) = std::env::var("MEDKEEPER_ZK_CONNECT")
-        .ok()
-        .filter(|s| !s.is_empty())
-    else {
-        println!("SKIP lock_serialises_processes_on_zookeeper: MEDKEEPER_ZK_CONNECT is not set");
+    let Some(connect) = medkeeper_testkit::zk_connect_string() else {
+        medkeeper_testkit::skip("lock_serialises_processes_on_zookeeper");
         return;
     };
     let connect = format!("zk:{connect}");

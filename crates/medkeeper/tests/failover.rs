@@ -17,11 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use medkeeper_coord::{Session, SessionExt};
+use medkeeper_coord::Session;
 use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
 use medkeeper_hospital::{Error, OrderId, OrderState, PatientId, Pool, Priority};
+use medkeeper_testkit::{Backend, Zk};
 
 /// The dispatchers' session timeout.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -266,40 +267,17 @@ async fn wait_exit_success(child: &mut Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zookeeper_dispatch_survives_kill_and_pause_of_its_processes() {
-    let Ok(hosts) = std::env::var("MEDKEEPER_ZK_CONNECT") else {
-        println!("SKIP failover: MEDKEEPER_ZK_CONNECT is not set");
+    // A fresh chroot: tests (and runs) do not share /medical.
+    let Some(zk) = Zk::from_env_in_fresh_chroot("/failover").await else {
+        medkeeper_testkit::skip("failover");
         return;
     };
-    if hosts.is_empty() {
-        println!("SKIP failover: MEDKEEPER_ZK_CONNECT is not set");
-        return;
-    }
-    // A fresh chroot: tests (and runs) do not share /medical.
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let chroot = format!("/failover-{}-{nonce:x}", std::process::id());
-    let root = medkeeper_zk::connect(medkeeper_zk::ConnectOptions::new(&hosts).unwrap())
-        .await
-        .unwrap();
-    root.ensure_path(&chroot).await.unwrap();
-    root.close().await;
-    let hosts = hosts.strip_prefix("zk:").unwrap_or(&hosts);
-    let connect = format!("zk:{hosts}{chroot}");
+    let connect = format!("zk:{}", zk.connect_string());
 
     let dir = tempfile::tempdir().unwrap();
     let store_path: PathBuf = dir.path().join("clinical.sqlite");
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::open(&store_path).unwrap());
-    let session: Arc<dyn Session> = Arc::new(
-        medkeeper_zk::connect(
-            medkeeper_zk::ConnectOptions::new(&connect)
-                .unwrap()
-                .with_session_timeout(Duration::from_secs(10)),
-        )
-        .await
-        .unwrap(),
-    );
+    let session: Arc<dyn Session> = zk.connect(Duration::from_secs(10)).await;
     let demo = HospitalConfig::demo();
     config::load(session.as_ref(), &demo).await.unwrap();
     let hospital = Arc::new(Hospital::new(session.clone(), store.clone(), demo).unwrap());

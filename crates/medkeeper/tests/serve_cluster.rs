@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use medkeeper_coord::SessionExt;
+use medkeeper_testkit::Zk;
 use serde_json::{Value, json};
 use support::{Serve, agent, call};
 
@@ -122,24 +123,11 @@ fn await_agreement(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_instances_share_one_hospital() {
-    let Ok(hosts) = std::env::var("MEDKEEPER_ZK_CONNECT") else {
-        println!("SKIP serve_cluster: MEDKEEPER_ZK_CONNECT is not set");
+    let Some(zk) = Zk::from_env_in_fresh_chroot("/serve").await else {
+        medkeeper_testkit::skip("serve_cluster");
         return;
     };
-    if hosts.is_empty() {
-        println!("SKIP serve_cluster: MEDKEEPER_ZK_CONNECT is not set");
-        return;
-    }
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let chroot = format!("/serve-{}-{nonce:x}", std::process::id());
-    let root = medkeeper_zk::connect(medkeeper_zk::ConnectOptions::new(&hosts).unwrap())
-        .await
-        .unwrap();
-    root.ensure_path(&chroot).await.unwrap();
-    let connect = format!("zk:{hosts}{chroot}");
+    let connect = format!("zk:{}", zk.connect_string());
     let dir = tempfile::tempdir().unwrap();
 
     tokio::task::spawn_blocking(move || {
@@ -226,13 +214,8 @@ async fn zookeeper_instances_share_one_hospital() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue12_zookeeper_serve_creates_a_missing_chroot() {
     use medkeeper_coord::{Acl, CreateMode, CreateOptions, Perms, Session};
-    let Some(hosts) = std::env::var("MEDKEEPER_ZK_CONNECT")
-        .ok()
-        .filter(|h| !h.is_empty())
-    else {
-        println!(
-            "SKIP issue12_zookeeper_serve_creates_a_missing_chroot: MEDKEEPER_ZK_CONNECT is not set"
-        );
+    let Some(hosts) = medkeeper_testkit::zk_connect_string() else {
+        medkeeper_testkit::skip("issue12_zookeeper_serve_creates_a_missing_chroot");
         return;
     };
     let nonce = SystemTime::now()
