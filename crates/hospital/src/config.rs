@@ -729,6 +729,7 @@ async fn upsert(
         })
     })
     .await
+    .map(|(outcome, _)| outcome)
 }
 
 /// `merge` for nodes that hold exactly the configured value.

@@ -72,8 +72,9 @@ use medkeeper_recipes::{Error as RecipeError, LockGuard, LockOptions, Mutex};
 use crate::actor::Actor;
 use crate::model::{OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};
 use crate::orders::Hospital;
+use crate::orders::QueueRow;
 use crate::readmodel::{CachedItem, CachedUnit};
-use crate::tree::{self, ActiveExam, QueueEntry, UnitNode};
+use crate::tree::{self, ActiveExam, PatientEntry, QueueEntry, UnitNode};
 use crate::{Error, Result};
 
 /// One assignment made by a dispatch round.
@@ -95,14 +96,27 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// before the node is written again (the position is always kept exact).
 pub const ESTIMATE_TOLERANCE: Duration = Duration::from_secs(60);
 
+/// A waiting patient's node as this dispatcher last wrote it.
+#[derive(Debug, Clone)]
+struct Shown {
+    /// The position shown.
+    position: u32,
+    /// The expected call time (ms since the epoch) the estimate stood for.
+    eta_ms: i64,
+    /// What the node held after the write, and its version then: the next position can be
+    /// written without reading the node, conditional on that version (any other writer — a
+    /// transition — makes the write fail and the node be read again).
+    entry: PatientEntry,
+    version: i32,
+}
+
 /// The dispatcher of one pool on one instance.
 pub struct Dispatcher {
     hospital: Arc<Hospital>,
     pool: Pool,
     instance: String,
-    /// What each waiting patient's node was last written to show: position, and the expected
-    /// call time (ms since the epoch) the estimate stood for.
-    shown: std::sync::Mutex<HashMap<OrderId, (u32, i64)>>,
+    /// What each waiting patient's node was last written to show.
+    shown: std::sync::Mutex<HashMap<OrderId, Shown>>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -320,16 +334,36 @@ impl Dispatcher {
             rows.iter()
                 .filter(|(row, _)| {
                     let eta = now + row.estimated_wait_s as i64 * 1000;
-                    shown.get(&row.order).is_none_or(|&(position, shown_eta)| {
-                        position != row.position || (eta - shown_eta).abs() > tolerance
+                    shown.get(&row.order).is_none_or(|s| {
+                        s.position != row.position || (eta - s.eta_ms).abs() > tolerance
                     })
                 })
-                .cloned()
+                .map(|(row, entry)| (row.clone(), entry.clone(), shown.get(&row.order).cloned()))
                 .collect()
         };
-        for (row, entry) in due {
+        for (row, entry, last) in due {
+            let eta_ms = now + row.estimated_wait_s as i64 * 1000;
+            // Blind, conditional on the version this dispatcher wrote: nobody else wrote since,
+            // so the node still shows a queued order and only the place in line changes.
+            if let Some(last) = last {
+                let mut e = last.entry;
+                e.position = Some(row.position);
+                e.estimated_wait_s = Some(row.estimated_wait_s);
+                match h
+                    .session()
+                    .set_data(&entry.patient_node, &tree::to_json(&e), last.version)
+                    .await
+                {
+                    Ok(stat) => {
+                        self.remember(&row, eta_ms, e, stat.version);
+                        continue;
+                    }
+                    Err(CoordError::BadVersion | CoordError::NoNode) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let written = h
-                .sync_patient_node_at(&entry.patient_node, &row.order, |e, o| {
+                .sync_patient_node_written(&entry.patient_node, &row.order, |e, o| {
                     if o.state == OrderState::Queued {
                         e.position = Some(row.position);
                         e.estimated_wait_s = Some(row.estimated_wait_s);
@@ -337,19 +371,28 @@ impl Dispatcher {
                 })
                 .await;
             match written {
-                Ok(_) => {
-                    let eta = now + row.estimated_wait_s as i64 * 1000;
-                    self.shown
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(row.order.clone(), (row.position, eta));
+                Ok((_, Some((e, version)))) if e.state == OrderState::Queued => {
+                    self.remember(&row, eta_ms, e, version);
                 }
+                Ok(_) => {}
                 // Racing writers: the next round tries again.
                 Err(Error::Conflict(_)) => {}
                 Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+
+    fn remember(&self, row: &QueueRow, eta_ms: i64, entry: PatientEntry, version: i32) {
+        self.shown.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            row.order.clone(),
+            Shown {
+                position: row.position,
+                eta_ms,
+                entry,
+                version,
+            },
+        );
     }
 
     /// Called orders of this pool whose patient has not arrived within the grace period.

@@ -523,6 +523,17 @@ impl Hospital {
         order: &OrderId,
         f: impl Fn(&mut PatientEntry, &Order),
     ) -> Result<bool> {
+        Ok(self.sync_patient_node_written(path, order, f).await?.0)
+    }
+
+    /// [`sync_patient_node_at`](Hospital::sync_patient_node_at), also returning what it
+    /// wrote and the node's new version (`None` if it wrote nothing).
+    pub(crate) async fn sync_patient_node_written(
+        &self,
+        path: &str,
+        order: &OrderId,
+        f: impl Fn(&mut PatientEntry, &Order),
+    ) -> Result<(bool, Option<(PatientEntry, i32)>)> {
         let f = &f;
         tree::read_modify_write(
             self.session.as_ref(),
@@ -532,25 +543,26 @@ impl Hospital {
                 let Some(Ok(mut e)) =
                     data.map(|d| tree::from_json::<PatientEntry>("patient queue", &d))
                 else {
-                    return Ok(Change::Keep(false));
+                    return Ok(Change::Keep((false, None)));
                 };
                 if &e.order != order {
-                    return Ok(Change::Keep(false));
+                    return Ok(Change::Keep((false, None)));
                 }
                 // The store after the node: whatever transition this write may hide was made
                 // before the node was read, so its own write of the node (which follows it)
                 // fails the version check or comes after this one.
                 let Some(o) = self.store.order(order).await? else {
-                    return Ok(Change::Keep(true));
+                    return Ok(Change::Keep((true, None)));
                 };
                 f(&mut e, &o);
                 show_order(&mut e, &o);
                 // Written even when unchanged: the new version makes a stale writer that read
                 // the node before us fail its version check.
-                Ok(Change::Write(tree::to_json(&e), true))
+                Ok(Change::Write(tree::to_json(&e), (true, Some(e))))
             },
         )
         .await
+        .map(|((found, entry), version)| (found, entry.zip(version)))
     }
 
     /// The order `r` names (read from the store unless the caller has it).
@@ -1053,16 +1065,46 @@ impl Hospital {
             },
         )
         .await
+        .map(|(v, _)| v)
     }
 
     /// Frees the unit `order` occupies and ends the patient's active exam, in one multi.
     /// Idempotent: a unit no longer held by this order is left alone.
+    ///
+    /// First from the pool's read model, without a read: if it shows the unit held by the
+    /// order, one multi sets the unit free (checked against the model's version) and deletes
+    /// the patient's `active` node — which exists exactly while the unit holds the order (the
+    /// assignment's multi created both, and only this multi ends both). If the model is stale
+    /// or the multi fails, the nodes are read and the multi made from what they say.
     pub(crate) async fn free_unit(&self, order: &Order) -> Result<()> {
         let Some(unit) = order.assigned.clone() else {
             return Ok(());
         };
         let unit_path = tree::unit_path(&order.pool, &unit);
         let active = tree::active_path(&order.patient);
+        if let Ok(model) = self.pool_model(&order.pool).await {
+            model.settle().await;
+            if let Some(cached) = model.units().into_iter().find(|u| u.name == unit)
+                && cached.node.order.as_ref() == Some(&order.id)
+            {
+                let mut node = cached.node;
+                node.status = UnitStatus::Available;
+                node.order = None;
+                node.patient = None;
+                node.requeueing = false;
+                node.since_ms = self.now_ms();
+                let ops = [
+                    Op::set_data(&unit_path, tree::to_json(&node), cached.version),
+                    Op::delete(&active, -1),
+                ];
+                match self.session.multi(&ops).await {
+                    Ok(_) => return Ok(()),
+                    // Stale, or the nodes are not as the invariant says: read them.
+                    Err(e) if matches!(e.error, CoordError::BadVersion | CoordError::NoNode) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         for _ in 0..16 {
             let (data, stat) = match self.session.get_data(&unit_path).await {
                 Ok(v) => v,
@@ -1138,6 +1180,7 @@ impl Hospital {
             },
         )
         .await
+        .map(|(v, _)| v)
     }
 
     /// The units (or doctors) of a pool, by name, from the pool's read model as

@@ -227,6 +227,8 @@ pub(crate) enum Change<T> {
 /// the node between the read and the write) reads again and asks again, at most `attempts`
 /// times, so a concurrent change is merged, never overwritten.
 ///
+/// Returns `decide`'s value and, if it wrote, the node's new version.
+///
 /// # Notable errors
 /// `Conflict` if the node changed under every one of the `attempts`; whatever `decide` returns.
 pub(crate) async fn read_modify_write<T, F, Fut>(
@@ -234,7 +236,7 @@ pub(crate) async fn read_modify_write<T, F, Fut>(
     path: &str,
     attempts: usize,
     mut decide: F,
-) -> crate::Result<T>
+) -> crate::Result<(T, Option<i32>)>
 where
     F: FnMut(Option<Vec<u8>>) -> Fut,
     Fut: std::future::Future<Output = crate::Result<Change<T>>>,
@@ -249,21 +251,23 @@ where
             Err(e) => return Err(e.into()),
         };
         let (data, value) = match decide(current).await? {
-            Change::Keep(v) => return Ok(v),
+            Change::Keep(v) => return Ok((v, None)),
             Change::Write(data, v) => (data, v),
         };
         let written = match version {
-            Some(version) => session.set_data(path, &data, version).await.map(|_| true),
-            None => {
-                session
-                    .create_all(path, &data, &CreateOptions::new(CreateMode::Persistent))
-                    .await
-            }
+            Some(version) => session
+                .set_data(path, &data, version)
+                .await
+                .map(|st| Some(st.version)),
+            None => session
+                .create_all(path, &data, &CreateOptions::new(CreateMode::Persistent))
+                .await
+                .map(|created| created.then_some(0)),
         };
         match written {
-            Ok(true) => return Ok(value),
+            Ok(Some(version)) => return Ok((value, Some(version))),
             // Created by someone else meanwhile.
-            Ok(false) => {}
+            Ok(None) => {}
             Err(Coord::BadVersion | Coord::NoNode | Coord::NodeExists) => {}
             Err(e) => return Err(e.into()),
         }
