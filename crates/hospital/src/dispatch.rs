@@ -60,7 +60,10 @@
 //! The waiting patients' queue nodes show their position and estimated wait. A round writes a
 //! patient's node only when the position changed or the estimate moved by more than
 //! [`ESTIMATE_TOLERANCE`] from what was last written (remembered in memory, so unchanged nodes
-//! cost nothing; a new lock holder writes each waiting node once).
+//! cost nothing; a new lock holder writes each waiting node once). A patient moving up the line
+//! is rewritten at most once per [`POSITION_INTERVAL`]; reaching the head of the line, or
+//! moving back behind a more urgent order, is written at once. The write is conditional on the
+//! version this dispatcher last wrote, so it needs no read unless someone else wrote since.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -93,8 +96,13 @@ pub struct Assignment {
 pub const TICK: Duration = Duration::from_secs(1);
 
 /// How far a waiting patient's estimated wait may drift from what their queue node last said
-/// before the node is written again (the position is always kept exact).
+/// before the node is written again.
 pub const ESTIMATE_TOLERANCE: Duration = Duration::from_secs(60);
+
+/// How often at most a waiting patient's place in line is rewritten while it only moves up
+/// the line: a burst of calls moves everyone behind them, and one write per patient per
+/// second shows it. Reaching the head of the line is shown at once.
+pub const POSITION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A waiting patient's node as this dispatcher last wrote it.
 #[derive(Debug, Clone)]
@@ -103,6 +111,8 @@ struct Shown {
     position: u32,
     /// The expected call time (ms since the epoch) the estimate stood for.
     eta_ms: i64,
+    /// When it was written, ms since the epoch.
+    at_ms: i64,
     /// What the node held after the write, and its version then: the next position can be
     /// written without reading the node, conditional on that version (any other writer — a
     /// transition — makes the write fail and the node be read again).
@@ -325,6 +335,7 @@ impl Dispatcher {
         let rows = h.queue_rows(&self.pool, &model.units(), &model.queue());
         let now = h.now_ms();
         let tolerance = ESTIMATE_TOLERANCE.as_millis() as i64;
+        let interval = POSITION_INTERVAL.as_millis() as i64;
         let due: Vec<_> = {
             let mut shown = self.shown.lock().unwrap_or_else(|p| p.into_inner());
             // Orders no longer waiting here are forgotten.
@@ -335,7 +346,13 @@ impl Dispatcher {
                 .filter(|(row, _)| {
                     let eta = now + row.estimated_wait_s as i64 * 1000;
                     shown.get(&row.order).is_none_or(|s| {
-                        s.position != row.position || (eta - s.eta_ms).abs() > tolerance
+                        let moved = s.position != row.position;
+                        let drifted = (eta - s.eta_ms).abs() > tolerance;
+                        // Moving back (a more urgent order arrived) and reaching the head are
+                        // shown at once; moving up, at most once per interval.
+                        let now_due = row.position == 1 || row.position > s.position;
+                        (moved && (now_due || now - s.at_ms >= interval))
+                            || (drifted && now - s.at_ms >= interval)
                     })
                 })
                 .map(|(row, entry)| (row.clone(), entry.clone(), shown.get(&row.order).cloned()))
@@ -389,6 +406,7 @@ impl Dispatcher {
             Shown {
                 position: row.position,
                 eta_ms,
+                at_ms: self.hospital.now_ms(),
                 entry,
                 version,
             },
