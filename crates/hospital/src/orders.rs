@@ -409,25 +409,48 @@ impl Hospital {
             CreateOptions::new(CreateMode::Persistent),
         );
         let data = item(node);
+        // A patient's first order: their node and queue directory are created in the same
+        // multi (the store knows whether the patient had orders before; if the nodes exist
+        // anyway, the multi fails on them and the order goes in without them).
+        let parents = [
+            tree::patient_path(&order.patient),
+            tree::patient_queue_path(&order.patient),
+        ];
+        let mut with_parents = fresh && self.store.orders_of(&order.patient).await?.len() <= 1;
         for _ in 0..NODE_WRITE_ATTEMPTS {
-            match q
-                .enqueue_with(class, &data, at, std::slice::from_ref(&create_node))
-                .await
-            {
+            let mut with: Vec<Op> = Vec::with_capacity(3);
+            if with_parents {
+                with.extend(parents.iter().map(|p| {
+                    Op::create(
+                        p.clone(),
+                        Vec::new(),
+                        CreateOptions::new(CreateMode::Persistent),
+                    )
+                }));
+            }
+            let node_ix = with.len();
+            with.push(create_node.clone());
+            match q.enqueue_with(class, &data, at, &with).await {
                 Ok(id) => return Ok(id),
+                // The patient's nodes exist after all: without them.
+                Err(medkeeper_recipes::Error::Multi {
+                    index: Some(i),
+                    error: CoordError::NodeExists,
+                }) if i < node_ix => with_parents = false,
                 // The node is there already (an earlier attempt, a racing repair): the item.
                 Err(medkeeper_recipes::Error::Multi {
-                    index: Some(0),
+                    index: Some(i),
                     error: CoordError::NodeExists,
-                }) => return Ok(q.enqueue_at(class, &data, at).await?),
-                // The patient's first order: no queue directory yet.
+                }) if i == node_ix => return Ok(q.enqueue_at(class, &data, at).await?),
+                // No queue directory yet (and not known to be the patient's first order).
                 Err(medkeeper_recipes::Error::Multi {
-                    index: Some(0),
+                    index: Some(_),
                     error: CoordError::NoNode,
                 }) => {
                     self.session
                         .ensure_path(&tree::patient_queue_path(&order.patient))
                         .await?;
+                    with_parents = false;
                 }
                 Err(e) => return Err(e.into()),
             }
