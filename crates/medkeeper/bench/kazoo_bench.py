@@ -6,13 +6,18 @@ same CLI and scenario names as `medkeeper bench recipes`:
 
     kazoo_bench.py --connect zk:HOST:PORT[,...] --scenario NAME --seconds S [--warmup W] --json
 
-Each contender has its own KazooClient (its own session) and its own thread. Operations count
-only if they start and finish inside the measured window (after the warm-up).
+Each contender has its own KazooClient (its own session). In the lock and semaphore scenarios
+each contender runs in its own process (`--layout processes`, the default): the layout of the
+independent services that contend for a lock in production, and the only one in which kazoo's
+contenders run in parallel — as threads of one process the interpreter's lock serialises them
+(`--layout threads`, the suite's layout before issue 13). Operations count only if they start
+and finish inside the measured window (after the warm-up).
 """
 
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import sys
 import threading
@@ -132,6 +137,71 @@ def pipelined(client, submit, warmup, seconds, in_flight=64):
     return len(lat), elapsed, lat
 
 
+def contender(hosts, path, ident, kind, ready, go, times, results):
+    """One contender in its own process: its own session, acquire+release until the window
+    closes; sends its latencies of the operations inside the window."""
+    logging.basicConfig(level=logging.ERROR)
+    lat, error = [], None
+    try:
+        c = KazooClient(hosts=hosts, timeout=10.0)
+        c.start(timeout=60)
+        if kind == "semaphore":
+            rec = c.Semaphore(path, ident, max_leases=4)
+        else:
+            rec = c.Lock(path, ident)
+        ready.put(ident)
+        go.wait()
+        warm_end, end = times[0], times[1]
+        while True:
+            t0 = time.time()
+            if t0 >= end:
+                break
+            t = time.perf_counter()
+            rec.acquire()
+            rec.release()
+            d = time.perf_counter() - t
+            if t0 >= warm_end and time.time() <= end:
+                lat.append(d)
+        c.stop()
+        c.close()
+    except Exception as e:  # noqa: BLE001 - reported by the parent
+        error = repr(e)
+    results.put((ident, lat, error))
+
+
+def run_processes(hosts, specs, kind, warmup, seconds):
+    """Runs one contender process per (path, ident) in `specs` (spawned, not forked: the
+    parent already holds a session and its threads); the window starts when all are
+    connected."""
+    ctx = multiprocessing.get_context("spawn")
+    ready, results, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    times = ctx.Array("d", 2)
+    procs = [ctx.Process(target=contender,
+                         args=(hosts, path, ident, kind, ready, go, times, results), daemon=True)
+             for path, ident in specs]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.get(timeout=300)
+    now = time.time()
+    times[0], times[1] = now + 0.2 + warmup, now + 0.2 + warmup + seconds
+    go.set()
+    lat, errors = [], []
+    for _ in procs:
+        _, ls, error = results.get(timeout=seconds + warmup + 300)
+        lat.extend(ls)
+        if error:
+            errors.append(error)
+    for p in procs:
+        p.join(timeout=30)
+    if errors:
+        raise RuntimeError(errors[0])
+    return len(lat), seconds, lat
+
+
+LAYOUT = "processes"
+
+
 def scenario(target, name, root, warmup, seconds):
     first = target.client()
     first.ensure_path(root)
@@ -174,6 +244,9 @@ def scenario(target, name, root, warmup, seconds):
         n = {"lock-uncontended": 1, "lock-contended-4": 4, "lock-contended-16": 16,
              "lock-independent-64": 64}[name]
         independent = name == "lock-independent-64"
+        if LAYOUT == "processes":
+            specs = [(f"{root}/lock{i if independent else ''}", f"k{i}") for i in range(n)]
+            return run_processes(target.hosts, specs, "lock", warmup, seconds), n
         clients = [first] + [target.client() for _ in range(n - 1)]
         ops = []
         for i, c in enumerate(clients):
@@ -186,6 +259,9 @@ def scenario(target, name, root, warmup, seconds):
             ops.append(op)
         return w.run(ops), n
     if name == "semaphore-permits":
+        if LAYOUT == "processes":
+            specs = [(f"{root}/semaphore", f"k{i}") for i in range(8)]
+            return run_processes(target.hosts, specs, "semaphore", warmup, seconds), 8
         clients = [first] + [target.client() for _ in range(7)]
         ops = []
         for i, c in enumerate(clients):
@@ -346,7 +422,12 @@ def main():
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--warmup", type=float, default=1.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--layout", choices=["processes", "threads"], default="processes",
+                    help="lock and semaphore contenders: one process each (default) or threads "
+                         "of this process")
     a = ap.parse_args()
+    global LAYOUT
+    LAYOUT = a.layout
     hosts = a.connect.removeprefix("zk:")
     root = f"/kazoo-bench/{a.scenario}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     target = Target(hosts)
@@ -363,7 +444,9 @@ def main():
             print(f"kazoo bench: could not delete {root}: {e!r}", file=sys.stderr)
     lat.sort()
     line = {"participant": "kazoo", "scenario": a.scenario, "ops": ops,
-            "seconds": round(elapsed, 3), "rate": round(ops / elapsed, 1), "sessions": sessions}
+            "seconds": round(elapsed, 3), "rate": round(ops / elapsed, 1), "sessions": sessions,
+            "layout": LAYOUT if a.scenario.startswith(("lock-", "semaphore")) and sessions > 1
+            else "one process"}
     if ops:
         line["p50_us"], line["p99_us"] = pct(lat, 0.5), pct(lat, 0.99)
     if a.json:
