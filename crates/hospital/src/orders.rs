@@ -409,14 +409,14 @@ impl Hospital {
             CreateOptions::new(CreateMode::Persistent),
         );
         let data = item(node);
-        // A patient's first order: their node and queue directory are created in the same
-        // multi (the store knows whether the patient had orders before; if the nodes exist
-        // anyway, the multi fails on them and the order goes in without them).
+        // A patient's first order: the multi fails for want of their queue directory, and is
+        // made again with their node and queue directory created in it (if another order
+        // created them meanwhile, that one fails on them and goes in without them).
         let parents = [
             tree::patient_path(&order.patient),
             tree::patient_queue_path(&order.patient),
         ];
-        let mut with_parents = fresh && self.store.orders_of(&order.patient).await?.len() <= 1;
+        let mut with_parents = false;
         for _ in 0..NODE_WRITE_ATTEMPTS {
             let mut with: Vec<Op> = Vec::with_capacity(3);
             if with_parents {
@@ -442,7 +442,13 @@ impl Hospital {
                     index: Some(i),
                     error: CoordError::NodeExists,
                 }) if i == node_ix => return Ok(q.enqueue_at(class, &data, at).await?),
-                // No queue directory yet (and not known to be the patient's first order).
+                // No queue directory yet: the patient's first order.
+                Err(medkeeper_recipes::Error::Multi {
+                    index: Some(i),
+                    error: CoordError::NoNode,
+                }) if i == node_ix && !with_parents => with_parents = true,
+                // The patients' directory itself is missing (a tree not loaded from a
+                // configuration): made, and again.
                 Err(medkeeper_recipes::Error::Multi {
                     index: Some(_),
                     error: CoordError::NoNode,
