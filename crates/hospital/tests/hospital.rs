@@ -78,6 +78,7 @@ both!(
     an_order_shown_as_called_starts_before_the_store_records_the_call,
     reconciler_says_when_what_it_left_is_due,
     dispatchers_on_a_late_read_model_never_double_book,
+    an_order_costs_a_handful_of_requests,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -1547,4 +1548,75 @@ async fn dispatchers_on_a_late_read_model_never_double_book(b: &Backend) {
         h.session().close().await;
     }
     scheduler.session().close().await;
+}
+
+/// Issue 13: what one order costs the coordination service, counted at the client
+/// (`medkeeper_coord::Counted`, every request of the instance's session, the read model's
+/// included): created → called, and its whole life. A returning patient's order meets the
+/// issue's targets (≤ 6 to "called", ≤ 12 over its life); a patient's first order costs one
+/// multi more (the enqueue is made again with the patient's nodes). Nothing else runs, so the
+/// counts are exact; they are printed, and bounded so that a change that adds requests fails.
+async fn an_order_costs_a_handful_of_requests(b: &Backend) {
+    use medkeeper_coord::{Counted, RequestCounts};
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let counts = Arc::new(RequestCounts::default());
+    let session = Counted::wrap(b.session().await, counts.clone());
+    let config = HospitalConfig::demo();
+    config::load(session.as_ref(), &config).await.unwrap();
+    let h = Arc::new(Hospital::new(session, store, config).unwrap());
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let model = h.pool_model(&mri()).await.unwrap();
+    // The pool's first order ever also creates the queue's directories: not counted.
+    let warm = h
+        .create_order(order(&PatientId::generate(), Priority::Stat), "dr")
+        .await
+        .unwrap();
+    assert_eq!(d.dispatch_once(&guard).await.unwrap().len(), 1);
+    finish(&h, &warm.id).await;
+    let p = PatientId::generate();
+    let mut costs = Vec::new();
+    for _ in 0..2 {
+        model.settle().await;
+        let before = counts.tally();
+        let o = h
+            .create_order(order(&p, Priority::Stat), "dr")
+            .await
+            .unwrap();
+        assert_eq!(d.dispatch_once(&guard).await.unwrap().len(), 1);
+        model.settle().await;
+        let to_called = counts.tally().since(&before);
+        h.start(&o.id, "tech").await.unwrap();
+        h.complete(&o.id, "tech").await.unwrap();
+        model.settle().await;
+        let life = counts.tally().since(&before);
+        println!(
+            "{}: to called {} ({to_called:?}), life {} ({life:?})",
+            b.name(),
+            to_called.total(),
+            life.total()
+        );
+        costs.push((to_called.total(), life.total()));
+    }
+    let [(first_called, first_life), (called, life)] = costs[..] else {
+        unreachable!()
+    };
+    assert!(
+        called <= 6,
+        "a returning patient's order to called: {called}"
+    );
+    assert!(
+        life <= 12,
+        "a returning patient's order, whole life: {life}"
+    );
+    assert!(
+        first_called <= called + 1,
+        "first order to called: {first_called}"
+    );
+    assert!(
+        first_life <= life + 1,
+        "first order, whole life: {first_life}"
+    );
+    guard.release().await.unwrap();
+    h.session().close().await;
 }
