@@ -48,6 +48,13 @@
 //! [`Hospital::no_show`](crate::orders::Hospital::no_show) (ends as no-show, or re-queued,
 //! by policy).
 //!
+//! # The queue, consumed inside the assignment
+//! The dispatcher does not use the queue recipe's `take` / `complete` (claims): holding the
+//! pool's lock, it alone consumes the pool's queue, so it deletes the chosen item inside the
+//! assignment's own multi (step 2 above), as the recipe's docs describe under "Consuming
+//! without a claim". A manual call does the same without the lock: the item's delete fails if
+//! the dispatcher took it first.
+//!
 //! # Reads come from the pool's read model
 //! A round reads the units and the queue from the pool's [read model](crate::readmodel) (after
 //! [`PoolModel::settle`](crate::readmodel::PoolModel::settle), so it sees this session's own

@@ -39,7 +39,7 @@
 //! # The patient's queue node follows the store
 //! Every write of a patient's queue node is a version-checked read-modify-write that reads
 //! the order from the store *after* reading the node, and shows the store's state, priority
-//! and unit ([`Hospital::sync_patient_node`]); a write that loses the version check reads
+//! and unit (`Hospital::sync_patient_node`); a write that loses the version check reads
 //! both again. So of two racing transitions (a start racing a cancel), the node's last
 //! successful write read the store after the last transition that preceded it, and every
 //! transition is followed by its own write: the node ends showing the store's truth, never
@@ -777,7 +777,7 @@ impl Hospital {
 
     /// The called patient has arrived: the exam starts. An order the views already show as
     /// called (its unit's node names it) starts even if the store has not recorded the call
-    /// yet: the call is recorded first ([`settle_call`](Hospital::settle_call)). Starting a
+    /// yet: the call is recorded first, as the dispatcher would record it. Starting a
     /// started order (a retry) answers the order.
     pub async fn start(
         &self,

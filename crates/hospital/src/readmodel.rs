@@ -1,6 +1,6 @@
 //! The read model of a pool: an in-memory copy of the pool's subtree (its units, its queue and
 //! its dispatch lock), kept current by one persistent recursive watch ([`TreeCache`]), one per
-//! pool and coordination session ([`Hospital::pool_model`]).
+//! pool and coordination session ([`Hospital::pool_model`](crate::orders::Hospital::pool_model)).
 //!
 //! # What reads it
 //! The pool's dispatcher: its rounds, the no-show deadlines and the patients' places in line

@@ -33,6 +33,15 @@
 //!   abandoned claim returns an item); every other consumer watches only its predecessor.
 //!   [`PriorityQueue::try_take`] does not wait and so does not join the line.
 //!
+//! # Consuming without a claim
+//! A consumer that alone has the right to consume the queue — medkeeper's dispatcher, which
+//! holds the pool's lock — need not claim: it reads the items (from a listing, or from its own
+//! copy of the directory, ordered by [`PriorityQueue::order_of`]) and deletes the chosen item
+//! ([`PriorityQueue::item_path`]) in the same multi as its own writes, fenced by its lock. The
+//! delete fails (`NoNode`) if the item left meanwhile, so the item is still consumed exactly
+//! once. [`PriorityQueue::enqueue_with`] is the producer's counterpart: the item created in
+//! one multi with the producer's own writes.
+//!
 //! # Node layout
 //! ```text
 //! <dir>/items/item-<c>-<ms>-<tag>-<seq>     an item (persistent sequential; data: the caller's)
