@@ -475,18 +475,21 @@ impl Hospital {
         order: &OrderId,
     ) -> Result<Option<(String, PatientEntry)>> {
         let direct = tree::patient_order_path(patient, order);
-        match self.session.get_data(&direct).await {
-            Ok((d, _)) => {
-                if let Ok(e) = tree::from_json::<PatientEntry>("patient queue", &d)
-                    && &e.order == order
-                {
-                    return Ok(Some((direct, e)));
-                }
-            }
-            Err(CoordError::NoNode) => {}
-            Err(e) => return Err(e.into()),
+        if let Some(e) = self.patient_node_at(&direct, order).await? {
+            return Ok(Some((direct, e)));
         }
         self.find_legacy_patient_node(patient, order).await
+    }
+
+    /// What the patient queue node at `path` holds, if it exists and is `order`'s.
+    async fn patient_node_at(&self, path: &str, order: &OrderId) -> Result<Option<PatientEntry>> {
+        match self.session.get_data(path).await {
+            Ok((d, _)) => Ok(tree::from_json::<PatientEntry>("patient queue", &d)
+                .ok()
+                .filter(|e| &e.order == order)),
+            Err(CoordError::NoNode) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A patient queue node of an earlier release (`queue-NNNNNNNNNN`) for `order`, by a
@@ -504,16 +507,8 @@ impl Hospital {
         };
         for c in children.into_iter().filter(|c| c.starts_with("queue-")) {
             let p = format!("{dir}/{c}");
-            match self.session.get_data(&p).await {
-                Ok((d, _)) => {
-                    if let Ok(e) = tree::from_json::<PatientEntry>("patient queue", &d)
-                        && &e.order == order
-                    {
-                        return Ok(Some((p, e)));
-                    }
-                }
-                Err(CoordError::NoNode) => {}
-                Err(e) => return Err(e.into()),
+            if let Some(e) = self.patient_node_at(&p, order).await? {
+                return Ok(Some((p, e)));
             }
         }
         Ok(None)

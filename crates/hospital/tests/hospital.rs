@@ -346,34 +346,7 @@ async fn several_dispatchers_never_double_book(b: &Backend) {
             .unwrap()
             .unwrap();
     }
-    // Check the history: occupancy intervals per unit and per patient never overlap.
-    let mut unit_spans: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-    let mut patient_spans: HashMap<PatientId, Vec<(i64, i64)>> = HashMap::new();
-    for id in &orders {
-        let o = store.order(id).await.unwrap().unwrap();
-        let ts = store.transitions(id).await.unwrap();
-        let called: Vec<_> = ts.iter().filter(|t| t.to == OrderState::Called).collect();
-        assert_eq!(called.len(), 1, "called exactly once: {ts:?}");
-        let start = called[0].at_ms;
-        let end = ts
-            .iter()
-            .find(|t| t.to == OrderState::Completed)
-            .unwrap()
-            .at_ms;
-        let unit = format!("{}/{}", o.pool, called[0].unit.clone().unwrap());
-        unit_spans.entry(unit).or_default().push((start, end));
-        patient_spans
-            .entry(o.patient)
-            .or_default()
-            .push((start, end));
-    }
-    for spans in unit_spans.values_mut().chain(patient_spans.values_mut()) {
-        spans.sort();
-        for w in spans.windows(2) {
-            // Completion is recorded before the unit is freed, so the next call comes after.
-            assert!(w[0].1 <= w[1].0, "overlap: {w:?}");
-        }
-    }
+    booked_once_without_overlap(store.as_ref(), &orders).await;
     for h in &instances {
         assert!(h.reconcile().await.unwrap().is_clean());
     }
@@ -1517,32 +1490,7 @@ async fn dispatchers_on_a_late_read_model_never_double_book(b: &Backend) {
             .unwrap()
             .unwrap();
     }
-    let mut unit_spans: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
-    let mut patient_spans: HashMap<PatientId, Vec<(i64, i64)>> = HashMap::new();
-    for id in &orders {
-        let o = store.order(id).await.unwrap().unwrap();
-        let ts = store.transitions(id).await.unwrap();
-        let called: Vec<_> = ts.iter().filter(|t| t.to == OrderState::Called).collect();
-        assert_eq!(called.len(), 1, "called exactly once: {ts:?}");
-        let start = called[0].at_ms;
-        let end = ts
-            .iter()
-            .find(|t| t.to == OrderState::Completed)
-            .unwrap()
-            .at_ms;
-        let unit = format!("{}/{}", o.pool, called[0].unit.clone().unwrap());
-        unit_spans.entry(unit).or_default().push((start, end));
-        patient_spans
-            .entry(o.patient)
-            .or_default()
-            .push((start, end));
-    }
-    for spans in unit_spans.values_mut().chain(patient_spans.values_mut()) {
-        spans.sort();
-        for w in spans.windows(2) {
-            assert!(w[0].1 <= w[1].0, "overlap: {w:?}");
-        }
-    }
+    booked_once_without_overlap(store.as_ref(), &orders).await;
     assert!(scheduler.reconcile().await.unwrap().is_clean());
     for h in instances {
         h.session().close().await;
@@ -1619,4 +1567,40 @@ async fn an_order_costs_a_handful_of_requests(b: &Backend) {
     );
     guard.release().await.unwrap();
     h.session().close().await;
+}
+
+/// Checks the store's history of completed `orders`: each was called exactly once, and the
+/// occupancy intervals (called → completed) per unit and per patient never overlap — no unit
+/// held two orders, no patient was in two exams at once.
+async fn booked_once_without_overlap(
+    store: &dyn ClinicalStore,
+    orders: &[medkeeper_hospital::OrderId],
+) {
+    let mut unit_spans: HashMap<String, Vec<(i64, i64)>> = HashMap::new();
+    let mut patient_spans: HashMap<PatientId, Vec<(i64, i64)>> = HashMap::new();
+    for id in orders {
+        let o = store.order(id).await.unwrap().unwrap();
+        let ts = store.transitions(id).await.unwrap();
+        let called: Vec<_> = ts.iter().filter(|t| t.to == OrderState::Called).collect();
+        assert_eq!(called.len(), 1, "called exactly once: {ts:?}");
+        let start = called[0].at_ms;
+        let end = ts
+            .iter()
+            .find(|t| t.to == OrderState::Completed)
+            .unwrap()
+            .at_ms;
+        let unit = format!("{}/{}", o.pool, called[0].unit.clone().unwrap());
+        unit_spans.entry(unit).or_default().push((start, end));
+        patient_spans
+            .entry(o.patient)
+            .or_default()
+            .push((start, end));
+    }
+    for spans in unit_spans.values_mut().chain(patient_spans.values_mut()) {
+        spans.sort();
+        for w in spans.windows(2) {
+            // Completion is recorded before the unit is freed, so the next call comes after.
+            assert!(w[0].1 <= w[1].0, "overlap: {w:?}");
+        }
+    }
 }

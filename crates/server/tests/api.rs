@@ -2942,6 +2942,26 @@ async fn issue12_docs_answer_for_another_patients_order_is_the_servers() {
 
 // --- issue 12: a change and its audit record ------------------------------------------------
 
+impl Server {
+    /// A server over a [`DiesBeforeSeparateAudit`] store, and the store (alive until its
+    /// `dead` is set).
+    async fn start_dying() -> (Server, Arc<HookedStore<DiesBeforeSeparateAudit>>) {
+        let dies = Arc::new(std::sync::Mutex::new(None));
+        let slot = dies.clone();
+        let s = Server::start_with(move |inner| {
+            let store = Arc::new(HookedStore(DiesBeforeSeparateAudit {
+                inner,
+                dead: std::sync::atomic::AtomicBool::new(false),
+            }));
+            *slot.lock().unwrap() = Some(store.clone());
+            store
+        })
+        .await;
+        let store = dies.lock().unwrap().clone().expect("the store was made");
+        (s, store)
+    }
+}
+
 /// The SQLite store whose separate audit appends ([`ClinicalStore::append_audit`]) fail once
 /// `dead` is set: what a process that dies right after a change, before a separate audit
 /// write, leaves. Everything else is forwarded (a [`HookedStore`]).
@@ -2972,20 +2992,7 @@ impl StoreHooks for DiesBeforeSeparateAudit {
 /// anything changes when that cannot be written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue12_every_change_is_stored_with_its_audit_record() {
-    let dies = Arc::new(std::sync::Mutex::new(
-        None::<Arc<HookedStore<DiesBeforeSeparateAudit>>>,
-    ));
-    let slot = dies.clone();
-    let s = Server::start_with(move |inner| {
-        let store = Arc::new(HookedStore(DiesBeforeSeparateAudit {
-            inner,
-            dead: std::sync::atomic::AtomicBool::new(false),
-        }));
-        *slot.lock().unwrap() = Some(store.clone());
-        store
-    })
-    .await;
-    let store = dies.lock().unwrap().clone().unwrap();
+    let (s, store) = Server::start_dying().await;
     let admin = s.token(Role::Admin, None).await;
     let nurse = s.token(Role::Nurse, None).await;
     let doctor = s.token(Role::Doctor, None).await;
@@ -3262,20 +3269,7 @@ impl tracing::Subscriber for CaptureSubscriber {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue13_internal_error_bodies_carry_a_reference_not_the_detail() {
     let log = LogCapture::install();
-    let dies = Arc::new(std::sync::Mutex::new(
-        None::<Arc<HookedStore<DiesBeforeSeparateAudit>>>,
-    ));
-    let slot = dies.clone();
-    let s = Server::start_with(move |inner| {
-        let store = Arc::new(HookedStore(DiesBeforeSeparateAudit {
-            inner,
-            dead: std::sync::atomic::AtomicBool::new(false),
-        }));
-        *slot.lock().unwrap() = Some(store.clone());
-        store
-    })
-    .await;
-    let store = dies.lock().unwrap().clone().unwrap();
+    let (s, store) = Server::start_dying().await;
     let nurse = s.token(Role::Nurse, None).await;
     store.dead.store(true, std::sync::atomic::Ordering::SeqCst);
 

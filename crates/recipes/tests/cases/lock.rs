@@ -93,8 +93,12 @@ async fn one_notification_per_hand_off(b: &dyn Backend) {
     for t in tasks {
         t.await.unwrap();
     }
-    // Each of the 20 hand-offs woke exactly one waiter.
-    assert_eq!(fired.load(Ordering::SeqCst), waiters);
+    // Each of the 20 hand-offs woke at most one waiter (a herd wakes every waiter at every
+    // hand-off: about waiters² / 2 notifications). Fewer than one per hand-off happens when a
+    // waiter's predecessor has already left by the time it sets its watch: it then takes the
+    // lock without being woken (being in line does not mean watching yet).
+    let woken = fired.load(Ordering::SeqCst);
+    assert!(woken <= waiters, "{woken} notifications for {waiters} hand-offs");
     for s in sessions {
         s.close().await;
     }
