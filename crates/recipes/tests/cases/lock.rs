@@ -98,7 +98,10 @@ async fn one_notification_per_hand_off(b: &dyn Backend) {
     // waiter's predecessor has already left by the time it sets its watch: it then takes the
     // lock without being woken (being in line does not mean watching yet).
     let woken = fired.load(Ordering::SeqCst);
-    assert!(woken <= waiters, "{woken} notifications for {waiters} hand-offs");
+    assert!(
+        woken <= waiters,
+        "{woken} notifications for {waiters} hand-offs"
+    );
     for s in sessions {
         s.close().await;
     }
