@@ -26,8 +26,13 @@ pub enum BenchCommand {
     Memory(memory::MemoryBench),
     /// The server's event streams: state change → event at the client, p50/p99.
     Sse(sse::SseBench),
+    /// A running `medkeeper serve` through its HTTP API: concurrent clients create orders,
+    /// orders/s and `POST /api/orders` → "called" on the patient's event stream, p50/p99.
+    Api(api::ApiBench),
 }
 
+#[path = "bench_api.rs"]
+mod api;
 #[path = "bench_dispatch.rs"]
 mod dispatch;
 #[path = "bench_memory.rs"]
@@ -61,7 +66,130 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Dispatch(b) => dispatch::run(b).await,
         BenchCommand::Memory(b) => memory::run(b).await,
         BenchCommand::Sse(b) => sse::run(b).await,
+        BenchCommand::Api(b) => api::run(b).await,
     }
+}
+
+/// A bare `fdatasync` on the disk holding `dir`, the way docs/benchmarks.md measures the
+/// device: `n` rounds of a 4 KiB `pwrite` at offset 0 and `fdatasync`, in a scratch file that
+/// is removed afterwards. Latencies in µs. Blocking: call it from `spawn_blocking`.
+pub(crate) fn fsync_probe(dir: &Path, n: usize) -> std::io::Result<Histogram<u64>> {
+    use std::os::unix::fs::FileExt;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!(".medkeeper-fsync-probe-{}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let block = [0x5au8; 4096];
+    file.write_all_at(&block, 0)?;
+    file.sync_all()?;
+    let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let result = (|| {
+        for _ in 0..n.max(1) {
+            let t = Instant::now();
+            file.write_all_at(&block, 0)?;
+            file.sync_data()?;
+            h.record(t.elapsed().as_micros().max(1) as u64).ok();
+        }
+        Ok(h)
+    })();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// ZooKeeper's own counters (`mntr`), summed over the servers of a connect string: what the
+/// servers saw, as opposed to what a client believes it sent.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ZkCounters {
+    /// `zk_packets_received`: every request the servers received, session pings included.
+    pub packets_received: u64,
+    /// `zk_cnt_fsynctime`: transaction log fsyncs, all servers.
+    pub fsyncs: u64,
+    /// `zk_sum_fsynctime`: their total time, ms.
+    pub fsync_ms: u64,
+    /// The leader's (or the standalone server's) fsyncs alone: the ones a write waits for.
+    pub leader_fsyncs: u64,
+    /// The leader's fsync time, ms.
+    pub leader_fsync_ms: u64,
+}
+
+impl ZkCounters {
+    /// What was counted between `earlier` and these counters.
+    pub fn since(&self, earlier: &ZkCounters) -> ZkCounters {
+        ZkCounters {
+            packets_received: self
+                .packets_received
+                .saturating_sub(earlier.packets_received),
+            fsyncs: self.fsyncs.saturating_sub(earlier.fsyncs),
+            fsync_ms: self.fsync_ms.saturating_sub(earlier.fsync_ms),
+            leader_fsyncs: self.leader_fsyncs.saturating_sub(earlier.leader_fsyncs),
+            leader_fsync_ms: self.leader_fsync_ms.saturating_sub(earlier.leader_fsync_ms),
+        }
+    }
+}
+
+/// The servers of a plain `zk:` connect string (`None` for `embedded:` and `zk+tls:`).
+pub(crate) fn zk_servers(connect: &str) -> Option<Vec<String>> {
+    if connect.starts_with("embedded:") || connect.starts_with("zk+tls:") {
+        return None;
+    }
+    let hosts = connect.strip_prefix("zk:").unwrap_or(connect);
+    let hosts = hosts.split('/').next().unwrap_or("");
+    let list: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
+        .collect();
+    (!list.is_empty()).then_some(list)
+}
+
+/// Reads `mntr` from every server; `None` if any does not answer.
+pub(crate) async fn zk_counters(servers: &[String]) -> Option<ZkCounters> {
+    let servers = servers.to_vec();
+    tokio::task::spawn_blocking(move || zk_counters_blocking(&servers))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// [`zk_counters`] on the calling thread.
+pub(crate) fn zk_counters_blocking(servers: &[String]) -> Option<ZkCounters> {
+    use std::io::{Read, Write};
+    let mut c = ZkCounters::default();
+    for server in servers {
+        let addr: std::net::SocketAddr = server.parse().ok()?;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"mntr").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let mut leader = false;
+        let (mut fsyncs, mut fsync_ms) = (0, 0);
+        for line in text.lines() {
+            let mut kv = line.split_whitespace();
+            let (Some(k), Some(v)) = (kv.next(), kv.next()) else {
+                continue;
+            };
+            let n = v.parse::<f64>().unwrap_or(0.0) as u64;
+            match k {
+                "zk_packets_received" => c.packets_received += n,
+                "zk_cnt_fsynctime" => fsyncs = n,
+                "zk_sum_fsynctime" => fsync_ms = n,
+                "zk_server_state" => leader = v == "leader" || v == "standalone",
+                _ => {}
+            }
+        }
+        c.fsyncs += fsyncs;
+        c.fsync_ms += fsync_ms;
+        if leader {
+            c.leader_fsyncs += fsyncs;
+            c.leader_fsync_ms += fsync_ms;
+        }
+    }
+    Some(c)
 }
 
 fn new_hist() -> Histogram<u64> {
