@@ -203,7 +203,7 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
             };
             if missing {
                 match medkeeper_zk::ensure_chroot(&options).await {
-                    Ok(true) => eprintln!("created the ZooKeeper chroot {chroot}"),
+                    Ok(true) => tracing::info!("created the ZooKeeper chroot {chroot}"),
                     Ok(false) => {}
                     Err(e) => {
                         session.close().await;

@@ -15,8 +15,9 @@
 //! and the instance opens a new session, reconciles, and queues up again. If the first connect
 //! fails, or the hospital configuration cannot be loaded, it exits with status 1.
 //!
-//! Status lines on stderr say who dispatches what: `dispatching MRI as NAME` when this instance
-//! becomes the holder of a pool's lock, `stopped dispatching MRI as NAME` when it stops.
+//! Status lines in the log (stderr, [`crate::logs`]: `RUST_LOG`, `--log-format human|json`) say
+//! who dispatches what: `dispatching MRI as NAME` when this instance becomes the holder of a
+//! pool's lock, `stopped dispatching MRI as NAME` when it stops.
 //!
 //! [`Hospital::reconcile`]: medkeeper_hospital::orders::Hospital::reconcile
 //! [`Dispatcher`]: medkeeper_hospital::dispatch::Dispatcher
@@ -33,6 +34,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::coord::ConnectArgs;
 use crate::instance::{self, Duties, Instance, OnError, default_instance};
+use crate::logs::{self, LogFormat};
 
 /// `medkeeper dispatch` arguments.
 #[derive(Args, Debug)]
@@ -50,10 +52,14 @@ pub struct DispatchArgs {
     /// (`dispatcher:<NAME>`). Defaults to `<hostname>-<pid>`.
     #[arg(long)]
     instance: Option<String>,
+    /// Log lines on stderr: `human` or `json` (one object a line); `RUST_LOG` filters them.
+    #[arg(long, value_enum, env = "MEDKEEPER_LOG_FORMAT", default_value_t)]
+    log_format: LogFormat,
 }
 
 /// Runs the dispatchers until SIGTERM or SIGINT; exit status 0 after a graceful stop.
 pub async fn run(args: DispatchArgs) -> anyhow::Result<ExitCode> {
+    logs::init(args.log_format, logs::SERVICE_FILTER)?;
     let id = args.instance.clone().unwrap_or_else(default_instance);
     let hospital = match &args.hospital {
         Some(path) => HospitalConfig::from_file(path)
@@ -81,6 +87,6 @@ pub async fn run(args: DispatchArgs) -> anyhow::Result<ExitCode> {
         on_error: OnError::Exit,
     };
     instance::run(instance, shutdown).await?;
-    eprintln!("stopped {id}");
+    tracing::info!("stopped {id}");
     Ok(ExitCode::SUCCESS)
 }

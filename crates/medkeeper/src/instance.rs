@@ -5,7 +5,7 @@
 //! ([`Hospital::reconcile_with_grace`] with [`startup_grace`]), then run the session's duties
 //! until the session ends or the shutdown:
 //! - one dispatcher per pool, each while holding its pool's lock (so pools spread over
-//!   instances), with a status line when this instance starts or stops holding one:
+//!   instances), with a status line in the log when this instance starts or stops holding one:
 //!   `dispatching MRI as NAME`, `stopped dispatching MRI as NAME`;
 //! - a follow-up repair once what the start-up repair left for being too recent is due;
 //! - for `serve` ([`Duties`]): membership in `/medical/members` and leadership at
@@ -116,7 +116,7 @@ pub async fn run(instance: Instance, shutdown: impl Future<Output = ()>) -> anyh
             Ok(c) => c,
             Err(e) if first && exit_on_error => return Err(e),
             Err(e) => {
-                eprintln!("warning: {id}: {e:#}; retrying");
+                tracing::warn!("{id}: {e:#}; retrying");
                 if pause(RETRY, shutdown.as_mut()).await {
                     return Ok(());
                 }
@@ -132,10 +132,10 @@ pub async fn run(instance: Instance, shutdown: impl Future<Output = ()>) -> anyh
         conn.close().await;
         match outcome {
             Ok(Ended::Shutdown) => return Ok(()),
-            Ok(Ended::Session(st)) => eprintln!("session {st:?}: {id} opens a new session"),
+            Ok(Ended::Session(st)) => tracing::warn!("session {st:?}: {id} opens a new session"),
             Err(e) if exit_on_error && !state.is_terminal() => return Err(e),
             Err(e) => {
-                eprintln!("warning: {id}: {e:#} (session {state:?}); starting again");
+                tracing::warn!("{id}: {e:#} (session {state:?}); starting again");
                 if pause(RETRY, shutdown.as_mut()).await {
                     return Ok(());
                 }
@@ -192,7 +192,7 @@ async fn one_session<F: Future<Output = ()>>(
         r = setup => r?,
     };
     if !report.is_clean() {
-        eprintln!(
+        tracing::info!(
             "{id}: reconciled {}",
             serde_json::to_string(&report).unwrap_or_default()
         );
@@ -269,7 +269,7 @@ fn log_panic(joined: Result<(), tokio::task::JoinError>) {
     if let Err(e) = joined
         && e.is_panic()
     {
-        eprintln!("warning: a session task panicked: {e}");
+        tracing::error!("a session task panicked: {e}");
     }
 }
 
@@ -310,7 +310,7 @@ async fn reconcile_logged(hospital: &Hospital, id: &str) -> Duration {
     match hospital.reconcile().await {
         Ok(r) => {
             if !r.is_clean() {
-                eprintln!(
+                tracing::info!(
                     "{id}: reconciled {}",
                     serde_json::to_string(&r).unwrap_or_default()
                 );
@@ -318,7 +318,7 @@ async fn reconcile_logged(hospital: &Hospital, id: &str) -> Duration {
             due_in(hospital, r.next_due_ms)
         }
         Err(e) => {
-            eprintln!("warning: {id}: reconciling: {e}");
+            tracing::warn!("{id}: reconciling: {e}");
             RECONCILE_EVERY
         }
     }
@@ -374,7 +374,7 @@ async fn dispatch_pool(
                 if hospital.session().state().is_terminal() {
                     return;
                 }
-                eprintln!("warning: {instance}: dispatching {}: {e}", pool.name());
+                tracing::warn!("{instance}: dispatching {}: {e}", pool.name());
             }
         }
         tokio::select! {
@@ -384,7 +384,7 @@ async fn dispatch_pool(
     }
 }
 
-/// Prints a status line whenever this session starts or stops holding the pool's lock.
+/// Logs a status line whenever this session starts or stops holding the pool's lock.
 async fn announce(
     session: Arc<dyn Session>,
     pool: Pool,
@@ -409,9 +409,9 @@ async fn announce(
         if ours != holding {
             holding = ours;
             if ours {
-                eprintln!("dispatching {} as {instance}", pool.name());
+                tracing::info!("dispatching {} as {instance}", pool.name());
             } else {
-                eprintln!("stopped dispatching {} as {instance}", pool.name());
+                tracing::info!("stopped dispatching {} as {instance}", pool.name());
             }
         }
         tokio::select! {
@@ -427,7 +427,7 @@ async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Rece
     let group = match Membership::new(session.clone(), tree::MEMBERS) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("warning: {}: membership: {e}", me.id);
+            tracing::warn!("{}: membership: {e}", me.id);
             return;
         }
     };
@@ -443,7 +443,7 @@ async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Rece
                 }
             }
             Err(_) if session.state().is_terminal() => return,
-            Err(e) => eprintln!("warning: {}: joining the members: {e}", me.id),
+            Err(e) => tracing::warn!("{}: joining the members: {e}", me.id),
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}
@@ -459,7 +459,7 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
     let election = match Election::new(session.clone(), tree::LEADER, id.clone()) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("warning: {id}: election: {e}");
+            tracing::warn!("{id}: election: {e}");
             return;
         }
     };
@@ -470,12 +470,12 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
         };
         match leadership {
             Ok(l) => {
-                eprintln!("leading as {id}");
+                tracing::info!("leading as {id}");
                 let mut wait = RECONCILE_EVERY;
                 loop {
                     tokio::select! {
                         _ = l.lost() => {
-                            eprintln!("no longer leading as {id}");
+                            tracing::info!("no longer leading as {id}");
                             break;
                         }
                         _ = stopped(done.clone()) => {
@@ -489,7 +489,7 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
                 }
             }
             Err(_) if session.state().is_terminal() => return,
-            Err(e) => eprintln!("warning: {id}: campaigning: {e}"),
+            Err(e) => tracing::warn!("{id}: campaigning: {e}"),
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}

@@ -10,6 +10,10 @@
 //!   day, medkeeper's dispatch policy next to plain FIFO.
 //! - `medkeeper dispatch --connect TARGET --store FILE.sqlite [--hospital FILE.toml]
 //!   [--instance NAME]`: one instance's dispatchers, one per pool, until SIGTERM/SIGINT.
+//!
+//! Logs go to stderr through one `tracing` subscriber ([`logs`]): `RUST_LOG` filters,
+//! `--log-format human|json` (or `MEDKEEPER_LOG_FORMAT`) picks the format. What a command
+//! prints for its user (tables, the URL, errors) is not a log line and stays as it is.
 
 use std::process::ExitCode;
 
@@ -22,6 +26,7 @@ mod coord;
 mod dispatch;
 mod instance;
 mod lock;
+mod logs;
 mod serve;
 mod simulate;
 
@@ -61,6 +66,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `serve` and `dispatch` install the subscriber themselves, once their settings (a config
+    // file, `--log-format`) are known.
+    if !matches!(cli.command, Command::Serve(_) | Command::Dispatch(_))
+        && let Err(e) = logs::init_for_command()
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,7 +6,13 @@
 //! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
-//! `max_streams_per_token`), then defaults.
+//! `max_streams_per_token`, `log_format`), then defaults.
+//!
+//! ## Logs
+//! On stderr through the process's subscriber ([`crate::logs`]): `RUST_LOG` filters (unset:
+//! medkeeper's crates at `info`, the rest at `warn`), `--log-format human|json` picks the
+//! format. The lines a script waits for (`listening on …`, `admin token: …`, `dashboard: …`)
+//! are not log lines: they go to stdout as they are.
 //!
 //! ## What an instance does
 //! - Binds the listener first; prints `listening on http://ADDR/` once ready (a session, the
@@ -46,6 +52,7 @@ use tokio::sync::watch;
 
 use crate::coord::ConnectArgs;
 use crate::instance::{self, Duties, Instance, OnError, default_instance, stopped};
+use crate::logs::{self, LogFormat};
 
 /// How long start-up waits for the first session before printing the URL anyway.
 const READY_WAIT: Duration = Duration::from_secs(30);
@@ -104,6 +111,10 @@ pub struct ServeArgs {
     /// Event streams one token may hold open before its next gets 429. Default 8.
     #[arg(long, env = "MEDKEEPER_MAX_STREAMS_PER_TOKEN")]
     max_streams_per_token: Option<usize>,
+    /// Log lines on stderr: `human` or `json` (one object a line); `RUST_LOG` filters them.
+    /// Default human.
+    #[arg(long, value_enum, env = "MEDKEEPER_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
 }
 
 /// The settings a `--config` file may hold.
@@ -121,6 +132,7 @@ struct FileSettings {
     max_in_flight: Option<usize>,
     request_timeout_ms: Option<u64>,
     max_streams_per_token: Option<usize>,
+    log_format: Option<LogFormat>,
 }
 
 /// Settings after flags, environment, file and defaults.
@@ -132,6 +144,7 @@ struct Settings {
     instance: String,
     store: PathBuf,
     limits: Limits,
+    log_format: LogFormat,
 }
 
 fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
@@ -200,6 +213,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .store
             .or(file.store)
             .unwrap_or_else(|| data.join("clinical.sqlite")),
+        log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         data,
         limits,
     })
@@ -219,6 +233,7 @@ pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
 /// Runs the instance until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let s = settings(args)?;
+    logs::init(s.log_format, logs::SERVICE_FILTER)?;
     medkeeper_hospital::model::validate_name("instance id", &s.instance)
         .map_err(|e| anyhow::anyhow!("--instance: {e}"))?;
     std::fs::create_dir_all(&s.data)
@@ -298,7 +313,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tokio::select! {
         _ = ready.wait_for(Option::is_some) => {}
         _ = tokio::time::sleep(READY_WAIT) => {
-            eprintln!("warning: no coordination session after {READY_WAIT:?}; serving 503 until there is one");
+            tracing::warn!("no coordination session after {READY_WAIT:?}; serving 503 until there is one");
         }
         _ = stopped(stop.clone()) => {}
     }
@@ -316,13 +331,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     println!("dashboard: {url}#token=<token>");
     stopped(stop.clone()).await;
-    eprintln!("stopping: finishing in-flight requests");
+    tracing::info!("stopping: finishing in-flight requests");
     match tokio::time::timeout(DRAIN, &mut served).await {
         Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("warning: HTTP server: {e}"),
-        Ok(Err(e)) => eprintln!("warning: HTTP server task: {e}"),
+        Ok(Ok(Err(e))) => tracing::warn!("HTTP server: {e}"),
+        Ok(Err(e)) => tracing::warn!("HTTP server task: {e}"),
         Err(_) => {
-            eprintln!("warning: requests still in flight after {DRAIN:?}; stopping anyway");
+            tracing::warn!("requests still in flight after {DRAIN:?}; stopping anyway");
             served.abort();
             let _ = served.await;
         }
@@ -334,14 +349,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Ok(Ok(Err(e))) => return Err(e),
         Ok(Err(e)) => bail!("coordination task: {e}"),
         Err(_) => {
-            eprintln!(
-                "warning: the coordination service did not answer within {DRAIN:?}; stopping \
-                 anyway (the session ends by expiry)"
+            tracing::warn!(
+                "the coordination service did not answer within {DRAIN:?}; stopping anyway (the \
+                 session ends by expiry)"
             );
             coordination.abort();
             let _ = coordination.await;
         }
     }
-    eprintln!("stopped {}", state.me().id);
+    tracing::info!("stopped {}", state.me().id);
     Ok(ExitCode::SUCCESS)
 }

@@ -36,7 +36,8 @@ struct Dispatch {
     child: Child,
 }
 
-/// Every status line of every process: when it was read, which instance, the line.
+/// Every status line of every process: when it was read, which instance, the line's message
+/// (the processes log JSON lines; the message of each).
 #[derive(Clone, Default)]
 struct Lines(Arc<Mutex<Vec<(Instant, String, String)>>>);
 
@@ -69,6 +70,8 @@ impl Processes {
             .arg(store)
             .args(["--instance", name, "--session-timeout-ms"])
             .arg(SESSION_TIMEOUT.as_millis().to_string())
+            .args(["--log-format", "json"])
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -81,6 +84,11 @@ impl Processes {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 println!("[{who}] {line}");
+                // A log line's message; anything else (a panic) as it is.
+                let line = match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => v["message"].as_str().unwrap_or_default().to_string(),
+                    Err(_) => line,
+                };
                 lines
                     .0
                     .lock()

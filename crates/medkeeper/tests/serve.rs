@@ -247,3 +247,212 @@ fn a_restart_right_after_a_crash_repairs_at_once() {
         srv.log.lock().unwrap()
     );
 }
+
+// --- issue 14, item 7: logs ------------------------------------------------------------------
+
+/// Waits (up to 10 s) until the server has logged `text`.
+fn wait_for_log(srv: &Serve, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !srv.log().contains(text) {
+        assert!(Instant::now() < deadline, "no {text:?} in\n{}", srv.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every line of `log`, parsed as a JSON object; panics on a line that is not one.
+fn json_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {l:?}\n{log}"));
+            assert!(v.is_object(), "{l}");
+            v
+        })
+        .collect()
+}
+
+/// Issue 14, item 7: `log_format = "json"` in the config file makes every stderr line a JSON
+/// object with `level`, `target` and `message`; the status lines keep their wording, at `INFO`
+/// under the binary's target. stdout is unchanged (`Serve::start` found the URL and token).
+#[test]
+fn issue14_json_logs_are_one_object_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("medkeeper.toml");
+    std::fs::write(&config, "log_format = \"json\"\n").unwrap();
+    let data = dir.path().join("data");
+    let mut srv = Serve::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--instance",
+        "json-1",
+    ]);
+    assert!(srv.admin.is_some());
+    // The pool status lines come once the instance has looked at who holds each lock.
+    wait_for_log(&srv, "dispatching MRI as json-1");
+    assert!(srv.terminate().success(), "{}", srv.log());
+    let lines = json_lines(&srv.log());
+    for l in &lines {
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(l[key].is_string(), "no {key} in {l}");
+        }
+    }
+    let said = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} in {lines:#?}"))
+    };
+    let leading = said("leading as json-1");
+    assert_eq!(leading["level"], "INFO");
+    assert_eq!(leading["target"], "medkeeper::instance");
+    said("dispatching MRI as json-1");
+    assert_eq!(said("stopped json-1")["target"], "medkeeper::serve");
+}
+
+/// Issue 14, item 7: `RUST_LOG` selects what is logged, by level and target: here the
+/// instance's status lines (`medkeeper::instance` at info) and warnings from everything else,
+/// so neither the serve loop's `stopping`/`stopped` lines nor the hospital's `info` events
+/// appear. Human format (the default): `LEVEL target: message` on each line.
+#[test]
+fn issue14_rust_log_filters_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Serve::start_with_env(
+        &["--data", dir.path().to_str().unwrap(), "--instance", "f-1"],
+        &[("RUST_LOG", "warn,medkeeper::instance=info")],
+    );
+    wait_for_log(&srv, "leading as f-1");
+    assert!(srv.terminate().success(), "{}", srv.log());
+    let log = srv.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO medkeeper::instance: leading as f-1")),
+        "{log}"
+    );
+    assert!(!log.contains("stopping"), "{log}");
+    assert!(!log.contains("medkeeper_hospital"), "{log}");
+    assert!(
+        log.lines().all(|l| l.contains("medkeeper::instance:")
+            || l.contains("WARN")
+            || l.contains("ERROR")),
+        "{log}"
+    );
+}
+
+/// Issue 14, item 7: no PHI in the log. With every event of every crate enabled
+/// (`RUST_LOG=trace`), a patient's name and birth date, an order's clinical reason and a
+/// report's text — in requests that succeed and in ones that are refused (whose 4xx answers
+/// quote what was sent) — never reach the log.
+#[test]
+fn issue14_no_phi_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = Serve::start_with_env(
+        &["--data", dir.path().to_str().unwrap()],
+        &[("RUST_LOG", "trace"), ("MEDKEEPER_LOG_FORMAT", "json")],
+    );
+    wait_for_log(&srv, "dispatching MRI as");
+    let token = srv.admin.clone().unwrap();
+    let a = agent();
+    let api = |path: &str| format!("{}api/{path}", srv.url);
+    let name = "Zelda Phimarker-Name";
+    let birth_date = "1931-02-03";
+    let reason = "phimarker-reason: crushing chest pain since 3 am";
+    let report = "phimarker-report: small left pleural effusion";
+
+    // Refused: an impossible birth date, an unknown pool, a report before the exam.
+    let (status, v) = call(
+        &a,
+        "POST",
+        &api("patients"),
+        &token,
+        Some(json!({"name": name, "birth_date": "1931-02-30"})),
+    );
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = call(
+        &a,
+        "POST",
+        &api("patients"),
+        &token,
+        Some(json!({"name": name, "birth_date": birth_date})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let patient = v["id"].as_str().unwrap().to_string();
+    let (status, v) = call(
+        &a,
+        "POST",
+        &api("orders"),
+        &token,
+        Some(
+            json!({"patient": patient, "pool": "NO-SUCH-POOL", "priority": "urgent",
+                    "reason": reason}),
+        ),
+    );
+    assert!((400..500).contains(&status), "{status} {v}");
+
+    // The whole exam: ordered, called by the dispatcher, started, completed, reported.
+    let (status, v) = call(
+        &a,
+        "POST",
+        &api("orders"),
+        &token,
+        Some(
+            json!({"patient": patient, "pool": "MRI", "priority": "urgent",
+                    "reason": reason}),
+        ),
+    );
+    assert_eq!(status, 201, "{v}");
+    let order = v["id"].as_str().unwrap().to_string();
+    let (status, v) = call(
+        &a,
+        "POST",
+        &api(&format!("orders/{order}/report")),
+        &token,
+        Some(json!({"text": report})),
+    );
+    assert_eq!(status, 409, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = call(&a, "GET", &api(&format!("orders/{order}")), &token, None);
+        if v["order"]["state"] == "called" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not called: {v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (action, body) in [
+        ("start", None),
+        ("complete", None),
+        ("report", Some(json!({"text": report}))),
+    ] {
+        let url = api(&format!("orders/{order}/{action}"));
+        let (status, v) = call(&a, "POST", &url, &token, body);
+        assert_eq!(status, 200, "{action}: {v}");
+    }
+    let (_, v) = call(
+        &a,
+        "GET",
+        &api(&format!("patients/{patient}")),
+        &token,
+        None,
+    );
+    assert!(v.to_string().contains(name), "{v}");
+
+    assert!(srv.terminate().success(), "{}", srv.log());
+    let log = srv.log();
+    let lines = json_lines(&log);
+    assert!(
+        lines.iter().any(|l| l["target"] == "medkeeper::instance"),
+        "nothing logged:\n{log}"
+    );
+    for phi in [
+        "Zelda",
+        "Phimarker",
+        "phimarker",
+        birth_date,
+        "1931-02-30",
+        "pleural",
+    ] {
+        assert!(!log.contains(phi), "{phi:?} is in the log:\n{log}");
+    }
+}

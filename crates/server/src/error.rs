@@ -211,7 +211,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // An internal error's detail was logged when it was made.
         if self.status().is_server_error() && self.code != ErrorCode::Internal {
-            tracing::warn!(code = %self.code, message = %self.message, "request failed");
+            tracing::warn!(code = %self.code, reason = %self.message, "request failed");
         }
         let status = self.status();
         let body = ErrorBody {

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,6 +21,8 @@ pub struct Serve {
     pub child: Child,
     /// Everything it wrote on stderr so far.
     pub log: Arc<Mutex<String>>,
+    /// The thread that reads its stderr into `log`; done once the process has exited.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Serve {
@@ -42,6 +44,12 @@ impl Serve {
     /// Starts `medkeeper serve --listen 127.0.0.1:0 ARGS…` and waits (up to 60 s) until it
     /// prints its URL, which it does once ready.
     pub fn start(args: &[&str]) -> Serve {
+        Serve::start_with_env(args, &[])
+    }
+
+    /// [`start`](Serve::start) with these environment variables set (`RUST_LOG` and
+    /// `MEDKEEPER_LOG_FORMAT` are unset unless given here).
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
@@ -52,6 +60,9 @@ impl Serve {
             .env_remove("MEDKEEPER_STORE")
             .env_remove("MEDKEEPER_SERVER")
             .env_remove("MEDKEEPER_TOKEN")
+            .env_remove("MEDKEEPER_LOG_FORMAT")
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -60,7 +71,7 @@ impl Serve {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut r = BufReader::new(stderr);
             let mut buf = [0u8; 4096];
             while let Ok(n) = r.read(&mut buf) {
@@ -111,7 +122,35 @@ impl Serve {
             admin,
             child,
             log,
+            reader: Some(reader),
         }
+    }
+
+    /// Sends SIGTERM, waits (up to 15 s) for the process to exit and for its stderr to be read
+    /// to the end; its exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "still running after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        status
+    }
+
+    /// Its stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
     }
 
     /// `host:port`.
