@@ -240,6 +240,17 @@ pub trait ClinicalStore: Send + Sync {
     /// Every order in one of `states`, oldest first (for the reconciler and the views).
     async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError>;
 
+    /// How many orders are in each state, every state listed (zeros included), in
+    /// [`OrderState::ALL`]'s order (for `/metrics`). A backend should count without reading
+    /// the orders; this default reads them all.
+    async fn order_counts(&self) -> Result<Vec<(OrderState, u64)>, StoreError> {
+        let orders = self.orders_in(&OrderState::ALL).await?;
+        Ok(OrderState::ALL
+            .iter()
+            .map(|s| (*s, orders.iter().filter(|o| o.state == *s).count() as u64))
+            .collect())
+    }
+
     /// A patient's orders, oldest first.
     async fn orders_of(&self, patient: &PatientId) -> Result<Vec<Order>, StoreError>;
 

@@ -6,13 +6,13 @@
 //! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
-//! `max_streams_per_token`, `log_format`), then defaults.
+//! `max_streams_per_token`, `log_format`, `metrics_listen`), then defaults.
 //!
 //! ## Logs
 //! On stderr through the process's subscriber ([`crate::logs`]): `RUST_LOG` filters (unset:
 //! medkeeper's crates at `info`, the rest at `warn`), `--log-format human|json` picks the
-//! format. The lines a script waits for (`listening on …`, `admin token: …`, `dashboard: …`)
-//! are not log lines: they go to stdout as they are.
+//! format. The lines a script waits for (`listening on …`, `metrics on …`, `admin token: …`,
+//! `dashboard: …`) are not log lines: they go to stdout as they are.
 //!
 //! ## What an instance does
 //! - Binds the listener first; prints `listening on http://ADDR/` once ready (a session, the
@@ -28,6 +28,9 @@
 //!   its timeout), everything it held is gone; the instance opens a new session and does it
 //!   all again, while the API answers 503 `unavailable` in between. The sessions' life is
 //!   [`instance::run`], shared with `medkeeper dispatch`.
+//! - With `--metrics-listen ADDR` (`metrics_listen` in the file), serves `GET /metrics` (the
+//!   Prometheus text format, without a token: see [`medkeeper_server::metrics`]) on a second
+//!   listener, and prints `metrics on http://ADDR/metrics` after the URL.
 //! - SIGTERM/SIGINT: stops accepting, ends the event streams, lets in-flight requests finish,
 //!   releases the pool locks, leaves, and closes the session so its ephemerals go at once.
 //!
@@ -73,6 +76,10 @@ pub struct ServeArgs {
     /// `127.0.0.1:8080`.
     #[arg(long, env = "MEDKEEPER_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Where to serve `GET /metrics` for Prometheus, without a token (so keep it on loopback
+    /// or a monitoring network; docs/api.md), e.g. `127.0.0.1:9464`. Default: not served.
+    #[arg(long, env = "MEDKEEPER_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// The coordination service: `zk:HOST:PORT[,HOST:PORT...][/chroot]` (`zk+tls:` for TLS;
     /// the `zk:` may be left out), or `embedded:DIR`. Default: the embedded engine in the data
     /// directory.
@@ -123,6 +130,7 @@ pub struct ServeArgs {
 struct FileSettings {
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
     connect: Option<String>,
     auth: Option<String>,
     session_timeout_ms: Option<u64>,
@@ -139,6 +147,7 @@ struct FileSettings {
 struct Settings {
     data: PathBuf,
     listen: SocketAddr,
+    metrics_listen: Option<SocketAddr>,
     connect: ConnectArgs,
     hospital: Option<PathBuf>,
     instance: String,
@@ -192,6 +201,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        metrics_listen: args.metrics_listen.or(file.metrics_listen),
         connect: ConnectArgs {
             connect,
             auth: args.auth.or(file.auth),
@@ -248,6 +258,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
     let addr = listener.local_addr().context("listener address")?;
+    let metrics_listener = match s.metrics_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--metrics-listen)"))?,
+        ),
+        None => None,
+    };
     let url = format!("http://{addr}/");
     let state = ServerState::new(
         MemberInfo {
@@ -307,6 +325,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_state.shut_down();
     });
     let mut served = tokio::spawn(async move { server.await });
+    // `/metrics` on its own listener; it stops accepting with the API and is not drained (a
+    // scrape is short, and Prometheus retries).
+    let metrics_url = match metrics_listener {
+        Some(listener) => {
+            let at = listener.local_addr().context("metrics listener address")?;
+            let app = medkeeper_server::metrics_router(state.clone());
+            let mut stop_metrics = stop.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop_metrics.wait_for(|s| *s).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!("metrics listener: {e}");
+                }
+            });
+            Some(format!("http://{at}/metrics"))
+        }
+        None => None,
+    };
     // The URL is printed once the instance is ready (a session, the hospital loaded): a
     // script that waits for it can use the API at once. Requests before that get 503.
     let mut ready = state.hospitals();
@@ -322,6 +361,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         env!("CARGO_PKG_VERSION")
     );
     println!("listening on {url}");
+    if let Some(m) = &metrics_url {
+        println!("metrics on {m}");
+    }
     if let Some((id, token)) = &first_token {
         println!("admin token: {token}");
         println!(

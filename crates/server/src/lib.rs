@@ -4,6 +4,8 @@
 //! generated from these handlers, at `/api/openapi.json`), Server-Sent Event streams driven by
 //! coordination watches ([`sse`]), bearer tokens with roles ([`auth`]), an audit record of every
 //! access to patient data, and the dashboard (plain HTML/CSS/JS embedded in the binary).
+//! Its Prometheus metrics are a separate service, [`metrics_router`], meant for a listener of
+//! its own ([`metrics`]).
 //!
 //! ## Limits
 //! Every API request has a deadline ([`Limits::request_timeout`], answered 503 `timeout`), a
@@ -22,6 +24,7 @@ pub mod api;
 pub mod auth;
 mod error;
 mod extract;
+pub mod metrics;
 pub mod sse;
 mod state;
 pub mod views;
@@ -41,6 +44,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 pub use auth::{Caller, Role, issue_token};
 pub use error::{ApiError, ErrorBody, ErrorCode};
+pub use metrics::metrics_router;
 pub use state::{Limits, ServerState};
 pub use views::MemberInfo;
 
@@ -147,6 +151,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.http_metrics.clone(),
+            metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -56,6 +56,7 @@ pub struct ServerState {
     pub(crate) hub: Hub,
     pub(crate) streams: StreamSlots,
     pub(crate) limits: Limits,
+    pub(crate) http_metrics: crate::metrics::HttpMetrics,
     shutdown: watch::Sender<bool>,
 }
 
@@ -79,6 +80,7 @@ impl ServerState {
             tokens: TokenCache::default(),
             streams: StreamSlots::new(limits.max_streams, limits.max_streams_per_token),
             limits,
+            http_metrics: Default::default(),
             shutdown: watch::channel(false).0,
         })
     }

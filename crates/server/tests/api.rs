@@ -3299,3 +3299,266 @@ async fn issue13_internal_error_bodies_carry_a_reference_not_the_detail() {
         "no error-level log line with reference {reference} and the detail in {logged:#?}"
     );
 }
+
+// --- /metrics --------------------------------------------------------------------------------
+
+/// One sample of a Prometheus text exposition: its name, labels and value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// The samples of a text exposition (comments skipped). Label values here hold no `"` or
+/// `,`, so splitting on them is enough.
+fn samples(text: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l:?}"));
+            let (name, labels) = match series.split_once('{') {
+                None => (series, Vec::new()),
+                Some((name, rest)) => {
+                    let inner = rest.strip_suffix('}').unwrap_or_else(|| panic!("{l:?}"));
+                    let labels = inner
+                        .split("\",")
+                        .map(|kv| {
+                            let (k, v) = kv.split_once("=\"").unwrap_or_else(|| panic!("{l:?}"));
+                            (k.to_string(), v.trim_end_matches('"').to_string())
+                        })
+                        .collect();
+                    (name, labels)
+                }
+            };
+            Sample {
+                name: name.to_string(),
+                labels,
+                value: value.parse().unwrap_or_else(|e| panic!("{l:?}: {e}")),
+            }
+        })
+        .collect()
+}
+
+/// The value of the sample `name` with exactly `labels`, if there is one.
+fn sample(all: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    all.iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(sk, sv)| sk == k && sv == v))
+        })
+        .map(|s| s.value)
+}
+
+/// `promtool check metrics` on `text`: `Err` with its output if it finds anything. `Ok(false)`
+/// if promtool is not installed (scripts/test installs it: see scripts/prometheus).
+fn promtool_check(text: &str) -> Result<bool, String> {
+    use std::io::Write;
+    let child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(format!("cannot run promtool: {e}")),
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() && said.trim().is_empty() {
+        Ok(true)
+    } else {
+        Err(format!("promtool check metrics ({}): {said}", out.status))
+    }
+}
+
+/// Issue 14: `/metrics` (on its own listener, no token) after some orders: orders by state
+/// from the store, queue lengths and units per pool from the read model, HTTP requests by
+/// route template (never a raw path: no order id in the text) and status with a latency
+/// histogram, the session; clean for `promtool check metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue14_metrics_after_some_orders() {
+    let s = Server::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let app = medkeeper_server::metrics_router(s.state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let doctor = s.token(Role::Doctor, None).await;
+
+    // Two MRI orders through the API (stat and routine), one CT order called to a unit.
+    let mut ids = Vec::new();
+    for priority in ["stat", "routine"] {
+        let p = s.patient(&format!("Metrics {priority}")).await;
+        let o = s
+            .ok(
+                "POST",
+                "/api/orders",
+                &doctor,
+                json!({"patient": p, "pool": "MRI", "priority": priority}),
+                201,
+            )
+            .await;
+        ids.push(o["id"].as_str().unwrap().to_string());
+    }
+    s.ok(
+        "GET",
+        &format!("/api/orders/{}", ids[0]),
+        &doctor,
+        Value::Null,
+        200,
+    )
+    .await;
+    let r = s
+        .call(
+            "GET",
+            "/api/orders/o-00000000000000000000000000000000",
+            &doctor,
+            Value::Null,
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = s.call("GET", "/no/such/route", &doctor, Value::Null).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    let ct = s.patient("Metrics CT").await;
+    let called = s.order(&ct, "CT", OrderState::Called).await;
+    ids.push(called.id.to_string());
+    let ct_in_service = s
+        .hospital
+        .units(&Pool::Equipment("CT".into()))
+        .await
+        .unwrap()
+        .iter()
+        .filter(|u| matches!(u.node.status, UnitStatus::Available | UnitStatus::InUse))
+        .count() as f64;
+
+    let (status, content_type, text) = tokio::task::spawn_blocking(move || {
+        let mut r = agent(Some(Duration::from_secs(10)))
+            .get(&metrics_url)
+            .call()
+            .unwrap();
+        let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+        (
+            r.status().as_u16(),
+            ct,
+            r.body_mut().read_to_string().unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let all = samples(&text);
+    let mut p = Problems::default();
+    let mut expect = |name: &str, labels: &[(&str, &str)], want: f64| {
+        let got = sample(&all, name, labels);
+        p.ensure(
+            format!("{name}{labels:?}"),
+            got == Some(want),
+            format!("{got:?}, expected {want}"),
+        );
+    };
+    expect("medkeeper_orders", &[("state", "queued")], 2.0);
+    expect("medkeeper_orders", &[("state", "called")], 1.0);
+    expect("medkeeper_orders", &[("state", "completed")], 0.0);
+    let mri = |priority| {
+        [
+            ("kind", "equipment"),
+            ("pool", "MRI"),
+            ("priority", priority),
+        ]
+    };
+    expect("medkeeper_queue_length", &mri("stat"), 1.0);
+    expect("medkeeper_queue_length", &mri("routine"), 1.0);
+    expect("medkeeper_queue_length", &mri("urgent"), 0.0);
+    expect("medkeeper_queue_oldest_wait_seconds", &mri("urgent"), 0.0);
+    let ct_units = |status| [("kind", "equipment"), ("pool", "CT"), ("status", status)];
+    expect("medkeeper_pool_units", &ct_units("in-use"), 1.0);
+    expect(
+        "medkeeper_pool_units_in_service",
+        &[("kind", "equipment"), ("pool", "CT")],
+        ct_in_service,
+    );
+    let req = |method, route, status| [("method", method), ("route", route), ("status", status)];
+    expect(
+        "medkeeper_http_requests_total",
+        &req("POST", "/api/orders", "201"),
+        2.0,
+    );
+    expect(
+        "medkeeper_http_requests_total",
+        &req("GET", "/api/orders/{id}", "200"),
+        1.0,
+    );
+    expect(
+        "medkeeper_http_requests_total",
+        &req("GET", "/api/orders/{id}", "404"),
+        1.0,
+    );
+    expect(
+        "medkeeper_http_requests_total",
+        &req("GET", "unmatched", "404"),
+        1.0,
+    );
+    expect(
+        "medkeeper_http_request_duration_seconds_count",
+        &[("method", "POST"), ("route", "/api/orders")],
+        2.0,
+    );
+    expect(
+        "medkeeper_http_request_duration_seconds_bucket",
+        &[("method", "POST"), ("route", "/api/orders"), ("le", "+Inf")],
+        2.0,
+    );
+    expect("medkeeper_coordination_session_connected", &[], 1.0);
+    expect("medkeeper_clinical_store_up", &[], 1.0);
+    let oldest = sample(&all, "medkeeper_queue_oldest_wait_seconds", &mri("stat"));
+    p.ensure(
+        "the stat MRI order's wait",
+        oldest.is_some_and(|w| (0.0..60.0).contains(&w)),
+        format!("{oldest:?}"),
+    );
+    for id in &ids {
+        p.ensure(
+            "no order id in the metrics",
+            !text.contains(id.as_str()),
+            id,
+        );
+    }
+    p.ensure(
+        "no raw path in the metrics",
+        !text.contains("/no/such/route"),
+        "the unmatched path is a label",
+    );
+    match promtool_check(&text) {
+        Ok(true) => {}
+        Ok(false) if std::env::var_os("CI").is_some() => p.ensure(
+            "promtool",
+            false,
+            "not installed (scripts/test installs it)",
+        ),
+        Ok(false) => eprintln!(
+            "SKIPPED promtool check metrics: promtool is not installed (scripts/prometheus \
+             install)"
+        ),
+        Err(e) => p.ensure("promtool check metrics", false, format!("{e}\n{text}")),
+    }
+    p.finish();
+}

@@ -117,6 +117,9 @@ pub trait StoreHooks: Send + Sync + 'static {
     async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
         self.inner().orders_in(states).await
     }
+    async fn order_counts(&self) -> Result<Vec<(OrderState, u64)>, StoreError> {
+        self.inner().order_counts().await
+    }
     async fn orders_of(&self, patient: &PatientId) -> Result<Vec<Order>, StoreError> {
         self.inner().orders_of(patient).await
     }
@@ -223,6 +226,9 @@ impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
     }
     async fn orders_in(&self, states: &[OrderState]) -> Result<Vec<Order>, StoreError> {
         self.0.orders_in(states).await
+    }
+    async fn order_counts(&self) -> Result<Vec<(OrderState, u64)>, StoreError> {
+        self.0.order_counts().await
     }
     async fn orders_of(&self, p: &PatientId) -> Result<Vec<Order>, StoreError> {
         self.0.orders_of(p).await

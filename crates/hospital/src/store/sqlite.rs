@@ -790,6 +790,30 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
+    async fn order_counts(&self) -> Result<Vec<(OrderState, u64)>, StoreError> {
+        self.run(|conn| {
+            // Answered from the `orders_by_state` index.
+            let mut stmt = conn
+                .prepare("SELECT state, COUNT(*) FROM orders GROUP BY state")
+                .map_err(backend)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            let mut counts: Vec<(OrderState, u64)> =
+                OrderState::ALL.iter().map(|s| (*s, 0)).collect();
+            for (state, n) in rows {
+                let state: OrderState = parse("orders", "state", &state)?;
+                if let Some(c) = counts.iter_mut().find(|(s, _)| *s == state) {
+                    c.1 = n.max(0) as u64;
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
     async fn orders_of(&self, patient: &PatientId) -> Result<Vec<Order>, StoreError> {
         let patient = patient.clone();
         self.run(move |conn| {

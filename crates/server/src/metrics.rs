@@ -1,0 +1,343 @@
+//! `GET /metrics`: the instance in the Prometheus text exposition format (version 0.0.4),
+//! encoded by `prometheus-client` (no global registry).
+//!
+//! # Where it is served
+//! On its own listener ([`metrics_router`]; `medkeeper serve --metrics-listen ADDR`), without
+//! a bearer token, and not on the API's port. Prometheus scrapes with a fixed configuration
+//! and rotating API tokens into it is a chore; the figures carry no patient data (pool names,
+//! priorities, order states, route templates — never an id), so a loopback or otherwise
+//! firewalled address is the protection, as for most exporters.
+//!
+//! # What is measured, and what it costs
+//! - HTTP requests of the API port, counted by method, route and status, with a latency
+//!   histogram by method and route (a middleware on [`crate::router`]). The route
+//!   is the matched template (`/api/orders/{id}`), never the raw path, so no id becomes a
+//!   label; a request no route matches counts as `unmatched`. An event stream's latency is
+//!   the time to its response headers.
+//! - Per pool, from the pool's read model ([`Hospital::pool_model`]): units by status, units
+//!   in service, and per priority the queue length and the oldest wait. No coordination
+//!   request: the model is watched, and a scrape only waits for the events already received
+//!   ([`PoolModel::settle`]). On an instance that has not read a pool yet, the first scrape
+//!   starts its model (one read of the pool's subtree).
+//! - Orders by state: one counting query of the clinical store
+//!   ([`ClinicalStore::order_counts`]); `medkeeper_clinical_store_up` is 0 when it fails.
+//! - Whether the coordination session is connected.
+//!
+//! Gauges are computed at scrape time; the HTTP counters and histogram live as long as the
+//! [`ServerState`] (they restart at zero with the process, as Prometheus expects).
+//!
+//! [`Hospital::pool_model`]: medkeeper_hospital::orders::Hospital::pool_model
+//! [`PoolModel::settle`]: medkeeper_hospital::readmodel::PoolModel::settle
+//! [`ClinicalStore::order_counts`]: medkeeper_hospital::store::ClinicalStore::order_counts
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use medkeeper_hospital::orders::Hospital;
+use medkeeper_hospital::{Pool, Priority, UnitStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::ServerState;
+
+/// Upper bounds of the request-latency buckets, seconds: 1 ms to 10 s (the default request
+/// deadline).
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The route label of a request no route matched.
+const UNMATCHED: &str = "unmatched";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PoolLabels {
+    kind: &'static str,
+    pool: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct UnitLabels {
+    kind: &'static str,
+    pool: String,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueueLabels {
+    kind: &'static str,
+    pool: String,
+    priority: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: &'static str,
+}
+
+/// The HTTP counters of one server (shared by every request; cheap to clone).
+#[derive(Debug, Clone)]
+pub(crate) struct HttpMetrics {
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        HttpMetrics {
+            requests: Family::default(),
+            latency: Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS)),
+        }
+    }
+}
+
+impl HttpMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by method, route template and status",
+            self.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to the response headers), by method and route \
+             template",
+            self.latency.clone(),
+        );
+    }
+}
+
+/// The methods the API uses; anything else is `other` (a label set stays bounded whatever
+/// clients send).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Middleware: counts each request by method, matched route and status, and observes its
+/// latency (layered on the whole [`crate::router`]).
+pub(crate) async fn track(State(m): State<HttpMetrics>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| UNMATCHED.to_string(), |p| p.as_str().to_string());
+    let method = method_label(req.method());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    m.latency
+        .get_or_create(&RouteLabels {
+            method,
+            route: route.clone(),
+        })
+        .observe(elapsed);
+    m.requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}
+
+/// The metrics service: `GET /metrics` only, without authentication (see the module docs on
+/// where to serve it).
+pub fn metrics_router(state: Arc<ServerState>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(state)
+}
+
+fn pool_labels(pool: &Pool) -> PoolLabels {
+    PoolLabels {
+        kind: match pool {
+            Pool::Equipment(_) => "equipment",
+            Pool::Department(_) => "department",
+        },
+        pool: pool.name().to_string(),
+    }
+}
+
+fn status_label(s: UnitStatus) -> &'static str {
+    match s {
+        UnitStatus::Available => "available",
+        UnitStatus::InUse => "in-use",
+        UnitStatus::Maintenance => "maintenance",
+        UnitStatus::Offline => "offline",
+    }
+}
+
+const UNIT_STATUSES: [UnitStatus; 4] = [
+    UnitStatus::Available,
+    UnitStatus::InUse,
+    UnitStatus::Maintenance,
+    UnitStatus::Offline,
+];
+
+/// The per-pool gauges, from the pools' read models.
+#[derive(Default)]
+struct PoolGauges {
+    units: Family<UnitLabels, Gauge>,
+    in_service: Family<PoolLabels, Gauge>,
+    queue_length: Family<QueueLabels, Gauge>,
+    oldest_wait: Family<QueueLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+}
+
+impl PoolGauges {
+    async fn fill(&self, hospital: &Hospital) {
+        for pc in &hospital.config().pools {
+            let model = match hospital.pool_model(&pc.pool).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(pool = %pc.pool, error = %e, "metrics: no read model of the pool");
+                    continue;
+                }
+            };
+            model.settle().await;
+            let labels = pool_labels(&pc.pool);
+            let units = model.units();
+            for status in UNIT_STATUSES {
+                let n = units.iter().filter(|u| u.node.status == status).count();
+                self.units
+                    .get_or_create(&UnitLabels {
+                        kind: labels.kind,
+                        pool: labels.pool.clone(),
+                        status: status_label(status),
+                    })
+                    .set(n as i64);
+            }
+            let in_service = units
+                .iter()
+                .filter(|u| matches!(u.node.status, UnitStatus::Available | UnitStatus::InUse))
+                .count();
+            self.in_service
+                .get_or_create(&labels)
+                .set(in_service as i64);
+            let now = hospital.now_ms();
+            let queue = model.queue();
+            for p in Priority::ALL {
+                let waiting = queue.iter().filter(|i| i.info.class == p.class());
+                let (n, oldest_ms) = waiting.fold((0i64, 0i64), |(n, oldest), i| {
+                    let waited = (now - i.info.id.enqueued_at_ms() as i64).max(0);
+                    (n + 1, oldest.max(waited))
+                });
+                let ql = QueueLabels {
+                    kind: labels.kind,
+                    pool: labels.pool.clone(),
+                    priority: p.code(),
+                };
+                self.queue_length.get_or_create(&ql).set(n);
+                self.oldest_wait
+                    .get_or_create(&ql)
+                    .set(oldest_ms as f64 / 1000.0);
+            }
+        }
+    }
+
+    fn register(self, registry: &mut Registry) {
+        registry.register(
+            "pool_units",
+            "Units (or doctors) of a pool by status, from the pool's read model",
+            self.units,
+        );
+        registry.register(
+            "pool_units_in_service",
+            "Units (or doctors) of a pool available or in use",
+            self.in_service,
+        );
+        registry.register(
+            "queue_length",
+            "Orders waiting in a pool's queue, by priority as ordered",
+            self.queue_length,
+        );
+        registry.register(
+            "queue_oldest_wait_seconds",
+            "How long the longest-waiting order of this pool and priority has waited (0 when \
+             none waits)",
+            self.oldest_wait,
+        );
+    }
+}
+
+/// `GET /metrics`.
+async fn scrape(State(state): State<Arc<ServerState>>) -> Response {
+    let mut registry = Registry::with_prefix("medkeeper");
+    state.http_metrics.register(&mut registry);
+
+    let connected = Gauge::<i64>::default();
+    connected.set(i64::from(state.session_connected()));
+    registry.register(
+        "coordination_session_connected",
+        "1 while this instance's coordination session is connected, else 0",
+        connected,
+    );
+
+    let store_up = Gauge::<i64>::default();
+    match state.store().order_counts().await {
+        Ok(counts) => {
+            store_up.set(1);
+            let orders = Family::<StateLabels, Gauge>::default();
+            for (s, n) in counts {
+                orders
+                    .get_or_create(&StateLabels { state: s.code() })
+                    .set(n as i64);
+            }
+            registry.register("orders", "Orders in the clinical store by state", orders);
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count the orders"),
+    }
+    registry.register(
+        "clinical_store_up",
+        "1 if the clinical store answered this scrape's query, else 0",
+        store_up,
+    );
+
+    if let Ok(hospital) = state.hospital() {
+        let pools = PoolGauges::default();
+        pools.fill(&hospital).await;
+        pools.register(&mut registry);
+    }
+
+    let mut body = String::new();
+    if let Err(e) = prometheus_text::encode(&mut body, &registry) {
+        tracing::error!(error = %e, "metrics: encoding failed");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
+        body,
+    )
+        .into_response()
+}
