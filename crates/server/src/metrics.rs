@@ -57,6 +57,10 @@ const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// How long a scrape waits for the pools' figures: below Prometheus' default scrape timeout
+/// (10 s).
+const POOLS_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The route label of a request no route matched.
 const UNMATCHED: &str = "unmatched";
 
@@ -326,7 +330,16 @@ async fn scrape(State(state): State<Arc<ServerState>>) -> Response {
 
     if let Ok(hospital) = state.hospital() {
         let pools = PoolGauges::default();
-        pools.fill(&hospital).await;
+        // Only a model not started yet sends a request (its first read); a suspended session
+        // could hold that for long, so the scrape answers with what it has by then.
+        if tokio::time::timeout(POOLS_WITHIN, pools.fill(&hospital))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "metrics: the pools' read models did not answer within {POOLS_WITHIN:?}"
+            );
+        }
         pools.register(&mut registry);
     }
 
