@@ -320,8 +320,12 @@ impl Dispatcher {
             }
             free.remove(ix);
             reserve.assigned();
-            h.record_call(&entry, &unit, &Actor::new(self.actor()))
-                .await?;
+            if !h
+                .record_call(&entry, &unit, &Actor::new(self.actor()))
+                .await?
+            {
+                continue; // cancelled meanwhile: the unit was given back
+            }
             made.push(Assignment {
                 order: entry.order,
                 patient: entry.patient,
@@ -339,6 +343,8 @@ impl Dispatcher {
     async fn refresh_positions(&self) -> Result<()> {
         let h = &self.hospital;
         let model = h.pool_model(&self.pool).await?;
+        // The round's own assignments are in the model before places are counted.
+        model.settle().await;
         let rows = h.queue_rows(&self.pool, &model.units(), &model.queue());
         let now = h.now_ms();
         let tolerance = ESTIMATE_TOLERANCE.as_millis() as i64;
@@ -426,15 +432,18 @@ impl Dispatcher {
         let grace = h.config().no_show_grace.as_millis() as i64;
         let now = self.hospital.now_ms();
         let model = h.pool_model(&self.pool).await?;
-        for CachedUnit { node, .. } in model.units() {
+        for CachedUnit { name, node, .. } in model.units() {
             let (UnitStatus::InUse, Some(order)) = (node.status, node.order) else {
                 continue;
             };
             if now - node.since_ms < grace {
                 continue;
             }
+            // Called to this very unit: a stale model may still show an order since requeued
+            // and called to another unit, whose patient is not late.
             if let Some(o) = h.store().order(&order).await?
                 && o.state == OrderState::Called
+                && o.assigned.as_deref() == Some(name.as_str())
             {
                 match h.no_show(&order, &self.actor()).await {
                     Ok(_) | Err(Error::IllegalTransition { .. }) => {}

@@ -145,6 +145,10 @@ const VIEW_PASS_PAGE: u32 = 500;
 /// How far back of the stored watermark the reconciler's pass over changed orders starts.
 const VIEW_PASS_OVERLAP_MS: i64 = 1000;
 
+/// How far back the reconciler's first pass over changed orders looks when the store has no
+/// watermark yet (a store from before the pass existed): a day of orders, not all of them.
+const VIEW_PASS_FIRST_WINDOW_MS: i64 = 24 * 3600 * 1000;
+
 /// How many times a patient queue node write is tried when racing writers keep changing the
 /// node.
 const NODE_WRITE_ATTEMPTS: usize = 16;
@@ -377,7 +381,9 @@ impl Hospital {
     /// (ageing counts from when it was ordered, also for an order that goes back in line), and
     /// the patient's queue node for it if missing — both in one multi when the node is new.
     /// `fresh`: the order was just stored, so it has no patient node yet (none is looked for).
-    async fn enqueue(&self, order: &Order, fresh: bool) -> Result<ItemId> {
+    /// Returns the item, or `None` for a fresh order whose multi an earlier attempt (a reply
+    /// lost) applied: its item may already have been dispatched, so none is added again.
+    async fn enqueue(&self, order: &Order, fresh: bool) -> Result<Option<ItemId>> {
         let q = self.queue(&order.pool)?;
         let class = order.priority.class();
         let at = UNIX_EPOCH + Duration::from_millis(order.created_ms.max(0) as u64);
@@ -390,7 +396,7 @@ impl Hospital {
             })
         };
         if !fresh && let Some((p, _)) = self.find_patient_node(&order.patient, &order.id).await? {
-            return Ok(q.enqueue_at(class, &item(p), at).await?);
+            return Ok(Some(q.enqueue_at(class, &item(p), at).await?));
         }
         let node = tree::patient_order_path(&order.patient, &order.id);
         let shown = PatientEntry {
@@ -431,17 +437,24 @@ impl Hospital {
             let node_ix = with.len();
             with.push(create_node.clone());
             match q.enqueue_with(class, &data, at, &with).await {
-                Ok(id) => return Ok(id),
+                Ok(id) => return Ok(Some(id)),
                 // The patient's nodes exist after all: without them.
                 Err(medkeeper_recipes::Error::Multi {
                     index: Some(i),
                     error: CoordError::NodeExists,
                 }) if i < node_ix => with_parents = false,
-                // The node is there already (an earlier attempt, a racing repair): the item.
+                // The node is there already. For a fresh order only its own multi makes it: an
+                // earlier attempt whose reply was lost applied (the item may be dispatched by
+                // now, so it is not added again). Otherwise (a requeue, a repair) the item.
                 Err(medkeeper_recipes::Error::Multi {
                     index: Some(i),
                     error: CoordError::NodeExists,
-                }) if i == node_ix => return Ok(q.enqueue_at(class, &data, at).await?),
+                }) if i == node_ix => {
+                    if fresh {
+                        return Ok(None);
+                    }
+                    return Ok(Some(q.enqueue_at(class, &data, at).await?));
+                }
                 // No queue directory yet: the patient's first order.
                 Err(medkeeper_recipes::Error::Multi {
                     index: Some(i),
@@ -626,6 +639,11 @@ impl Hospital {
         {
             return Ok(Some((item.info.id, item.entry)));
         }
+        self.scan_entry(order).await
+    }
+
+    /// The queue item of a queued order, by a scan of the queue itself (O(items) requests).
+    async fn scan_entry(&self, order: &Order) -> Result<Option<(ItemId, QueueEntry)>> {
         let q = self.queue(&order.pool)?;
         for info in q.list().await? {
             if let Some(d) = q.data(&info.id).await?
@@ -759,8 +777,13 @@ impl Hospital {
             .record(&order, OrderState::Cancelled, &actor, None)
             .await?;
         if order.state == OrderState::Queued {
-            if let Some(item) = self.find_item(&order).await? {
-                self.queue(&order.pool)?.remove(&item).await?;
+            if let Some(item) = self.find_item(&order).await?
+                && !self.queue(&order.pool)?.remove(&item).await?
+            {
+                // Renamed meanwhile (a re-prioritisation through another session): by a scan.
+                if let Some((item, _)) = self.scan_entry(&order).await? {
+                    self.queue(&order.pool)?.remove(&item).await?;
+                }
             }
         } else {
             self.free_unit(&order).await?;
@@ -898,7 +921,9 @@ impl Hospital {
             let item = self.enqueue(&next, false).await?;
             // Cancelled meanwhile: the cancel may have looked for the item before it was
             // enqueued, so the item leaves the line here (a no-op if dispatched).
-            if self.order(id).await?.state != OrderState::Queued {
+            if let Some(item) = item
+                && self.order(id).await?.state != OrderState::Queued
+            {
                 self.queue(&next.pool)?.remove(&item).await?;
             }
         }
@@ -1147,8 +1172,11 @@ impl Hospital {
             }
             match self.session.get_data(&active).await {
                 Ok((d, st)) => {
+                    // Only the exam on this unit: a late free of an order since called again
+                    // elsewhere must not end that exam.
                     if let Ok(a) = tree::from_json::<ActiveExam>("active exam", &d)
                         && a.order == order.id
+                        && a.unit == unit
                     {
                         ops.push(Op::delete(&active, st.version));
                     }
@@ -1569,9 +1597,11 @@ impl Hospital {
         };
         // The previous window's last moments again: an order changed in the very millisecond
         // a pass ended (or stamped by a clock a little behind) is not missed.
+        // The first run (no watermark: a store from before this pass existed) looks back
+        // VIEW_PASS_FIRST_WINDOW, not at every order ever stored.
         let since = match self.store.reconciled_until().await? {
             Some(ms) => ms.saturating_sub(VIEW_PASS_OVERLAP_MS),
-            None => i64::MIN,
+            None => now.saturating_sub(VIEW_PASS_FIRST_WINDOW_MS),
         };
         if cutoff <= since {
             return Ok(Vec::new());

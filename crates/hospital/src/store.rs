@@ -254,7 +254,8 @@ pub trait ClinicalStore: Send + Sync {
     /// A patient's orders, oldest first.
     async fn orders_of(&self, patient: &PatientId) -> Result<Vec<Order>, StoreError>;
 
-    /// Stores an order's results (replacing earlier ones).
+    /// Stores an order's results: replaces a draft stored earlier, never the results of an
+    /// order already reported (a late or racing report changes nothing).
     async fn put_result(&self, result: &ExamResult) -> Result<(), StoreError>;
 
     /// An order's results, if reported.

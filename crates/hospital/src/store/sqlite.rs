@@ -829,10 +829,14 @@ impl ClinicalStore for SqliteStore {
         let r = result.clone();
         self.run(move |conn| {
             conn.execute(
+                // A reported order's result is never replaced (a late or racing report must
+                // not change what the patient was told): only a draft, stored before the
+                // transition to reported.
                 "INSERT INTO results (order_id, text, at_ms, actor) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (order_id) DO UPDATE SET text = excluded.text,
                                                       at_ms = excluded.at_ms,
-                                                      actor = excluded.actor",
+                                                      actor = excluded.actor
+                 WHERE (SELECT state FROM orders WHERE id = excluded.order_id) <> 'reported'",
                 params![r.order.as_str(), r.text, r.at_ms, r.actor],
             )
             .map_err(backend)?;
@@ -1256,6 +1260,26 @@ mod tests {
             actor: "dr-b".into(),
         };
         store.put_result(&amended).await.unwrap();
+        assert_eq!(store.result(&o.id).await.unwrap(), Some(amended.clone()));
+        // Once reported, a late or racing report leaves what the patient was told.
+        for (from, to) in [
+            (OrderState::Queued, OrderState::Called),
+            (OrderState::Called, OrderState::InProgress),
+            (OrderState::InProgress, OrderState::Completed),
+            (OrderState::Completed, OrderState::Reported),
+        ] {
+            assert!(
+                store
+                    .transition(&step("o-1", from, to, 7_000, None), None)
+                    .await
+                    .unwrap()
+            );
+        }
+        let late = ExamResult {
+            text: "a late report".into(),
+            ..amended.clone()
+        };
+        store.put_result(&late).await.unwrap();
         assert_eq!(store.result(&o.id).await.unwrap(), Some(amended));
     }
 
