@@ -738,7 +738,7 @@ impl Hospital {
             })?;
         if !self
             .store
-            .set_priority(id, priority, actor.pending_audit())
+            .set_priority(id, priority, self.now_ms(), actor.pending_audit())
             .await?
         {
             // Cancelled meanwhile: the cancel may have looked for the item before it was

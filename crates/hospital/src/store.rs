@@ -204,13 +204,15 @@ pub trait ClinicalStore: Send + Sync {
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError>;
 
-    /// Sets the priority of an order that is queued (compare-and-set on the state), recording
-    /// nothing else but `audit` (if any, in the same transaction, only if it changed). Returns
-    /// false if the order is not queued.
+    /// Sets the priority of an order that is queued (compare-and-set on the state) and its
+    /// `updated_ms` to `at_ms` (so the reconciler's pass over changed orders looks at it),
+    /// recording nothing else but `audit` (if any, in the same transaction, only if it
+    /// changed). Returns false if the order is not queued.
     async fn set_priority(
         &self,
         id: &OrderId,
         priority: Priority,
+        at_ms: i64,
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError>;
 

@@ -79,6 +79,7 @@ both!(
     reconciler_says_when_what_it_left_is_due,
     dispatchers_on_a_late_read_model_never_double_book,
     an_order_costs_a_handful_of_requests,
+    reconciler_tells_the_patient_of_a_priority_a_crash_left_untold,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -1603,4 +1604,48 @@ async fn booked_once_without_overlap(
             assert!(w[0].1 <= w[1].0, "overlap: {w:?}");
         }
     }
+}
+
+/// Review of issue 12: a crash between a re-prioritisation's store write and the patient's
+/// node left the node showing the old priority for good — the store's write did not move the
+/// order's `updated_ms`, so the reconciler's pass over changed orders never looked at it.
+async fn reconciler_tells_the_patient_of_a_priority_a_crash_left_untold(b: &Backend) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let session = b.session().await;
+    let config = HospitalConfig::demo();
+    config::load(session.as_ref(), &config).await.unwrap();
+    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let t = now.clone();
+    let clock = medkeeper_recipes::queue::Clock::new(move || {
+        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
+    });
+    let h = Arc::new(Hospital::with_clock(session, store, config, clock).unwrap());
+    let p = PatientId::generate();
+    let o = h
+        .create_order(order(&p, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    now.fetch_add(5_000, Ordering::SeqCst);
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    now.fetch_add(5_000, Ordering::SeqCst);
+    let (path, before) = patient_node(&h, &p, &o.id).await;
+    h.reprioritise(&o.id, Priority::Stat, "dr").await.unwrap();
+    h.session().set_data(&path, &before, -1).await.unwrap();
+    assert_eq!(
+        h.patient_view(&p).await.unwrap()[0].priority,
+        Priority::Routine
+    );
+    let report = h.reconcile_with_grace(Duration::ZERO).await.unwrap();
+    assert_eq!(report.synced_views, vec![o.id.clone()]);
+    assert_eq!(
+        h.patient_view(&p).await.unwrap()[0].priority,
+        Priority::Stat
+    );
+    h.session().close().await;
 }

@@ -2005,9 +2005,10 @@ impl ClinicalStore for FaultyStore {
         &self,
         id: &OrderId,
         priority: Priority,
+        at_ms: i64,
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError> {
-        self.inner.set_priority(id, priority, audit).await
+        self.inner.set_priority(id, priority, at_ms, audit).await
     }
     async fn orders_updated(
         &self,

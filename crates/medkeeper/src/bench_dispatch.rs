@@ -281,9 +281,10 @@ impl ClinicalStore for ProbedStore {
         &self,
         id: &OrderId,
         priority: Priority,
+        at_ms: i64,
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError> {
-        self.write(self.inner.set_priority(id, priority, audit))
+        self.write(self.inner.set_priority(id, priority, at_ms, audit))
             .await
     }
 

@@ -90,9 +90,10 @@ pub trait StoreHooks: Send + Sync + 'static {
         &self,
         id: &OrderId,
         priority: Priority,
+        at_ms: i64,
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError> {
-        self.inner().set_priority(id, priority, audit).await
+        self.inner().set_priority(id, priority, at_ms, audit).await
     }
     async fn orders_updated(
         &self,
@@ -202,9 +203,10 @@ impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
         &self,
         id: &OrderId,
         p: Priority,
+        at_ms: i64,
         a: Option<&AuditRecord>,
     ) -> Result<bool, StoreError> {
-        self.0.set_priority(id, p, a).await
+        self.0.set_priority(id, p, at_ms, a).await
     }
     async fn orders_updated(
         &self,

@@ -654,6 +654,7 @@ impl ClinicalStore for SqliteStore {
         &self,
         id: &OrderId,
         priority: Priority,
+        at_ms: i64,
         audit: Option<&AuditRecord>,
     ) -> Result<bool, StoreError> {
         let id = id.clone();
@@ -664,8 +665,13 @@ impl ClinicalStore for SqliteStore {
                 .map_err(backend)?;
             let changed = tx
                 .execute(
-                    "UPDATE orders SET priority = ?1 WHERE id = ?2 AND state = ?3",
-                    params![priority.code(), id.as_str(), OrderState::Queued.code()],
+                    "UPDATE orders SET priority = ?1, updated_ms = ?4 WHERE id = ?2 AND state = ?3",
+                    params![
+                        priority.code(),
+                        id.as_str(),
+                        OrderState::Queued.code(),
+                        at_ms
+                    ],
                 )
                 .map_err(backend)?;
             if changed != 1 {
@@ -1152,13 +1158,14 @@ mod tests {
         store.insert_order(&o, "a", None).await.unwrap();
         assert!(
             store
-                .set_priority(&o.id, Priority::Stat, None)
+                .set_priority(&o.id, Priority::Stat, 1_500, None)
                 .await
                 .unwrap()
         );
         let now = store.order(&o.id).await.unwrap().unwrap();
         assert_eq!(now.priority, Priority::Stat);
-        assert_eq!(now.updated_ms, o.updated_ms);
+        // A changed order, for the reconciler's pass over changed orders.
+        assert_eq!(now.updated_ms, 1_500);
         assert_eq!(store.transitions(&o.id).await.unwrap().len(), 1);
 
         let call = step(
@@ -1171,7 +1178,7 @@ mod tests {
         assert!(store.transition(&call, None).await.unwrap());
         assert!(
             !store
-                .set_priority(&o.id, Priority::Routine, None)
+                .set_priority(&o.id, Priority::Routine, 1, None)
                 .await
                 .unwrap()
         );
@@ -1181,7 +1188,7 @@ mod tests {
         );
         assert!(
             !store
-                .set_priority(&oid("o-x"), Priority::Routine, None)
+                .set_priority(&oid("o-x"), Priority::Routine, 1, None)
                 .await
                 .unwrap()
         );
@@ -1792,7 +1799,7 @@ mod tests {
         );
         assert!(
             !store
-                .set_priority(&oid("o-1"), Priority::Stat, Some(&rec("order.priority")))
+                .set_priority(&oid("o-1"), Priority::Stat, 1, Some(&rec("order.priority")))
                 .await
                 .unwrap(),
             "not queued: no change, no record"
