@@ -764,33 +764,42 @@ impl Hospital {
     ) -> Result<Order> {
         let actor = actor.into();
         let order = self.resolve(order.into()).await?;
-        if order.state == OrderState::Cancelled {
-            if let Some(item) = self.find_item(&order).await? {
-                self.queue(&order.pool)?.remove(&item).await?;
-            }
-            self.free_unit(&order).await?;
-            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
-                .await?;
-            return Ok(order);
+        let retry = order.state == OrderState::Cancelled;
+        let done = self.advance(&order, OrderState::Cancelled, &actor).await?;
+        // Out of line if it was queued, its unit free if it held one; a retry does whichever
+        // the first did not get to.
+        if retry || order.state == OrderState::Queued {
+            self.leave_line(&order).await?;
         }
-        let done = self
-            .record(&order, OrderState::Cancelled, &actor, None)
-            .await?;
-        if order.state == OrderState::Queued {
-            if let Some(item) = self.find_item(&order).await?
-                && !self.queue(&order.pool)?.remove(&item).await?
-            {
-                // Renamed meanwhile (a re-prioritisation through another session): by a scan.
-                if let Some((item, _)) = self.scan_entry(&order).await? {
-                    self.queue(&order.pool)?.remove(&item).await?;
-                }
-            }
-        } else {
+        if retry || order.state != OrderState::Queued {
             self.free_unit(&order).await?;
         }
         self.sync_patient_node(&done.patient, &done.id, |_, _| {})
             .await?;
         Ok(done)
+    }
+
+    /// `order` moved to `to` in the store, or — if it is in `to` already — as it is: a retry
+    /// whose first answer was lost, which the caller finishes as it finishes the first (freeing
+    /// what is still held, telling the patient). Nothing is recorded twice.
+    async fn advance(&self, order: &Order, to: OrderState, actor: &Actor) -> Result<Order> {
+        if order.state == to {
+            return Ok(order.clone());
+        }
+        self.record(order, to, actor, None).await
+    }
+
+    /// Takes `order`'s item out of its pool's queue, if it has one; found again by a scan if it
+    /// was renamed meanwhile (a re-prioritisation through another session).
+    async fn leave_line(&self, order: &Order) -> Result<()> {
+        let q = self.queue(&order.pool)?;
+        if let Some(item) = self.find_item(order).await?
+            && !q.remove(&item).await?
+            && let Some((item, _)) = self.scan_entry(order).await?
+        {
+            q.remove(&item).await?;
+        }
+        Ok(())
     }
 
     /// The called patient has arrived: the exam starts. An order the views already show as
@@ -804,14 +813,7 @@ impl Hospital {
     ) -> Result<Order> {
         let actor = actor.into();
         let order = self.settle_call(self.resolve(order.into()).await?).await?;
-        if order.state == OrderState::InProgress {
-            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
-                .await?;
-            return Ok(order);
-        }
-        let next = self
-            .record(&order, OrderState::InProgress, &actor, None)
-            .await?;
+        let next = self.advance(&order, OrderState::InProgress, &actor).await?;
         self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
         Ok(next)
@@ -827,15 +829,7 @@ impl Hospital {
     ) -> Result<Order> {
         let actor = actor.into();
         let order = self.resolve(order.into()).await?;
-        if order.state == OrderState::Completed {
-            self.free_unit(&order).await?;
-            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
-                .await?;
-            return Ok(order);
-        }
-        let next = self
-            .record(&order, OrderState::Completed, &actor, None)
-            .await?;
+        let next = self.advance(&order, OrderState::Completed, &actor).await?;
         self.free_unit(&order).await?;
         self.sync_patient_node(&next.patient, &next.id, |_, _| {})
             .await?;
@@ -905,17 +899,16 @@ impl Hospital {
             NoShowPolicy::NoShow => OrderState::NoShow,
             NoShowPolicy::Requeue => OrderState::Queued,
         };
-        if order.state == OrderState::NoShow {
-            self.free_unit(&order).await?;
-            self.sync_patient_node(&order.patient, &order.id, |_, _| {})
-                .await?;
-            return Ok(order);
-        }
         if to == OrderState::Queued && order.state.can_become(to) {
             // Before the store write: see the module docs.
             self.mark_requeueing(&order).await?;
         }
-        let next = self.record(&order, to, &actor, None).await?;
+        // A retry only under the no-show policy: a queued order is not one that was requeued.
+        let next = if to == OrderState::NoShow {
+            self.advance(&order, to, &actor).await?
+        } else {
+            self.record(&order, to, &actor, None).await?
+        };
         self.free_unit(&order).await?;
         if to == OrderState::Queued {
             let item = self.enqueue(&next, false).await?;

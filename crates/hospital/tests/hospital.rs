@@ -478,19 +478,12 @@ async fn reconciler_repairs_a_crash_between_the_writes(b: &Backend) {
 /// promised its original priority and arrival. It keeps its priority, and ageing counts from
 /// when it was ordered; its place in line is new (behind orders enqueued before the no-show).
 async fn requeued_no_show_keeps_its_priority_and_order_time(b: &Backend) {
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::Ordering;
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let session = b.session().await;
     let mut config = HospitalConfig::demo();
     config.no_show_policy = config::NoShowPolicy::Requeue;
-    config::load(session.as_ref(), &config).await.unwrap();
-    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
-    let t = now.clone();
-    let clock = medkeeper_recipes::queue::Clock::new(move || {
-        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
-    });
     let routine_target = config.targets.routine;
-    let h = Arc::new(Hospital::with_clock(session, store.clone(), config, clock).unwrap());
+    let (h, now) = clocked(b, store.clone(), config).await;
     let (p1, p2) = (PatientId::generate(), PatientId::generate());
     let first = h
         .create_order(order(&p1, Priority::Routine), "dr")
@@ -946,17 +939,10 @@ async fn a_manual_call_whose_reply_is_lost_is_recorded_once(b: &Backend) {
 /// one order); after the grace it repairs them.
 async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend) {
     use medkeeper_hospital::orders::RECONCILE_GRACE;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::Ordering;
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let session = b.session().await;
     let config = HospitalConfig::demo();
-    config::load(session.as_ref(), &config).await.unwrap();
-    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
-    let t = now.clone();
-    let clock = medkeeper_recipes::queue::Clock::new(move || {
-        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
-    });
-    let h = Arc::new(Hospital::with_clock(session, store.clone(), config, clock).unwrap());
+    let (h, now) = clocked(b, store.clone(), config).await;
     let grace = RECONCILE_GRACE.as_millis() as i64;
 
     // A create in flight: stored, not yet in line.
@@ -1013,18 +999,11 @@ async fn reconciler_leaves_what_is_in_flight_alone_within_the_grace(b: &Backend)
 /// within half the stat target (5 min of 10); the best fit gives an order the least capable
 /// unit that can take it.
 async fn stat_reserve_keeps_the_last_ct_for_stat(b: &Backend) {
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::Ordering;
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let session = b.session().await;
     let config = HospitalConfig::demo();
     assert!(config.pool(&ct()).unwrap().reserve_for_stat);
-    config::load(session.as_ref(), &config).await.unwrap();
-    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
-    let t = now.clone();
-    let clock = medkeeper_recipes::queue::Clock::new(move || {
-        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
-    });
-    let h = Arc::new(Hospital::with_clock(session, store, config, clock).unwrap());
+    let (h, now) = clocked(b, store, config).await;
     let d = Dispatcher::new(h.clone(), ct(), "test");
     let guard = d.lock().unwrap().acquire().await.unwrap();
     let ct_order = |priority| NewOrder {
@@ -1322,17 +1301,10 @@ async fn an_order_shown_as_called_starts_before_the_store_records_the_call(b: &B
 /// the report names, so the next run can come then instead of a period later.
 async fn reconciler_says_when_what_it_left_is_due(b: &Backend) {
     use medkeeper_hospital::orders::RECONCILE_GRACE;
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::Ordering;
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let session = b.session().await;
     let config = HospitalConfig::demo();
-    config::load(session.as_ref(), &config).await.unwrap();
-    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
-    let t = now.clone();
-    let clock = medkeeper_recipes::queue::Clock::new(move || {
-        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
-    });
-    let h = Arc::new(Hospital::with_clock(session, store.clone(), config, clock).unwrap());
+    let (h, now) = clocked(b, store.clone(), config).await;
     let grace = RECONCILE_GRACE.as_millis() as i64;
     assert_eq!(h.reconcile().await.unwrap().next_due_ms, None);
 
@@ -1610,17 +1582,10 @@ async fn booked_once_without_overlap(
 /// node left the node showing the old priority for good — the store's write did not move the
 /// order's `updated_ms`, so the reconciler's pass over changed orders never looked at it.
 async fn reconciler_tells_the_patient_of_a_priority_a_crash_left_untold(b: &Backend) {
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::Ordering;
     let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let session = b.session().await;
     let config = HospitalConfig::demo();
-    config::load(session.as_ref(), &config).await.unwrap();
-    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
-    let t = now.clone();
-    let clock = medkeeper_recipes::queue::Clock::new(move || {
-        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
-    });
-    let h = Arc::new(Hospital::with_clock(session, store, config, clock).unwrap());
+    let (h, now) = clocked(b, store, config).await;
     let p = PatientId::generate();
     let o = h
         .create_order(order(&p, Priority::Routine), "dr")
@@ -1648,4 +1613,23 @@ async fn reconciler_tells_the_patient_of_a_priority_a_crash_left_untold(b: &Back
         Priority::Stat
     );
     h.session().close().await;
+}
+
+/// An instance whose clock is a number the test moves (ms since the epoch, starting at
+/// 1,700,000,000,000): `config` loaded into a fresh session, over `store`.
+async fn clocked(
+    b: &Backend,
+    store: Arc<dyn ClinicalStore>,
+    config: HospitalConfig,
+) -> (Arc<Hospital>, Arc<std::sync::atomic::AtomicI64>) {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let session = b.session().await;
+    config::load(session.as_ref(), &config).await.unwrap();
+    let now = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let t = now.clone();
+    let clock = medkeeper_recipes::queue::Clock::new(move || {
+        std::time::UNIX_EPOCH + Duration::from_millis(t.load(Ordering::SeqCst) as u64)
+    });
+    let h = Hospital::with_clock(session, store, config, clock).unwrap();
+    (Arc::new(h), now)
 }
