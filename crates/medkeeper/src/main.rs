@@ -20,6 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod alertmanager;
 mod bench_recipes;
 mod client;
 mod coord;
