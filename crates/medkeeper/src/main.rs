@@ -19,8 +19,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod alertmanager;
+mod bench;
 mod bench_recipes;
 mod client;
 mod coord;
