@@ -30,6 +30,7 @@ use tokio::sync::{oneshot, watch};
 use crate::acl;
 use crate::codec::Dec;
 use crate::log::{self, DirLock, LogWriter};
+use crate::sync_stats::SyncStats;
 use crate::tree::{CONTAINER_OWNER, Change, DataTree, OwnerKind, TTL_MASK, Undo, owner_kind};
 use crate::txn::{Record, Txn};
 use crate::watches::{Delivery, WatchTable};
@@ -60,6 +61,10 @@ pub struct EngineConfig {
     pub reap_interval: Duration,
     /// Size each log segment is preallocated to. Default 64 MiB.
     pub segment_size: u64,
+    /// Where the sync stage records its fsync histograms. Default (`None`): a fresh
+    /// [`SyncStats`] for this engine. A process that opens engines one after another (a new
+    /// one per session) passes the same one to each, so its figures only ever grow.
+    pub sync_stats: Option<Arc<SyncStats>>,
 }
 
 impl EngineConfig {
@@ -74,6 +79,7 @@ impl EngineConfig {
             snapshot_every: 100_000,
             reap_interval: Duration::from_secs(60),
             segment_size: 64 * 1024 * 1024,
+            sync_stats: None,
         }
     }
 
@@ -121,7 +127,8 @@ pub struct EngineStats {
     pub node_count: usize,
     /// Transactions written to the log since the engine opened.
     pub txns_logged: u64,
-    /// fdatasync calls since the engine opened.
+    /// fdatasync calls since the engine opened (their durations and group sizes:
+    /// [`Engine::sync_stats`]).
     pub fsyncs: u64,
     /// Snapshots written since the engine opened.
     pub snapshots: u64,
@@ -236,6 +243,8 @@ struct Batch {
     records: Vec<u8>,
     /// Start a new log segment at this zxid before writing `records` (after a snapshot).
     roll: Option<Zxid>,
+    /// How many transactions `records` holds.
+    txns: u64,
     deliveries: Vec<Delivery>,
     ended: Vec<(Arc<SessionShared>, SessionState)>,
     replies: Vec<Reply>,
@@ -273,6 +282,7 @@ pub(crate) struct Inner {
     txns_logged: AtomicU64,
     fsyncs: AtomicU64,
     snapshots: AtomicU64,
+    sync_stats: Arc<SyncStats>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -442,6 +452,7 @@ impl Engine {
         report.duration = started.elapsed();
 
         let zxid = tree.zxid;
+        let sync_stats = config.sync_stats.clone().unwrap_or_default();
         let (tx, rx) = mpsc::channel();
         let (durable_tx, _) = watch::channel(zxid);
         let inner = Arc::new(Inner {
@@ -468,6 +479,7 @@ impl Engine {
             txns_logged: AtomicU64::new(0),
             fsyncs: AtomicU64::new(0),
             snapshots: AtomicU64::new(0),
+            sync_stats,
         });
         let mut threads = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -498,6 +510,12 @@ impl Engine {
     /// Counters.
     pub fn stats(&self) -> EngineStats {
         self.inner.stats()
+    }
+
+    /// The sync stage's histograms: each fdatasync's duration and how many transactions it
+    /// made durable (cheap to read; see [`SyncStats`]).
+    pub fn sync_stats(&self) -> Arc<SyncStats> {
+        self.inner.sync_stats.clone()
     }
 
     /// The data directory.
@@ -740,6 +758,7 @@ impl Applier {
             zxid: 0,
             records: Vec::new(),
             roll: self.roll.take(),
+            txns: 0,
             deliveries: Vec::new(),
             ended: Vec::new(),
             replies: Vec::new(),
@@ -824,6 +843,7 @@ impl Applier {
         inner.txns_logged.fetch_add(logged, Ordering::Relaxed);
         self.since_snapshot += logged;
         batch.records = buf;
+        batch.txns = logged;
         let idle = {
             let mut q = inner.sync_queue.lock().expect("sync lock");
             q.batches.push(batch);
@@ -1142,7 +1162,11 @@ fn sync_loop(inner: Arc<Inner>, mut writer: LogWriter) {
             std::mem::take(&mut q.batches)
         };
         let mut ok = !inner.failed.load(Ordering::Acquire);
-        if ok && let Err(e) = write_batches(&inner, &mut writer, &batches) {
+        let synced = |took: Duration, txns: u64| {
+            inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+            inner.sync_stats.observe(took, txns);
+        };
+        if ok && let Err(e) = write_batches(&mut writer, &batches, synced) {
             tracing::error!(error = %e, "cannot write the log; the engine stops accepting writes");
             inner.failed.store(true, Ordering::Release);
             ok = false;
@@ -1183,20 +1207,31 @@ fn sync_loop(inner: Arc<Inner>, mut writer: LogWriter) {
 }
 
 /// Writes the batches' records in order, starting new segments where snapshots were taken,
-/// and fdatasyncs every segment written to.
-fn write_batches(inner: &Inner, writer: &mut LogWriter, batches: &[Batch]) -> std::io::Result<()> {
-    let mut dirty = false;
+/// and fdatasyncs every segment written to, telling `synced` each fdatasync's duration and
+/// how many transactions it made durable.
+fn write_batches(
+    writer: &mut LogWriter,
+    batches: &[Batch],
+    mut synced: impl FnMut(Duration, u64),
+) -> std::io::Result<()> {
+    // Transactions written to the current segment and not yet synced.
+    let mut unsynced = 0u64;
     let mut pending: Vec<u8> = Vec::new();
+    let mut sync = |writer: &LogWriter, txns: u64| -> std::io::Result<()> {
+        let start = Instant::now();
+        writer.file().sync_data()?;
+        synced(start.elapsed(), txns);
+        Ok(())
+    };
     for b in batches {
         if let Some(first) = b.roll {
             if !pending.is_empty() {
                 writer.append(&pending)?;
                 pending.clear();
             }
-            if dirty {
-                writer.file().sync_data()?;
-                inner.fsyncs.fetch_add(1, Ordering::Relaxed);
-                dirty = false;
+            if unsynced > 0 {
+                sync(writer, unsynced)?;
+                unsynced = 0;
             }
             writer.roll(first)?;
         }
@@ -1206,15 +1241,14 @@ fn write_batches(inner: &Inner, writer: &mut LogWriter, batches: &[Batch]) -> st
             } else {
                 pending.extend_from_slice(&b.records);
             }
-            dirty = true;
+            unsynced += b.txns;
         }
     }
     if !pending.is_empty() {
         writer.append(&pending)?;
     }
-    if dirty {
-        writer.file().sync_data()?;
-        inner.fsyncs.fetch_add(1, Ordering::Relaxed);
+    if unsynced > 0 {
+        sync(writer, unsynced)?;
     }
     Ok(())
 }
@@ -1263,5 +1297,92 @@ fn ticker_loop(inner: Arc<Inner>) {
                 let _ = inner.send(Request::Reap { path: p });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use medkeeper_coord::{CreateOptions, Session};
+
+    use super::*;
+    use crate::SessionOptions;
+
+    fn batch(txns: u64, roll: Option<Zxid>) -> Batch {
+        Batch {
+            zxid: 0,
+            records: vec![0; 32 * txns as usize],
+            roll,
+            txns,
+            deliveries: Vec::new(),
+            ended: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_group_is_one_fdatasync_observed_with_its_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = LogWriter::create(dir.path(), 1, 1 << 16).unwrap();
+        let mut seen = Vec::new();
+        let group = [batch(2, None), batch(0, None), batch(3, None)];
+        write_batches(&mut writer, &group, |_, n| seen.push(n)).unwrap();
+        assert_eq!(seen, [5]);
+
+        // A snapshot's roll: the old segment is synced before the new one starts.
+        seen.clear();
+        let group = [batch(1, None), batch(4, Some(100)), batch(2, None)];
+        write_batches(&mut writer, &group, |_, n| seen.push(n)).unwrap();
+        assert_eq!(seen, [1, 6]);
+
+        // Nothing to log (failed writes, closes without ephemerals): no fdatasync.
+        seen.clear();
+        write_batches(&mut writer, &[batch(0, None)], |_, n| seen.push(n)).unwrap();
+        assert!(seen.is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_fdatasync_is_observed_with_its_duration_and_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = Arc::new(SyncStats::default());
+        let mut config = EngineConfig::new(dir.path());
+        config.sync_stats = Some(shared.clone());
+        let engine = Engine::open(config.clone()).unwrap();
+        assert!(Arc::ptr_eq(&engine.sync_stats(), &shared));
+        let s = Arc::new(engine.connect(SessionOptions::default()).await);
+        let persistent = CreateOptions::new(CreateMode::Persistent);
+        s.create("/g", b"", &persistent).await.unwrap();
+        let mut writers = Vec::new();
+        for w in 0..16 {
+            let (s, o) = (s.clone(), persistent.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    s.create(&format!("/g/{w}-{i}"), b"", &o).await.unwrap();
+                }
+            }));
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        let stats = engine.stats();
+        let secs = shared.fsync_seconds();
+        let txns = shared.fsync_transactions();
+        assert_eq!(stats.txns_logged, 1 + 16 * 10);
+        assert_eq!(secs.count, stats.fsyncs);
+        assert!(secs.sum > 0.0);
+        assert_eq!(txns.count, stats.fsyncs);
+        assert_eq!(txns.sum, stats.txns_logged as f64);
+
+        // The next engine of the process adds to the same figures.
+        drop(s);
+        engine.shutdown();
+        drop(engine);
+        let engine = Engine::open(config).unwrap();
+        let s = engine.connect(SessionOptions::default()).await;
+        s.create("/h", b"", &persistent).await.unwrap();
+        assert_eq!(shared.fsync_transactions().count, stats.fsyncs + 1);
+        assert_eq!(
+            shared.fsync_transactions().sum,
+            stats.txns_logged as f64 + 1.0
+        );
     }
 }

@@ -13,6 +13,9 @@
 //!   thread when nothing is queued, else by the apply thread a batch at a time) while the sync
 //!   thread writes and flushes the ones before them, so concurrent writers share one write
 //!   and one fsync.
+//!   [`EngineStats`] counts the fsyncs; [`SyncStats`] keeps each one's duration and group
+//!   size (transactions made durable) as histograms, in atomic counters the sync thread
+//!   alone updates.
 //! - **Snapshots** every `snapshot_every` transactions (or, in a larger tree, every half as
 //!   many transactions as it has nodes) bound restart time; the two newest are kept with the log
 //!   needed after the older one.
@@ -46,9 +49,13 @@ mod codec;
 mod engine;
 mod log;
 mod session;
+mod sync_stats;
 mod tree;
 mod txn;
 mod watches;
 
 pub use engine::{Engine, EngineConfig, EngineStats, OpenError, RecoveryReport};
 pub use session::{EmbeddedSession, SessionOptions};
+pub use sync_stats::{
+    FSYNC_SECONDS_BUCKETS, FSYNC_TRANSACTIONS_BUCKETS, HistogramSnapshot, SyncStats,
+};
