@@ -49,6 +49,14 @@ impl Actor {
         &self.name
     }
 
+    /// The role the audit trail records: the request's, or `system` for a change no request
+    /// asked for (the dispatcher, the reconciler, the alarm evaluator).
+    pub fn role(&self) -> &str {
+        self.audit
+            .as_ref()
+            .map_or("system", |s| s.record.role.as_str())
+    }
+
     /// True once a store write carried this actor's audit record: the change it asked for
     /// is made and accounted for.
     pub fn audit_written(&self) -> bool {

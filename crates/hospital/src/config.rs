@@ -78,6 +78,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::Error;
+use crate::alarms::{AlarmPriority, AlarmRule, Signal, fmt_value};
 use crate::model::{Pool, Priority, UnitStatus, now_ms, validate_name};
 use crate::tree::{self, Change, UnitNode};
 
@@ -164,7 +165,7 @@ pub struct PoolConfig {
 }
 
 /// A whole hospital.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HospitalConfig {
     /// The hospital's display name.
     pub name: String,
@@ -176,6 +177,9 @@ pub struct HospitalConfig {
     pub no_show_policy: NoShowPolicy,
     /// Equipment kinds and departments.
     pub pools: Vec<PoolConfig>,
+    /// Alarm rules ([`crate::alarms`]), in file order.
+    #[serde(default)]
+    pub alarms: Vec<AlarmRule>,
 }
 
 impl HospitalConfig {
@@ -288,6 +292,34 @@ struct RawHospital {
     equipment: Vec<RawEquipment>,
     #[serde(default)]
     department: Vec<RawDepartment>,
+    #[serde(default)]
+    alarm: Vec<RawAlarm>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlarm {
+    name: Spanned<String>,
+    signal: Spanned<String>,
+    #[serde(default)]
+    pool: Option<Spanned<String>>,
+    #[serde(default)]
+    order_priority: Option<Spanned<String>>,
+    raise: Spanned<f64>,
+    #[serde(default)]
+    clear: Option<Spanned<f64>>,
+    #[serde(default, rename = "for")]
+    raise_for: Option<Spanned<DurationText>>,
+    #[serde(default)]
+    clear_for: Option<Spanned<DurationText>>,
+    #[serde(default)]
+    priority: Option<Spanned<String>>,
+    #[serde(default)]
+    escalate_after: Option<Spanned<DurationText>>,
+    #[serde(default)]
+    latching: bool,
+    #[serde(default)]
+    limit: Option<Spanned<DurationText>>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +376,20 @@ impl Validator<'_> {
             line: self.line(span),
             message,
         })
+    }
+
+    /// A duration that may be zero (`"0s"`).
+    fn duration_or_zero(&self, value: &Spanned<DurationText>) -> Result<Duration, LineError> {
+        let text = &value.get_ref().0;
+        parse_duration(text).map_or_else(
+            || {
+                self.fail(
+                    value.span(),
+                    format!("duration {text:?}: use e.g. 10m, 30s, 2h"),
+                )
+            },
+            Ok,
+        )
     }
 
     fn duration(&self, value: &Spanned<DurationText>) -> Result<Duration, LineError> {
@@ -456,6 +502,181 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    /// The `[[alarm]]` rules, against the pools declared.
+    fn alarms(&self, raw: &[RawAlarm], pools: &[PoolConfig]) -> Result<Vec<AlarmRule>, LineError> {
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut rules = Vec::with_capacity(raw.len());
+        for a in raw {
+            let name = a.name.get_ref();
+            if let Err(e) = validate_name("alarm rule", name) {
+                return self.fail(a.name.span(), message_of(e));
+            }
+            if let Some(first) = names.insert(name, self.line(a.name.span())) {
+                return self.fail(
+                    a.name.span(),
+                    format!("alarm {name:?} is declared twice (first on line {first})"),
+                );
+            }
+            let signal: Signal = a
+                .signal
+                .get_ref()
+                .parse()
+                .or_else(|m| self.fail(a.signal.span(), m))?;
+            let pool = match &a.pool {
+                None => None,
+                Some(_) if !signal.per_pool() => {
+                    return self.fail(
+                        a.pool.as_ref().map_or(a.signal.span(), |p| p.span()),
+                        format!("alarm {name:?}: signal {signal} is the cluster's, not a pool's: remove `pool`"),
+                    );
+                }
+                Some(p) => Some(self.alarm_pool(p, pools)?),
+            };
+            let order_priority = match &a.order_priority {
+                None => None,
+                Some(p) if !matches!(signal, Signal::QueueLength | Signal::OldestWait) => {
+                    return self.fail(
+                        p.span(),
+                        format!("alarm {name:?}: order_priority applies to queue_length and oldest_wait only"),
+                    );
+                }
+                Some(p) => Some(
+                    p.get_ref()
+                        .parse::<Priority>()
+                        .or_else(|e| self.fail(p.span(), message_of(e)))?,
+                ),
+            };
+            let raise = *a.raise.get_ref();
+            let clear = a.clear.as_ref().map_or(raise, |c| *c.get_ref());
+            for (value, span) in [
+                (raise, a.raise.span()),
+                (clear, a.clear.as_ref().map_or(a.raise.span(), |c| c.span())),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    return self.fail(
+                        span,
+                        format!("alarm {name:?}: threshold {value} must be a number of 0 or more"),
+                    );
+                }
+                if signal == Signal::Utilisation && value > 100.0 {
+                    return self.fail(
+                        span,
+                        format!("alarm {name:?}: utilisation is a percentage: {value} is over 100"),
+                    );
+                }
+            }
+            let clear_span = a.clear.as_ref().map_or(a.raise.span(), |c| c.span());
+            if signal.rising() && clear > raise {
+                return self.fail(
+                    clear_span,
+                    format!(
+                        "alarm {name:?}: {signal} alarms when high, so clear ({}) must be at or below raise ({})",
+                        fmt_value(clear),
+                        fmt_value(raise)
+                    ),
+                );
+            }
+            if !signal.rising() && clear < raise {
+                return self.fail(
+                    clear_span,
+                    format!(
+                        "alarm {name:?}: {signal} alarms when low, so clear ({}) must be at or above raise ({})",
+                        fmt_value(clear),
+                        fmt_value(raise)
+                    ),
+                );
+            }
+            let raise_for = match &a.raise_for {
+                Some(d) => self.duration_or_zero(d)?,
+                None => Duration::ZERO,
+            };
+            let clear_for = match &a.clear_for {
+                Some(d) => self.duration_or_zero(d)?,
+                None => raise_for,
+            };
+            let priority = match &a.priority {
+                Some(p) => p
+                    .get_ref()
+                    .parse::<AlarmPriority>()
+                    .or_else(|m| self.fail(p.span(), m))?,
+                None => AlarmPriority::default(),
+            };
+            let escalate_after = match &a.escalate_after {
+                Some(d) => Some(self.duration(d)?),
+                None => None,
+            };
+            let limit = match &a.limit {
+                Some(l) if signal != Signal::UnitsUnavailable => {
+                    return self.fail(
+                        l.span(),
+                        format!("alarm {name:?}: limit applies to units_unavailable only"),
+                    );
+                }
+                Some(l) => self.duration_or_zero(l)?,
+                None => Duration::ZERO,
+            };
+            rules.push(AlarmRule {
+                name: name.clone(),
+                signal,
+                pool,
+                order_priority,
+                raise,
+                clear,
+                raise_for,
+                clear_for,
+                priority,
+                escalate_after,
+                latching: a.latching,
+                limit,
+            });
+        }
+        Ok(rules)
+    }
+
+    /// An alarm's `pool`: a kind or department name, or `equipment/KIND`, `department/NAME`
+    /// when a name is both.
+    fn alarm_pool(&self, value: &Spanned<String>, pools: &[PoolConfig]) -> Result<Pool, LineError> {
+        let text = value.get_ref();
+        let matches: Vec<&Pool> = match text.split_once('/') {
+            Some(("equipment", k)) => pools
+                .iter()
+                .map(|p| &p.pool)
+                .filter(|p| matches!(p, Pool::Equipment(n) if n == k))
+                .collect(),
+            Some(("department", d)) => pools
+                .iter()
+                .map(|p| &p.pool)
+                .filter(|p| matches!(p, Pool::Department(n) if n == d))
+                .collect(),
+            _ => pools
+                .iter()
+                .map(|p| &p.pool)
+                .filter(|p| p.name() == text)
+                .collect(),
+        };
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => self.fail(
+                value.span(),
+                format!("alarm pool {text:?} is neither an equipment kind nor a department of this file"),
+            ),
+            _ => self.fail(
+                value.span(),
+                format!("alarm pool {text:?} is both an equipment kind and a department: write \"equipment/{text}\" or \"department/{text}\""),
+            ),
+        }
+    }
+}
+
+/// A validation error's message without its kind.
+fn message_of(e: Error) -> String {
+    match e {
+        Error::Invalid(m) => m,
+        other => other.to_string(),
+    }
+}
+
 fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
     let raw: RawHospital = toml::from_str(text).map_err(|e| LineError {
         line: e.span().map_or(1, |s| line_of(text, s.start)),
@@ -530,6 +751,7 @@ fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
             "no [[equipment]] or [[department]]: a hospital needs at least one".into(),
         );
     }
+    let alarms = v.alarms(&raw.alarm, &pools)?;
 
     Ok(HospitalConfig {
         name: raw.name.into_inner(),
@@ -537,6 +759,7 @@ fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
         no_show_grace,
         no_show_policy,
         pools,
+        alarms,
     })
 }
 
@@ -921,6 +1144,129 @@ doctors = [ { name = "dr-a", capabilities = ["echo"] } ]
         assert!(
             message.starts_with(&prefix) && message.contains(contains),
             "expected `{prefix}...{contains}...`, got `{message}`"
+        );
+    }
+
+    /// `GOOD` and one `[[alarm]]` of `lines` (its first line is line 20 of the text).
+    fn with_alarm(lines: &[&str]) -> String {
+        format!("{GOOD}[[alarm]]\n{}\n", lines.join("\n"))
+    }
+
+    #[test]
+    fn alarm_rules_parse() {
+        let c = HospitalConfig::parse(&with_alarm(&[
+            "name = \"stat-wait\"",
+            "signal = \"oldest_wait\"",
+            "pool = \"MRI\"",
+            "order_priority = \"stat\"",
+            "raise = 100",
+            "clear = 50.5",
+            "for = \"30s\"",
+            "priority = \"high\"",
+            "escalate_after = \"5m\"",
+            "latching = true",
+        ]))
+        .unwrap();
+        let rule = &c.alarms[0];
+        assert_eq!(rule.signal, Signal::OldestWait);
+        assert_eq!(rule.pool, Some(Pool::Equipment("MRI".into())));
+        assert_eq!(rule.order_priority, Some(Priority::Stat));
+        assert_eq!((rule.raise, rule.clear), (100.0, 50.5));
+        assert_eq!(rule.raise_for, Duration::from_secs(30));
+        assert_eq!(
+            rule.clear_for,
+            Duration::from_secs(30),
+            "clear_for defaults to for"
+        );
+        assert_eq!(rule.priority, AlarmPriority::High);
+        assert_eq!(rule.escalate_after, Some(Duration::from_secs(300)));
+        assert!(rule.latching);
+        // Defaults: every pool, clear = raise, no delay, medium.
+        let c = HospitalConfig::parse(&with_alarm(&[
+            "name = \"dispatch\"",
+            "signal = \"dispatchers\"",
+            "raise = 0",
+        ]))
+        .unwrap();
+        let rule = &c.alarms[0];
+        assert_eq!(
+            (rule.pool.clone(), rule.clear, rule.raise_for),
+            (None, 0.0, Duration::ZERO)
+        );
+        assert_eq!(rule.priority, AlarmPriority::Medium);
+        assert!(!rule.signal.rising());
+        assert_eq!(HospitalConfig::demo().alarms.len(), 6);
+    }
+
+    #[test]
+    fn bad_alarm_rules_name_the_line() {
+        let base = ["name = \"a\"", "signal = \"queue_length\"", "raise = 10"];
+        let with = |i: usize, line: &str| {
+            let mut lines = base.to_vec();
+            if i < lines.len() {
+                lines[i] = line;
+            } else {
+                lines.push(line);
+            }
+            with_alarm(&lines)
+        };
+        assert_error(
+            &with(1, "signal = \"queue\""),
+            21,
+            "unknown signal \"queue\"",
+        );
+        assert_error(&with(0, "name = \"a/b\""), 20, "alarm rule \"a/b\"");
+        assert_error(
+            &with(3, "clear = 12"),
+            23,
+            "clear (12) must be at or below raise (10)",
+        );
+        assert_error(
+            &with(3, "pool = \"PET\""),
+            23,
+            "alarm pool \"PET\" is neither",
+        );
+        assert_error(
+            &with(3, "priority = \"urgent\""),
+            23,
+            "use high, medium or low",
+        );
+        assert_error(
+            &with(3, "limit = \"10m\""),
+            23,
+            "limit applies to units_unavailable only",
+        );
+        assert_error(&with(3, "for = \"soon\""), 23, "duration \"soon\"");
+        assert_error(&with(3, "escalate_after = \"0s\""), 23, "more than zero");
+        assert_error(&with(3, "threshold = 1"), 23, "unknown field `threshold`");
+        assert_error(&with(2, "raise = -1"), 22, "must be a number of 0 or more");
+        assert_error(
+            &with(1, "signal = \"members\"\npool = \"MRI\""),
+            22,
+            "cluster's, not a pool's",
+        );
+        assert_error(
+            &with(1, "signal = \"utilisation\"\nraise = 120"),
+            23,
+            "duplicate key",
+        );
+        assert_error(
+            &format!(
+                "{}[[alarm]]\nname = \"a\"\nsignal = \"members\"\nraise = 0\n",
+                with(9, "")
+            ),
+            25,
+            "alarm \"a\" is declared twice (first on line 20)",
+        );
+        assert_error(
+            &with(1, "signal = \"dispatchers\"\norder_priority = \"stat\""),
+            22,
+            "order_priority applies to queue_length and oldest_wait only",
+        );
+        assert_error(
+            &with(1, "signal = \"members\"\nclear = 5"),
+            22,
+            "clear (5) must be at or above raise (10)",
         );
     }
 

@@ -71,6 +71,22 @@
 //! is rewritten at most once per [`POSITION_INTERVAL`]; reaching the head of the line, or
 //! moving back behind a more urgent order, is written at once. The write is conditional on the
 //! version this dispatcher last wrote, so it needs no read unless someone else wrote since.
+//!
+//! # Observing the calls
+//! A [`DispatchObserver`] ([`Dispatcher::with_observer`]; the server's metrics implement it) is
+//! told of every call a dispatcher makes that stands (its multi committed and the store
+//! recorded it), with two durations by the hospital's clock:
+//! - **waited**: from the order's arrival in the queue (its creation, or its return to the
+//!   queue after a no-show) to the call's multi committed;
+//! - **latency**: from the moment the order and the unit it was called to could first have
+//!   been paired — the later of the order's arrival and the unit's last change to available
+//!   (its node's `since_ms`, as the read model saw it) — to the call's multi committed. It is
+//!   what the dispatcher added to the wait: the read model's notification, the round, the
+//!   multi. It also counts, by design, a unit the stat reserve held back, or an order
+//!   whose patient was in another exam meanwhile; and it is clamped at zero, as the unit's
+//!   time may come from another instance's clock.
+//!
+//! Manual calls ([`Hospital::call`]) are not observed: a person chose when.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -127,11 +143,21 @@ struct Shown {
     version: i32,
 }
 
+/// Told of each call a dispatcher makes (see "Observing the calls" in the module docs), on
+/// the dispatcher's task: it must not block.
+pub trait DispatchObserver: Send + Sync {
+    /// The dispatcher of `pool` called an order of FHIR priority `priority` (as ordered, not
+    /// as aged) that had waited `waited` in the queue; `latency` is how long the call took
+    /// once the order and its unit could have been paired.
+    fn called(&self, pool: &Pool, priority: Priority, waited: Duration, latency: Duration);
+}
+
 /// The dispatcher of one pool on one instance.
 pub struct Dispatcher {
     hospital: Arc<Hospital>,
     pool: Pool,
     instance: String,
+    observer: Option<Arc<dyn DispatchObserver>>,
     /// What each waiting patient's node was last written to show.
     shown: std::sync::Mutex<HashMap<OrderId, Shown>>,
 }
@@ -153,8 +179,15 @@ impl Dispatcher {
             hospital,
             pool,
             instance: instance.into(),
+            observer: None,
             shown: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Tells `observer` of every call this dispatcher makes.
+    pub fn with_observer(mut self, observer: Arc<dyn DispatchObserver>) -> Dispatcher {
+        self.observer = Some(observer);
+        self
     }
 
     fn actor(&self) -> String {
@@ -318,6 +351,7 @@ impl Dispatcher {
                 }) => continue, // patient busy
                 Err(e) => return Err(e.into()),
             }
+            let committed_ms = h.now_ms();
             free.remove(ix);
             reserve.assigned();
             if !h
@@ -325,6 +359,14 @@ impl Dispatcher {
                 .await?
             {
                 continue; // cancelled meanwhile: the unit was given back
+            }
+            if let Some(observer) = &self.observer
+                && let Some(priority) = Priority::from_class(info.class)
+            {
+                let arrived_ms = i64::try_from(info.id.enqueued_at_ms()).unwrap_or(i64::MAX);
+                let pairable_ms = arrived_ms.max(node.since_ms);
+                let since = |ms: i64| Duration::from_millis((committed_ms - ms).max(0) as u64);
+                observer.called(&self.pool, priority, since(arrived_ms), since(pairable_ms));
             }
             made.push(Assignment {
                 order: entry.order,

@@ -25,6 +25,7 @@
 //!   between the two writes leaves a difference that [`orders::Hospital::reconcile`] repairs.
 
 pub mod actor;
+pub mod alarms;
 pub mod config;
 pub mod dispatch;
 mod error;

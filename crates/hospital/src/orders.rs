@@ -50,8 +50,8 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use medkeeper_coord::{CreateMode, CreateOptions, Error as CoordError, Op, Session, SessionExt};
-use medkeeper_recipes::PriorityQueue;
 use medkeeper_recipes::queue::{Clock, ItemId, QueueConfig};
+use medkeeper_recipes::{PriorityQueue, TreeCache};
 
 use crate::actor::Actor;
 use crate::config::{HospitalConfig, NoShowPolicy};
@@ -228,6 +228,11 @@ pub struct Hospital {
     queues: HashMap<Pool, PriorityQueue>,
     /// Each pool's read model, started on first use ([`Hospital::pool_model`]).
     models: HashMap<Pool, tokio::sync::OnceCell<Arc<PoolModel>>>,
+    /// Copies of `/medical/alarms`, `/medical/members` and `/medical/leader`, started on
+    /// first use ([`Hospital::alarm_model`], [`Hospital::cluster_model`]).
+    alarms: tokio::sync::OnceCell<Arc<TreeCache>>,
+    members: tokio::sync::OnceCell<Arc<TreeCache>>,
+    leader: tokio::sync::OnceCell<Arc<TreeCache>>,
     clock: Clock,
 }
 
@@ -280,8 +285,46 @@ impl Hospital {
             config: Arc::new(config),
             queues,
             models,
+            alarms: Default::default(),
+            members: Default::default(),
+            leader: Default::default(),
             clock,
         })
+    }
+
+    /// This session's copy of `/medical/alarms` (the active alarms, [`crate::alarms`]),
+    /// started on first use: one read of the subtree, then one watch.
+    ///
+    /// # Notable errors
+    /// A session-fatal error if the session has ended.
+    pub async fn alarm_model(&self) -> Result<Arc<TreeCache>> {
+        self.tree_copy(&self.alarms, tree::ALARMS).await
+    }
+
+    /// This session's copies of `/medical/members` and `/medical/leader` (who is in the
+    /// cluster, who stands for leader), started on first use.
+    ///
+    /// # Notable errors
+    /// A session-fatal error if the session has ended.
+    pub async fn cluster_model(&self) -> Result<(Arc<TreeCache>, Arc<TreeCache>)> {
+        Ok((
+            self.tree_copy(&self.members, tree::MEMBERS).await?,
+            self.tree_copy(&self.leader, tree::LEADER).await?,
+        ))
+    }
+
+    async fn tree_copy(
+        &self,
+        cell: &tokio::sync::OnceCell<Arc<TreeCache>>,
+        root: &str,
+    ) -> Result<Arc<TreeCache>> {
+        let cache = cell
+            .get_or_try_init(|| async {
+                let c = TreeCache::start(self.session.clone(), root).await?;
+                Ok::<_, Error>(Arc::new(c))
+            })
+            .await?;
+        Ok(cache.clone())
     }
 
     /// The read model of `pool` ([`crate::readmodel`]): started on first use (it reads the

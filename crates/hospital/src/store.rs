@@ -114,6 +114,111 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// What happened to an alarm ([`AlarmEvent::kind`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlarmEventKind {
+    /// Raised by the evaluator.
+    Raised,
+    /// Acknowledged by staff.
+    Acknowledged,
+    /// Escalated one priority step (unacknowledged for the rule's `escalate_after`).
+    Escalated,
+    /// Shelved by staff.
+    Shelved,
+    /// Back from a shelving whose time was up.
+    Unshelved,
+    /// Cleared by the evaluator (condition gone; latching: and acknowledged), or because its
+    /// rule is no longer in the hospital file.
+    Cleared,
+}
+
+impl AlarmEventKind {
+    /// The name (`raised`, `acknowledged`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmEventKind::Raised => "raised",
+            AlarmEventKind::Acknowledged => "acknowledged",
+            AlarmEventKind::Escalated => "escalated",
+            AlarmEventKind::Shelved => "shelved",
+            AlarmEventKind::Unshelved => "unshelved",
+            AlarmEventKind::Cleared => "cleared",
+        }
+    }
+}
+
+impl std::str::FromStr for AlarmEventKind {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<AlarmEventKind, StoreError> {
+        Ok(match s {
+            "raised" => AlarmEventKind::Raised,
+            "acknowledged" => AlarmEventKind::Acknowledged,
+            "escalated" => AlarmEventKind::Escalated,
+            "shelved" => AlarmEventKind::Shelved,
+            "unshelved" => AlarmEventKind::Unshelved,
+            "cleared" => AlarmEventKind::Cleared,
+            other => return Err(StoreError::Corrupt(format!("alarm event kind {other:?}"))),
+        })
+    }
+}
+
+/// One transition of one alarm ([`crate::alarms`]): kept in the alarm's node, then copied
+/// here, keyed by `(alarm, seq)`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlarmEvent {
+    /// The alarm's id (`<rule>@<scope>@<raised_ms>`).
+    pub alarm: String,
+    /// Its sequence number within the alarm, from 0 (raised).
+    pub seq: u32,
+    /// The rule.
+    pub rule: String,
+    /// The scope's key.
+    pub scope: String,
+    /// What happened.
+    pub kind: AlarmEventKind,
+    /// The alarm's priority after it.
+    pub priority: crate::alarms::AlarmPriority,
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Who: a token's actor, or `evaluator:<instance>`.
+    pub actor: String,
+    /// Their role (`system` for the evaluator).
+    pub role: String,
+    /// The signal's value then.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// A note, a shelving's reason, or why it cleared.
+    #[serde(default)]
+    pub note: String,
+}
+
+/// Which alarm events to list ([`ClinicalStore::alarm_events`]), newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[serde(deny_unknown_fields)]
+pub struct AlarmQuery {
+    /// Only this alarm's events (in ascending order then).
+    #[serde(default)]
+    pub alarm: Option<String>,
+    /// Only events at or after this time, ms since the epoch.
+    #[serde(default)]
+    pub since_ms: Option<i64>,
+    /// At most this many (default 100, at most 10,000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+impl AlarmQuery {
+    /// The limit that applies.
+    pub fn effective_limit(&self) -> u32 {
+        self.limit
+            .unwrap_or(AUDIT_DEFAULT_LIMIT)
+            .min(AUDIT_MAX_LIMIT)
+    }
+}
+
 /// Which audit records to list ([`ClinicalStore::audit`]). Every filter that is set must
 /// match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -299,4 +404,13 @@ pub trait ClinicalStore: Send + Sync {
     /// the first ones after it (paging forward), without it the most recent ones (the last
     /// `limit` matching records — still in ascending order).
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+
+    /// Stores alarm events that are not stored yet (by `(alarm, seq)`; one already stored is
+    /// kept as it is), each with an audit record (`alarm.<kind>` by the event's actor and
+    /// role, detail the alarm id), in one transaction. Returns how many were new.
+    async fn record_alarm_events(&self, events: &[AlarmEvent]) -> Result<usize, StoreError>;
+
+    /// Alarm events: an alarm's in sequence order, else the newest
+    /// [`effective_limit`](AlarmQuery::effective_limit) matching, newest first.
+    async fn alarm_events(&self, query: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError>;
 }

@@ -87,6 +87,7 @@ fn hospital_config(policy: NoShowPolicy) -> HospitalConfig {
         targets: targets(),
         no_show_grace: Duration::from_secs(15 * 60),
         no_show_policy: policy,
+        alarms: Vec::new(),
         pools: vec![
             PoolConfig {
                 pool: Pool::Equipment("MRI".into()),
@@ -1955,6 +1956,18 @@ impl ClinicalStore for FaultyStore {
     }
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner.audit(query).await
+    }
+    async fn record_alarm_events(
+        &self,
+        events: &[medkeeper_hospital::store::AlarmEvent],
+    ) -> Result<usize, StoreError> {
+        self.inner.record_alarm_events(events).await
+    }
+    async fn alarm_events(
+        &self,
+        query: &medkeeper_hospital::store::AlarmQuery,
+    ) -> Result<Vec<medkeeper_hospital::store::AlarmEvent>, StoreError> {
+        self.inner.alarm_events(query).await
     }
     async fn insert_patient(
         &self,

@@ -231,6 +231,18 @@ impl ClinicalStore for ProbedStore {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.read(self.inner.audit(query)).await
     }
+    async fn record_alarm_events(
+        &self,
+        events: &[medkeeper_hospital::store::AlarmEvent],
+    ) -> Result<usize, StoreError> {
+        self.inner.record_alarm_events(events).await
+    }
+    async fn alarm_events(
+        &self,
+        query: &medkeeper_hospital::store::AlarmQuery,
+    ) -> Result<Vec<medkeeper_hospital::store::AlarmEvent>, StoreError> {
+        self.read(self.inner.alarm_events(query)).await
+    }
     async fn insert_patient(
         &self,
         patient: &Patient,

@@ -43,7 +43,8 @@
 
 use async_trait::async_trait;
 use medkeeper_hospital::store::{
-    AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, StoreError, TokenRecord,
+    AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient,
+    StoreError, TokenRecord,
 };
 use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Priority, Transition};
 
@@ -157,6 +158,12 @@ pub trait StoreHooks: Send + Sync + 'static {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner().audit(query).await
     }
+    async fn record_alarm_events(&self, events: &[AlarmEvent]) -> Result<usize, StoreError> {
+        self.inner().record_alarm_events(events).await
+    }
+    async fn alarm_events(&self, query: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError> {
+        self.inner().alarm_events(query).await
+    }
 }
 
 /// `H` as a [`ClinicalStore`]: every method goes to the hook of the same name. Dereferences
@@ -267,5 +274,11 @@ impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
     }
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.0.audit(q).await
+    }
+    async fn record_alarm_events(&self, events: &[AlarmEvent]) -> Result<usize, StoreError> {
+        self.0.record_alarm_events(events).await
+    }
+    async fn alarm_events(&self, q: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError> {
+        self.0.alarm_events(q).await
     }
 }

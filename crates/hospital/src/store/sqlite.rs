@@ -29,6 +29,9 @@
 //! -- v3
 //! orders                                          index (updated_ms, id)
 //! reconciler  (id PK = 1, checked_until_ms)       one row: the reconciler's watermark
+//! -- v4
+//! alarm_events (alarm, seq) PK, rule, scope, kind, priority, at_ms, actor, role,
+//!              value NULL, note                   index (at_ms)
 //! ```
 //!
 //! A change and the audit record of the request that made it are written in one transaction
@@ -57,7 +60,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
-use super::{AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient, StoreError, TokenRecord};
+use super::{
+    AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient,
+    StoreError, TokenRecord,
+};
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
 
 /// How long a statement waits for another process's lock on the file before failing.
@@ -145,7 +151,50 @@ const MIGRATIONS: &[&str] = &[
         checked_until_ms   BIGINT NOT NULL
     );
     "#,
+    // v4: alarm history (issue 14). One row per transition, copied from the alarm's node.
+    r#"
+    CREATE TABLE alarm_events (
+        alarm     TEXT NOT NULL,
+        seq       INTEGER NOT NULL,
+        rule      TEXT NOT NULL,
+        scope     TEXT NOT NULL,
+        kind      TEXT NOT NULL,
+        priority  TEXT NOT NULL,
+        at_ms     BIGINT NOT NULL,
+        actor     TEXT NOT NULL,
+        role      TEXT NOT NULL,
+        value     DOUBLE PRECISION,
+        note      TEXT NOT NULL,
+        PRIMARY KEY (alarm, seq)
+    );
+    CREATE INDEX alarm_events_by_time ON alarm_events (at_ms);
+    "#,
 ];
+
+/// The columns of `alarm_events`, in the order [`read_alarm_event`] expects them.
+const ALARM_COLUMNS: &str =
+    "alarm, seq, rule, scope, kind, priority, at_ms, actor, role, value, note";
+
+fn read_alarm_event(r: &rusqlite::Row<'_>) -> Result<AlarmEvent, StoreError> {
+    let kind: String = r.get(4).map_err(backend)?;
+    let priority: String = r.get(5).map_err(backend)?;
+    let alarm: String = r.get(0).map_err(backend)?;
+    Ok(AlarmEvent {
+        seq: r.get(1).map_err(backend)?,
+        rule: r.get(2).map_err(backend)?,
+        scope: r.get(3).map_err(backend)?,
+        kind: kind.parse()?,
+        priority: priority
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("alarm {alarm}: priority {priority:?}")))?,
+        at_ms: r.get(6).map_err(backend)?,
+        actor: r.get(7).map_err(backend)?,
+        role: r.get(8).map_err(backend)?,
+        value: r.get(9).map_err(backend)?,
+        note: r.get(10).map_err(backend)?,
+        alarm,
+    })
+}
 
 /// The columns of `orders`, in the order [`RawOrder::read`] expects them.
 const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, priority, reason, \
@@ -1007,6 +1056,91 @@ impl ClinicalStore for SqliteStore {
                 )
             };
             query_rows(conn, &sql, params_from_iter(args), read_audit)
+        })
+        .await
+    }
+
+    async fn record_alarm_events(&self, events: &[AlarmEvent]) -> Result<usize, StoreError> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let events = events.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let mut new = 0;
+            for e in &events {
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO alarm_events (alarm, seq, rule, scope, kind, priority, at_ms,
+                                                   actor, role, value, note)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                         ON CONFLICT (alarm, seq) DO NOTHING",
+                        params![
+                            e.alarm,
+                            e.seq,
+                            e.rule,
+                            e.scope,
+                            e.kind.as_str(),
+                            e.priority.as_str(),
+                            e.at_ms,
+                            e.actor,
+                            e.role,
+                            e.value,
+                            e.note,
+                        ],
+                    )
+                    .map_err(backend)?;
+                if inserted == 1 {
+                    new += 1;
+                    insert_audit(
+                        &tx,
+                        &AuditRecord {
+                            seq: 0,
+                            at_ms: e.at_ms,
+                            actor: e.actor.clone(),
+                            role: e.role.clone(),
+                            action: format!("alarm.{}", e.kind.as_str()),
+                            patient: None,
+                            order: None,
+                            outcome: "ok".into(),
+                            detail: e.alarm.clone(),
+                        },
+                    )?;
+                }
+            }
+            tx.commit().map_err(backend)?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn alarm_events(&self, query: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError> {
+        let q = query.clone();
+        self.run(move |conn| {
+            let limit = i64::from(q.effective_limit());
+            let since = q.since_ms.unwrap_or(i64::MIN);
+            match &q.alarm {
+                Some(alarm) => query_rows(
+                    conn,
+                    &format!(
+                        "SELECT {ALARM_COLUMNS} FROM alarm_events
+                         WHERE alarm = ?1 AND at_ms >= ?2 ORDER BY seq LIMIT ?3"
+                    ),
+                    params![alarm, since, limit],
+                    read_alarm_event,
+                ),
+                None => query_rows(
+                    conn,
+                    &format!(
+                        "SELECT {ALARM_COLUMNS} FROM alarm_events
+                         WHERE at_ms >= ?1 ORDER BY at_ms DESC, alarm DESC, seq DESC LIMIT ?2"
+                    ),
+                    params![since, limit],
+                    read_alarm_event,
+                ),
+            }
         })
         .await
     }

@@ -1,0 +1,374 @@
+//! The alarm evaluator: one per cluster (the leader runs it), woken by every change of what
+//! the signals are computed from and at least every [`EVALUATE_EVERY`] for the time-driven
+//! ones (waits, `for` durations, escalation, shelving expiry).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use medkeeper_coord::Error as Coord;
+use medkeeper_recipes::{CacheEvent, CacheEvents};
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use super::rules::{AlarmRule, Scope};
+use super::signals::Snapshot;
+use super::{AlarmNode, MAX_ESCALATIONS, alarm_path, cached, create, node_name};
+use crate::Result;
+use crate::actor::Actor;
+use crate::model::Pool;
+use crate::orders::Hospital;
+use crate::store::AlarmEventKind;
+use crate::tree;
+
+/// The longest the evaluator waits between two passes when nothing changes: the resolution of
+/// the time-driven conditions.
+pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
+
+/// What one pass did (alarm ids).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EvaluationReport {
+    /// Raised by this pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub raised: Vec<String>,
+    /// Found raised by another evaluator as this one was raising them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adopted: Vec<String>,
+    /// Escalated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub escalated: Vec<String>,
+    /// Back from a shelving.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unshelved: Vec<String>,
+    /// Cleared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cleared: Vec<String>,
+    /// Events copied to the clinical store that were not there yet.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub copied: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl EvaluationReport {
+    /// True if the pass changed nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == EvaluationReport::default()
+    }
+}
+
+/// How long a rule's condition has held in one scope (this evaluator's memory only).
+#[derive(Debug, Default)]
+struct Tracker {
+    /// Since when the value has been at the raise threshold.
+    breach_since: Option<i64>,
+    /// Since when it has been at the clear threshold.
+    clear_since: Option<i64>,
+}
+
+/// The evaluator (see the [module docs](crate::alarms)).
+pub struct Evaluator {
+    hospital: Arc<Hospital>,
+    actor: Actor,
+    trackers: HashMap<String, Tracker>,
+    /// Per alarm id, the sequence number up to which its events are known to be stored.
+    copied: HashMap<String, u32>,
+}
+
+impl Evaluator {
+    /// The evaluator of `hospital`, run by `instance` (events say `evaluator:<instance>`).
+    pub fn new(hospital: Arc<Hospital>, instance: &str) -> Evaluator {
+        Evaluator {
+            hospital,
+            actor: Actor::new(format!("evaluator:{instance}")),
+            trackers: HashMap::new(),
+            copied: HashMap::new(),
+        }
+    }
+
+    /// Evaluates every rule in every scope once, now.
+    ///
+    /// # Notable errors
+    /// A coordination or store error; a session-fatal one if the session has ended. What a
+    /// pass had done before an error stays done; the next pass goes on from the tree.
+    pub async fn evaluate(&mut self) -> Result<EvaluationReport> {
+        let hospital = self.hospital.clone();
+        let snap = Snapshot::take(&hospital).await?;
+        let model = hospital.alarm_model().await?;
+        model.settle().await;
+        let now = snap.now_ms;
+        let pools: Vec<Pool> = hospital
+            .config()
+            .pools
+            .iter()
+            .map(|p| p.pool.clone())
+            .collect();
+        let mut report = EvaluationReport::default();
+        let mut expected = HashSet::new();
+        for rule in &hospital.config().alarms {
+            for scope in rule.scopes(&pools) {
+                let name = node_name(&rule.name, &scope.key());
+                expected.insert(name.clone());
+                let Some(value) = snap.value(rule, &scope) else {
+                    continue;
+                };
+                let t = self.trackers.entry(name.clone()).or_default();
+                if rule.breached(value) {
+                    t.breach_since.get_or_insert(now);
+                } else {
+                    t.breach_since = None;
+                }
+                if rule.cleared(value) {
+                    t.clear_since.get_or_insert(now);
+                } else {
+                    t.clear_since = None;
+                }
+                let raise_due = t
+                    .breach_since
+                    .is_some_and(|s| now - s >= rule.raise_for.as_millis() as i64);
+                let clear_due = t
+                    .clear_since
+                    .is_some_and(|s| now - s >= rule.clear_for.as_millis() as i64);
+                match cached(&model, &name) {
+                    None if raise_due => {
+                        let node = raised(rule, &scope, value, now, &self.actor);
+                        let (node, ours) = create(&hospital, &node).await?;
+                        if ours {
+                            report.raised.push(node.id.clone());
+                        } else {
+                            report.adopted.push(node.id.clone());
+                        }
+                        report.copied += self.copy(&node).await?;
+                    }
+                    None => {}
+                    Some((node, version)) if node.cleared_ms.is_some() => {
+                        report.copied += self.finish(node, version).await?;
+                    }
+                    Some((node, version)) => {
+                        self.step(rule, node, version, value, now, clear_due, &mut report)
+                            .await?;
+                    }
+                }
+            }
+        }
+        // Alarms whose rule (or pool) is no longer configured are cleared.
+        for name in model.children(tree::ALARMS) {
+            if expected.contains(&name) {
+                continue;
+            }
+            self.trackers.remove(&name);
+            if let Some((mut node, version)) = cached(&model, &name) {
+                if node.cleared_ms.is_none() {
+                    node.cleared_ms = Some(now);
+                    node.record(
+                        AlarmEventKind::Cleared,
+                        now,
+                        &self.actor,
+                        "its rule is no longer in the hospital file".into(),
+                    );
+                    report.cleared.push(node.id.clone());
+                    let Some(version) = self.write(&node, version).await? else {
+                        continue;
+                    };
+                    report.copied += self.finish(node, version).await?;
+                } else {
+                    report.copied += self.finish(node, version).await?;
+                }
+            }
+        }
+        self.trackers.retain(|name, _| expected.contains(name));
+        let active: HashSet<String> = model
+            .children(tree::ALARMS)
+            .into_iter()
+            .filter_map(|n| cached(&model, &n).map(|(a, _)| a.id))
+            .collect();
+        self.copied.retain(|id, _| active.contains(id));
+        Ok(report)
+    }
+
+    /// One active alarm's pass: cleared, unshelved, escalated, or left as it is.
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &mut self,
+        rule: &AlarmRule,
+        mut node: AlarmNode,
+        version: i32,
+        value: f64,
+        now: i64,
+        clear_due: bool,
+        report: &mut EvaluationReport,
+    ) -> Result<()> {
+        let mut changed = false;
+        if clear_due && (!rule.latching || node.acknowledged.is_some()) {
+            node.value = value;
+            node.cleared_ms = Some(now);
+            node.record(
+                AlarmEventKind::Cleared,
+                now,
+                &self.actor,
+                format!(
+                    "back at {} for {:?}",
+                    super::fmt_value(rule.clear),
+                    rule.clear_for
+                ),
+            );
+            report.cleared.push(node.id.clone());
+            if let Some(version) = self.write(&node, version).await? {
+                report.copied += self.finish(node, version).await?;
+            }
+            return Ok(());
+        }
+        if node.shelved.as_ref().is_some_and(|s| s.until_ms <= now) {
+            node.shelved = None;
+            node.value = value;
+            node.record(AlarmEventKind::Unshelved, now, &self.actor, String::new());
+            report.unshelved.push(node.id.clone());
+            changed = true;
+        }
+        if let Some(after) = rule.escalate_after
+            && node.acknowledged.is_none()
+            && node.shelved.is_none()
+            && node.escalations < MAX_ESCALATIONS
+            && now - node.escalated_ms >= after.as_millis() as i64
+        {
+            node.escalations += 1;
+            node.escalated_ms = now;
+            node.priority = node.priority.escalated();
+            node.value = value;
+            node.record(
+                AlarmEventKind::Escalated,
+                now,
+                &self.actor,
+                format!("unacknowledged for {after:?}"),
+            );
+            report.escalated.push(node.id.clone());
+            changed = true;
+        }
+        if changed && self.write(&node, version).await?.is_none() {
+            return Ok(());
+        }
+        report.copied += self.copy(&node).await?;
+        Ok(())
+    }
+
+    /// Writes `node` over `version`; `None` if it changed meanwhile (an acknowledgement: the
+    /// next pass, which its change wakes, decides again).
+    async fn write(&self, node: &AlarmNode, version: i32) -> Result<Option<i32>> {
+        let path = alarm_path(&node.node_name());
+        match self
+            .hospital
+            .session()
+            .set_data(&path, &tree::to_json(node), version)
+            .await
+        {
+            Ok(st) => Ok(Some(st.version)),
+            Err(Coord::BadVersion | Coord::NoNode) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A cleared alarm's last steps: its events to the store, then its node deleted.
+    async fn finish(&mut self, node: AlarmNode, version: i32) -> Result<usize> {
+        let copied = self.copy(&node).await?;
+        let path = alarm_path(&node.node_name());
+        match self.hospital.session().delete(&path, version).await {
+            Ok(()) | Err(Coord::NoNode | Coord::BadVersion) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.copied.remove(&node.id);
+        self.trackers.remove(&node.node_name());
+        Ok(copied)
+    }
+
+    /// Copies the node's events that this evaluator has not seen stored yet.
+    async fn copy(&mut self, node: &AlarmNode) -> Result<usize> {
+        let done = self.copied.get(&node.id).copied().unwrap_or(0);
+        if node.next_seq <= done {
+            return Ok(0);
+        }
+        let new = self
+            .hospital
+            .store()
+            .record_alarm_events(&node.events)
+            .await?;
+        self.copied.insert(node.id.clone(), node.next_seq);
+        Ok(new)
+    }
+
+    /// Runs passes until `shutdown`: one at once, then one after every change of what the
+    /// signals or the alarms are computed from (the pools' read models, the members, the
+    /// leader line, `/medical/alarms`), and at least every [`EVALUATE_EVERY`].
+    ///
+    /// # Errors
+    /// A session-fatal error once the session has ended; other errors are logged and the
+    /// next pass tries again.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) -> Result<()> {
+        let wake = Arc::new(Notify::new());
+        let mut forwarders = JoinSet::new();
+        let mut sources: Vec<CacheEvents> = Vec::new();
+        for p in &self.hospital.config().pools {
+            sources.push(self.hospital.pool_model(&p.pool).await?.subscribe());
+        }
+        let (members, leader) = self.hospital.cluster_model().await?;
+        sources.push(members.subscribe());
+        sources.push(leader.subscribe());
+        sources.push(self.hospital.alarm_model().await?.subscribe());
+        for mut events in sources {
+            let wake = wake.clone();
+            forwarders.spawn(async move {
+                while let Some(e) = events.next().await {
+                    wake.notify_one();
+                    if matches!(e, CacheEvent::Ended(_)) {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            match self.evaluate().await {
+                Ok(r) if !r.is_empty() => {
+                    tracing::info!("alarms: {}", serde_json::to_string(&r).unwrap_or_default())
+                }
+                Ok(_) => {}
+                Err(e) if self.hospital.session().state().is_terminal() => return Err(e),
+                Err(e) => tracing::warn!("alarms: evaluating: {e}"),
+            }
+            tokio::select! {
+                _ = shutdown.as_mut() => return Ok(()),
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(EVALUATE_EVERY) => {}
+            }
+        }
+    }
+}
+
+/// A new alarm of `rule` in `scope` at `value`.
+fn raised(rule: &AlarmRule, scope: &Scope, value: f64, now: i64, actor: &Actor) -> AlarmNode {
+    let scope_key = scope.key();
+    let mut node = AlarmNode {
+        id: format!("{}@{now}", node_name(&rule.name, &scope_key)),
+        rule: rule.name.clone(),
+        scope: scope_key,
+        signal: rule.signal,
+        priority: rule.priority,
+        raised_ms: now,
+        condition: rule.condition(),
+        summary: Snapshot::summary(rule, scope, value),
+        value,
+        latching: rule.latching,
+        acknowledged: None,
+        shelved: None,
+        escalations: 0,
+        escalated_ms: now,
+        cleared_ms: None,
+        next_seq: 0,
+        events: Vec::new(),
+    };
+    let note = node.summary.clone();
+    node.record(AlarmEventKind::Raised, now, actor, note);
+    node
+}
