@@ -44,7 +44,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
 pub use auth::{Caller, Role, issue_token};
 pub use error::{ApiError, ErrorBody, ErrorCode};
-pub use metrics::metrics_router;
+pub use metrics::{EngineFigures, EngineFiguresSource, HistogramFigures, metrics_router};
 pub use state::{Limits, ServerState};
 pub use views::MemberInfo;
 

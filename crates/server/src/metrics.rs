@@ -22,16 +22,36 @@
 //! - Orders by state: one counting query of the clinical store
 //!   ([`ClinicalStore::order_counts`]); `medkeeper_clinical_store_up` is 0 when it fails.
 //! - Whether the coordination session is connected.
+//! - Per pool and priority, for the orders this instance's dispatchers call
+//!   ([`ServerState::dispatch_observer`], handed to each [`Dispatcher::with_observer`]):
+//!   `medkeeper_dispatch_wait_seconds`, the order's wait from its arrival in the queue (its
+//!   creation, or its return after a no-show) to the call (buckets 1 s to 8 h), and
+//!   `medkeeper_dispatch_latency_seconds`, from the later of the order's arrival and the
+//!   called unit's becoming available (as the read model saw it) to the call's multi
+//!   committed (buckets 5 ms to 60 s) — the dispatcher's own share of the wait, precisely
+//!   defined in [`medkeeper_hospital::dispatch`] ("Observing the calls"). Both by the
+//!   hospital's clock, in milliseconds. Manual calls are not in them, and each instance
+//!   reports only its own dispatchers' calls: sum over instances. Cost: two histogram
+//!   observations per call, on the dispatcher's task.
+//! - With the embedded engine only ([`ServerState::set_engine_figures`]; over ZooKeeper these
+//!   families are absent): `medkeeper_engine_fsync_duration_seconds`, each fdatasync of the
+//!   engine's log (buckets 100 µs to 2.5 s), and `medkeeper_engine_fsync_transactions`, how
+//!   many transactions each made durable (the commit group's size; buckets 1 to 4096). The
+//!   engine's sync thread keeps them in fixed buckets of atomic counters (nothing on the
+//!   apply path, no lock); a scrape reads the counters and encodes them as histograms
+//!   ([`HistogramFigures`]).
 //!
-//! Gauges are computed at scrape time; the HTTP counters and histogram live as long as the
-//! [`ServerState`] (they restart at zero with the process, as Prometheus expects).
+//! Gauges are computed at scrape time; the HTTP counters and the histograms live as long as
+//! the [`ServerState`] (the engine's, as long as the process: they restart at zero with it,
+//! as Prometheus expects).
 //!
 //! [`Hospital::pool_model`]: medkeeper_hospital::orders::Hospital::pool_model
+//! [`Dispatcher::with_observer`]: medkeeper_hospital::dispatch::Dispatcher::with_observer
 //! [`PoolModel::settle`]: medkeeper_hospital::readmodel::PoolModel::settle
 //! [`ClinicalStore::order_counts`]: medkeeper_hospital::store::ClinicalStore::order_counts
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -39,14 +59,16 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use medkeeper_hospital::dispatch::DispatchObserver;
 use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::{Pool, Priority, UnitStatus};
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 use crate::ServerState;
@@ -55,6 +77,19 @@ use crate::ServerState;
 /// deadline).
 const LATENCY_BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Upper bounds of the waiting-time buckets, seconds: 1 s to 8 h (a stat order is called in
+/// seconds to minutes, a routine one may wait for hours).
+const WAIT_BUCKETS: [f64; 15] = [
+    1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 2700.0, 3600.0, 7200.0,
+    14400.0, 28800.0,
+];
+
+/// Upper bounds of the dispatch-latency buckets, seconds: 5 ms (the hospital's clock counts
+/// milliseconds) to a minute.
+const DISPATCH_LATENCY_BUCKETS: [f64; 13] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// How long a scrape waits for the pools' figures: below Prometheus' default scrape timeout
@@ -130,6 +165,123 @@ impl HttpMetrics {
             "Time to answer an HTTP request (to the response headers), by method and route \
              template",
             self.latency.clone(),
+        );
+    }
+}
+
+/// The dispatchers' histograms (see the module docs): this instance's dispatchers tell them of
+/// each call ([`ServerState::dispatch_observer`]). Cheap to clone (the families are shared).
+#[derive(Debug, Clone)]
+pub(crate) struct DispatchMetrics {
+    waited: Family<QueueLabels, Histogram, fn() -> Histogram>,
+    latency: Family<QueueLabels, Histogram, fn() -> Histogram>,
+}
+
+impl Default for DispatchMetrics {
+    fn default() -> Self {
+        DispatchMetrics {
+            waited: Family::new_with_constructor(|| Histogram::new(WAIT_BUCKETS)),
+            latency: Family::new_with_constructor(|| Histogram::new(DISPATCH_LATENCY_BUCKETS)),
+        }
+    }
+}
+
+impl DispatchObserver for DispatchMetrics {
+    fn called(&self, pool: &Pool, priority: Priority, waited: Duration, latency: Duration) {
+        let PoolLabels { kind, pool } = pool_labels(pool);
+        let labels = QueueLabels {
+            kind,
+            pool,
+            priority: priority.code(),
+        };
+        self.waited
+            .get_or_create(&labels)
+            .observe(waited.as_secs_f64());
+        self.latency
+            .get_or_create(&labels)
+            .observe(latency.as_secs_f64());
+    }
+}
+
+impl DispatchMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "dispatch_wait_seconds",
+            "How long an order called by this instance's dispatcher had waited in the queue \
+             (from its arrival or return to the queue to the call), by pool and priority",
+            self.waited.clone(),
+        );
+        registry.register(
+            "dispatch_latency_seconds",
+            "How long this instance's dispatcher took to call an order once it and the unit \
+             it was called to could be paired (the later of the order's arrival and the \
+             unit's becoming available, to the call), by pool and priority",
+            self.latency.clone(),
+        );
+    }
+}
+
+/// A histogram kept outside this crate (the embedded engine's), as read at a scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramFigures {
+    /// `(upper bound, observations at or below it)`, cumulative, the bounds increasing; the
+    /// last bound may be `f64::INFINITY` (else one is added, with every observation).
+    pub buckets: Vec<(f64, u64)>,
+    /// Observations.
+    pub count: u64,
+    /// Their sum.
+    pub sum: f64,
+}
+
+impl TypedMetric for HistogramFigures {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for HistogramFigures {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        // The encoder takes each bucket's own count and accumulates them.
+        let mut buckets = Vec::with_capacity(self.buckets.len() + 1);
+        let mut below = 0u64;
+        for &(bound, cumulative) in &self.buckets {
+            buckets.push((bound, cumulative.saturating_sub(below)));
+            below = below.max(cumulative);
+        }
+        if self.buckets.last().is_none_or(|(b, _)| *b != f64::INFINITY) {
+            buckets.push((f64::INFINITY, self.count.saturating_sub(below)));
+        }
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The embedded coordination engine's figures, read at each scrape.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineFigures {
+    /// How long each fdatasync of the log took, seconds.
+    pub fsync_seconds: HistogramFigures,
+    /// How many transactions each fdatasync made durable.
+    pub fsync_transactions: HistogramFigures,
+}
+
+/// Reads the embedded engine's figures ([`ServerState::set_engine_figures`]); called once per
+/// scrape, so it should be cheap and must not block.
+pub type EngineFiguresSource = Arc<dyn Fn() -> EngineFigures + Send + Sync>;
+
+impl EngineFigures {
+    fn register(self, registry: &mut Registry) {
+        registry.register(
+            "engine_fsync_duration_seconds",
+            "How long each fdatasync of the embedded coordination engine's log took",
+            self.fsync_seconds,
+        );
+        registry.register(
+            "engine_fsync_transactions",
+            "How many transactions each fdatasync of the embedded coordination engine's log \
+             made durable (the size of a commit group)",
+            self.fsync_transactions,
         );
     }
 }
@@ -299,6 +451,10 @@ impl PoolGauges {
 async fn scrape(State(state): State<Arc<ServerState>>) -> Response {
     let mut registry = Registry::with_prefix("medkeeper");
     state.http_metrics.register(&mut registry);
+    state.dispatch_metrics.register(&mut registry);
+    if let Some(engine) = state.engine_figures() {
+        engine().register(&mut registry);
+    }
 
     let connected = Gauge::<i64>::default();
     connected.set(i64::from(state.session_connected()));
@@ -353,4 +509,41 @@ async fn scrape(State(state): State<Arc<ServerState>>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(h: HistogramFigures) -> String {
+        let mut registry = Registry::with_prefix("medkeeper");
+        registry.register("engine_fsync_transactions", "Group sizes", h);
+        let mut text = String::new();
+        prometheus_text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn foreign_histogram_is_encoded_cumulative_with_an_inf_bucket() {
+        let h = HistogramFigures {
+            buckets: vec![(1.0, 2), (4.0, 5)],
+            count: 6,
+            sum: 20.0,
+        };
+        let text = encoded(h.clone());
+        for line in [
+            "# TYPE medkeeper_engine_fsync_transactions histogram",
+            "medkeeper_engine_fsync_transactions_bucket{le=\"1\"} 2",
+            "medkeeper_engine_fsync_transactions_bucket{le=\"4\"} 5",
+            "medkeeper_engine_fsync_transactions_bucket{le=\"+Inf\"} 6",
+            "medkeeper_engine_fsync_transactions_sum 20.0",
+            "medkeeper_engine_fsync_transactions_count 6",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        // An +Inf bucket given is kept, not doubled.
+        let mut with_inf = h;
+        with_inf.buckets.push((f64::INFINITY, 6));
+        assert_eq!(encoded(with_inf), text);
+    }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use medkeeper_coord::SessionState;
+use medkeeper_hospital::dispatch::DispatchObserver;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::store::{AuditRecord, ClinicalStore};
@@ -11,6 +12,7 @@ use tokio::sync::watch;
 
 use crate::auth::{Caller, TokenCache};
 use crate::error::{ApiError, ErrorCode};
+use crate::metrics::EngineFiguresSource;
 use crate::sse::{Hub, StreamSlots};
 use crate::views::MemberInfo;
 
@@ -57,6 +59,8 @@ pub struct ServerState {
     pub(crate) streams: StreamSlots,
     pub(crate) limits: Limits,
     pub(crate) http_metrics: crate::metrics::HttpMetrics,
+    pub(crate) dispatch_metrics: crate::metrics::DispatchMetrics,
+    engine_figures: std::sync::Mutex<Option<EngineFiguresSource>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -81,6 +85,8 @@ impl ServerState {
             streams: StreamSlots::new(limits.max_streams, limits.max_streams_per_token),
             limits,
             http_metrics: Default::default(),
+            dispatch_metrics: Default::default(),
+            engine_figures: std::sync::Mutex::new(None),
             shutdown: watch::channel(false).0,
         })
     }
@@ -123,6 +129,33 @@ impl ServerState {
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
+    }
+
+    /// The observer this instance's dispatchers tell of their calls
+    /// ([`Dispatcher::with_observer`]): `GET /metrics` reports their waiting times and
+    /// dispatch latencies.
+    ///
+    /// [`Dispatcher::with_observer`]: medkeeper_hospital::dispatch::Dispatcher::with_observer
+    pub fn dispatch_observer(&self) -> Arc<dyn DispatchObserver> {
+        Arc::new(self.dispatch_metrics.clone())
+    }
+
+    /// Has `GET /metrics` report the embedded coordination engine's figures, read from
+    /// `source` at each scrape. Without it (a ZooKeeper backend has no such figures) those
+    /// families are absent.
+    pub fn set_engine_figures(&self, source: EngineFiguresSource) {
+        *self
+            .engine_figures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// What [`set_engine_figures`](ServerState::set_engine_figures) set.
+    pub(crate) fn engine_figures(&self) -> Option<EngineFiguresSource> {
+        self.engine_figures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Event feeds running (one per watched pool, unit, patient or cluster with clients).

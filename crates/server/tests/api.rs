@@ -3,7 +3,7 @@
 //! router on a loopback port, driven by a blocking HTTP client (ureq) from blocking threads.
 //!
 //! No dispatcher runs here, so orders stay queued until they are called by hand
-//! (`POST /api/orders/{id}/call`).
+//! (`POST /api/orders/{id}/call`) — or by the one dispatch round a `/metrics` test runs.
 //!
 //! Several tests collect every mismatch before failing ([`Problems`]), so one run shows all of
 //! them.
@@ -15,13 +15,16 @@ use std::time::{Duration, Instant};
 use medkeeper_coord::Session;
 use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
 use medkeeper_hospital::config::{self, HospitalConfig};
+use medkeeper_hospital::dispatch::Dispatcher;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{
     AuditQuery, AuditRecord, ClinicalStore, Patient, SqliteStore, StoreError,
 };
 use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, UnitStatus};
-use medkeeper_server::{Limits, MemberInfo, Role, ServerState, issue_token};
+use medkeeper_server::{
+    EngineFigures, HistogramFigures, Limits, MemberInfo, Role, ServerState, issue_token,
+};
 use medkeeper_testkit::store::{HookedStore, StoreHooks};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
@@ -3547,7 +3550,18 @@ async fn issue14_metrics_after_some_orders() {
         !text.contains("/no/such/route"),
         "the unmatched path is a label",
     );
-    match promtool_check(&text) {
+    p.ensure(
+        "no engine figures without a source",
+        !text.contains("medkeeper_engine_"),
+        "a server not told of an engine (as over ZooKeeper) has none",
+    );
+    promtool_ensure(&mut p, &text);
+    p.finish();
+}
+
+/// [`promtool_check`] into `p`; a missing promtool is a problem only under CI.
+fn promtool_ensure(p: &mut Problems, text: &str) {
+    match promtool_check(text) {
         Ok(true) => {}
         Ok(false) if std::env::var_os("CI").is_some() => p.ensure(
             "promtool",
@@ -3560,5 +3574,164 @@ async fn issue14_metrics_after_some_orders() {
         ),
         Err(e) => p.ensure("promtool check metrics", false, format!("{e}\n{text}")),
     }
+}
+
+/// `GET /metrics` on a listener of its own for `state`; returns its URL.
+async fn serve_metrics(state: Arc<ServerState>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let app = medkeeper_server::metrics_router(state);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// One scrape's body (asserting 200).
+async fn scrape(url: &str) -> String {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut r = agent(Some(Duration::from_secs(10)))
+            .get(&url)
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        r.body_mut().read_to_string().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The embedded engine's histograms as `medkeeper serve` hands them to the server.
+fn engine_figures(stats: &medkeeper_embedded::SyncStats) -> EngineFigures {
+    let figures = |h: medkeeper_embedded::HistogramSnapshot| HistogramFigures {
+        buckets: h.buckets,
+        count: h.count,
+        sum: h.sum,
+    };
+    EngineFigures {
+        fsync_seconds: figures(stats.fsync_seconds()),
+        fsync_transactions: figures(stats.fsync_transactions()),
+    }
+}
+
+/// Issue 14, item 6: after a dispatcher (told to report to the server) calls a stat MRI
+/// order, `/metrics` has its waiting time and dispatch latency by pool and priority; with the
+/// embedded engine's figures set, its fsync duration and group-size histograms agree with
+/// the engine's counters. Clean for `promtool check metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue14_metrics_dispatch_and_engine_histograms() {
+    let s = Server::start().await;
+    let stats = s._engine.sync_stats();
+    s.state
+        .set_engine_figures(Arc::new(move || engine_figures(&stats)));
+    let url = serve_metrics(s.state.clone()).await;
+
+    let patient = s.patient("Metrics dispatch").await;
+    let mri = Pool::Equipment("MRI".into());
+    let order = s
+        .hospital
+        .create_order(
+            NewOrder {
+                patient,
+                pool: mri.clone(),
+                capabilities: vec![],
+                priority: Priority::Stat,
+                reason: "metrics".into(),
+            },
+            "test:fixture",
+        )
+        .await
+        .unwrap();
+    let dispatcher = Dispatcher::new(s.hospital.clone(), mri, "metrics-test")
+        .with_observer(s.state.dispatch_observer());
+    let lock = dispatcher.lock().unwrap();
+    let guard = lock.acquire().await.unwrap();
+    let made = dispatcher.dispatch_once(&guard).await.unwrap();
+    guard.release().await.unwrap();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(made[0].order, order.id);
+    let engine = s._engine.stats();
+
+    let text = scrape(&url).await;
+    let all = samples(&text);
+    let mut p = Problems::default();
+    let labels = [("kind", "equipment"), ("pool", "MRI"), ("priority", "stat")];
+    let with = |extra: (&'static str, &'static str)| {
+        let mut l = labels.to_vec();
+        l.push(extra);
+        l
+    };
+    for family in ["dispatch_wait_seconds", "dispatch_latency_seconds"] {
+        let name = format!("medkeeper_{family}");
+        let count = sample(&all, &format!("{name}_count"), &labels);
+        p.ensure(
+            format!("{name}_count"),
+            count == Some(1.0),
+            format!("{count:?}"),
+        );
+        let inf = sample(&all, &format!("{name}_bucket"), &with(("le", "+Inf")));
+        p.ensure(format!("{name} +Inf"), inf == Some(1.0), format!("{inf:?}"));
+        // Created and called within this test: well under a minute either way.
+        let sum = sample(&all, &format!("{name}_sum"), &labels);
+        p.ensure(
+            format!("{name}_sum"),
+            sum.is_some_and(|s| (0.0..60.0).contains(&s)),
+            format!("{sum:?}"),
+        );
+    }
+    let wait_1s = sample(
+        &all,
+        "medkeeper_dispatch_wait_seconds_bucket",
+        &with(("le", "1")),
+    );
+    p.ensure(
+        "a wait bucket of 1 s",
+        wait_1s.is_some(),
+        format!("{wait_1s:?}"),
+    );
+    let routine = sample(
+        &all,
+        "medkeeper_dispatch_wait_seconds_count",
+        &[
+            ("kind", "equipment"),
+            ("pool", "MRI"),
+            ("priority", "routine"),
+        ],
+    );
+    p.ensure(
+        "no routine call observed",
+        routine.is_none(),
+        format!("{routine:?}"),
+    );
+
+    // The engine's figures: every fsync since it opened, each with its transactions.
+    let fsyncs = sample(&all, "medkeeper_engine_fsync_duration_seconds_count", &[]);
+    p.ensure(
+        "fsyncs counted with a duration",
+        fsyncs.is_some_and(|n| n >= engine.fsyncs as f64 && n > 0.0),
+        format!("{fsyncs:?}, engine {}", engine.fsyncs),
+    );
+    let groups = sample(&all, "medkeeper_engine_fsync_transactions_count", &[]);
+    p.ensure(
+        "a group size per fsync",
+        groups == fsyncs,
+        format!("{groups:?}"),
+    );
+    let txns = sample(&all, "medkeeper_engine_fsync_transactions_sum", &[]);
+    p.ensure(
+        "every logged transaction in one group",
+        txns.is_some_and(|n| n >= engine.txns_logged as f64),
+        format!("{txns:?}, engine {}", engine.txns_logged),
+    );
+    let inf = sample(
+        &all,
+        "medkeeper_engine_fsync_transactions_bucket",
+        &[("le", "+Inf")],
+    );
+    p.ensure(
+        "the +Inf bucket is the count",
+        inf == groups,
+        format!("{inf:?}"),
+    );
+    promtool_ensure(&mut p, &text);
     p.finish();
 }
