@@ -134,7 +134,11 @@ impl Evaluator {
                     .is_some_and(|s| now - s >= rule.clear_for.as_millis() as i64);
                 match cached(&model, &name) {
                     None if raise_due => {
-                        let node = raised(rule, &scope, value, now, &self.actor);
+                        let mut episode = now;
+                        while super::known(&hospital, &episode_id(&name, episode)).await? {
+                            episode += 1;
+                        }
+                        let node = raised(rule, &scope, value, now, episode, &self.actor);
                         let (node, ours) = create(&hospital, &node).await?;
                         if ours {
                             report.raised.push(node.id.clone());
@@ -346,11 +350,22 @@ impl Evaluator {
     }
 }
 
-/// A new alarm of `rule` in `scope` at `value`.
-fn raised(rule: &AlarmRule, scope: &Scope, value: f64, now: i64, actor: &Actor) -> AlarmNode {
+fn episode_id(name: &str, episode: i64) -> String {
+    format!("{name}@{episode}")
+}
+
+/// A new alarm of `rule` in `scope` at `value`, episode `episode`.
+fn raised(
+    rule: &AlarmRule,
+    scope: &Scope,
+    value: f64,
+    now: i64,
+    episode: i64,
+    actor: &Actor,
+) -> AlarmNode {
     let scope_key = scope.key();
     let mut node = AlarmNode {
-        id: format!("{}@{now}", node_name(&rule.name, &scope_key)),
+        id: episode_id(&node_name(&rule.name, &scope_key), episode),
         rule: rule.name.clone(),
         scope: scope_key,
         signal: rule.signal,

@@ -24,8 +24,8 @@
 //! An active alarm is one persistent node, `/medical/alarms/<rule>@<scope>` ([`AlarmNode`]:
 //! no PHI — rule, scope, priority, times, who acknowledged), so there is at most one active
 //! alarm per rule and scope whoever evaluates: raising is the node's creation, and an
-//! evaluator that finds it created already adopts it. Its id, `<rule>@<scope>@<raised_ms>`,
-//! names the episode. Every transition is appended to the node's events first (the tree
+//! evaluator that finds it created already adopts it. Its id, `<rule>@<scope>@<episode>`
+//! (the episode is the raise time in ms), names the episode. Every transition is appended to the node's events first (the tree
 //! decides, as for orders) and then copied to the clinical store
 //! ([`ClinicalStore::record_alarm_events`](crate::store::ClinicalStore::record_alarm_events)),
 //! keyed by alarm id and sequence number, with an audit record per event: copying again
@@ -103,7 +103,9 @@ pub struct Shelving {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlarmNode {
-    /// `<rule>@<scope>@<raised_ms>`: the episode's id.
+    /// `<rule>@<scope>@<episode>`: the episode's id. The episode is the raise time in ms, or
+    /// the first later ms no earlier episode of the rule and scope has (two episodes raised in
+    /// one ms keep distinct ids).
     pub id: String,
     /// The rule's name.
     pub rule: String,
@@ -209,7 +211,7 @@ pub fn node_name(rule: &str, scope: &str) -> String {
     format!("{rule}@{scope}")
 }
 
-/// The node of alarm `id` (`<rule>@<scope>@<raised_ms>`) and its raise time.
+/// The node of alarm `id` (`<rule>@<scope>@<episode>`) and its episode number.
 ///
 /// # Errors
 /// `Invalid` if `id` is not an alarm id.
@@ -233,7 +235,7 @@ fn alarm_path(name: &str) -> String {
 }
 
 /// The active alarms (and any cleared one whose node is not deleted yet), highest priority
-/// first, then oldest first — from the instance's copy of `/medical/alarms` (no request once
+/// first, then oldest first, then by id — from the instance's copy of `/medical/alarms` (no request once
 /// the copy is started).
 ///
 /// # Notable errors
@@ -259,6 +261,7 @@ pub async fn active(hospital: &Hospital) -> Result<Vec<AlarmNode>> {
         b.priority
             .cmp(&a.priority)
             .then(a.raised_ms.cmp(&b.raised_ms))
+            .then_with(|| a.id.cmp(&b.id))
     });
     Ok(alarms)
 }
@@ -348,7 +351,7 @@ async fn change<F>(hospital: &Hospital, id: &str, decide: F) -> Result<AlarmNode
 where
     F: Fn(AlarmNode) -> Result<Option<AlarmNode>>,
 {
-    let (name, raised_ms) = parse_id(id)?;
+    let (name, _) = parse_id(id)?;
     let path = alarm_path(&name);
     let decide = &decide;
     let (node, _) = tree::read_modify_write(hospital.session().as_ref(), &path, ATTEMPTS, |data| {
@@ -356,7 +359,7 @@ where
             let gone = || Error::NotFound(format!("alarm {id} (cleared, or never raised)"));
             let data = data.ok_or_else(gone)?;
             let a: AlarmNode = tree::from_json("alarm", &data)?;
-            if a.raised_ms != raised_ms || a.cleared_ms.is_some() {
+            if a.id != id || a.cleared_ms.is_some() {
                 return Err(gone());
             }
             Ok(match decide(a.clone())? {
@@ -407,6 +410,16 @@ async fn create(hospital: &Hospital, node: &AlarmNode) -> Result<(AlarmNode, boo
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// True if the clinical store has events of alarm `id` (an earlier episode).
+async fn known(hospital: &Hospital, id: &str) -> Result<bool> {
+    let q = crate::store::AlarmQuery {
+        alarm: Some(id.to_string()),
+        since_ms: None,
+        limit: Some(1),
+    };
+    Ok(!hospital.store().alarm_events(&q).await?.is_empty())
 }
 
 /// The alarms' history from the clinical store, newest first.
