@@ -654,6 +654,7 @@ pub async fn run(b: ApiBench) -> anyhow::Result<ExitCode> {
             tls_key: None,
             session_timeout_ms: 10_000,
             create_chroot: false,
+            sync_stats: None,
         };
         match coord::connect(&args).await {
             Ok(root) => {

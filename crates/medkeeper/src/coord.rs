@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use medkeeper_coord::{CreateMode, CreateOptions, Error, Session, SessionExt, Stat, path};
-use medkeeper_embedded::{Engine, EngineConfig, SessionOptions};
+use medkeeper_embedded::{Engine, EngineConfig, SessionOptions, SyncStats};
 
 /// Where to connect and with which credentials.
 #[derive(Args, Debug, Clone)]
@@ -40,6 +40,10 @@ pub struct ConnectArgs {
     /// commands do not write unasked).
     #[arg(skip)]
     pub create_chroot: bool,
+    /// Where an embedded engine records its fsync histograms: `serve` gives every engine it
+    /// opens (one per session) the same, for `/metrics`. Unset: each engine its own.
+    #[arg(skip)]
+    pub sync_stats: Option<Arc<SyncStats>>,
 }
 
 /// `medkeeper coord` arguments.
@@ -161,7 +165,9 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
         if dir.is_empty() {
             bail!("--connect embedded: needs a directory, e.g. embedded:./data/coord");
         }
-        let engine = Engine::open(EngineConfig::new(dir))
+        let mut config = EngineConfig::new(dir);
+        config.sync_stats = args.sync_stats.clone();
+        let engine = Engine::open(config)
             .with_context(|| format!("cannot open the embedded engine at {dir}"))?;
         let session = engine.connect(SessionOptions { timeout }).await;
         if let Some(cred) = &auth {

@@ -85,6 +85,7 @@ pub async fn run(args: DispatchArgs) -> anyhow::Result<ExitCode> {
         store,
         duties: Duties::default(),
         on_error: OnError::Exit,
+        dispatch_observer: None,
     };
     instance::run(instance, shutdown).await?;
     tracing::info!("stopped {id}");

@@ -31,7 +31,7 @@ use std::time::Duration;
 use anyhow::Context;
 use medkeeper_coord::{Session, SessionState};
 use medkeeper_hospital::config::{self, HospitalConfig};
-use medkeeper_hospital::dispatch::Dispatcher;
+use medkeeper_hospital::dispatch::{DispatchObserver, Dispatcher};
 use medkeeper_hospital::orders::{Hospital, RECONCILE_GRACE};
 use medkeeper_hospital::store::ClinicalStore;
 use medkeeper_hospital::{Pool, tree};
@@ -66,6 +66,8 @@ pub struct Instance {
     pub duties: Duties,
     /// What an error does.
     pub on_error: OnError,
+    /// Told of every call this instance's dispatchers make (`serve`: the server's metrics).
+    pub dispatch_observer: Option<Arc<dyn DispatchObserver>>,
 }
 
 /// What an instance does in each session besides dispatching every pool.
@@ -202,7 +204,10 @@ async fn one_session<F: Future<Output = ()>>(
     }
     let mut tasks = SessionTasks::new();
     for pool in instance.hospital.pools.iter().map(|p| &p.pool) {
-        tasks.spawn(|done| dispatch_pool(hospital.clone(), pool.clone(), id.clone(), done));
+        let observer = instance.dispatch_observer.clone();
+        tasks.spawn(|done| {
+            dispatch_pool(hospital.clone(), pool.clone(), id.clone(), observer, done)
+        });
         tasks.spawn(|done| announce(session.clone(), pool.clone(), id.clone(), done));
     }
     if let Some(me) = &instance.duties.member {
@@ -364,10 +369,14 @@ async fn dispatch_pool(
     hospital: Arc<Hospital>,
     pool: Pool,
     instance: String,
+    observer: Option<Arc<dyn DispatchObserver>>,
     done: watch::Receiver<bool>,
 ) {
     loop {
-        let dispatcher = Dispatcher::new(hospital.clone(), pool.clone(), instance.clone());
+        let mut dispatcher = Dispatcher::new(hospital.clone(), pool.clone(), instance.clone());
+        if let Some(o) = &observer {
+            dispatcher = dispatcher.with_observer(o.clone());
+        }
         match dispatcher.run(stopped(done.clone())).await {
             Ok(()) => return,
             Err(e) => {
@@ -530,6 +539,7 @@ mod tests {
                 tls_key: None,
                 session_timeout_ms: 10_000,
                 create_chroot: false,
+                sync_stats: None,
             },
             hospital: HospitalConfig::demo(),
             store: Arc::new(store),
@@ -545,6 +555,7 @@ mod tests {
                 })),
             },
             on_error: OnError::Exit,
+            dispatch_observer: None,
         };
         let before = alive();
         let (stop_tx, stop) = watch::channel(false);

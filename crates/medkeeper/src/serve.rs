@@ -30,7 +30,10 @@
 //!   [`instance::run`], shared with `medkeeper dispatch`.
 //! - With `--metrics-listen ADDR` (`metrics_listen` in the file), serves `GET /metrics` (the
 //!   Prometheus text format, without a token: see [`medkeeper_server::metrics`]) on a second
-//!   listener, and prints `metrics on http://ADDR/metrics` after the URL.
+//!   listener, and prints `metrics on http://ADDR/metrics` after the URL. The instance's
+//!   dispatchers report each call to it ([`Instance::dispatch_observer`]), and over the
+//!   embedded engine every session's engine records its fsyncs into one
+//!   [`SyncStats`] it reads ([`ConnectArgs::sync_stats`]).
 //! - SIGTERM/SIGINT: stops accepting, ends the event streams, lets in-flight requests finish,
 //!   releases the pool locks, leaves, and closes the session so its ephemerals go at once.
 //!
@@ -45,10 +48,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use medkeeper_embedded::{HistogramSnapshot, SyncStats};
 use medkeeper_hospital::config::HospitalConfig;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
-use medkeeper_server::{Limits, MemberInfo, Role, ServerState, issue_token};
+use medkeeper_server::{
+    EngineFigures, HistogramFigures, Limits, MemberInfo, Role, ServerState, issue_token,
+};
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -196,6 +202,10 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         }
         limits.max_streams_per_token = n;
     }
+    // The embedded engines of every session record into one, for `/metrics`.
+    let sync_stats = connect
+        .starts_with("embedded:")
+        .then(|| Arc::new(SyncStats::default()));
     Ok(Settings {
         listen: args
             .listen
@@ -213,6 +223,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
                 .or(file.session_timeout_ms)
                 .unwrap_or(10_000),
             create_chroot: true,
+            sync_stats,
         },
         hospital: args.hospital.or(file.hospital),
         instance: args
@@ -227,6 +238,19 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         data,
         limits,
     })
+}
+
+/// The embedded engine's histograms, as the server's `/metrics` reads them.
+fn engine_figures(stats: &SyncStats) -> EngineFigures {
+    let figures = |h: HistogramSnapshot| HistogramFigures {
+        buckets: h.buckets,
+        count: h.count,
+        sum: h.sum,
+    };
+    EngineFigures {
+        fsync_seconds: figures(stats.fsync_seconds()),
+        fsync_transactions: figures(stats.fsync_transactions()),
+    }
 }
 
 /// Opens (creating) the clinical store under the data directory.
@@ -276,6 +300,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         store.clone(),
         s.limits.clone(),
     );
+    if let Some(stats) = s.connect.sync_stats.clone() {
+        state.set_engine_figures(Arc::new(move || engine_figures(&stats)));
+    }
     let hospital_name = config.name.clone();
     let first_token = if store.tokens().await.context("reading tokens")?.is_empty() {
         let (rec, token) = issue_token(store.as_ref(), Role::Admin, None, "first start")
@@ -313,6 +340,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             })),
         },
         on_error: OnError::Retry,
+        dispatch_observer: Some(state.dispatch_observer()),
     };
     let mut coordination = tokio::spawn(instance::run(instance, stopped(stop.clone())));
 

@@ -8,8 +8,8 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use support::{Serve, agent};
+use serde_json::{Value, json};
+use support::{Serve, agent, call};
 
 /// A free loopback port (bound and let go: another process could take it in between, which
 /// the caller would see as a failure to listen).
@@ -117,14 +117,49 @@ fn issue14_prometheus_scrapes_metrics_listen() {
         .call()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let mut r = agent()
-        .get(&format!("http://{metrics}/metrics"))
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 200);
-    let text = r.body_mut().read_to_string().unwrap();
+    // A stat MRI order, which the instance's dispatcher calls at once (issue 14, item 6).
+    let token = serve.admin.clone().expect("the admin token");
+    let a = agent();
+    let (status, patient) = call(
+        &a,
+        "POST",
+        &format!("{}api/patients", serve.url),
+        &token,
+        Some(json!({"name": "Metrics Patient"})),
+    );
+    assert_eq!(status, 201, "{patient}");
+    let (status, order) = call(
+        &a,
+        "POST",
+        &format!("{}api/orders", serve.url),
+        &token,
+        Some(json!({"patient": patient["id"], "pool": "MRI", "priority": "stat"})),
+    );
+    assert_eq!(status, 201, "{order}");
+    let called = "medkeeper_dispatch_wait_seconds_count{kind=\"equipment\",pool=\"MRI\",\
+                  priority=\"stat\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let text = loop {
+        let mut r = agent()
+            .get(&format!("http://{metrics}/metrics"))
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let text = r.body_mut().read_to_string().unwrap();
+        if text.contains(called) || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains(called), "the dispatcher's call: {text}");
     assert!(
         text.contains("medkeeper_pool_units_in_service{kind=\"equipment\",pool=\"MRI\"} 2"),
+        "{text}"
+    );
+    // The embedded engine (the default backend) reports its fsyncs.
+    assert!(
+        text.contains("# TYPE medkeeper_engine_fsync_duration_seconds histogram")
+            && text.contains("# TYPE medkeeper_engine_fsync_transactions histogram"),
         "{text}"
     );
     // Not on the API's port.
@@ -165,6 +200,17 @@ fn issue14_prometheus_scrapes_metrics_listen() {
     assert_eq!(
         prom.value("medkeeper_orders{state=\"queued\"}", within),
         0.0
+    );
+    assert_eq!(
+        prom.value(
+            "medkeeper_dispatch_latency_seconds_count{pool=\"MRI\",priority=\"stat\"}",
+            within
+        ),
+        1.0
+    );
+    assert_eq!(
+        prom.value("medkeeper_engine_fsync_transactions_count > bool 0", within),
+        1.0
     );
     let targets = prom.api("targets", None).expect("the targets");
     assert_eq!(targets["activeTargets"][0]["health"], "up", "{targets}");
