@@ -764,7 +764,7 @@ fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
 }
 
 /// Parses `10m`, `30s`, `250ms`, `2h`, `1h30m`; `None` if malformed or too large.
-fn parse_duration(text: &str) -> Option<Duration> {
+pub fn parse_duration(text: &str) -> Option<Duration> {
     if text.is_empty() {
         return None;
     }

@@ -9,7 +9,8 @@
 //!   `dispatching MRI as NAME`, `stopped dispatching MRI as NAME`;
 //! - a follow-up repair once what the start-up repair left for being too recent is due;
 //! - for `serve` ([`Duties`]): membership in `/medical/members` and leadership at
-//!   `/medical/leader`, the leader running the reconciler every [`RECONCILE_EVERY`].
+//!   `/medical/leader`, the leader running the reconciler every [`RECONCILE_EVERY`] and the
+//!   alarm evaluator (one per cluster, [`medkeeper_hospital::alarms`]).
 //!
 //! A session that ends (expired: the process was paused past its timeout) took everything it
 //! held with it — its lock nodes, so its fenced writes fail — and the instance opens a new
@@ -30,6 +31,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use medkeeper_coord::{Session, SessionState};
+use medkeeper_hospital::alarms::Evaluator;
 use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::dispatch::{DispatchObserver, Dispatcher};
 use medkeeper_hospital::orders::{Hospital, RECONCILE_GRACE};
@@ -462,7 +464,8 @@ async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Rece
 }
 
 /// Stands for leader until `done`; while leading, runs the reconciler every
-/// [`RECONCILE_EVERY`], or sooner when a run left a repair that becomes due before then.
+/// [`RECONCILE_EVERY`] (or sooner when a run left a repair that becomes due before then) and,
+/// beside it, the alarm evaluator ([`evaluate_alarms`]).
 async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) {
     let session = hospital.session().clone();
     let election = match Election::new(session.clone(), tree::LEADER, id.clone()) {
@@ -480,21 +483,21 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
         match leadership {
             Ok(l) => {
                 tracing::info!("leading as {id}");
-                let mut wait = RECONCILE_EVERY;
-                loop {
-                    tokio::select! {
-                        _ = l.lost() => {
-                            tracing::info!("no longer leading as {id}");
-                            break;
-                        }
-                        _ = stopped(done.clone()) => {
-                            let _ = l.resign().await;
-                            return;
-                        }
-                        _ = tokio::time::sleep(wait) => {
-                            wait = reconcile_logged(&hospital, &id).await;
-                        }
+                let reconciling = async {
+                    let mut wait = RECONCILE_EVERY;
+                    loop {
+                        tokio::time::sleep(wait).await;
+                        wait = reconcile_logged(&hospital, &id).await;
                     }
+                };
+                tokio::select! {
+                    _ = l.lost() => tracing::info!("no longer leading as {id}"),
+                    _ = stopped(done.clone()) => {
+                        let _ = l.resign().await;
+                        return;
+                    }
+                    () = reconciling => {}
+                    () = evaluate_alarms(&hospital, &id) => {}
                 }
             }
             Err(_) if session.state().is_terminal() => return,
@@ -504,6 +507,22 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
             _ = tokio::time::sleep(RETRY) => {}
             _ = stopped(done.clone()) => return,
         }
+    }
+}
+
+/// The cluster's alarm evaluator ([`Evaluator::run`]), for as long as the future is polled
+/// (the leader's term): started again after [`RETRY`] if it fails while the session lives.
+async fn evaluate_alarms(hospital: &Arc<Hospital>, id: &str) {
+    loop {
+        let evaluator = Evaluator::new(hospital.clone(), id);
+        match evaluator.run(std::future::pending()).await {
+            Ok(()) => {}
+            Err(_) if hospital.session().state().is_terminal() => {
+                return std::future::pending().await;
+            }
+            Err(e) => tracing::warn!("{id}: alarm evaluator: {e}; starting again"),
+        }
+        tokio::time::sleep(RETRY).await;
     }
 }
 

@@ -61,6 +61,7 @@ pub use views::MemberInfo;
         api::cluster, api::tree,
         api::create_token, api::tokens, api::revoke_token, api::audit,
         api::all_events, api::pool_events, api::unit_events, api::patient_events, api::cluster_events,
+        api::alarms, api::alarm, api::acknowledge, api::shelve, api::alarm_events,
     ),
     components(schemas(views::PatientQueueView)),
     modifiers(&BearerAuth),
@@ -87,12 +88,13 @@ pub fn openapi_json() -> String {
 }
 
 /// The event-stream routes: the only ones that take `?access_token=` (see docs/api.md).
-pub const STREAM_ROUTES: [&str; 5] = [
+pub const STREAM_ROUTES: [&str; 6] = [
     "/api/events",
     "/api/pools/{pool}/events",
     "/api/pools/{pool}/units/{unit}/events",
     "/api/patients/{id}/events",
     "/api/cluster/events",
+    "/api/alarms/events",
 ];
 
 /// The whole HTTP service of one instance.
@@ -123,6 +125,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/tokens", post(api::create_token).get(api::tokens))
         .route("/api/tokens/{id}", axum::routing::delete(api::revoke_token))
         .route("/api/audit", get(api::audit))
+        .route("/api/alarms", get(api::alarms))
+        .route("/api/alarms/{id}", get(api::alarm))
+        .route("/api/alarms/{id}/ack", post(api::acknowledge))
+        .route("/api/alarms/{id}/shelve", post(api::shelve))
         .route("/readyz", get(api::readyz))
         .layer(
             ServiceBuilder::new()
@@ -138,7 +144,8 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route(STREAM_ROUTES[1], get(api::pool_events))
         .route(STREAM_ROUTES[2], get(api::unit_events))
         .route(STREAM_ROUTES[3], get(api::patient_events))
-        .route(STREAM_ROUTES[4], get(api::cluster_events));
+        .route(STREAM_ROUTES[4], get(api::cluster_events))
+        .route(STREAM_ROUTES[5], get(api::alarm_events));
     Router::new()
         .merge(api)
         .merge(streams)

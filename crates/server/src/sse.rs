@@ -43,6 +43,8 @@ pub enum Topic {
     Patient(PatientId),
     /// Members and leader.
     Cluster,
+    /// The active alarms.
+    Alarms,
 }
 
 impl Topic {
@@ -53,6 +55,7 @@ impl Topic {
             Topic::Unit(..) => "unit",
             Topic::Patient(_) => "patient",
             Topic::Cluster => "cluster",
+            Topic::Alarms => "alarms",
         }
     }
 
@@ -63,6 +66,7 @@ impl Topic {
             Topic::Unit(p, u) => vec![tree::unit_path(p, u)],
             Topic::Patient(id) => vec![tree::patient_path(id)],
             Topic::Cluster => vec![tree::MEMBERS.to_string(), tree::LEADER.to_string()],
+            Topic::Alarms => vec![tree::ALARMS.to_string()],
         }
     }
 
@@ -387,6 +391,9 @@ impl Changes {
         if let Topic::Pool(p) | Topic::Unit(p, _) = topic {
             return Ok(Changes::Model(hospital.pool_model(p).await?.subscribe()));
         }
+        if let Topic::Alarms = topic {
+            return Ok(Changes::Model(hospital.alarm_model().await?.subscribe()));
+        }
         let session = hospital.session();
         let mut watches = Vec::new();
         for path in topic.paths() {
@@ -442,6 +449,7 @@ async fn view_of(me: &MemberInfo, hospital: &Hospital, topic: &Topic) -> Result<
         Topic::Unit(p, u) => serde_json::to_string(&views::unit(hospital, p, u).await?),
         Topic::Patient(id) => serde_json::to_string(&views::patient_queue(hospital, id).await?),
         Topic::Cluster => serde_json::to_string(&views::cluster(me, hospital).await?),
+        Topic::Alarms => serde_json::to_string(&crate::api::active_views(hospital).await?),
     };
     json.map_err(|e| ApiError::internal(format_args!("cannot encode a view: {e}")))
 }

@@ -4,6 +4,7 @@
 //!
 //! One module per resource, re-exported here (the router and the OpenAPI document name the
 //! handlers as `api::<handler>`):
+//! - `alarms`: active alarms and their history, acknowledging, shelving, their stream;
 //! - `health`: `/healthz`, `/readyz`;
 //! - `pools`: pools, units, a pool's queue, a unit's status;
 //! - `patients`: registering a patient, a patient's record;
@@ -26,6 +27,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::{Audit, Outcome, ServerState};
 
+mod alarms;
 mod cluster;
 mod health;
 mod orders;
@@ -34,6 +36,7 @@ mod pools;
 mod streams;
 mod tokens;
 
+pub use alarms::*;
 pub use cluster::*;
 pub use health::*;
 pub use orders::*;

@@ -20,7 +20,11 @@ type BoxedEvents = std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>
 type EventStream = Sse<axum::response::sse::KeepAliveStream<BoxedEvents>>;
 
 /// Streams a topic's views (see [`crate::sse`]).
-fn stream(st: &Arc<ServerState>, caller: &Caller, topic: Topic) -> ApiResult<EventStream> {
+pub(super) fn stream(
+    st: &Arc<ServerState>,
+    caller: &Caller,
+    topic: Topic,
+) -> ApiResult<EventStream> {
     stream_many(st, caller, vec![topic])
 }
 
@@ -87,8 +91,9 @@ fn topic_events(st: &Arc<ServerState>, topic: Topic) -> BoxedEvents {
     ))
 }
 
-/// Every pool's live view (event `pool`, one per pool and change) and the cluster's (event
-/// `cluster`) on one stream: what a dashboard needs, on one connection.
+/// Every pool's live view (event `pool`, one per pool and change), the cluster's (event
+/// `cluster`) and the active alarms (event `alarms`) on one stream: what a dashboard needs, on
+/// one connection.
 #[utoipa::path(get, path = "/api/events", tag = "streams", security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream")))]
 pub async fn all_events(State(st): St, caller: Caller) -> ApiResult<EventStream> {
@@ -102,6 +107,7 @@ pub async fn all_events(State(st): St, caller: Caller) -> ApiResult<EventStream>
             .map(|p| Topic::Pool(p.pool.clone()))
             .collect();
         topics.push(Topic::Cluster);
+        topics.push(Topic::Alarms);
         stream_many(&st, &caller, topics)
     }
     .await;
