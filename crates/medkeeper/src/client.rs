@@ -1,5 +1,6 @@
 //! The everyday commands against a running `medkeeper serve`: pools, queues, units, patients,
-//! orders, the cluster, the tree, tokens and the audit log, over the JSON API (`docs/api.md`).
+//! orders, alarms, the cluster, the tree, tokens and the audit log, over the JSON API
+//! (`docs/api.md`).
 //!
 //! Every command takes `--server URL` (`MEDKEEPER_SERVER`), `--token TOKEN`
 //! (`MEDKEEPER_TOKEN`) and `--json` (the raw answer instead of a table). A server error
@@ -100,6 +101,17 @@ pub enum ClientCommand {
         #[arg(long)]
         depth: Option<u32>,
     },
+    /// Active alarms, highest priority first, and the newest alarm events.
+    Alarms {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// How many of the newest alarm events to list.
+        #[arg(long, default_value_t = 10)]
+        history: u32,
+    },
+    /// Show, acknowledge or shelve one alarm.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
     /// Issue, list and revoke API tokens (admin).
     #[command(subcommand)]
     Token(TokenCommand),
@@ -126,6 +138,41 @@ pub enum ClientCommand {
         /// Read the clinical store `DIR/clinical.sqlite` directly instead of asking a server.
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+    },
+}
+
+/// `medkeeper alarm ...`.
+#[derive(Subcommand, Debug)]
+pub enum AlarmCommand {
+    /// One alarm: as it is now if active, and its events.
+    Show {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The alarm's id (`<rule>@<scope>@<episode>`, from `medkeeper alarms`).
+        id: String,
+    },
+    /// Acknowledge an active alarm (any staff role).
+    Ack {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The alarm's id.
+        id: String,
+        /// A note (no patient data: alarms live in the coordination tree).
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// Shelve an active alarm: not delivered nor escalated for a while (admin, scheduler).
+    Shelve {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The alarm's id.
+        id: String,
+        /// How long (`30m`, `2h`; at most 24h).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
     },
 }
 
@@ -408,6 +455,44 @@ async fn command(cmd: ClientCommand) -> anyhow::Result<()> {
             }
             let v = c.get(&with_query("/api/tree", &query)).await?;
             c.print(&v, |v| print_tree(v, 0));
+        }
+        ClientCommand::Alarms { server, history } => {
+            let c = Client::new(&server)?;
+            let v = c
+                .get(&with_query(
+                    "/api/alarms",
+                    &[("limit", history.to_string())],
+                ))
+                .await?;
+            c.print(&v, print_alarms);
+        }
+        ClientCommand::Alarm(cmd) => {
+            let (server, path, body) = match cmd {
+                AlarmCommand::Show { server, id } => {
+                    let c = Client::new(&server)?;
+                    let v = c.get(&format!("/api/alarms/{}", seg(&id))).await?;
+                    c.print(&v, print_alarm_record);
+                    return Ok(());
+                }
+                AlarmCommand::Ack { server, id, note } => (
+                    server,
+                    format!("/api/alarms/{}/ack", seg(&id)),
+                    json!({ "note": note }),
+                ),
+                AlarmCommand::Shelve {
+                    server,
+                    id,
+                    duration,
+                    reason,
+                } => (
+                    server,
+                    format!("/api/alarms/{}/shelve", seg(&id)),
+                    json!({ "for": duration, "reason": reason }),
+                ),
+            };
+            let c = Client::new(&server)?;
+            let v = c.send(Method::Post, &path, Some(body)).await?;
+            c.print(&v, |v| print_alarm_rows(std::slice::from_ref(v)));
         }
         ClientCommand::Token(cmd) => token_command(cmd).await?,
         ClientCommand::Audit {
@@ -1171,6 +1256,82 @@ fn print_order_details(v: &Value) {
             outln!("  {line}");
         }
     }
+}
+
+/// Active alarms, then the newest events.
+fn print_alarms(v: &Value) {
+    let active = arr(&v["active"]);
+    if active.is_empty() {
+        outln!("no active alarms");
+    } else {
+        print_alarm_rows(active);
+    }
+    let history = arr(&v["history"]);
+    if !history.is_empty() {
+        outln!();
+        print_alarm_events(history);
+    }
+}
+
+fn print_alarm_rows(alarms: &[Value]) {
+    let rows: Vec<Vec<String>> = alarms
+        .iter()
+        .map(|a| {
+            let by = a["acknowledged"]["by"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| {
+                    a["shelved"]["until_ms"]
+                        .as_i64()
+                        .map(|_| format!("until {}", time(&a["shelved"]["until_ms"])))
+                })
+                .unwrap_or_default();
+            vec![
+                text(&a["priority"]).to_uppercase(),
+                text(&a["state"]),
+                text(&a["summary"]),
+                time(&a["raised_ms"]),
+                by,
+                text(&a["id"]),
+            ]
+        })
+        .collect();
+    table(
+        "",
+        &["PRIORITY", "STATE", "ALARM", "RAISED", "BY / UNTIL", "ID"],
+        &rows,
+    );
+}
+
+fn print_alarm_events(events: &[Value]) {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            vec![
+                time(&e["at_ms"]),
+                text(&e["kind"]),
+                text(&e["priority"]),
+                text(&e["actor"]),
+                text(&e["note"]),
+                text(&e["alarm"]),
+            ]
+        })
+        .collect();
+    table(
+        "",
+        &["AT", "EVENT", "PRIORITY", "BY", "NOTE", "ALARM"],
+        &rows,
+    );
+}
+
+fn print_alarm_record(v: &Value) {
+    if v["active"].is_null() {
+        outln!("cleared");
+    } else {
+        print_alarm_rows(std::slice::from_ref(&v["active"]));
+    }
+    outln!();
+    print_alarm_events(arr(&v["events"]));
 }
 
 fn print_cluster(v: &Value) {
