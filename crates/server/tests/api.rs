@@ -294,7 +294,18 @@ impl Server {
                 })
                 .await,
         );
-        let hospital_config = HospitalConfig::demo();
+        let mut hospital_config = HospitalConfig::demo();
+        // An alarm that holds whenever an evaluator looks: nothing dispatches XRAY here.
+        hospital_config.alarms = HospitalConfig::parse(&format!(
+            "{}\n[[alarm]]\nname = \"xray-undispatched\"\nsignal = \"dispatchers\"\n\
+             pool = \"XRAY\"\nraise = 0\nclear = 1\npriority = \"high\"\n",
+            HospitalConfig::DEMO_TOML
+        ))
+        .unwrap()
+        .alarms
+        .into_iter()
+        .filter(|r| r.name == "xray-undispatched")
+        .collect();
         config::load(session.as_ref(), &hospital_config)
             .await
             .unwrap();
@@ -559,6 +570,8 @@ enum Fixture {
     RevokeToken,
     /// MRI-2 is available; the call puts it into maintenance.
     UnitStatus,
+    /// An active alarm (`{alarm}` in the path): its events count is what changes.
+    Alarm,
 }
 
 /// The role matrix of docs/api.md, one row per route. Access columns as [`WHO`]: `y` allowed
@@ -602,7 +615,34 @@ const MATRIX: &[(&str, &str, &str, Fixture, &str)] = &[
     ("GET", "/api/tokens",                       "y------", Fixture::Shared, ""),
     ("DELETE", "/api/tokens/{token}",            "y------", Fixture::RevokeToken, ""),
     ("GET", "/api/audit",                        "y------", Fixture::Shared, ""),
+    ("GET", "/api/alarms",                       "yyyyy--", Fixture::Alarm, ""),
+    ("GET", "/api/alarms/{alarm}",               "yyyyy--", Fixture::Alarm, ""),
+    ("GET", "/api/alarms/events",                "yyyyy--", Fixture::Alarm, ""),
+    ("POST", "/api/alarms/{alarm}/ack",          "yyyyy--", Fixture::Alarm, r#"{"note":"matrix"}"#),
+    ("POST", "/api/alarms/{alarm}/shelve",       "yy-----", Fixture::Alarm,
+        r#"{"for":"5m","reason":"matrix"}"#),
 ];
+
+/// The id of the alarm [`Fixture::Alarm`] made sure of last.
+static ALARM_ID: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+impl Server {
+    /// Makes sure the test alarm is active (one evaluator pass) and returns it.
+    async fn alarm(&self) -> medkeeper_hospital::alarms::AlarmNode {
+        medkeeper_hospital::alarms::Evaluator::new(self.hospital.clone(), "api-test")
+            .evaluate()
+            .await
+            .unwrap();
+        let a = medkeeper_hospital::alarms::active(&self.hospital)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|a| a.rule == "xray-undispatched")
+            .expect("the test alarm is active");
+        a.id.clone_into(&mut ALARM_ID.lock().unwrap());
+        a
+    }
+}
 
 fn method(m: &str) -> &'static str {
     match m {
@@ -622,6 +662,7 @@ fn fill(
     fresh: &PatientId,
 ) -> String {
     template
+        .replace("{alarm}", &ALARM_ID.lock().unwrap())
         .replace("{patient}", patient.as_str())
         .replace("{order}", order.as_str())
         .replace("{token}", token)
@@ -657,7 +698,7 @@ async fn role_matrix_over_every_endpoint() {
                 .map(|seg| match seg {
                     "MRI" => "{pool}",
                     "MRI-1" | "MRI-2" => "{unit}",
-                    "{patient}" | "{order}" | "{token}" => "{id}",
+                    "{patient}" | "{order}" | "{token}" | "{alarm}" => "{id}",
                     other => other,
                 })
                 .collect();
@@ -693,6 +734,10 @@ async fn role_matrix_over_every_endpoint() {
                     shared.clone()
                 }
                 _ => shared.clone(),
+            };
+            let before_alarm = match fixture {
+                Fixture::Alarm => Some(s.alarm().await),
+                _ => None,
             };
             let before_order = s.stored(&order.id).await;
             let before_orders = s.store.orders_of(&own).await.unwrap().len();
@@ -750,6 +795,9 @@ async fn role_matrix_over_every_endpoint() {
                         Fixture::NewToken => s.store.tokens().await.unwrap().len() == before_tokens,
                         Fixture::UnitStatus => {
                             s.unit_status("MRI", "MRI-2").await == UnitStatus::Available
+                        }
+                        Fixture::Alarm => {
+                            s.alarm().await.next_seq == before_alarm.as_ref().unwrap().next_seq
                         }
                     };
                     p.ensure(&what, unchanged, "refused, but something changed");
