@@ -69,9 +69,6 @@
 //! Alertmanager at their `endsAt` unless a successor keeps sending them. If the watch's sender
 //! is dropped, the last set keeps being delivered until shutdown.
 
-// Nothing calls `run` yet: `medkeeper serve` wires it in with the alarms (issue 14).
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -77,8 +77,11 @@ pub struct Instance {
 pub struct Duties {
     /// Joins `/medical/members` as this member.
     pub member: Option<MemberInfo>,
-    /// Stands for leader at `/medical/leader`; the leader runs the reconciler.
+    /// Stands for leader at `/medical/leader`; the leader runs the reconciler and the alarm
+    /// evaluator.
     pub lead: bool,
+    /// Where the leader delivers the cluster's alarms ([`crate::alerting::deliver_alarms`]).
+    pub alerts: Option<crate::alerting::Delivery>,
     /// Told each session's hospital once it is loaded and repaired, and `None` once the
     /// session ends, before it is closed.
     pub on_hospital: Option<HospitalChanged>,
@@ -219,7 +222,8 @@ async fn one_session<F: Future<Output = ()>>(
     // the leader's next periodic run (or, without a leader, never in this session).
     tasks.spawn(|done| reconcile_when_due(hospital.clone(), id.clone(), report.next_due_ms, done));
     if instance.duties.lead {
-        tasks.spawn(|done| lead(hospital.clone(), id.clone(), done));
+        let alerts = instance.duties.alerts.clone();
+        tasks.spawn(|done| lead(hospital.clone(), id.clone(), alerts, done));
     }
     let mut events = session.session_events();
     let ended = tokio::select! {
@@ -465,8 +469,14 @@ async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Rece
 
 /// Stands for leader until `done`; while leading, runs the reconciler every
 /// [`RECONCILE_EVERY`] (or sooner when a run left a repair that becomes due before then) and,
-/// beside it, the alarm evaluator ([`evaluate_alarms`]).
-async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) {
+/// beside it, the alarm evaluator ([`evaluate_alarms`]) and, with `alerts`, the alarms'
+/// delivery to Alertmanager.
+async fn lead(
+    hospital: Arc<Hospital>,
+    id: String,
+    alerts: Option<crate::alerting::Delivery>,
+    done: watch::Receiver<bool>,
+) {
     let session = hospital.session().clone();
     let election = match Election::new(session.clone(), tree::LEADER, id.clone()) {
         Ok(e) => e,
@@ -498,6 +508,12 @@ async fn lead(hospital: Arc<Hospital>, id: String, done: watch::Receiver<bool>) 
                     }
                     () = reconciling => {}
                     () = evaluate_alarms(&hospital, &id) => {}
+                    () = async {
+                        match alerts.clone() {
+                            Some(d) => crate::alerting::deliver_alarms(hospital.clone(), d).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
                 }
             }
             Err(_) if session.state().is_terminal() => return,
@@ -569,6 +585,7 @@ mod tests {
                     started_ms: 0,
                 }),
                 lead: true,
+                alerts: None,
                 on_hospital: Some(Box::new(move |h| {
                     let _ = ready_tx.send((h, alive()));
                 })),

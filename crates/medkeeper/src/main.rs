@@ -19,6 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alerting;
 mod alertmanager;
 mod bench;
 mod bench_recipes;

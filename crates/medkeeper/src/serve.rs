@@ -6,7 +6,7 @@
 //! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
-//! `max_streams_per_token`, `log_format`, `metrics_listen`), then defaults.
+//! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`), then defaults.
 //!
 //! ## Logs
 //! On stderr through the process's subscriber ([`crate::logs`]): `RUST_LOG` filters (unset:
@@ -34,6 +34,9 @@
 //!   dispatchers report each call to it ([`Instance::dispatch_observer`]), and over the
 //!   embedded engine every session's engine records its fsyncs into one
 //!   [`SyncStats`] it reads ([`ConnectArgs::sync_stats`]).
+//! - The leader evaluates the hospital file's alarm rules ([`medkeeper_hospital::alarms`]).
+//!   With `--alertmanager URL` (`alertmanager` in the file) it delivers them to that
+//!   Prometheus Alertmanager, and every instance its own health ([`crate::alerting`]).
 //! - SIGTERM/SIGINT: stops accepting, ends the event streams, lets in-flight requests finish,
 //!   releases the pool locks, leaves, and closes the session so its ephemerals go at once.
 //!
@@ -59,6 +62,8 @@ use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use crate::alerting::{self, Delivery};
+use crate::alertmanager;
 use crate::coord::ConnectArgs;
 use crate::instance::{self, Duties, Instance, OnError, default_instance, stopped};
 use crate::logs::{self, LogFormat};
@@ -86,6 +91,10 @@ pub struct ServeArgs {
     /// or a monitoring network; docs/api.md), e.g. `127.0.0.1:9464`. Default: not served.
     #[arg(long, env = "MEDKEEPER_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// A Prometheus Alertmanager to deliver alarms to (API v2), e.g. `http://127.0.0.1:9093`:
+    /// the leader sends the cluster's alarms, every instance its own health. Default: none.
+    #[arg(long, env = "MEDKEEPER_ALERTMANAGER")]
+    alertmanager: Option<String>,
     /// The coordination service: `zk:HOST:PORT[,HOST:PORT...][/chroot]` (`zk+tls:` for TLS;
     /// the `zk:` may be left out), or `embedded:DIR`. Default: the embedded engine in the data
     /// directory.
@@ -137,6 +146,7 @@ struct FileSettings {
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    alertmanager: Option<String>,
     connect: Option<String>,
     auth: Option<String>,
     session_timeout_ms: Option<u64>,
@@ -154,6 +164,7 @@ struct Settings {
     data: PathBuf,
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
+    alertmanager: Option<String>,
     connect: ConnectArgs,
     hospital: Option<PathBuf>,
     instance: String,
@@ -212,6 +223,12 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        alertmanager: match args.alertmanager.or(file.alertmanager) {
+            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+                bail!("--alertmanager {u:?}: an http:// URL, e.g. http://127.0.0.1:9093")
+            }
+            other => other,
+        },
         connect: ConnectArgs {
             connect,
             auth: args.auth.or(file.auth),
@@ -325,6 +342,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = stop_tx.send(true);
     });
 
+    // Alerts to Alertmanager: the cluster's alarms from the leader, this instance's health.
+    let delivery = s.alertmanager.as_ref().map(|u| Delivery {
+        options: alertmanager::Options::new(u.clone()),
+        base_url: url.clone(),
+        hospital: hospital_name.clone(),
+    });
+    if let Some(d) = delivery.clone() {
+        tokio::spawn(alerting::deliver_health(
+            state.clone(),
+            d,
+            stopped(stop.clone()),
+        ));
+    }
+
     // The coordination side: sessions, dispatchers, membership, leadership.
     let instance = Instance {
         id: s.instance.clone(),
@@ -334,6 +365,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         duties: Duties {
             member: Some(state.me().clone()),
             lead: true,
+            alerts: delivery,
             on_hospital: Some(Box::new({
                 let state = state.clone();
                 move |hospital| state.set_hospital(hospital)
