@@ -396,7 +396,11 @@ async fn an_unacknowledged_alarm_escalates_and_a_shelved_one_waits(b: &Backend) 
     clock.advance(Duration::from_secs(1));
     let r = ev.evaluate().await.unwrap();
     assert_eq!(r.unshelved, vec![a.id.clone()]);
-    assert_eq!(r.escalated, vec![a.id.clone()], "overdue, so escalated at once");
+    assert_eq!(
+        r.escalated,
+        vec![a.id.clone()],
+        "overdue, so escalated at once"
+    );
     assert_eq!(only(&h).await.priority, AlarmPriority::High);
     // Acknowledged: no further escalation.
     alarms::acknowledge(&h, &a.id, "nurse-1", "").await.unwrap();
