@@ -22,6 +22,9 @@
 //! - Orders by state: one counting query of the clinical store
 //!   ([`ClinicalStore::order_counts`]); `medkeeper_clinical_store_up` is 0 when it fails.
 //! - Whether the coordination session is connected.
+//! - Active alarms by priority and state (`medkeeper_alarms_active`), from the instance's copy
+//!   of `/medical/alarms` ([`Hospital::alarm_model`]): every instance reports the cluster's
+//!   alarms, so aggregate with `max`, not `sum`.
 //! - Per pool and priority, for the orders this instance's dispatchers call
 //!   ([`ServerState::dispatch_observer`], handed to each [`Dispatcher::with_observer`]):
 //!   `medkeeper_dispatch_wait_seconds`, the order's wait from its arrival in the queue (its
@@ -46,6 +49,7 @@
 //! as Prometheus expects).
 //!
 //! [`Hospital::pool_model`]: medkeeper_hospital::orders::Hospital::pool_model
+//! [`Hospital::alarm_model`]: medkeeper_hospital::orders::Hospital::alarm_model
 //! [`Dispatcher::with_observer`]: medkeeper_hospital::dispatch::Dispatcher::with_observer
 //! [`PoolModel::settle`]: medkeeper_hospital::readmodel::PoolModel::settle
 //! [`ClinicalStore::order_counts`]: medkeeper_hospital::store::ClinicalStore::order_counts
@@ -59,6 +63,7 @@ use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use medkeeper_hospital::alarms::{AlarmPriority, AlarmState};
 use medkeeper_hospital::dispatch::DispatchObserver;
 use medkeeper_hospital::orders::Hospital;
 use medkeeper_hospital::{Pool, Priority, UnitStatus};
@@ -130,6 +135,12 @@ struct QueueLabels {
     kind: &'static str,
     pool: String,
     priority: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AlarmLabels {
+    priority: &'static str,
+    state: &'static str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -497,6 +508,44 @@ async fn scrape(State(state): State<Arc<ServerState>>) -> Response {
             );
         }
         pools.register(&mut registry);
+
+        // Active alarms by priority and state, from this instance's copy of
+        // `/medical/alarms` (no request once the copy is started).
+        let alarms = Family::<AlarmLabels, Gauge>::default();
+        let listed =
+            tokio::time::timeout(POOLS_WITHIN, medkeeper_hospital::alarms::active(&hospital)).await;
+        if let Ok(Ok(active)) = listed {
+            for p in AlarmPriority::ALL {
+                for st in ["raised", "acknowledged", "shelved"] {
+                    alarms
+                        .get_or_create(&AlarmLabels {
+                            priority: p.as_str(),
+                            state: st,
+                        })
+                        .set(0);
+                }
+            }
+            let now = hospital.now_ms();
+            for a in active {
+                let state = match a.state(now) {
+                    AlarmState::Raised => "raised",
+                    AlarmState::Acknowledged => "acknowledged",
+                    AlarmState::Shelved => "shelved",
+                    AlarmState::Cleared => continue,
+                };
+                alarms
+                    .get_or_create(&AlarmLabels {
+                        priority: a.priority.as_str(),
+                        state,
+                    })
+                    .inc();
+            }
+            registry.register(
+                "alarms_active",
+                "Active alarms by priority (IEC 60601-1-8) and state",
+                alarms,
+            );
+        }
     }
 
     let mut body = String::new();

@@ -3488,6 +3488,11 @@ async fn issue14_metrics_after_some_orders() {
     let ct = s.patient("Metrics CT").await;
     let called = s.order(&ct, "CT", OrderState::Called).await;
     ids.push(called.id.to_string());
+    // The test server's XRAY alarm (nothing dispatches XRAY), raised and acknowledged.
+    let alarm = s.alarm().await;
+    medkeeper_hospital::alarms::acknowledge(&s.hospital, &alarm.id, "nurse:t-x", "")
+        .await
+        .unwrap();
     let ct_in_service = s
         .hospital
         .units(&Pool::Equipment("CT".into()))
@@ -3529,6 +3534,16 @@ async fn issue14_metrics_after_some_orders() {
     expect("medkeeper_orders", &[("state", "queued")], 2.0);
     expect("medkeeper_orders", &[("state", "called")], 1.0);
     expect("medkeeper_orders", &[("state", "completed")], 0.0);
+    expect(
+        "medkeeper_alarms_active",
+        &[("priority", "high"), ("state", "acknowledged")],
+        1.0,
+    );
+    expect(
+        "medkeeper_alarms_active",
+        &[("priority", "high"), ("state", "raised")],
+        0.0,
+    );
     let mri = |priority| {
         [
             ("kind", "equipment"),
