@@ -29,7 +29,13 @@ pub enum BenchCommand {
     /// A running `medkeeper serve` through its HTTP API: concurrent clients create orders,
     /// orders/s and `POST /api/orders` → "called" on the patient's event stream, p50/p99.
     Api(api::ApiBench),
+    /// Alarms: threshold crossed → alarm on an event stream, p50/p99, and the cost of one
+    /// evaluation pass with every demo rule and many orders waiting.
+    Alarms(alarms::AlarmsBench),
 }
+
+#[path = "bench_alarms.rs"]
+mod alarms;
 
 #[path = "bench_api.rs"]
 mod api;
@@ -67,6 +73,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Memory(b) => memory::run(b).await,
         BenchCommand::Sse(b) => sse::run(b).await,
         BenchCommand::Api(b) => api::run(b).await,
+        BenchCommand::Alarms(b) => alarms::run(b).await,
     }
 }
 

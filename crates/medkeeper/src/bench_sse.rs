@@ -41,7 +41,7 @@ pub struct SseBench {
 }
 
 /// Reads an event stream: sends every `data:` line with the instant it was read.
-fn read_stream(
+pub(super) fn read_stream(
     addr: std::net::SocketAddr,
     path: String,
     token: String,
@@ -70,7 +70,7 @@ fn read_stream(
     }
 }
 
-fn hist() -> Histogram<u64> {
+pub(super) fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
@@ -199,7 +199,7 @@ async fn measure(
 }
 
 /// A fresh directory for the clinical store.
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+pub(super) fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "medkeeper-bench-sse-{}-{}",
         std::process::id(),
