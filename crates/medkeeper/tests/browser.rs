@@ -3,8 +3,10 @@
 //! Starts the real `medkeeper serve` on an embedded data directory, opens the staff dashboard,
 //! changes the hospital through the HTTP API and checks that the page follows live over
 //! Server-Sent Events, without a reload; then opens a patient's own page with a patient token.
-//! Screenshots go to `target/browser/`; with `MEDKEEPER_UPDATE_SCREENSHOT=1` the dashboard's is
-//! also copied to `docs/dashboard.png`.
+//! A second test works the alarms panel (issue 14, item 5): an alarm raised live, acknowledged by
+//! a nurse's click, shelved by an admin. Screenshots go to `target/browser/`; with
+//! `MEDKEEPER_UPDATE_SCREENSHOT=1` the dashboard's and the alarms panel's are also copied to
+//! `docs/dashboard.png` and `docs/dashboard-alarms.png`.
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`scripts/test` installs them).
 //! `MEDKEEPER_SKIP_BROWSER=1` skips the test.
@@ -246,6 +248,36 @@ impl Browser {
         }
     }
 
+    /// The WebDriver id of the first element matching `css` (panics if none).
+    fn find(&self, css: &str) -> String {
+        let v = self.cmd(
+            "POST",
+            "/element",
+            Some(json!({ "using": "css selector", "value": css })),
+        );
+        v["element-6066-11e4-a52e-4f735466cecf"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element id for {css:?} in {v}"))
+            .to_string()
+    }
+
+    /// Clicks the element matching `css` as a user would (WebDriver Element Click: scrolled
+    /// into view, and an error if something else would receive the click).
+    fn click(&self, css: &str) {
+        let el = self.find(css);
+        self.cmd("POST", &format!("/element/{el}/click"), None);
+    }
+
+    /// Types `text` into the element matching `css` (WebDriver Element Send Keys).
+    fn type_into(&self, css: &str, text: &str) {
+        let el = self.find(css);
+        self.cmd(
+            "POST",
+            &format!("/element/{el}/value"),
+            Some(json!({ "text": text })),
+        );
+    }
+
     fn resize(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
@@ -342,11 +374,11 @@ fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-#[test]
-fn dashboard_is_live_in_headless_chromium() {
+/// Chromium and chromedriver; `None` (skip the test) with `MEDKEEPER_SKIP_BROWSER=1`.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     if std::env::var("MEDKEEPER_SKIP_BROWSER").as_deref() == Ok("1") {
         eprintln!("MEDKEEPER_SKIP_BROWSER=1: skipping the headless Chromium dashboard test");
-        return;
+        return None;
     }
     let chromium = find_in_path(&["chromium", "chromium-browser"]);
     let driver = find_in_path(&["chromedriver"]);
@@ -356,6 +388,23 @@ fn dashboard_is_live_in_headless_chromium() {
              `chromium-driver`); run scripts/test, which installs them, or set \
              MEDKEEPER_SKIP_BROWSER=1 to skip this test"
         );
+    };
+    Some((chromium, driver))
+}
+
+/// Copies `target/browser/NAME` to `docs/NAME` with `MEDKEEPER_UPDATE_SCREENSHOT=1`.
+fn update_doc_screenshot(shots: &Path, name: &str) {
+    if std::env::var("MEDKEEPER_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+        let docs = workspace_root().join("docs").join(name);
+        std::fs::copy(shots.join(name), &docs).unwrap();
+        eprintln!("updated {}", docs.display());
+    }
+}
+
+#[test]
+fn dashboard_is_live_in_headless_chromium() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
     };
 
     let data = tempfile::tempdir().unwrap();
@@ -573,11 +622,7 @@ fn dashboard_is_live_in_headless_chromium() {
         json!([both]),
     );
     browser.screenshot(&shots.join("dashboard.png"));
-    if std::env::var("MEDKEEPER_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
-        let docs = workspace_root().join("docs/dashboard.png");
-        std::fs::copy(shots.join("dashboard.png"), &docs).unwrap();
-        eprintln!("updated {}", docs.display());
-    }
+    update_doc_screenshot(&shots, "dashboard.png");
 
     // ---- the patient's own page, with a patient token ----
     let token = api.expect(
@@ -673,4 +718,271 @@ fn dashboard_is_live_in_headless_chromium() {
                  && !document.getElementById('signin').hidden) || s.textContent;",
         json!([]),
     );
+}
+
+/// The demo hospital with its alarm rules replaced by three on the X-ray room that raise at
+/// once: its only unit out of service (medium, latching), anyone waiting (low), two waiting
+/// (high).
+fn alarm_test_hospital() -> String {
+    let demo = include_str!("../../hospital/demo-hospital.toml");
+    let pools = demo
+        .split("[[alarm]]")
+        .next()
+        .expect("the demo hospital's pools");
+    format!(
+        "{pools}
+[[alarm]]
+name = \"queue-length\"
+signal = \"queue_length\"
+pool = \"XRAY\"
+raise = 2
+clear = 0
+priority = \"high\"
+
+[[alarm]]
+name = \"unit-out-of-service\"
+signal = \"units_unavailable\"
+pool = \"XRAY\"
+limit = \"0s\"
+raise = 1
+clear = 0
+priority = \"medium\"
+latching = true
+
+[[alarm]]
+name = \"xray-waiting\"
+signal = \"queue_length\"
+pool = \"XRAY\"
+raise = 1
+clear = 0
+priority = \"low\"
+"
+    )
+}
+
+/// The active alarm of `rule` in `GET /api/alarms`.
+fn active_alarm(api: &Api, rule: &str) -> Value {
+    let all = api.expect("GET", "/api/alarms", None, 200);
+    all["active"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["rule"] == json!(rule)))
+        .cloned()
+        .unwrap_or_else(|| panic!("no active alarm {rule} in {all}"))
+}
+
+#[test]
+fn alarms_panel_acknowledges_and_shelves_in_headless_chromium() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = dir.path().join("hospital.toml");
+    std::fs::write(&hospital, alarm_test_hospital()).unwrap();
+    let data = dir.path().join("data");
+    let server = Serve::start(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--hospital",
+        hospital.to_str().unwrap(),
+    ]);
+    let (base, admin) = (
+        server.url.clone(),
+        server.admin.clone().expect("an admin token"),
+    );
+    let (_chromedriver, driver_port) = start_chromedriver(&driver);
+    let browser = Browser::start(driver_port, &chromium);
+    let api = Api {
+        agent: agent(),
+        base: base.clone(),
+        token: admin.clone(),
+    };
+    let shots = workspace_root().join("target/browser");
+
+    // A nurse's token; the X-ray room's only unit offline and two orders waiting for it.
+    let nurse = api.expect(
+        "POST",
+        "/api/tokens",
+        Some(json!({"role": "nurse", "label": "browser test"})),
+        201,
+    );
+    let nurse_id = nurse["id"].as_str().expect("token id").to_string();
+    let nurse = nurse["token"].as_str().expect("token").to_string();
+    api.expect(
+        "PUT",
+        "/api/pools/XRAY/units/XR-1/status",
+        Some(json!({"status": "offline"})),
+        200,
+    );
+    for name in ["Alarm Patient One", "Alarm Patient Two"] {
+        let p = api.expect("POST", "/api/patients", Some(json!({ "name": name })), 201);
+        api.expect(
+            "POST",
+            "/api/orders",
+            Some(
+                json!({"patient": p["id"], "pool": "XRAY", "priority": "routine",
+                        "reason": "browser test"}),
+            ),
+            201,
+        );
+    }
+
+    // ---- the nurse: sees the three alarms live, by priority; acknowledges the high one ----
+    browser.goto(&format!("{base}#token={nurse}"));
+    browser.wait_js(
+        "the three alarms in the panel, high first, and the header's badge",
+        Duration::from_secs(20),
+        "const groups = [...document.querySelectorAll('#alarms .alarm-group:not([hidden])')]
+             .map(g => g.dataset.priority);
+         const badge = document.getElementById('alarm-badge');
+         return (groups.join() === 'high,medium,low' && !badge.hidden && badge.dataset.count === '3'
+                 && /3 unacknowledged alarms/.test(badge.textContent))
+             || [groups, badge.hidden, badge.textContent,
+                 document.getElementById('status').textContent];",
+        json!([]),
+    );
+    let high = "#alarms [data-alarm^='queue-length@equipment.XRAY@']";
+    let card = browser.js(
+        "const c = document.querySelector(arguments[0]);
+         return {priority: c.dataset.priority, state: c.dataset.state, text: c.innerText,
+                 group: c.closest('.alarm-group').dataset.priority};",
+        json!([high]),
+    );
+    assert_eq!(card["priority"], json!("high"), "{card}");
+    assert_eq!(card["group"], json!("high"), "{card}");
+    assert_eq!(card["state"], json!("raised"), "{card}");
+    let text = card["text"].as_str().unwrap_or_default().to_string();
+    for want in [
+        "HIGH PRIORITY",
+        "Raised",
+        "equipment XRAY",
+        "ago",
+        "Escalated",
+        "queue_length",
+    ] {
+        assert!(text.contains(want), "the card shows {want:?}: {text:?}");
+    }
+    // Shelving is for admins and schedulers: a nurse has no control for it.
+    let shelve = browser.js(
+        "return [...document.querySelectorAll('#alarms [data-action^=\"shelve\"], #alarms select')].length
+             + [...document.querySelectorAll('#alarms button')]
+                 .filter(b => /shelve/i.test(b.textContent)).length;",
+        json!([]),
+    );
+    assert_eq!(shelve, json!(0), "a nurse sees no Shelve control");
+    let phi = browser.js(
+        "return document.querySelector('#alarms .phi-note').textContent;",
+        json!([]),
+    );
+    assert!(
+        phi.as_str().unwrap_or("").contains("No patient data"),
+        "the panel warns against patient data in notes: {phi}"
+    );
+
+    let note = "XR-1 down, engineer called";
+    browser.type_into(&format!("{high} input[name=note]"), note);
+    browser.click(&format!("{high} button[data-action=ack]"));
+    browser.wait_js(
+        "the high alarm to show acknowledged, by the nurse",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         const badge = document.getElementById('alarm-badge');
+         return (!!c && c.dataset.state === 'acknowledged' && c.innerText.includes('Acknowledged')
+                 && c.querySelector('.alarm-ack').textContent.includes('nurse')
+                 && c.querySelector('.alarm-ack').textContent.includes(arguments[1])
+                 && !c.querySelector('button[data-action=ack]').offsetParent
+                 && badge.dataset.count === '2')
+             || [c && c.innerText, badge.textContent,
+                 document.querySelector('#alarms .alarm-error:not([hidden])')?.textContent];",
+        json!([high, note]),
+    );
+    let acked = active_alarm(&api, "queue-length");
+    assert_eq!(acked["state"], json!("acknowledged"), "{acked}");
+    assert_eq!(
+        acked["acknowledged"]["by"],
+        json!(format!("nurse:{nurse_id}")),
+        "{acked}"
+    );
+    assert_eq!(acked["acknowledged"]["note"], json!(note), "{acked}");
+
+    // ---- an admin: shelves the medium alarm through the form ----
+    browser.goto("about:blank");
+    browser.goto(&format!("{base}#token={admin}"));
+    let medium = "#alarms [data-alarm^='unit-out-of-service@equipment.XRAY@']";
+    browser.wait_js(
+        "the admin's Shelve control on the medium alarm",
+        Duration::from_secs(15),
+        "const c = document.querySelector(arguments[0]);
+         return !!c?.querySelector('button[data-action=shelve]')?.offsetParent
+             || [c && c.innerText, document.getElementById('who').textContent];",
+        json!([medium]),
+    );
+    browser.click(&format!("{medium} button[data-action=shelve]"));
+    browser.click(&format!("{medium} select[name=for] option[value='1h']"));
+    browser.type_into(
+        &format!("{medium} input[name=reason]"),
+        "planned maintenance until noon",
+    );
+    browser.click(&format!("{medium} button[data-action=shelve-submit]"));
+    browser.wait_js(
+        "the medium alarm to show shelved",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         return (!!c && c.dataset.state === 'shelved' && c.innerText.includes('Shelved')
+                 && c.innerText.includes('planned maintenance'))
+             || [c && c.innerText,
+                 document.querySelector('#alarms .alarm-error:not([hidden])')?.textContent];",
+        json!([medium]),
+    );
+    let shelved = active_alarm(&api, "unit-out-of-service");
+    assert_eq!(shelved["state"], json!("shelved"), "{shelved}");
+    let (at, until) = (
+        shelved["shelved"]["at_ms"].as_i64().unwrap_or(0),
+        shelved["shelved"]["until_ms"].as_i64().unwrap_or(0),
+    );
+    assert_eq!(
+        until - at,
+        3_600_000,
+        "shelved for the hour chosen: {shelved}"
+    );
+    assert_eq!(
+        browser.js(
+            "return document.getElementById('alarm-badge').dataset.count;",
+            json!([])
+        ),
+        json!("1"),
+        "one alarm left to acknowledge"
+    );
+    browser.js("window.scrollTo(0, 0);", json!([]));
+    browser.screenshot(&shots.join("dashboard-alarms.png"));
+    update_doc_screenshot(&shots, "dashboard-alarms.png");
+
+    // A refused acknowledgement is shown on its card (a note over 500 characters: 422).
+    let low = "#alarms [data-alarm^='xray-waiting@equipment.XRAY@']";
+    browser.js(
+        "const c = document.querySelector(arguments[0]);
+         c.querySelector('input[name=note]').value = 'x'.repeat(501);",
+        json!([low]),
+    );
+    browser.click(&format!("{low} button[data-action=ack]"));
+    browser.wait_js(
+        "the refusal on the low alarm's card",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         const e = c.querySelector('.alarm-error');
+         return (!e.hidden && /invalid/.test(e.textContent) && c.dataset.state === 'raised')
+             || [e.hidden, e.textContent];",
+        json!([low]),
+    );
+
+    // Phone width: the panel fits, and its buttons stay usable.
+    browser.resize(390, 844);
+    browser.wait_js(
+        "the alarms panel to fit a phone's width",
+        Duration::from_secs(5),
+        "const b = document.querySelector(arguments[0] + ' button[data-action=ack]').getBoundingClientRect();
+         return (document.documentElement.scrollWidth <= window.innerWidth && b.right <= window.innerWidth)
+             || [document.documentElement.scrollWidth, window.innerWidth, b.right];",
+        json!([low]),
+    );
+    browser.screenshot(&shots.join("dashboard-alarms-phone.png"));
 }

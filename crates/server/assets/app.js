@@ -179,6 +179,8 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     $("view").replaceChildren();
     $("cluster").replaceChildren();
     $("who").textContent = "";
+    $("alarm-badge").hidden = true;
+    document.title = "medkeeper";
     $("signout").hidden = true;
     $("signin").hidden = false;
     setStatus(message || "", message ? "error" : "");
@@ -206,7 +208,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       stream("/api/cluster/events", { cluster: c.render }, c.live);
       patientView(params.get("id"));
     } else {
-      staffView(cluster());
+      staffView(cluster(), me.role);
     }
   }
 
@@ -238,7 +240,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   // ---------- staff view ----------
   // One stream for every pool and the cluster: a browser holds only six connections to a
   // server, and an open stream holds one.
-  async function staffView(clusterBox) {
+  async function staffView(clusterBox, role) {
     $("view-name").textContent = "Units and queues";
     document.title = "medkeeper — units and queues";
     const view = $("view");
@@ -246,9 +248,10 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     let pools;
     try { pools = await api("/api/pools"); } catch (e) { showError("Pools", e); return; }
     const grid = h("div", { class: "pools" });
-    view.replaceChildren(h("h1", { class: "sr-only" }, "Units and queues"), grid);
+    const alarms = alarmPanel(role);
+    view.replaceChildren(h("h1", { class: "sr-only" }, "Units and queues"), alarms.el, grid);
     const sections = {};
-    const badges = [clusterBox.live];
+    const badges = [clusterBox.live, alarms.live];
     for (const p of pools) {
       const sec = poolSection(p);
       sections[p.pool + ":" + p.name] = sec;
@@ -258,6 +261,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     stream("/api/events", {
       pool: (d) => { const sec = sections[d.pool + ":" + d.name]; if (sec) sec.render(d); },
       cluster: clusterBox.render,
+      alarms: alarms.render,
     }, badges);
   }
 
@@ -357,12 +361,268 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         h("tbody", {}, rows)));
   }
 
-  // "Waited" keeps counting between events (a local clock, not a request).
+  // "Waited" and "3 min ago" keep counting between events (a local clock, not a request).
   setInterval(() => {
     for (const el of document.querySelectorAll(".waited[data-at]")) {
       el.textContent = duration(Number(el.dataset.base) + (Date.now() - Number(el.dataset.at)) / 1000);
     }
+    for (const el of document.querySelectorAll(".ago[data-ms]")) el.textContent = ago(Number(el.dataset.ms));
   }, 15000);
+
+  // ---------- alarms ----------
+  // IEC 60601-1-8: high red, medium yellow, low cyan. The priority is always also written out
+  // and marked by its number of exclamation marks, never shown by colour alone.
+  const ALARM_PRIORITIES = [
+    { key: "high", mark: "!!!", title: "High priority" },
+    { key: "medium", mark: "!!", title: "Medium priority" },
+    { key: "low", mark: "!", title: "Low priority" },
+  ];
+  const ALARM_STATES = {
+    raised: { rank: 0, text: "Raised · not acknowledged" },
+    acknowledged: { rank: 1, text: "Acknowledged" },
+    shelved: { rank: 2, text: "Shelved" },
+  };
+  // Shelving is for admins and schedulers (charge nurses); the server answers 403 to others.
+  const MAY_SHELVE = ["admin", "scheduler"];
+  const SHELVE_FOR = [["15m", "15 minutes"], ["30m", "30 minutes"], ["1h", "1 hour"],
+    ["2h", "2 hours"], ["4h", "4 hours"], ["8h", "8 hours"]];
+  let alarmKeys = 0;
+
+  function clock(ms) {
+    return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
+  }
+
+  function ago(ms) {
+    const s = (Date.now() - ms) / 1000;
+    return s < 60 ? "less than a minute ago" : duration(s) + " ago";
+  }
+
+  function agoEl(ms) {
+    return h("time", { class: "ago", datetime: new Date(ms).toISOString(), title: new Date(ms).toLocaleString(), data: { ms } }, ago(ms));
+  }
+
+  // "equipment.MRI" -> "equipment MRI"; "cluster" -> "the whole cluster".
+  function scopeText(scope) {
+    scope = String(scope || "");
+    if (scope === "cluster") return "the whole cluster";
+    const i = scope.indexOf(".");
+    return i < 0 ? scope : scope.slice(0, i) + " " + scope.slice(i + 1);
+  }
+
+  // "nurse:t-fd29de3acc1e" -> "nurse" and the token's id.
+  function actorEl(by) {
+    by = String(by || "?");
+    const i = by.indexOf(":");
+    if (i < 0) return h("strong", {}, by);
+    return h("span", { class: "actor" }, h("strong", {}, by.slice(0, i)), " ", idCode(by.slice(i + 1)));
+  }
+
+  function alarmPrio(a) {
+    return ALARM_PRIORITIES.find((p) => p.key === a.priority) || ALARM_PRIORITIES[ALARM_PRIORITIES.length - 1];
+  }
+
+  // The header's badge: how many active alarms nobody has acknowledged (nor shelved).
+  function alarmBadge(alarms) {
+    const open = alarms.filter((a) => a.state === "raised");
+    const badge = $("alarm-badge");
+    const top = ALARM_PRIORITIES.find((p) => open.some((a) => alarmPrio(a) === p));
+    badge.className = "alarm-badge " + (top ? "ap-" + top.key : "ab-none");
+    badge.querySelector(".ab-mark").textContent = top ? top.mark : "";
+    badge.dataset.count = String(open.length);
+    $("alarm-badge-text").textContent = open.length
+      ? open.length + (open.length === 1 ? " unacknowledged alarm" : " unacknowledged alarms")
+      : "No unacknowledged alarms";
+    badge.title = alarms.length + " active " + (alarms.length === 1 ? "alarm" : "alarms");
+    badge.hidden = false;
+    document.title = (open.length ? "(" + open.length + ") " : "") + "medkeeper — units and queues";
+  }
+
+  function alarmPanel(role) {
+    const mayShelve = MAY_SHELVE.includes(role);
+    const live = liveBadge("alarms stream");
+    const summary = h("p", { class: "summary" }, "Loading alarms…");
+    const groups = {};
+    const groupBox = h("div", { class: "alarm-groups" });
+    for (const p of ALARM_PRIORITIES) {
+      const hid = "alarms-" + p.key;
+      const count = h("span", { class: "alarm-group-count" });
+      const list = h("ul", { class: "alarm-list", "aria-labelledby": hid });
+      const sec = h("section", { class: "alarm-group ap-" + p.key, data: { priority: p.key }, hidden: true },
+        h("h3", { id: hid }, h("span", { class: "badge ap-badge" }, p.mark), " ", p.title, " ", count), list);
+      groups[p.key] = { sec, list, count };
+      groupBox.append(sec);
+    }
+    const el = h("section", { id: "alarms", class: "alarms", "aria-labelledby": "alarms-h", tabindex: "-1" },
+      h("div", { class: "pool-head" }, h("h2", { id: "alarms-h" }, "Alarms"), live),
+      summary,
+      h("p", { class: "phi-note" }, h("strong", {}, "No patient data in notes or reasons. "),
+        "They are kept with the alarm and every member of staff sees them: never write a patient's name, id or clinical details."),
+      groupBox);
+
+    const cards = new Map(); // alarm id -> its card, kept across updates (a half-typed note survives)
+    let current = [];
+
+    const draw = (alarms) => {
+      current = alarms;
+      const seen = new Set();
+      for (const p of ALARM_PRIORITIES) {
+        const g = groups[p.key];
+        const mine = alarms.filter((a) => alarmPrio(a) === p).sort((a, b) =>
+          ((ALARM_STATES[a.state] || {}).rank || 0) - ((ALARM_STATES[b.state] || {}).rank || 0)
+          || a.raised_ms - b.raised_ms || (a.id < b.id ? -1 : 1));
+        mine.forEach((a, i) => {
+          let card = cards.get(a.id);
+          if (!card) { card = alarmCard(a, mayShelve, applyOne); cards.set(a.id, card); }
+          card.update(a);
+          seen.add(a.id);
+          // Move a card only if it is not in place: moving an element takes the focus from it.
+          if (g.list.children[i] !== card.el) g.list.insertBefore(card.el, g.list.children[i] || null);
+        });
+        g.sec.hidden = !mine.length;
+        g.count.textContent = "(" + mine.length + ")";
+      }
+      for (const [id, card] of cards) {
+        if (!seen.has(id)) { card.el.remove(); cards.delete(id); }
+      }
+      const n = (st) => alarms.filter((a) => a.state === st).length;
+      summary.textContent = alarms.length
+        ? alarms.length + " active · " + n("raised") + " not acknowledged · " + n("acknowledged") +
+          " acknowledged · " + n("shelved") + " shelved"
+        : "No active alarms.";
+      el.dataset.count = String(alarms.length);
+      alarmBadge(alarms);
+    };
+
+    // The answer to our own acknowledgement or shelving: shown at once, without waiting for
+    // the stream (which brings the same change, or a later one).
+    function applyOne(a) {
+      if (!current.some((x) => x.id === a.id)) return;
+      draw(current.map((x) => (x.id === a.id ? a : x)));
+    }
+
+    // The stream's list; a card keeps an alarm's newer version (higher next_seq) than a
+    // stream event computed before our own change.
+    const render = (list) => {
+      const alarms = (Array.isArray(list) ? list : []).filter((a) => a && a.id && a.state !== "cleared")
+        .map((a) => {
+          const card = cards.get(a.id);
+          return card && card.alarm && card.alarm.next_seq > a.next_seq ? card.alarm : a;
+        });
+      draw(alarms);
+    };
+    return { el, live, render };
+  }
+
+  function alarmCard(a, mayShelve, applyOne) {
+    const key = "alarm-" + (++alarmKeys);
+    const id = a.id;
+    const path = "/api/alarms/" + encodeURIComponent(id);
+    const prio = h("span", { class: "badge ap-badge" });
+    const text = h("p", { id: key + "-summary", class: "alarm-summary" });
+    const state = h("span", { class: "badge alarm-state", tabindex: "-1" });
+    const meta = h("dl", { class: "alarm-meta" });
+    const error = h("p", { class: "alarm-error", role: "alert", hidden: true });
+
+    const note = h("input", { id: key + "-note", name: "note", type: "text", maxlength: 500, autocomplete: "off",
+      spellcheck: "false", placeholder: "optional, no patient data" });
+    const ackBtn = h("button", { type: "submit", class: "btn-ack", data: { action: "ack" }, "aria-describedby": key + "-summary" },
+      "Acknowledge");
+    const ackForm = h("form", { class: "alarm-form ack-form" },
+      h("label", { for: key + "-note" }, "Note"), note, ackBtn);
+    ackForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const body = note.value.trim() ? { note: note.value.trim() } : {};
+      act("Acknowledging the alarm", ackBtn, "Acknowledging…", "/ack", body, () => { note.value = ""; });
+    });
+
+    let shelveBtn = null, shelveForm = null;
+    if (mayShelve) {
+      const dur = h("select", { id: key + "-for", name: "for" },
+        SHELVE_FOR.map(([v, t]) => h("option", { value: v, selected: v === "30m" }, t)));
+      const reason = h("input", { id: key + "-reason", name: "reason", type: "text", required: true, maxlength: 500,
+        autocomplete: "off", placeholder: "required, no patient data" });
+      const submit = h("button", { type: "submit", data: { action: "shelve-submit" } }, "Shelve");
+      const cancel = h("button", { type: "button", class: "btn-secondary" }, "Cancel");
+      shelveForm = h("form", { id: key + "-shelve", class: "alarm-form shelve-form", hidden: true },
+        h("label", { for: key + "-for" }, "Shelve for"), dur,
+        h("label", { for: key + "-reason" }, "Reason"), reason, submit, cancel);
+      shelveBtn = h("button", { type: "button", class: "btn-secondary", data: { action: "shelve" },
+        "aria-expanded": "false", "aria-controls": key + "-shelve", "aria-describedby": key + "-summary" }, "Shelve…");
+      const toggle = (open) => {
+        shelveForm.hidden = !open;
+        shelveBtn.setAttribute("aria-expanded", String(open));
+        if (open) dur.focus(); else shelveBtn.focus();
+      };
+      shelveBtn.addEventListener("click", () => toggle(shelveForm.hidden));
+      cancel.addEventListener("click", () => toggle(false));
+      shelveForm.addEventListener("submit", (ev) => {
+        ev.preventDefault();
+        act("Shelving the alarm", submit, "Shelving…", "/shelve", { for: dur.value, reason: reason.value.trim() },
+          () => { reason.value = ""; shelveForm.hidden = true; shelveBtn.setAttribute("aria-expanded", "false"); });
+      });
+    }
+    const actions = h("div", { class: "alarm-actions" }, ackForm, shelveBtn, shelveForm);
+
+    const el = h("li", { class: "alarm", data: { alarm: id } },
+      h("div", { class: "alarm-top" }, prio, state), text, meta, actions, error);
+    const card = { el, alarm: null, busy: false };
+
+    async function act(what, btn, busyText, suffix, body, onDone) {
+      if (card.busy) return;
+      card.busy = true;
+      error.hidden = true;
+      const label = btn.textContent;
+      btn.disabled = true;
+      btn.textContent = busyText;
+      try {
+        const a = await api(path + suffix, { method: "POST", body });
+        onDone();
+        if (a && a.id) applyOne(a);
+        // The form just used may be gone now: keep the keyboard's place on this card.
+        if (el.isConnected && !btn.offsetParent) state.focus();
+      } catch (e) {
+        const msg = errText(what, e);
+        if (el.isConnected) { error.textContent = msg; error.hidden = false; } else { showError(what, e); }
+      } finally {
+        card.busy = false;
+        btn.disabled = false;
+        btn.textContent = label;
+      }
+    }
+
+    const dt = (t) => h("dt", {}, t);
+    card.update = (a) => {
+      card.alarm = a;
+      const p = alarmPrio(a);
+      const st = ALARM_STATES[a.state] || { text: a.state };
+      el.className = "alarm ap-" + p.key + " as-" + a.state;
+      el.dataset.priority = a.priority;
+      el.dataset.state = a.state;
+      prio.replaceChildren(h("span", { "aria-hidden": "true" }, p.mark + " "), a.priority + " priority");
+      state.replaceChildren(st.text);
+      text.textContent = a.summary || a.condition || a.rule;
+      const ack = a.acknowledged, shelf = a.shelved;
+      meta.replaceChildren(
+        dt("Where"), h("dd", {}, scopeText(a.scope)),
+        dt("Since"), h("dd", {}, agoEl(a.raised_ms), " (" + clock(a.raised_ms) + ")"),
+        dt("Acknowledged"), h("dd", { class: "alarm-ack" }, ack
+          ? [actorEl(ack.by), " ", agoEl(ack.at_ms), ack.note ? h("q", { class: "alarm-note" }, ack.note) : null]
+          : h("span", { class: "muted" }, a.latching ? "not yet (stays until acknowledged)" : "not yet")),
+        ...(shelf ? [dt("Shelved"), h("dd", { class: "alarm-shelf" }, "until " + clock(shelf.until_ms) + " by ",
+          actorEl(shelf.by), shelf.reason ? h("q", { class: "alarm-note" }, shelf.reason) : null)] : []),
+        dt("Escalated"), h("dd", { class: "alarm-esc" }, a.escalations
+          ? a.escalations + (a.escalations === 1 ? " time" : " times") + " (priority raised while unacknowledged)"
+          : "0 times"),
+        dt("Rule"), h("dd", {}, a.rule, " · ", h("code", {}, a.condition || "")));
+      ackForm.hidden = !!ack;
+      if (shelveBtn) {
+        const shelvable = a.state !== "shelved";
+        shelveBtn.hidden = !shelvable;
+        if (!shelvable) { shelveForm.hidden = true; shelveBtn.setAttribute("aria-expanded", "false"); }
+      }
+    };
+    return card;
+  }
 
   // ---------- patient view ----------
   function patientView(id) {
