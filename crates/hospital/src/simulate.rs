@@ -68,6 +68,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::alarms::{Snapshot, Tally};
 use crate::config::{self, HospitalConfig, Targets};
 use crate::dispatch::Dispatcher;
 use crate::model::{OrderId, PatientId, Pool, Priority};
@@ -410,9 +411,24 @@ pub struct Run {
     pub wall_s: f64,
     /// Orders processed per wall-clock second.
     pub orders_per_s: f64,
+    /// Alarms the hospital file's rules raised over the run, and the same rules without
+    /// hysteresis (medkeeper's policy only; see [`run`]).
+    pub alarms: Vec<AlarmRow>,
     /// Every call the dispatcher made, in order (not in the JSON report).
     #[serde(skip)]
     pub calls: Vec<Call>,
+}
+
+/// How many alarms one rule raised over a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlarmRow {
+    /// The rule.
+    pub rule: String,
+    /// Episodes raised as the rule is written.
+    pub raised: usize,
+    /// Episodes raised by the same rule without hysteresis (cleared as soon as the value is
+    /// back under the raise threshold, no `for`).
+    pub without_hysteresis: usize,
 }
 
 /// One call: the dispatcher gave a unit to an order.
@@ -505,12 +521,31 @@ pub async fn run(
         schedule(&mut events, a.at_ms, Event::Arrive, i);
     }
 
+    // The alarm rules, as written and without hysteresis, counted on the signals before and
+    // after every event (between events nothing changes but the time).
+    let pools: Vec<Pool> = config.pools.iter().map(|p| p.pool.clone()).collect();
+    let mut tallies = (policy == Policy::Medkeeper).then(|| {
+        (
+            Tally::new(config.alarms.clone(), pools.clone()),
+            Tally::new(Tally::without_hysteresis(&config.alarms), pools.clone()),
+        )
+    });
+    let observe = async |tallies: &mut Option<(Tally, Tally)>| -> Result<()> {
+        if let Some((with, without)) = tallies {
+            let snap = Snapshot::take(&hospital).await?;
+            with.observe(&snap);
+            without.observe(&snap);
+        }
+        Ok(())
+    };
+
     let mut calls = Vec::with_capacity(arrivals.len());
     let wall = Instant::now();
     let mut last_ms = plan.start_ms;
     while let Some(Reverse((at, _, event, i))) = events.pop() {
         now.store(DAY_START_MS + at, Ordering::SeqCst);
         last_ms = at;
+        observe(&mut tallies).await?;
         let a = &arrivals[i];
         let id = || records[i].id.clone().expect("created before it moves");
         match event {
@@ -577,6 +612,7 @@ pub async fn run(
                 schedule(&mut events, at + arrivals[j].walk_ms, Event::Start, j);
             }
         }
+        observe(&mut tallies).await?;
     }
     let wall_s = wall.elapsed().as_secs_f64();
     for (_, (_, guard)) in dispatchers {
@@ -636,6 +672,18 @@ pub async fn run(
         virtual_hours: last_ms.saturating_sub(plan.start_ms) as f64 / HOUR_MS as f64,
         wall_s,
         orders_per_s: arrivals.len() as f64 / wall_s.max(1e-9),
+        alarms: tallies
+            .map(|(with, without)| {
+                with.raised()
+                    .iter()
+                    .map(|(rule, &n)| AlarmRow {
+                        rule: rule.clone(),
+                        raised: n,
+                        without_hysteresis: without.raised().get(rule).copied().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
         calls,
     })
 }
@@ -834,6 +882,29 @@ impl Comparison {
                 max(b, Priority::Routine),
             );
         }
+        if !m.alarms.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nAlarms raised by the hospital file's rules over the run (medkeeper's policy; \
+                 `without hysteresis`: the same rules cleared as soon as the value is back under \
+                 the raise threshold, no `for`):\n"
+            );
+            let _ = writeln!(s, "| rule | raised | without hysteresis |\n|---|---:|---:|");
+            for a in &m.alarms {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} |",
+                    a.rule, a.raised, a.without_hysteresis
+                );
+            }
+            let total = |f: fn(&AlarmRow) -> usize| m.alarms.iter().map(f).sum::<usize>();
+            let _ = writeln!(
+                s,
+                "| **all** | **{}** | **{}** |",
+                total(|a| a.raised),
+                total(|a| a.without_hysteresis)
+            );
+        }
         let _ = writeln!(s, "\nThroughput through the real domain (wall clock):\n");
         let _ = writeln!(s, "| | medkeeper | FIFO |\n|---|---:|---:|");
         let _ = writeln!(s, "| orders processed | {} | {} |", m.orders, f.orders);
@@ -983,6 +1054,38 @@ mod tests {
         assert_eq!(a.by_priority, b.by_priority);
         assert_eq!(a.by_pool, b.by_pool);
         assert_eq!(a.virtual_hours, b.virtual_hours);
+        assert_eq!(a.alarms, b.alarms);
+    }
+
+    /// Issue 14, item 8: the demo rules over a busy morning raise alarms, and fewer than the
+    /// same rules without hysteresis, rule by rule; FIFO runs count none.
+    #[tokio::test]
+    async fn hysteresis_keeps_alarms_from_storming() {
+        let config = HospitalConfig::demo();
+        let plan = plan(
+            &config,
+            &Params {
+                hours: 4.0,
+                start_hour: 10.0,
+                load: 0.95,
+                ..Params::default()
+            },
+        );
+        let run = run_fresh(&config, &plan, Policy::Medkeeper).await;
+        assert_eq!(run.alarms.len(), config.alarms.len());
+        let raised: usize = run.alarms.iter().map(|a| a.raised).sum();
+        let without: usize = run.alarms.iter().map(|a| a.without_hysteresis).sum();
+        assert!(raised > 0, "{:?}", run.alarms);
+        assert!(without > raised, "{:?}", run.alarms);
+        for a in &run.alarms {
+            assert!(a.raised <= a.without_hysteresis, "{a:?}");
+        }
+        assert!(
+            run_fresh(&config, &plan, Policy::Fifo)
+                .await
+                .alarms
+                .is_empty()
+        );
     }
 
     /// On the demo hospital at its afternoon peak, medkeeper calls stat orders sooner than

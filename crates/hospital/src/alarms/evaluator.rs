@@ -62,11 +62,36 @@ impl EvaluationReport {
 
 /// How long a rule's condition has held in one scope (this evaluator's memory only).
 #[derive(Debug, Default)]
-struct Tracker {
+pub(super) struct Tracker {
     /// Since when the value has been at the raise threshold.
     breach_since: Option<i64>,
     /// Since when it has been at the clear threshold.
     clear_since: Option<i64>,
+}
+
+impl Tracker {
+    /// Takes `value` at `now` into account; returns whether the rule's raise is due (the value
+    /// has been at the raise threshold for `for`) and whether its clear is due (at the clear
+    /// threshold for `clear_for`).
+    pub(super) fn observe(&mut self, rule: &AlarmRule, value: f64, now: i64) -> (bool, bool) {
+        if rule.breached(value) {
+            self.breach_since.get_or_insert(now);
+        } else {
+            self.breach_since = None;
+        }
+        if rule.cleared(value) {
+            self.clear_since.get_or_insert(now);
+        } else {
+            self.clear_since = None;
+        }
+        let held = |since: Option<i64>, d: Duration| {
+            since.is_some_and(|s| now - s >= d.as_millis() as i64)
+        };
+        (
+            held(self.breach_since, rule.raise_for),
+            held(self.clear_since, rule.clear_for),
+        )
+    }
 }
 
 /// The evaluator (see the [module docs](crate::alarms)).
@@ -115,23 +140,11 @@ impl Evaluator {
                 let Some(value) = snap.value(rule, &scope) else {
                     continue;
                 };
-                let t = self.trackers.entry(name.clone()).or_default();
-                if rule.breached(value) {
-                    t.breach_since.get_or_insert(now);
-                } else {
-                    t.breach_since = None;
-                }
-                if rule.cleared(value) {
-                    t.clear_since.get_or_insert(now);
-                } else {
-                    t.clear_since = None;
-                }
-                let raise_due = t
-                    .breach_since
-                    .is_some_and(|s| now - s >= rule.raise_for.as_millis() as i64);
-                let clear_due = t
-                    .clear_since
-                    .is_some_and(|s| now - s >= rule.clear_for.as_millis() as i64);
+                let (raise_due, clear_due) = self
+                    .trackers
+                    .entry(name.clone())
+                    .or_default()
+                    .observe(rule, value, now);
                 match cached(&model, &name) {
                     None if raise_due => {
                         let mut episode = now;

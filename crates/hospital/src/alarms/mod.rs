@@ -44,6 +44,7 @@
 mod evaluator;
 mod rules;
 mod signals;
+mod tally;
 
 use std::sync::Arc;
 
@@ -53,6 +54,7 @@ use serde::{Deserialize, Serialize};
 pub use evaluator::{EVALUATE_EVERY, EvaluationReport, Evaluator};
 pub use rules::{AlarmPriority, AlarmRule, Scope, Signal, fmt_value};
 pub use signals::Snapshot;
+pub use tally::Tally;
 
 use crate::actor::Actor;
 use crate::model::validate_name;
