@@ -1195,7 +1195,7 @@ doctors = [ { name = "dr-a", capabilities = ["echo"] } ]
         );
         assert_eq!(rule.priority, AlarmPriority::Medium);
         assert!(!rule.signal.rising());
-        assert_eq!(HospitalConfig::demo().alarms.len(), 6);
+        assert_eq!(HospitalConfig::demo().alarms.len(), 7);
     }
 
     #[test]

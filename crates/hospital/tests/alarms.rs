@@ -231,8 +231,13 @@ async fn utilisation_and_out_of_service_alarms_raise_and_clear(b: &Backend) {
     let mut out = rule("out", Signal::UnitsUnavailable, 1.0, 0.0);
     out.pool = Some(ct());
     out.limit = Duration::from_secs(30 * 60);
-    let (h, clock, mut ev) =
-        setup(b, vec![rule("busy", Signal::Utilisation, 100.0, 50.0), out]).await;
+    let mut down = rule("down", Signal::UnitsInService, 0.0, 1.0);
+    down.pool = Some(Pool::Equipment("XRAY".into()));
+    let (h, clock, mut ev) = setup(
+        b,
+        vec![rule("busy", Signal::Utilisation, 100.0, 50.0), out, down],
+    )
+    .await;
     // Two MRI orders called: both units in use.
     let o1 = order(&h, mri(), Priority::Routine).await;
     order(&h, mri(), Priority::Routine).await;
@@ -260,6 +265,22 @@ async fn utilisation_and_out_of_service_alarms_raise_and_clear(b: &Backend) {
         [("out".to_string(), "equipment.CT".to_string())]
     );
     h.set_unit_status(&ct(), "CT-3", UnitStatus::Available)
+        .await
+        .unwrap();
+    ev.evaluate().await.unwrap();
+    assert!(active(&h).await.is_empty());
+
+    // The only X-ray offline: nothing in service.
+    let xray = Pool::Equipment("XRAY".into());
+    h.set_unit_status(&xray, "XR-1", UnitStatus::Offline)
+        .await
+        .unwrap();
+    ev.evaluate().await.unwrap();
+    assert_eq!(
+        active(&h).await,
+        [("down".to_string(), "equipment.XRAY".to_string())]
+    );
+    h.set_unit_status(&xray, "XR-1", UnitStatus::Available)
         .await
         .unwrap();
     ev.evaluate().await.unwrap();

@@ -25,6 +25,9 @@ pub enum Signal {
     /// Per pool: units (or doctors) offline or in maintenance for longer than the rule's
     /// `limit`.
     UnitsUnavailable,
+    /// Per pool: units (or doctors) in service (available or in use). 0: the pool can take
+    /// nobody.
+    UnitsInService,
     /// Per pool: instances standing for the pool's dispatch lock (the children of its `lock`
     /// node — the holder and those waiting behind it). 0: nobody dispatches the pool.
     Dispatchers,
@@ -36,11 +39,12 @@ pub enum Signal {
 
 impl Signal {
     /// Every signal, in documentation order.
-    pub const ALL: [Signal; 7] = [
+    pub const ALL: [Signal; 8] = [
         Signal::Utilisation,
         Signal::QueueLength,
         Signal::OldestWait,
         Signal::UnitsUnavailable,
+        Signal::UnitsInService,
         Signal::Dispatchers,
         Signal::Members,
         Signal::LeaderCandidates,
@@ -53,6 +57,7 @@ impl Signal {
             Signal::QueueLength => "queue_length",
             Signal::OldestWait => "oldest_wait",
             Signal::UnitsUnavailable => "units_unavailable",
+            Signal::UnitsInService => "units_in_service",
             Signal::Dispatchers => "dispatchers",
             Signal::Members => "members",
             Signal::LeaderCandidates => "leader_candidates",
@@ -65,7 +70,10 @@ impl Signal {
     pub fn rising(self) -> bool {
         !matches!(
             self,
-            Signal::Dispatchers | Signal::Members | Signal::LeaderCandidates
+            Signal::UnitsInService
+                | Signal::Dispatchers
+                | Signal::Members
+                | Signal::LeaderCandidates
         )
     }
 
@@ -81,6 +89,7 @@ impl Signal {
             Signal::QueueLength => "waiting",
             Signal::OldestWait => "% of target",
             Signal::UnitsUnavailable => "out of service",
+            Signal::UnitsInService => "in service",
             Signal::Dispatchers | Signal::Members | Signal::LeaderCandidates => "instances",
         }
     }

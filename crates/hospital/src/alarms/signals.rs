@@ -136,6 +136,7 @@ impl Snapshot {
                     .filter(|since| self.now_ms - **since >= limit)
                     .count() as f64
             }
+            Signal::UnitsInService => pool.in_service as f64,
             Signal::Dispatchers => pool.dispatchers as f64,
             Signal::Members | Signal::LeaderCandidates => return None,
         })
