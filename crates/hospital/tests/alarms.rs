@@ -17,7 +17,7 @@ use medkeeper_hospital::store::{
     AlarmEventKind, AlarmQuery, AuditQuery, ClinicalStore, SqliteStore,
 };
 use medkeeper_hospital::{Error, PatientId, Pool, Priority, UnitStatus, tree};
-use medkeeper_recipes::{Election, Membership};
+use medkeeper_recipes::{Election, Leadership, LockGuard, Member, Membership};
 
 type Backend = dyn medkeeper_testkit::Backend;
 
@@ -36,6 +36,7 @@ macro_rules! both {
 }
 
 both!(
+    every_signal_latches_escalates_and_clears_once_acknowledged,
     queue_and_wait_alarms_raise_and_clear,
     utilisation_and_out_of_service_alarms_raise_and_clear,
     dispatch_and_cluster_alarms_raise_and_clear,
@@ -552,4 +553,134 @@ async fn a_removed_rule_clears_its_alarm(b: &Backend) {
     assert_eq!(r.cleared, vec![a.id.clone()]);
     assert!(active(&h2).await.is_empty());
     h2.session().close().await;
+}
+
+/// What holds a falling signal's value up: the MRI dispatch lock, a member, a leader candidate.
+#[derive(Default)]
+struct Held {
+    lock: Option<LockGuard>,
+    member: Option<Member>,
+    leading: Option<Leadership>,
+    order: Option<medkeeper_hospital::OrderId>,
+}
+
+/// Puts `signal`'s condition on (the alarm's) or off, in the MRI pool or the cluster.
+async fn condition(h: &Arc<Hospital>, clock: &Clock, signal: Signal, on: bool, held: &mut Held) {
+    let both_units = |status: UnitStatus| async move {
+        for u in ["MRI-1", "MRI-2"] {
+            h.set_unit_status(&mri(), u, status).await.unwrap();
+        }
+    };
+    match signal {
+        // Nothing in service counts as 100 % utilised and as no unit in service.
+        Signal::Utilisation | Signal::UnitsInService => {
+            both_units(if on {
+                UnitStatus::Maintenance
+            } else {
+                UnitStatus::Available
+            })
+            .await
+        }
+        Signal::UnitsUnavailable => {
+            let status = if on {
+                UnitStatus::Offline
+            } else {
+                UnitStatus::Available
+            };
+            h.set_unit_status(&mri(), "MRI-1", status).await.unwrap();
+        }
+        Signal::QueueLength | Signal::OldestWait => {
+            if on {
+                held.order = Some(order(h, mri(), Priority::Stat).await.id);
+                if signal == Signal::OldestWait {
+                    clock.advance(Duration::from_secs(10 * 60));
+                }
+            } else if let Some(o) = held.order.take() {
+                h.cancel(&o, "dr-a").await.unwrap();
+            }
+        }
+        Signal::Dispatchers => {
+            if on {
+                held.lock.take().unwrap().release().await.unwrap();
+            } else {
+                let d = Dispatcher::new(h.clone(), mri(), "test");
+                held.lock = Some(d.lock().unwrap().acquire().await.unwrap());
+            }
+        }
+        Signal::Members => {
+            if on {
+                held.member.take().unwrap().leave().await.unwrap();
+            } else {
+                let group = Membership::new(h.session().clone(), tree::MEMBERS).unwrap();
+                held.member = Some(group.join("i-1", vec![]).await.unwrap());
+            }
+        }
+        Signal::LeaderCandidates => {
+            if on {
+                held.leading.take().unwrap().resign().await.unwrap();
+            } else {
+                let e =
+                    Election::new(h.session().clone(), tree::LEADER, "i-1".to_string()).unwrap();
+                held.leading = Some(e.campaign().await.unwrap());
+            }
+        }
+    }
+}
+
+/// Every signal, as a latching, escalating rule: raised when its condition comes, escalated
+/// while unacknowledged, still there once the condition is gone, cleared once acknowledged —
+/// its history exactly that, in order.
+async fn every_signal_latches_escalates_and_clears_once_acknowledged(b: &Backend) {
+    for signal in Signal::ALL {
+        // Raise and clear thresholds that the on and off conditions cross.
+        let (raise, clear) = match signal {
+            Signal::Utilisation | Signal::OldestWait => (100.0, 0.0),
+            Signal::QueueLength | Signal::UnitsUnavailable => (1.0, 0.0),
+            Signal::UnitsInService => (0.0, 2.0),
+            Signal::Dispatchers | Signal::Members | Signal::LeaderCandidates => (0.0, 1.0),
+        };
+        let mut r = rule("r", signal, raise, clear);
+        r.latching = true;
+        r.priority = AlarmPriority::Low;
+        r.escalate_after = Some(Duration::from_secs(60));
+        let (h, clock, mut ev) = setup(b, vec![r]).await;
+        let mut held = Held::default();
+        condition(&h, &clock, signal, false, &mut held).await;
+        ev.evaluate().await.unwrap();
+        assert!(active(&h).await.is_empty(), "{signal}: raised while off");
+
+        condition(&h, &clock, signal, true, &mut held).await;
+        ev.evaluate().await.unwrap();
+        let a = only(&h).await;
+        assert_eq!(a.priority, AlarmPriority::Low, "{signal}");
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(
+            ev.evaluate().await.unwrap().escalated,
+            vec![a.id.clone()],
+            "{signal}"
+        );
+        assert_eq!(only(&h).await.priority, AlarmPriority::Medium, "{signal}");
+
+        condition(&h, &clock, signal, false, &mut held).await;
+        ev.evaluate().await.unwrap();
+        assert_eq!(only(&h).await.id, a.id, "{signal}: latched");
+        alarms::acknowledge(&h, &a.id, "nurse-1", "").await.unwrap();
+        assert_eq!(
+            ev.evaluate().await.unwrap().cleared,
+            vec![a.id.clone()],
+            "{signal}"
+        );
+        assert!(active(&h).await.is_empty(), "{signal}");
+        assert_eq!(
+            history(&h, &a.id).await,
+            [
+                AlarmEventKind::Raised,
+                AlarmEventKind::Escalated,
+                AlarmEventKind::Acknowledged,
+                AlarmEventKind::Cleared
+            ],
+            "{signal}"
+        );
+        h.session().close().await;
+    }
 }
