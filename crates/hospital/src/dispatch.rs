@@ -322,7 +322,11 @@ impl Dispatcher {
                 &node,
                 version,
             );
-            match guard.write(&ops).await {
+            #[cfg(not(feature = "unfenced-control"))]
+            let written = guard.write(&ops).await;
+            #[cfg(feature = "unfenced-control")]
+            let written = unfenced_control::write(h, guard, ops).await;
+            match written {
                 Ok(_) => {}
                 Err(RecipeError::Multi {
                     index: Some(OP_ITEM),
@@ -683,6 +687,40 @@ impl StatReserve {
     /// A unit was just assigned.
     fn assigned(&mut self) {
         self.busy_until.push(self.now_ms + self.exam_ms);
+    }
+}
+
+/// TEST-ONLY CONTROL (issue 18; `scripts/chaos --control`): the assignment's multi without
+/// the check of the dispatcher's lock node, so that the chaos checker can show it catches what
+/// the fence is there for. Compiled only with the `unfenced-control` feature, never on by
+/// default; a binary built with it must never serve a hospital. With
+/// `MEDKEEPER_UNFENCED_CONTROL=unversioned` the unit's write is unconditional as well (the
+/// version check is the other guard of a stale decision).
+#[cfg(feature = "unfenced-control")]
+mod unfenced_control {
+    use super::*;
+
+    pub(super) async fn write(
+        h: &Hospital,
+        guard: &LockGuard,
+        mut ops: Vec<Op>,
+    ) -> std::result::Result<Vec<medkeeper_coord::OpResult>, RecipeError> {
+        let _ = guard; // no fence: the lock node is not checked
+        if std::env::var("MEDKEEPER_UNFENCED_CONTROL").as_deref() == Ok("unversioned")
+            && let Op::SetData { version, .. } = &mut ops[OP_UNIT]
+        {
+            *version = -1;
+        }
+        h.session().multi(&ops).await.map_err(|e| {
+            if e.error.is_session_fatal() {
+                RecipeError::Lost(medkeeper_recipes::LostReason::SessionEnded)
+            } else {
+                RecipeError::Multi {
+                    index: e.index,
+                    error: e.error,
+                }
+            }
+        })
     }
 }
 

@@ -30,11 +30,13 @@ pub mod config;
 pub mod dispatch;
 mod error;
 pub mod model;
+pub mod news2;
 pub mod orders;
 pub mod readmodel;
 pub mod simulate;
 pub mod store;
 pub mod tree;
+pub mod vitals;
 
 pub use actor::Actor;
 pub use error::{Error, Result};

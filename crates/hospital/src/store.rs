@@ -219,6 +219,63 @@ impl AlarmQuery {
     }
 }
 
+/// The message observations came in, kept for audit ([`ClinicalStore::insert_observations`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawMessage {
+    /// `fhir` or `hl7v2`.
+    pub format: String,
+    /// Who sent it (a device, a system, a token).
+    pub source: String,
+    /// When it arrived, ms since the epoch.
+    pub received_ms: i64,
+    /// The message as received (JSON text, or the HL7 message with `\r` segment ends).
+    pub body: String,
+}
+
+/// Which observations to list ([`ClinicalStore::observations`]), oldest effective time first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObservationQuery {
+    /// Whose.
+    pub patient: Option<PatientId>,
+    /// Only these codes (all if empty).
+    #[serde(default)]
+    pub codes: Vec<crate::vitals::VitalCode>,
+    /// Effective at or after this time.
+    pub since_ms: Option<i64>,
+    /// Effective at or before this time.
+    pub until_ms: Option<i64>,
+    /// At most this many (the newest of them), default 1,000, at most 10,000.
+    pub limit: Option<u32>,
+}
+
+/// Per-patient clinical settings ([`ClinicalStore::patient_settings`]).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientSettings {
+    /// The SpO2 scale NEWS2 uses for the patient.
+    #[serde(default)]
+    pub spo2_scale: crate::news2::SpO2Scale,
+    /// Who set the scale (`None`: never set, scale 1 by default).
+    #[serde(default)]
+    pub scale_set_by: Option<String>,
+    /// When.
+    #[serde(default)]
+    pub scale_set_ms: Option<i64>,
+    /// The ward or department the patient is on: where escalations go.
+    #[serde(default)]
+    pub ward: Option<String>,
+}
+
+/// A stored NEWS2 score ([`ClinicalStore::insert_news2`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct News2Record {
+    /// The score and what it used.
+    #[serde(flatten)]
+    pub news2: crate::vitals::News2,
+    /// When it was computed.
+    pub computed_ms: i64,
+}
+
 /// Which audit records to list ([`ClinicalStore::audit`]). Every filter that is set must
 /// match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -413,4 +470,64 @@ pub trait ClinicalStore: Send + Sync {
     /// Alarm events: an alarm's in sequence order, else the newest
     /// [`effective_limit`](AlarmQuery::effective_limit) matching, newest first.
     async fn alarm_events(&self, query: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError>;
+
+    /// Stores one message's observations and the message itself, all or nothing. An
+    /// observation already stored (same patient, source, code and effective time) is kept as
+    /// it is. Returns each observation as stored (with its id; a duplicate with the id it was
+    /// first stored with), in the order given. With `audit`, one record in the same
+    /// transaction.
+    async fn insert_observations(
+        &self,
+        observations: &[crate::vitals::Observation],
+        raw: &RawMessage,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Vec<crate::vitals::Observation>, StoreError>;
+
+    /// Observations, oldest effective time first (the newest `limit` of those matching).
+    async fn observations(
+        &self,
+        query: &ObservationQuery,
+    ) -> Result<Vec<crate::vitals::Observation>, StoreError>;
+
+    /// The patient an identifier (`system`, `value`: an MRN) is mapped to.
+    async fn patient_by_identifier(
+        &self,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<PatientId>, StoreError>;
+
+    /// Maps an identifier to a patient. Mapping it again to the same patient changes nothing.
+    ///
+    /// # Errors
+    /// `Exists` if it is mapped to another patient.
+    async fn set_identifier(
+        &self,
+        patient: &PatientId,
+        system: &str,
+        value: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// A patient's settings (the defaults if none were set).
+    async fn patient_settings(&self, patient: &PatientId) -> Result<PatientSettings, StoreError>;
+
+    /// Replaces a patient's settings, with `audit` in the same transaction.
+    async fn set_patient_settings(
+        &self,
+        patient: &PatientId,
+        settings: &PatientSettings,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError>;
+
+    /// Stores a NEWS2 score (once per patient and time: a second is ignored). Returns true if
+    /// new.
+    async fn insert_news2(&self, record: &News2Record) -> Result<bool, StoreError>;
+
+    /// A patient's NEWS2 scores at or after `since_ms`, oldest first (the newest `limit`).
+    async fn news2_scores(
+        &self,
+        patient: &PatientId,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<News2Record>, StoreError>;
 }

@@ -243,6 +243,70 @@ impl ClinicalStore for ProbedStore {
     ) -> Result<Vec<medkeeper_hospital::store::AlarmEvent>, StoreError> {
         self.read(self.inner.alarm_events(query)).await
     }
+    async fn insert_observations(
+        &self,
+        observations: &[medkeeper_hospital::vitals::Observation],
+        raw: &medkeeper_hospital::store::RawMessage,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
+        self.inner
+            .insert_observations(observations, raw, audit)
+            .await
+    }
+    async fn observations(
+        &self,
+        query: &medkeeper_hospital::store::ObservationQuery,
+    ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
+        self.inner.observations(query).await
+    }
+    async fn patient_by_identifier(
+        &self,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<PatientId>, StoreError> {
+        self.inner.patient_by_identifier(system, value).await
+    }
+    async fn set_identifier(
+        &self,
+        patient: &PatientId,
+        system: &str,
+        value: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .set_identifier(patient, system, value, audit)
+            .await
+    }
+    async fn patient_settings(
+        &self,
+        patient: &PatientId,
+    ) -> Result<medkeeper_hospital::store::PatientSettings, StoreError> {
+        self.inner.patient_settings(patient).await
+    }
+    async fn set_patient_settings(
+        &self,
+        patient: &PatientId,
+        settings: &medkeeper_hospital::store::PatientSettings,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .set_patient_settings(patient, settings, audit)
+            .await
+    }
+    async fn insert_news2(
+        &self,
+        record: &medkeeper_hospital::store::News2Record,
+    ) -> Result<bool, StoreError> {
+        self.inner.insert_news2(record).await
+    }
+    async fn news2_scores(
+        &self,
+        patient: &PatientId,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<medkeeper_hospital::store::News2Record>, StoreError> {
+        self.inner.news2_scores(patient, since_ms, limit).await
+    }
     async fn insert_patient(
         &self,
         patient: &Patient,

@@ -164,6 +164,70 @@ pub trait StoreHooks: Send + Sync + 'static {
     async fn alarm_events(&self, query: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError> {
         self.inner().alarm_events(query).await
     }
+    async fn insert_observations(
+        &self,
+        observations: &[medkeeper_hospital::vitals::Observation],
+        raw: &medkeeper_hospital::store::RawMessage,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
+        self.inner()
+            .insert_observations(observations, raw, audit)
+            .await
+    }
+    async fn observations(
+        &self,
+        query: &medkeeper_hospital::store::ObservationQuery,
+    ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
+        self.inner().observations(query).await
+    }
+    async fn patient_by_identifier(
+        &self,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<PatientId>, StoreError> {
+        self.inner().patient_by_identifier(system, value).await
+    }
+    async fn set_identifier(
+        &self,
+        patient: &PatientId,
+        system: &str,
+        value: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner()
+            .set_identifier(patient, system, value, audit)
+            .await
+    }
+    async fn patient_settings(
+        &self,
+        patient: &PatientId,
+    ) -> Result<medkeeper_hospital::store::PatientSettings, StoreError> {
+        self.inner().patient_settings(patient).await
+    }
+    async fn set_patient_settings(
+        &self,
+        patient: &PatientId,
+        settings: &medkeeper_hospital::store::PatientSettings,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.inner()
+            .set_patient_settings(patient, settings, audit)
+            .await
+    }
+    async fn insert_news2(
+        &self,
+        record: &medkeeper_hospital::store::News2Record,
+    ) -> Result<bool, StoreError> {
+        self.inner().insert_news2(record).await
+    }
+    async fn news2_scores(
+        &self,
+        patient: &PatientId,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<medkeeper_hospital::store::News2Record>, StoreError> {
+        self.inner().news2_scores(patient, since_ms, limit).await
+    }
 }
 
 /// `H` as a [`ClinicalStore`]: every method goes to the hook of the same name. Dereferences
@@ -280,5 +344,63 @@ impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
     }
     async fn alarm_events(&self, q: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError> {
         self.0.alarm_events(q).await
+    }
+    async fn insert_observations(
+        &self,
+        observations: &[medkeeper_hospital::vitals::Observation],
+        raw: &medkeeper_hospital::store::RawMessage,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
+        self.0.insert_observations(observations, raw, audit).await
+    }
+    async fn observations(
+        &self,
+        query: &medkeeper_hospital::store::ObservationQuery,
+    ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
+        self.0.observations(query).await
+    }
+    async fn patient_by_identifier(
+        &self,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<PatientId>, StoreError> {
+        self.0.patient_by_identifier(system, value).await
+    }
+    async fn set_identifier(
+        &self,
+        patient: &PatientId,
+        system: &str,
+        value: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.0.set_identifier(patient, system, value, audit).await
+    }
+    async fn patient_settings(
+        &self,
+        patient: &PatientId,
+    ) -> Result<medkeeper_hospital::store::PatientSettings, StoreError> {
+        self.0.patient_settings(patient).await
+    }
+    async fn set_patient_settings(
+        &self,
+        patient: &PatientId,
+        settings: &medkeeper_hospital::store::PatientSettings,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        self.0.set_patient_settings(patient, settings, audit).await
+    }
+    async fn insert_news2(
+        &self,
+        record: &medkeeper_hospital::store::News2Record,
+    ) -> Result<bool, StoreError> {
+        self.0.insert_news2(record).await
+    }
+    async fn news2_scores(
+        &self,
+        patient: &PatientId,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<medkeeper_hospital::store::News2Record>, StoreError> {
+        self.0.news2_scores(patient, since_ms, limit).await
     }
 }

@@ -32,6 +32,14 @@
 //! -- v4
 //! alarm_events (alarm, seq) PK, rule, scope, kind, priority, at_ms, actor, role,
 //!              value NULL, note                   index (at_ms)
+//! -- v5
+//! raw_messages (id autoincrement PK, format, source, received_ms, body)
+//! observations (id PK, patient, code, value, effective_ms, received_ms, source,
+//!              artefact NULL, raw_id → raw_messages) unique (patient, source, code,
+//!              effective_ms)                      index (patient, code, effective_ms)
+//! patient_identifiers ((system, value) PK, patient)
+//! patient_settings (patient PK, spo2_scale, scale_set_by, scale_set_ms, ward)
+//! news2_scores ((patient, at_ms) PK, computed_ms, detail JSON)
 //! ```
 //!
 //! A change and the audit record of the request that made it are written in one transaction
@@ -61,10 +69,12 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
 use super::{
-    AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, Patient,
-    StoreError, TokenRecord,
+    AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, News2Record,
+    ObservationQuery, Patient, PatientSettings, RawMessage, StoreError, TokenRecord,
 };
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
+use crate::news2::SpO2Scale;
+use crate::vitals::{Observation, VitalCode};
 
 /// How long a statement waits for another process's lock on the file before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -169,7 +179,75 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX alarm_events_by_time ON alarm_events (at_ms);
     "#,
+    // v5: vital signs and NEWS2 (issue 15).
+    r#"
+    -- SQLite-only key spelling, as for audit.
+    CREATE TABLE raw_messages (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        format       TEXT NOT NULL,
+        source       TEXT NOT NULL,
+        received_ms  BIGINT NOT NULL,
+        body         TEXT NOT NULL
+    );
+    CREATE TABLE observations (
+        id            TEXT NOT NULL PRIMARY KEY,
+        patient       TEXT NOT NULL,
+        code          TEXT NOT NULL,
+        value         DOUBLE PRECISION NOT NULL,
+        effective_ms  BIGINT NOT NULL,
+        received_ms   BIGINT NOT NULL,
+        source        TEXT NOT NULL,
+        artefact      TEXT,
+        raw_id        BIGINT NOT NULL REFERENCES raw_messages (id),
+        UNIQUE (patient, source, code, effective_ms)
+    );
+    CREATE INDEX observations_by_patient ON observations (patient, code, effective_ms);
+    CREATE INDEX observations_by_time ON observations (patient, effective_ms);
+    CREATE TABLE patient_identifiers (
+        system   TEXT NOT NULL,
+        value    TEXT NOT NULL,
+        patient  TEXT NOT NULL,
+        PRIMARY KEY (system, value)
+    );
+    CREATE TABLE patient_settings (
+        patient       TEXT NOT NULL PRIMARY KEY,
+        spo2_scale    TEXT NOT NULL,
+        scale_set_by  TEXT,
+        scale_set_ms  BIGINT,
+        ward          TEXT
+    );
+    CREATE TABLE news2_scores (
+        patient      TEXT NOT NULL,
+        at_ms        BIGINT NOT NULL,
+        computed_ms  BIGINT NOT NULL,
+        detail       TEXT NOT NULL,
+        PRIMARY KEY (patient, at_ms)
+    );
+    "#,
 ];
+
+/// The columns of `observations`, in the order [`read_observation`] expects them.
+const OBSERVATION_COLUMNS: &str =
+    "id, patient, code, value, effective_ms, received_ms, source, artefact";
+
+fn read_observation(r: &rusqlite::Row<'_>) -> Result<Observation, StoreError> {
+    let id: String = r.get(0).map_err(backend)?;
+    let patient: String = r.get(1).map_err(backend)?;
+    let code: String = r.get(2).map_err(backend)?;
+    Ok(Observation {
+        patient: patient
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("observation {id}: patient {patient:?}")))?,
+        code: VitalCode::parse(&code)
+            .ok_or_else(|| StoreError::Corrupt(format!("observation {id}: code {code:?}")))?,
+        value: r.get(3).map_err(backend)?,
+        effective_ms: r.get(4).map_err(backend)?,
+        received_ms: r.get(5).map_err(backend)?,
+        source: r.get(6).map_err(backend)?,
+        artefact: r.get(7).map_err(backend)?,
+        id,
+    })
+}
 
 /// The columns of `alarm_events`, in the order [`read_alarm_event`] expects them.
 const ALARM_COLUMNS: &str =
@@ -1141,6 +1219,300 @@ impl ClinicalStore for SqliteStore {
                     read_alarm_event,
                 ),
             }
+        })
+        .await
+    }
+
+    async fn insert_observations(
+        &self,
+        observations: &[Observation],
+        raw: &RawMessage,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Vec<Observation>, StoreError> {
+        let obs = observations.to_vec();
+        let raw = raw.clone();
+        let audit = audit.cloned();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let raw_id: i64 = tx
+                .query_row(
+                    "INSERT INTO raw_messages (format, source, received_ms, body)
+                     VALUES (?1, ?2, ?3, ?4) RETURNING id",
+                    params![raw.format, raw.source, raw.received_ms, raw.body],
+                    |r| r.get(0),
+                )
+                .map_err(backend)?;
+            let mut stored = Vec::with_capacity(obs.len());
+            for o in obs {
+                let id = format!("v-{}", uuid::Uuid::new_v4().simple());
+                tx.execute(
+                    "INSERT INTO observations (id, patient, code, value, effective_ms,
+                                               received_ms, source, artefact, raw_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (patient, source, code, effective_ms) DO NOTHING",
+                    params![
+                        id,
+                        o.patient.as_str(),
+                        o.code.as_str(),
+                        o.value,
+                        o.effective_ms,
+                        o.received_ms,
+                        o.source,
+                        o.artefact,
+                        raw_id
+                    ],
+                )
+                .map_err(backend)?;
+                let row = tx
+                    .query_row(
+                        &format!(
+                            "SELECT {OBSERVATION_COLUMNS} FROM observations
+                             WHERE patient = ?1 AND source = ?2 AND code = ?3
+                               AND effective_ms = ?4"
+                        ),
+                        params![
+                            o.patient.as_str(),
+                            o.source,
+                            o.code.as_str(),
+                            o.effective_ms
+                        ],
+                        |r| Ok(read_observation(r)),
+                    )
+                    .map_err(backend)??;
+                stored.push(row);
+            }
+            append_audit_in(&tx, audit.as_ref())?;
+            tx.commit().map_err(backend)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn observations(&self, query: &ObservationQuery) -> Result<Vec<Observation>, StoreError> {
+        let q = query.clone();
+        self.run(move |conn| {
+            let mut conds = Vec::new();
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut bind = |cond: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                conds.push(cond.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(p) = &q.patient {
+                bind("patient = ?", p.as_str().to_string().into());
+            }
+            if let Some(s) = q.since_ms {
+                bind("effective_ms >= ?", s.into());
+            }
+            if let Some(u) = q.until_ms {
+                bind("effective_ms <= ?", u.into());
+            }
+            let codes: Vec<String> = q
+                .codes
+                .iter()
+                .map(|c| format!("'{}'", c.as_str()))
+                .collect();
+            if !codes.is_empty() {
+                // The names are this build's own constants, not input.
+                conds.push(format!("code IN ({})", codes.join(", ")));
+            }
+            let limit = i64::from(q.limit.unwrap_or(1_000).min(10_000));
+            let filter = if conds.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conds.join(" AND "))
+            };
+            let sql = format!(
+                "SELECT * FROM (SELECT {OBSERVATION_COLUMNS} FROM observations {filter}
+                                ORDER BY effective_ms DESC, id DESC LIMIT {limit})
+                 ORDER BY effective_ms, id"
+            );
+            query_rows(conn, &sql, params_from_iter(args), read_observation)
+        })
+        .await
+    }
+
+    async fn patient_by_identifier(
+        &self,
+        system: &str,
+        value: &str,
+    ) -> Result<Option<PatientId>, StoreError> {
+        let (system, value) = (system.to_string(), value.to_string());
+        self.run(move |conn| {
+            let p: Option<String> = conn
+                .query_row(
+                    "SELECT patient FROM patient_identifiers WHERE system = ?1 AND value = ?2",
+                    params![system, value],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            p.map(|p| {
+                p.parse()
+                    .map_err(|_| StoreError::Corrupt(format!("identifier {system}|{value}: {p:?}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_identifier(
+        &self,
+        patient: &PatientId,
+        system: &str,
+        value: &str,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        let (patient, system, value) = (patient.clone(), system.to_string(), value.to_string());
+        let audit = audit.cloned();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let existing: Option<String> = tx
+                .query_row(
+                    "SELECT patient FROM patient_identifiers WHERE system = ?1 AND value = ?2",
+                    params![system, value],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            match existing {
+                Some(p) if p == patient.as_str() => return Ok(()),
+                Some(_) => {
+                    return Err(StoreError::Exists(format!(
+                        "identifier {system}|{value} belongs to another patient"
+                    )));
+                }
+                None => {}
+            }
+            tx.execute(
+                "INSERT INTO patient_identifiers (system, value, patient) VALUES (?1, ?2, ?3)",
+                params![system, value, patient.as_str()],
+            )
+            .map_err(backend)?;
+            append_audit_in(&tx, audit.as_ref())?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn patient_settings(&self, patient: &PatientId) -> Result<PatientSettings, StoreError> {
+        let patient = patient.clone();
+        self.run(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT spo2_scale, scale_set_by, scale_set_ms, ward FROM patient_settings
+                     WHERE patient = ?1",
+                    [patient.as_str()],
+                    |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<i64>>(2)?,
+                            r.get::<_, Option<String>>(3)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(backend)?;
+            let Some((scale, by, at, ward)) = row else {
+                return Ok(PatientSettings::default());
+            };
+            let spo2_scale = match scale.as_str() {
+                "scale1" => SpO2Scale::Scale1,
+                "scale2" => SpO2Scale::Scale2,
+                other => {
+                    return Err(StoreError::Corrupt(format!(
+                        "patient {patient}: SpO2 scale {other:?}"
+                    )));
+                }
+            };
+            Ok(PatientSettings {
+                spo2_scale,
+                scale_set_by: by,
+                scale_set_ms: at,
+                ward,
+            })
+        })
+        .await
+    }
+
+    async fn set_patient_settings(
+        &self,
+        patient: &PatientId,
+        settings: &PatientSettings,
+        audit: Option<&AuditRecord>,
+    ) -> Result<(), StoreError> {
+        let (patient, s) = (patient.clone(), settings.clone());
+        let audit = audit.cloned();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let scale = match s.spo2_scale {
+                SpO2Scale::Scale1 => "scale1",
+                SpO2Scale::Scale2 => "scale2",
+            };
+            tx.execute(
+                "INSERT INTO patient_settings (patient, spo2_scale, scale_set_by, scale_set_ms, ward)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (patient) DO UPDATE SET spo2_scale = excluded.spo2_scale,
+                     scale_set_by = excluded.scale_set_by, scale_set_ms = excluded.scale_set_ms,
+                     ward = excluded.ward",
+                params![patient.as_str(), scale, s.scale_set_by, s.scale_set_ms, s.ward],
+            )
+            .map_err(backend)?;
+            append_audit_in(&tx, audit.as_ref())?;
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn insert_news2(&self, record: &News2Record) -> Result<bool, StoreError> {
+        let r = record.clone();
+        let detail = serde_json::to_string(&r)
+            .map_err(|e| StoreError::Backend(format!("cannot encode a NEWS2 score: {e}")))?;
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "INSERT INTO news2_scores (patient, at_ms, computed_ms, detail)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (patient, at_ms) DO NOTHING",
+                    params![
+                        r.news2.patient.as_str(),
+                        r.news2.at_ms,
+                        r.computed_ms,
+                        detail
+                    ],
+                )
+                .map_err(backend)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn news2_scores(
+        &self,
+        patient: &PatientId,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<News2Record>, StoreError> {
+        let patient = patient.clone();
+        self.run(move |conn| {
+            query_rows(
+                conn,
+                "SELECT detail FROM (SELECT at_ms, detail FROM news2_scores
+                                     WHERE patient = ?1 AND at_ms >= ?2
+                                     ORDER BY at_ms DESC LIMIT ?3)
+                 ORDER BY at_ms",
+                params![patient.as_str(), since_ms, i64::from(limit.min(10_000))],
+                |r| {
+                    let d: String = r.get(0).map_err(backend)?;
+                    serde_json::from_str(&d)
+                        .map_err(|e| StoreError::Corrupt(format!("a NEWS2 score: {e}")))
+                },
+            )
         })
         .await
     }
