@@ -1,8 +1,10 @@
 //! The clinical store: what the coordination tree must not hold — patients (minimal
 //! demographics), orders with their clinical reason, every transition with time and actor, and
-//! results. SQLite is the embedded default ([`SqliteStore`]); the trait is shaped so a
-//! PostgreSQL implementation can follow (plain SQL, compare-and-set transitions, no
-//! SQLite-only features in the contract).
+//! results. SQLite is the embedded default ([`SqliteStore`]); several instances on several
+//! machines share one PostgreSQL database ([`PostgresStore`], `serve --store postgres://…`).
+//! Both keep the same contract, proven by one conformance suite
+//! (`crates/hospital/tests/store_conformance.rs`): plain SQL, compare-and-set transitions,
+//! no backend-only features in the contract.
 //!
 //! It also keeps what the HTTP API needs to authenticate and to account for access: API
 //! bearer tokens (their SHA-256 hash only, never the token: [`TokenRecord`]) and the audit
@@ -19,7 +21,12 @@ pub const AUDIT_DEFAULT_LIMIT: u32 = 100;
 /// The most audit records one [`ClinicalStore::audit`] call returns, whatever the query's limit.
 pub const AUDIT_MAX_LIMIT: u32 = 10_000;
 
+mod postgres;
 mod sqlite;
+pub use postgres::{
+    AUDIT_LOCK, MIGRATE_LOCK, MIGRATIONS as POSTGRES_MIGRATIONS, PostgresOptions, PostgresStore,
+    TABLES, TableCopy,
+};
 pub use sqlite::SqliteStore;
 
 /// A failure of the clinical store.
@@ -463,7 +470,8 @@ pub trait ClinicalStore: Send + Sync {
     async fn audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 
     /// Stores alarm events that are not stored yet (by `(alarm, seq)`; one already stored is
-    /// kept as it is), each with an audit record (`alarm.<kind>` by the event's actor and
+    /// kept as it is, except that an empty note is filled in by a copy that has one), each
+    /// with an audit record (`alarm.<kind>` by the event's actor and
     /// role, detail the alarm id), in one transaction. Returns how many were new.
     async fn record_alarm_events(&self, events: &[AlarmEvent]) -> Result<usize, StoreError>;
 

@@ -157,7 +157,7 @@ pub enum AlarmCommand {
         server: ServerArgs,
         /// The alarm's id.
         id: String,
-        /// A note (no patient data: alarms live in the coordination tree).
+        /// A note (kept in the clinical store).
         #[arg(long, default_value = "")]
         note: String,
     },

@@ -26,6 +26,10 @@ use crate::tree;
 /// the time-driven conditions.
 pub const EVALUATE_EVERY: Duration = Duration::from_secs(1);
 
+/// How long an alarm whose rule or scope is not in this evaluator's hospital file stays before
+/// it is cleared.
+pub const ORPHAN_GRACE_MS: i64 = 60_000;
+
 /// What one pass did (alarm ids).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct EvaluationReport {
@@ -101,6 +105,8 @@ pub struct Evaluator {
     trackers: HashMap<String, Tracker>,
     /// Per alarm id, the sequence number up to which its events are known to be stored.
     copied: HashMap<String, u32>,
+    /// Alarms whose rule or scope this evaluator does not know, since when.
+    orphans: HashMap<String, i64>,
 }
 
 impl Evaluator {
@@ -111,6 +117,7 @@ impl Evaluator {
             actor: Actor::new(format!("evaluator:{instance}")),
             trackers: HashMap::new(),
             copied: HashMap::new(),
+            orphans: HashMap::new(),
         }
     }
 
@@ -147,9 +154,18 @@ impl Evaluator {
                     .observe(rule, value, now);
                 match cached(&model, &name) {
                     None if raise_due => {
+                        // An earlier episode raised in this very ms keeps its id: the next ms
+                        // is taken. (A store that cannot say is no reason not to raise.)
                         let mut episode = now;
-                        while super::known(&hospital, &episode_id(&name, episode)).await? {
-                            episode += 1;
+                        loop {
+                            match super::known(&hospital, &episode_id(&name, episode)).await {
+                                Ok(true) => episode += 1,
+                                Ok(false) => break,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "alarms: cannot read earlier episodes");
+                                    break;
+                                }
+                            }
                         }
                         let node = raised(rule, &scope, value, now, episode, &self.actor);
                         let (node, ours) = create(&hospital, &node).await?;
@@ -158,7 +174,7 @@ impl Evaluator {
                         } else {
                             report.adopted.push(node.id.clone());
                         }
-                        report.copied += self.copy(&node).await?;
+                        report.copied += self.copy(&node).await.unwrap_or(0);
                     }
                     None => {}
                     Some((node, version)) if node.cleared_ms.is_some() => {
@@ -171,11 +187,19 @@ impl Evaluator {
                 }
             }
         }
-        // Alarms whose rule (or pool) is no longer configured are cleared.
+        // Alarms whose rule (or pool) is no longer configured are cleared, once they have been
+        // unknown for ORPHAN_GRACE: during a rolling change of the hospital file an instance
+        // with the older file may lead for a moment.
+        self.orphans.retain(|name, _| !expected.contains(name));
         for name in model.children(tree::ALARMS) {
             if expected.contains(&name) {
                 continue;
             }
+            let since = *self.orphans.entry(name.clone()).or_insert(now);
+            if now - since < ORPHAN_GRACE_MS {
+                continue;
+            }
+            self.orphans.remove(&name);
             self.trackers.remove(&name);
             if let Some((mut node, version)) = cached(&model, &name) {
                 if node.cleared_ms.is_none() {
@@ -184,7 +208,7 @@ impl Evaluator {
                         AlarmEventKind::Cleared,
                         now,
                         &self.actor,
-                        "its rule is no longer in the hospital file".into(),
+                        "its rule or scope is no longer in the hospital file".into(),
                     );
                     report.cleared.push(node.id.clone());
                     let Some(version) = self.write(&node, version).await? else {
@@ -240,6 +264,8 @@ impl Evaluator {
         }
         if node.shelved.as_ref().is_some_and(|s| s.until_ms <= now) {
             node.shelved = None;
+            // Staff get the full escalation delay again from here.
+            node.escalated_ms = now;
             node.value = value;
             node.record(AlarmEventKind::Unshelved, now, &self.actor, String::new());
             report.unshelved.push(node.id.clone());
@@ -267,7 +293,7 @@ impl Evaluator {
         if changed && self.write(&node, version).await?.is_none() {
             return Ok(());
         }
-        report.copied += self.copy(&node).await?;
+        report.copied += self.copy(&node).await.unwrap_or(0);
         Ok(())
     }
 
@@ -287,9 +313,13 @@ impl Evaluator {
         }
     }
 
-    /// A cleared alarm's last steps: its events to the store, then its node deleted.
+    /// A cleared alarm's last steps: its events to the store, then its node deleted. If the
+    /// store cannot take them, the node stays (marked cleared) for a later pass: its history
+    /// is never lost.
     async fn finish(&mut self, node: AlarmNode, version: i32) -> Result<usize> {
-        let copied = self.copy(&node).await?;
+        let Some(copied) = self.copy(&node).await else {
+            return Ok(0);
+        };
         let path = alarm_path(&node.node_name());
         match self.hospital.session().delete(&path, version).await {
             Ok(()) | Err(Coord::NoNode | Coord::BadVersion) => {}
@@ -300,19 +330,29 @@ impl Evaluator {
         Ok(copied)
     }
 
-    /// Copies the node's events that this evaluator has not seen stored yet.
-    async fn copy(&mut self, node: &AlarmNode) -> Result<usize> {
+    /// Copies the node's events that this evaluator has not seen stored yet; how many were
+    /// new. Best effort: the tree decides, so a store that fails does not stop the pass (the
+    /// failure is logged, and the next pass copies again); `None` then.
+    async fn copy(&mut self, node: &AlarmNode) -> Option<usize> {
         let done = self.copied.get(&node.id).copied().unwrap_or(0);
         if node.next_seq <= done {
-            return Ok(0);
+            return Some(0);
         }
-        let new = self
+        match self
             .hospital
             .store()
             .record_alarm_events(&node.events)
-            .await?;
-        self.copied.insert(node.id.clone(), node.next_seq);
-        Ok(new)
+            .await
+        {
+            Ok(new) => {
+                self.copied.insert(node.id.clone(), node.next_seq);
+                Some(new)
+            }
+            Err(e) => {
+                tracing::warn!(alarm = %node.id, error = %e, "alarms: cannot store the alarm's events yet");
+                None
+            }
+        }
     }
 
     /// Runs passes until `shutdown`: one at once, then one after every change of what the

@@ -51,7 +51,7 @@ use std::sync::Arc;
 use medkeeper_coord::{CreateMode, CreateOptions, Error as Coord, SessionExt};
 use serde::{Deserialize, Serialize};
 
-pub use evaluator::{EVALUATE_EVERY, EvaluationReport, Evaluator};
+pub use evaluator::{EVALUATE_EVERY, EvaluationReport, Evaluator, ORPHAN_GRACE_MS};
 pub use rules::{AlarmPriority, AlarmRule, Scope, Signal, fmt_value};
 pub use signals::Snapshot;
 pub use tally::Tally;
@@ -63,8 +63,10 @@ use crate::store::{AlarmEvent, AlarmEventKind};
 use crate::tree::{self, Change};
 use crate::{Error, Result};
 
-/// How many events an alarm's node keeps (the newest; the clinical store keeps them all).
-pub const NODE_EVENTS: usize = 32;
+/// How many times one alarm may be shelved (again and again is a fault to fix, not to
+/// silence). With it an alarm's node holds at most 26 events — raised, acknowledged, 3
+/// escalations, 10 shelvings and 10 unshelvings, cleared — so it keeps its whole history.
+pub const MAX_SHELVINGS: usize = 10;
 /// How many times an unacknowledged alarm is escalated at most.
 pub const MAX_ESCALATIONS: u32 = 3;
 /// The longest a shelving may last.
@@ -145,7 +147,8 @@ pub struct AlarmNode {
     pub cleared_ms: Option<i64>,
     /// The next event's sequence number.
     pub next_seq: u32,
-    /// The newest [`NODE_EVENTS`] transitions.
+    /// Every transition (at most 26: see [`MAX_SHELVINGS`]). Staff's notes are not in them:
+    /// free text may name a patient, so it is kept in the clinical store only.
     #[serde(default)]
     pub events: Vec<AlarmEvent>,
 }
@@ -201,10 +204,14 @@ impl AlarmNode {
         };
         self.next_seq += 1;
         self.events.push(event);
-        if self.events.len() > NODE_EVENTS {
-            let extra = self.events.len() - NODE_EVENTS;
-            self.events.drain(..extra);
-        }
+    }
+
+    /// How many times it was shelved.
+    fn shelvings(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| e.kind == AlarmEventKind::Shelved)
+            .count()
     }
 }
 
@@ -226,7 +233,13 @@ pub fn parse_id(id: &str) -> Result<(String, i64)> {
     let (name, raised) = id.rsplit_once('@').ok_or_else(bad)?;
     let raised: i64 = raised.parse().map_err(|_| bad())?;
     let (rule, scope) = name.split_once('@').ok_or_else(bad)?;
-    if validate_name("alarm rule", rule).is_err() || validate_name("alarm scope", scope).is_err() {
+    // The scope is `cluster`, or a kind and a name (a pool's name may be 64 characters).
+    let scope_ok = scope == "cluster"
+        || scope.split_once('.').is_some_and(|(kind, rest)| {
+            matches!(kind, "equipment" | "department" | "patient")
+                && validate_name("alarm scope", rest).is_ok()
+        });
+    if validate_name("alarm rule", rule).is_err() || !scope_ok {
         return Err(bad());
     }
     Ok((name.to_string(), raised))
@@ -283,18 +296,24 @@ pub async fn acknowledge(
     let actor = actor.into();
     let note = checked_note("note", note)?;
     let now = hospital.now_ms();
-    change(hospital, id, move |mut a| {
-        if a.acknowledged.is_some() {
-            return Ok(None);
-        }
-        a.acknowledged = Some(Acknowledgement {
-            by: actor.name().to_string(),
-            at_ms: now,
-            note: note.clone(),
-        });
-        a.record(AlarmEventKind::Acknowledged, now, &actor, note.clone());
-        Ok(Some(a))
-    })
+    let by = actor.name().to_string();
+    change(
+        hospital,
+        id,
+        move |mut a| {
+            if a.acknowledged.is_some() {
+                return Ok(None);
+            }
+            a.acknowledged = Some(Acknowledgement {
+                by: actor.name().to_string(),
+                at_ms: now,
+                note: String::new(),
+            });
+            a.record(AlarmEventKind::Acknowledged, now, &actor, String::new());
+            Ok(Some(a))
+        },
+        (AlarmEventKind::Acknowledged, by, note),
+    )
     .await
 }
 
@@ -325,16 +344,29 @@ pub async fn shelve(
     }
     let now = hospital.now_ms();
     let until = now + duration.as_millis() as i64;
-    change(hospital, id, move |mut a| {
-        a.shelved = Some(Shelving {
-            by: actor.name().to_string(),
-            at_ms: now,
-            until_ms: until,
-            reason: reason.clone(),
-        });
-        a.record(AlarmEventKind::Shelved, now, &actor, reason.clone());
-        Ok(Some(a))
-    })
+    let by = actor.name().to_string();
+    change(
+        hospital,
+        id,
+        move |mut a| {
+            if a.shelvings() >= MAX_SHELVINGS {
+                return Err(Error::Conflict(format!(
+                    "alarm {} was shelved {MAX_SHELVINGS} times already: acknowledge it, or fix \
+                     its cause",
+                    a.id
+                )));
+            }
+            a.shelved = Some(Shelving {
+                by: actor.name().to_string(),
+                at_ms: now,
+                until_ms: until,
+                reason: String::new(),
+            });
+            a.record(AlarmEventKind::Shelved, now, &actor, String::new());
+            Ok(Some(a))
+        },
+        (AlarmEventKind::Shelved, by, reason),
+    )
     .await
 }
 
@@ -348,8 +380,15 @@ fn checked_note(what: &str, note: &str) -> Result<String> {
 }
 
 /// A version-checked change of alarm `id`'s node by `decide` (`None`: nothing to change),
-/// then the copy of its events to the clinical store.
-async fn change<F>(hospital: &Hospital, id: &str, decide: F) -> Result<AlarmNode>
+/// then the copy of its events to the clinical store, with `note` (the kind of event, who, the
+/// text) given to that person's newest event of that kind: staff's text goes to the store
+/// only. A retry after a failed copy fills in the note the first attempt could not store.
+async fn change<F>(
+    hospital: &Hospital,
+    id: &str,
+    decide: F,
+    note: (AlarmEventKind, String, String),
+) -> Result<AlarmNode>
 where
     F: Fn(AlarmNode) -> Result<Option<AlarmNode>>,
 {
@@ -372,14 +411,46 @@ where
         std::future::ready(result)
     })
     .await?;
-    copy_events(hospital, &node).await?;
+    let (kind, by, text) = note;
+    let mut events = node.events.clone();
+    if let Some(e) = events
+        .iter_mut()
+        .rev()
+        .find(|e| e.kind == kind && e.actor == by)
+    {
+        e.note = text;
+    }
+    hospital.store().record_alarm_events(&events).await?;
     Ok(node)
 }
 
-/// Copies the node's events to the clinical store (what is there already is kept).
-async fn copy_events(hospital: &Hospital, node: &AlarmNode) -> Result<()> {
-    hospital.store().record_alarm_events(&node.events).await?;
-    Ok(())
+/// The notes staff gave alarm `node`'s acknowledgement and shelving, from the clinical store
+/// (the node holds none): `node` with them filled in.
+pub async fn with_notes(hospital: &Hospital, mut node: AlarmNode) -> Result<AlarmNode> {
+    if node.acknowledged.is_none() && node.shelved.is_none() {
+        return Ok(node);
+    }
+    let q = crate::store::AlarmQuery {
+        alarm: Some(node.id.clone()),
+        since_ms: None,
+        limit: Some(crate::store::AUDIT_MAX_LIMIT),
+    };
+    let stored = hospital.store().alarm_events(&q).await?;
+    let newest = |kind| {
+        stored
+            .iter()
+            .rev()
+            .find(|e| e.kind == kind)
+            .map(|e| e.note.clone())
+            .unwrap_or_default()
+    };
+    if let Some(a) = &mut node.acknowledged {
+        a.note = newest(AlarmEventKind::Acknowledged);
+    }
+    if let Some(s) = &mut node.shelved {
+        s.reason = newest(AlarmEventKind::Shelved);
+    }
+    Ok(node)
 }
 
 /// Raises `node` by creating it; if another evaluator created it first, the one in the tree is

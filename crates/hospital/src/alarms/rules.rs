@@ -256,13 +256,16 @@ impl AlarmRule {
         }
     }
 
-    /// True if `value` is at the clear threshold.
+    /// True if `value` is at the clear threshold and off the raise threshold (so a rule whose
+    /// clear equals its raise clears only once the value has left it, never while it sits on
+    /// it).
     pub fn cleared(&self, value: f64) -> bool {
-        if self.signal.rising() {
-            value <= self.clear
-        } else {
-            value >= self.clear
-        }
+        !self.breached(value)
+            && if self.signal.rising() {
+                value <= self.clear
+            } else {
+                value >= self.clear
+            }
     }
 
     /// The scopes it applies to in a hospital of `pools`.

@@ -42,14 +42,8 @@ impl Tally {
             .iter()
             .map(|r| {
                 let mut r = r.clone();
-                // Back below the raise threshold clears: "at or below clear" for a rising
-                // signal, so the clear threshold is just under raise (and just over for a
-                // falling one); the signals' values step by whole units or percents.
-                r.clear = if r.signal.rising() {
-                    r.raise - 1e-9
-                } else {
-                    r.raise + 1e-9
-                };
+                // Cleared as soon as the value is off the raise threshold.
+                r.clear = r.raise;
                 r.raise_for = Duration::ZERO;
                 r.clear_for = Duration::ZERO;
                 r

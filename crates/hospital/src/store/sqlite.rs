@@ -1170,6 +1170,16 @@ impl ClinicalStore for SqliteStore {
                         ],
                     )
                     .map_err(backend)?;
+                if inserted == 0 && !e.note.is_empty() {
+                    // Staff's note arrives with their own copy; the evaluator's copy of the same
+                    // event may have come first, without it.
+                    tx.execute(
+                        "UPDATE alarm_events SET note = ?3 WHERE alarm = ?1 AND seq = ?2
+                                                               AND note = ''",
+                        params![e.alarm, e.seq, e.note],
+                    )
+                    .map_err(backend)?;
+                }
                 if inserted == 1 {
                     new += 1;
                     insert_audit(

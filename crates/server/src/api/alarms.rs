@@ -36,21 +36,23 @@ pub struct AlarmView {
 }
 
 impl AlarmView {
-    fn of(h: &Hospital, alarm: AlarmNode) -> AlarmView {
-        AlarmView {
+    /// The view of `alarm`, with staff's notes from the clinical store (the node has none).
+    async fn of(h: &Hospital, alarm: AlarmNode) -> ApiResult<AlarmView> {
+        let alarm = alarms::with_notes(h, alarm).await?;
+        Ok(AlarmView {
             state: alarm.state(h.now_ms()),
             alarm,
-        }
+        })
     }
 }
 
 /// The active alarms, highest priority first.
 pub async fn active_views(h: &Hospital) -> ApiResult<Vec<AlarmView>> {
-    Ok(alarms::active(h)
-        .await?
-        .into_iter()
-        .map(|a| AlarmView::of(h, a))
-        .collect())
+    let mut views = Vec::new();
+    for a in alarms::active(h).await? {
+        views.push(AlarmView::of(h, a).await?);
+    }
+    Ok(views)
 }
 
 /// The alarms page.
@@ -116,11 +118,10 @@ pub async fn alarm(
     caller.require(Role::STAFF)?;
     alarms::parse_id(&id)?;
     let h = st.hospital()?;
-    let active = alarms::active(&h)
-        .await?
-        .into_iter()
-        .find(|a| a.id == id)
-        .map(|a| AlarmView::of(&h, a));
+    let active = match alarms::active(&h).await?.into_iter().find(|a| a.id == id) {
+        Some(a) => Some(AlarmView::of(&h, a).await?),
+        None => None,
+    };
     let query = AlarmQuery {
         alarm: Some(id.clone()),
         since_ms: None,
@@ -137,7 +138,7 @@ pub async fn alarm(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Acknowledge {
-    /// A note (at most 500 characters; no patient data: alarms live in the coordination
+    /// A note (at most 500 characters; kept in the clinical store, not in the coordination
     /// tree).
     #[serde(default)]
     pub note: String,
@@ -161,7 +162,7 @@ pub async fn acknowledge(
             let h = st.hospital()?;
             let who = actor(&caller, "alarm.ack");
             let a = alarms::acknowledge(&h, &id, who, &note).await?;
-            Ok(Json(AlarmView::of(&h, a)))
+            Ok(Json(AlarmView::of(&h, a).await?))
         }
         .await;
         audited(&st, &caller, "alarm.ack", None, None, r).await
@@ -176,7 +177,7 @@ pub struct Shelve {
     /// How long: `30m`, `2h` (at most 24 h).
     #[serde(rename = "for")]
     pub duration: String,
-    /// Why (required; at most 500 characters, no patient data).
+    /// Why (required; at most 500 characters; kept in the clinical store).
     pub reason: String,
 }
 
@@ -204,7 +205,7 @@ pub async fn shelve(
             let h = st.hospital()?;
             let who = actor(&caller, "alarm.shelve");
             let a = alarms::shelve(&h, &id, who, duration, &body.reason).await?;
-            Ok(Json(AlarmView::of(&h, a)))
+            Ok(Json(AlarmView::of(&h, a).await?))
         }
         .await;
         audited(&st, &caller, "alarm.shelve", None, None, r).await
