@@ -528,7 +528,7 @@ impl Validator<'_> {
                 Some(_) if !signal.per_pool() => {
                     return self.fail(
                         a.pool.as_ref().map_or(a.signal.span(), |p| p.span()),
-                        format!("alarm {name:?}: signal {signal} is the cluster's, not a pool's: remove `pool`"),
+                        format!("alarm {name:?}: signal {signal} is not a pool's: remove `pool`"),
                     );
                 }
                 Some(p) => Some(self.alarm_pool(p, pools)?),
@@ -995,6 +995,7 @@ pub async fn load(session: &dyn Session, config: &HospitalConfig) -> Result<Load
         tree::PATIENTS,
         tree::MEMBERS,
         tree::ALARMS,
+        tree::ESCALATIONS,
     ] {
         let created = session.create_all(dir, b"", &persistent()).await?;
         report.record(
@@ -1195,7 +1196,7 @@ doctors = [ { name = "dr-a", capabilities = ["echo"] } ]
         );
         assert_eq!(rule.priority, AlarmPriority::Medium);
         assert!(!rule.signal.rising());
-        assert_eq!(HospitalConfig::demo().alarms.len(), 7);
+        assert_eq!(HospitalConfig::demo().alarms.len(), 8);
     }
 
     #[test]

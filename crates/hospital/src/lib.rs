@@ -28,6 +28,7 @@ pub mod actor;
 pub mod alarms;
 pub mod config;
 pub mod dispatch;
+pub mod ingest;
 mod error;
 pub mod model;
 pub mod news2;

@@ -233,6 +233,7 @@ pub struct Hospital {
     alarms: tokio::sync::OnceCell<Arc<TreeCache>>,
     members: tokio::sync::OnceCell<Arc<TreeCache>>,
     leader: tokio::sync::OnceCell<Arc<TreeCache>>,
+    escalations: tokio::sync::OnceCell<Arc<TreeCache>>,
     clock: Clock,
 }
 
@@ -288,8 +289,18 @@ impl Hospital {
             alarms: Default::default(),
             members: Default::default(),
             leader: Default::default(),
+            escalations: Default::default(),
             clock,
         })
+    }
+
+    /// This session's copy of `/medical/escalations` (each monitored patient's NEWS2 risk
+    /// level, [`crate::ingest`]), started on first use.
+    ///
+    /// # Notable errors
+    /// A session-fatal error if the session has ended.
+    pub async fn escalation_model(&self) -> Result<Arc<TreeCache>> {
+        self.tree_copy(&self.escalations, tree::ESCALATIONS).await
     }
 
     /// This session's copy of `/medical/alarms` (the active alarms, [`crate::alarms`]),

@@ -39,6 +39,9 @@ pub const EQUIPMENT: &str = "/medical/resources/equipment";
 pub const DOCTORS: &str = "/medical/resources/doctors";
 /// Patients.
 pub const PATIENTS: &str = "/medical/patients";
+/// Each monitored patient's NEWS2 escalation level (`/medical/escalations/<patient>`): a risk
+/// level, when, the ward — never a value.
+pub const ESCALATIONS: &str = "/medical/escalations";
 /// Live instances.
 pub const MEMBERS: &str = "/medical/members";
 /// Leader election.

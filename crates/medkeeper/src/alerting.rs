@@ -11,7 +11,9 @@
 //! (4 × the resend interval, about 4 minutes).
 //!
 //! An alarm is labelled `alertname` (the rule), `severity` (its priority: `high`, `medium`,
-//! `low`), `scope`, `pool` (for a pool's alarm), `signal`, `hospital` and `source="medkeeper"`;
+//! `low`), `scope`, `pool` (for a pool's alarm), `patient` (the opaque id) and `ward` (for a
+//! patient's NEWS2 alarm: route it to the ward's team), `signal`, `hospital` and
+//! `source="medkeeper"`;
 //! an escalation changes `severity`, so Alertmanager sees a new alert (routed by its new
 //! severity) and the old one resolved. Annotations: `summary`, `condition`, `state`,
 //! `acknowledged_by`, `alarm_id`, `escalations`. `generatorURL` is the alarm in the API.
@@ -62,8 +64,18 @@ pub fn alert_of(alarm: &AlarmNode, d: &Delivery) -> Alert {
         ("hospital".to_string(), d.hospital.clone()),
         ("source".to_string(), "medkeeper".to_string()),
     ]);
-    if let Some((_, pool)) = alarm.scope.split_once('.') {
-        labels.insert("pool".into(), pool.to_string());
+    match alarm.scope.split_once('.') {
+        Some(("equipment" | "department", pool)) => {
+            labels.insert("pool".into(), pool.to_string());
+        }
+        Some(("patient", patient)) => {
+            // The opaque id only, as in the tree: no name, no value.
+            labels.insert("patient".into(), patient.to_string());
+        }
+        _ => {}
+    }
+    if let Some(ward) = &alarm.ward {
+        labels.insert("ward".into(), ward.clone());
     }
     let state = match alarm.acknowledged {
         Some(_) => "acknowledged",

@@ -12,12 +12,13 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use super::rules::{AlarmRule, Scope};
+use super::rules::{AlarmPriority, AlarmRule, Scope, Signal};
 use super::signals::Snapshot;
 use super::{AlarmNode, MAX_ESCALATIONS, alarm_path, cached, create, node_name};
 use crate::Result;
 use crate::actor::Actor;
 use crate::model::Pool;
+use crate::news2::Risk;
 use crate::orders::Hospital;
 use crate::store::AlarmEventKind;
 use crate::tree;
@@ -141,7 +142,7 @@ impl Evaluator {
         let mut report = EvaluationReport::default();
         let mut expected = HashSet::new();
         for rule in &hospital.config().alarms {
-            for scope in rule.scopes(&pools) {
+            for scope in snap.scopes_of(rule, &pools) {
                 let name = node_name(&rule.name, &scope.key());
                 expected.insert(name.clone());
                 let Some(value) = snap.value(rule, &scope) else {
@@ -167,7 +168,10 @@ impl Evaluator {
                                 }
                             }
                         }
-                        let node = raised(rule, &scope, value, now, episode, &self.actor);
+                        let mut node = raised(rule, &scope, value, now, episode, &self.actor);
+                        if let Scope::Patient(p) = &scope {
+                            node.ward = snap.escalations.get(p).and_then(|e| e.ward.clone());
+                        }
                         let (node, ours) = create(&hospital, &node).await?;
                         if ours {
                             report.raised.push(node.id.clone());
@@ -269,6 +273,23 @@ impl Evaluator {
             node.value = value;
             node.record(AlarmEventKind::Unshelved, now, &self.actor, String::new());
             report.unshelved.push(node.id.clone());
+            changed = true;
+        }
+        // NEWS2: a high risk makes the alarm high, whatever the rule says, at once.
+        if rule.signal == Signal::News2
+            && value >= f64::from(Risk::High.level())
+            && node.priority < AlarmPriority::High
+        {
+            node.priority = AlarmPriority::High;
+            node.value = value;
+            node.summary = Snapshot::summary(rule, &scope_of(&node), value);
+            node.record(
+                AlarmEventKind::Escalated,
+                now,
+                &self.actor,
+                "NEWS2 clinical risk rose to high".into(),
+            );
+            report.escalated.push(node.id.clone());
             changed = true;
         }
         if let Some(after) = rule.escalate_after
@@ -373,6 +394,7 @@ impl Evaluator {
         sources.push(members.subscribe());
         sources.push(leader.subscribe());
         sources.push(self.hospital.alarm_model().await?.subscribe());
+        sources.push(self.hospital.escalation_model().await?.subscribe());
         for mut events in sources {
             let wake = wake.clone();
             forwarders.spawn(async move {
@@ -433,10 +455,22 @@ fn raised(
         escalations: 0,
         escalated_ms: now,
         cleared_ms: None,
+        ward: None,
         next_seq: 0,
         events: Vec::new(),
     };
+    if rule.signal == Signal::News2 && value >= f64::from(Risk::High.level()) {
+        node.priority = AlarmPriority::High;
+    }
     let note = node.summary.clone();
     node.record(AlarmEventKind::Raised, now, actor, note);
     node
+}
+
+/// The scope of an alarm's node, as far as its summary needs it.
+fn scope_of(node: &AlarmNode) -> Scope {
+    match node.scope.strip_prefix("patient.").map(str::parse) {
+        Some(Ok(p)) => Scope::Patient(p),
+        _ => Scope::Cluster,
+    }
 }

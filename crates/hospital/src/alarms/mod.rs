@@ -142,6 +142,9 @@ pub struct AlarmNode {
     /// When it was escalated last (or raised).
     #[serde(default)]
     pub escalated_ms: i64,
+    /// The ward or department a patient's alarm is addressed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ward: Option<String>,
     /// Set when cleared: the node is about to be deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cleared_ms: Option<i64>,

@@ -35,11 +35,16 @@ pub enum Signal {
     Members,
     /// Cluster: instances standing for leader (the leader and those waiting behind it).
     LeaderCandidates,
+    /// Per monitored patient: the NEWS2 clinical risk of the latest score, as a level — 0 low,
+    /// 1 low–medium (a single parameter scoring 3), 2 medium (5–6), 3 high (7 or more)
+    /// ([`crate::ingest`]). The alarm's priority follows the risk: high for a high risk, the
+    /// rule's otherwise. Decision support, not a diagnosis.
+    News2,
 }
 
 impl Signal {
     /// Every signal, in documentation order.
-    pub const ALL: [Signal; 8] = [
+    pub const ALL: [Signal; 9] = [
         Signal::Utilisation,
         Signal::QueueLength,
         Signal::OldestWait,
@@ -48,6 +53,7 @@ impl Signal {
         Signal::Dispatchers,
         Signal::Members,
         Signal::LeaderCandidates,
+        Signal::News2,
     ];
 
     /// The name in the hospital file.
@@ -61,6 +67,7 @@ impl Signal {
             Signal::Dispatchers => "dispatchers",
             Signal::Members => "members",
             Signal::LeaderCandidates => "leader_candidates",
+            Signal::News2 => "news2",
         }
     }
 
@@ -77,9 +84,12 @@ impl Signal {
         )
     }
 
-    /// True if the signal has one value per pool; false for the cluster's.
+    /// True if the signal has one value per pool; false for the cluster's and the patients'.
     pub fn per_pool(self) -> bool {
-        !matches!(self, Signal::Members | Signal::LeaderCandidates)
+        !matches!(
+            self,
+            Signal::Members | Signal::LeaderCandidates | Signal::News2
+        )
     }
 
     /// The unit of its values, for messages.
@@ -91,6 +101,7 @@ impl Signal {
             Signal::UnitsUnavailable => "out of service",
             Signal::UnitsInService => "in service",
             Signal::Dispatchers | Signal::Members | Signal::LeaderCandidates => "instances",
+            Signal::News2 => "(NEWS2 risk level)",
         }
     }
 }
@@ -184,6 +195,8 @@ pub enum Scope {
     Pool(Pool),
     /// The cluster.
     Cluster,
+    /// One patient (opaque id).
+    Patient(crate::model::PatientId),
 }
 
 impl Scope {
@@ -194,6 +207,7 @@ impl Scope {
             Scope::Pool(Pool::Equipment(k)) => format!("equipment.{k}"),
             Scope::Pool(Pool::Department(d)) => format!("department.{d}"),
             Scope::Cluster => "cluster".into(),
+            Scope::Patient(p) => format!("patient.{p}"),
         }
     }
 
@@ -201,7 +215,7 @@ impl Scope {
     pub fn pool(&self) -> Option<&Pool> {
         match self {
             Scope::Pool(p) => Some(p),
-            Scope::Cluster => None,
+            Scope::Cluster | Scope::Patient(_) => None,
         }
     }
 }
@@ -211,6 +225,7 @@ impl fmt::Display for Scope {
         match self {
             Scope::Pool(p) => write!(f, "{p}"),
             Scope::Cluster => f.write_str("the cluster"),
+            Scope::Patient(p) => write!(f, "patient {p}"),
         }
     }
 }
@@ -268,8 +283,12 @@ impl AlarmRule {
             }
     }
 
-    /// The scopes it applies to in a hospital of `pools`.
+    /// The scopes it applies to in a hospital of `pools` (a `news2` rule: none here, its
+    /// scopes are the monitored patients of a [`Snapshot`](super::Snapshot)).
     pub fn scopes<'a>(&'a self, pools: impl IntoIterator<Item = &'a Pool>) -> Vec<Scope> {
+        if self.signal == Signal::News2 {
+            return Vec::new();
+        }
         if !self.signal.per_pool() {
             return vec![Scope::Cluster];
         }

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub leader_candidates: usize,
     /// The waiting targets, by priority class (stat first).
     pub targets_ms: [i64; 4],
+    /// Each monitored patient's escalation level ([`crate::ingest`]).
+    pub escalations: BTreeMap<crate::model::PatientId, crate::ingest::EscalationNode>,
 }
 
 impl Snapshot {
@@ -81,6 +83,25 @@ impl Snapshot {
         let (members, leader) = hospital.cluster_model().await?;
         members.settle().await;
         leader.settle().await;
+        let esc = hospital.escalation_model().await?;
+        esc.settle().await;
+        let mut escalations = BTreeMap::new();
+        for name in esc.children(tree::ESCALATIONS) {
+            let (Ok(p), Some(node)) = (
+                name.parse::<crate::model::PatientId>(),
+                esc.get(&format!("{}/{name}", tree::ESCALATIONS)),
+            ) else {
+                continue;
+            };
+            match tree::from_json::<crate::ingest::EscalationNode>("escalation", &node.data) {
+                Ok(e) => {
+                    escalations.insert(p, e);
+                }
+                Err(e) => {
+                    tracing::warn!(patient = %name, error = %e, "skipping a malformed escalation node")
+                }
+            }
+        }
         let targets = &hospital.config().targets;
         let ms = |p: Priority| targets.of(p).as_millis() as i64;
         Ok(Snapshot {
@@ -94,13 +115,33 @@ impl Snapshot {
                 ms(Priority::Urgent),
                 ms(Priority::Routine),
             ],
+            escalations,
         })
+    }
+
+    /// The scopes of `rule` in this snapshot: its pools or the cluster, or for a `news2` rule
+    /// every monitored patient.
+    pub fn scopes_of(&self, rule: &AlarmRule, pools: &[Pool]) -> Vec<Scope> {
+        if rule.signal == Signal::News2 {
+            return self
+                .escalations
+                .keys()
+                .cloned()
+                .map(Scope::Patient)
+                .collect();
+        }
+        rule.scopes(pools)
     }
 
     /// The value of `rule`'s signal in `scope`; `None` if the scope is not in the snapshot (a
     /// pool no longer configured).
     pub fn value(&self, rule: &AlarmRule, scope: &Scope) -> Option<f64> {
         let pool = match scope {
+            Scope::Patient(p) => {
+                return (rule.signal == Signal::News2)
+                    .then(|| self.escalations.get(p).map(|e| f64::from(e.risk.level())))
+                    .flatten();
+            }
             Scope::Cluster => {
                 return match rule.signal {
                     Signal::Members => Some(self.members as f64),
@@ -138,13 +179,19 @@ impl Snapshot {
             }
             Signal::UnitsInService => pool.in_service as f64,
             Signal::Dispatchers => pool.dispatchers as f64,
-            Signal::Members | Signal::LeaderCandidates => return None,
+            Signal::Members | Signal::LeaderCandidates | Signal::News2 => return None,
         })
     }
 
     /// A one-line account of `value` for an alarm's summary: `oldest_wait in equipment CT:
     /// 130 % of target`.
     pub fn summary(rule: &AlarmRule, scope: &Scope, value: f64) -> String {
+        if rule.signal == Signal::News2 {
+            let risk = crate::news2::Risk::from_level(value as u8).unwrap_or_default();
+            return format!(
+                "NEWS2 clinical risk {risk} for {scope} — decision support, not a diagnosis"
+            );
+        }
         let of = rule
             .order_priority
             .map(|p| format!(" ({p})"))

@@ -1488,7 +1488,10 @@ impl ClinicalStore for SqliteStore {
             let n = conn
                 .execute(
                     "INSERT INTO news2_scores (patient, at_ms, computed_ms, detail)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (patient, at_ms) DO NOTHING",
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (patient, at_ms) DO UPDATE
+                         SET computed_ms = excluded.computed_ms, detail = excluded.detail
+                         WHERE news2_scores.detail <> excluded.detail",
                     params![
                         r.news2.patient.as_str(),
                         r.news2.at_ms,
