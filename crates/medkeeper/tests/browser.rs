@@ -986,3 +986,572 @@ fn alarms_panel_acknowledges_and_shelves_in_headless_chromium() {
     );
     browser.screenshot(&shots.join("dashboard-alarms-phone.png"));
 }
+
+impl Browser {
+    /// Opens the dashboard with `token` in the URL's fragment, after a blank page (so the
+    /// previous page's streams are closed and nothing of it is left).
+    fn open_as(&self, base: &str, path: &str, token: &str) {
+        self.goto("about:blank");
+        self.goto(&format!("{base}{path}#token={token}"));
+    }
+
+    /// Chooses `value` in the select matching `css`, by clicking its option as a user would.
+    fn choose(&self, css: &str, value: &str) {
+        self.click(&format!("{css} option[value=\"{value}\"]"));
+    }
+
+    /// Presses `key` (a WebDriver key code such as `"\u{E014}"`, ArrowRight) in the element
+    /// matching `css`.
+    fn press(&self, css: &str, key: &str) {
+        self.type_into(css, key);
+    }
+
+    /// The text of the first visible refusal (`.form-error`) inside `css`, if any.
+    fn refusal(&self, css: &str) -> Option<String> {
+        let v = self.js(
+            "const e = document.querySelector(arguments[0] + ' .form-error:not([hidden])');
+             return e ? e.textContent : null;",
+            json!([css]),
+        );
+        v.as_str().map(str::to_string)
+    }
+}
+
+/// Creates a token of `role` through the API; its text.
+fn token_for(api: &Api, role: &str) -> String {
+    let v = api.expect(
+        "POST",
+        "/api/tokens",
+        Some(json!({"role": role, "label": format!("browser test {role}")})),
+        201,
+    );
+    v["token"].as_str().expect("token").to_string()
+}
+
+/// The status of `unit` in `pool`, as the API tells it.
+fn unit_status(api: &Api, pool: &str, unit: &str) -> String {
+    let p = api.expect("GET", &format!("/api/pools/{pool}"), None, 200);
+    p["units"]
+        .as_array()
+        .and_then(|u| u.iter().find(|u| u["name"] == json!(unit)))
+        .and_then(|u| u["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Copies a screenshot to `docs/` with `MEDKEEPER_UPDATE_SCREENSHOT=1` (see
+/// [`update_doc_screenshot`]) after saving it under `target/browser/`.
+fn shoot(browser: &Browser, shots: &Path, name: &str) {
+    browser.js("window.scrollTo(0, 0);", json!([]));
+    browser.screenshot(&shots.join(name));
+    update_doc_screenshot(shots, name);
+}
+
+/// Issue 16: the dashboard as each role works in it, by clicks only (the API is used to set
+/// up tokens and to check what the clicks did). One order's whole life — registered and
+/// ordered by a scheduler, re-prioritised, a refused "call now" shown, called by the
+/// dispatcher once a technician puts the unit back in service, started and completed by the
+/// technician, reported by a doctor — then the patient's page, with a patient token an admin
+/// created in the page, shows results ready; the admin revokes it; a nurse acknowledges an
+/// alarm; the charts draw; the whole page in Simplified Chinese. Screenshots of each role's
+/// view: `docs/dashboard-<role>.png`.
+#[test]
+fn every_role_works_in_the_dashboard_in_headless_chromium() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let hospital = dir.path().join("hospital.toml");
+    std::fs::write(&hospital, alarm_test_hospital()).unwrap();
+    let data = dir.path().join("data");
+    let server = Serve::start(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--hospital",
+        hospital.to_str().unwrap(),
+    ]);
+    let (base, admin) = (
+        server.url.clone(),
+        server.admin.clone().expect("an admin token"),
+    );
+    let (_chromedriver, driver_port) = start_chromedriver(&driver);
+    let browser = Browser::start(driver_port, &chromium);
+    let api = Api {
+        agent: agent(),
+        base: base.clone(),
+        token: admin.clone(),
+    };
+    let shots = workspace_root().join("target/browser");
+    let [scheduler, technician, doctor, nurse] =
+        ["scheduler", "technician", "doctor", "nurse"].map(|r| token_for(&api, r));
+    let tabs = |b: &Browser| {
+        b.js(
+            "return [...document.querySelectorAll('#tabs [role=tab]')].map(t => t.dataset.tab);",
+            json!([]),
+        )
+    };
+
+    // ---- the page itself: no inline script or handler (CSP `script-src 'self'` holds) ----
+    let html = agent()
+        .get(&base)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let lower = html.to_lowercase();
+    for (i, _) in lower.match_indices("<script") {
+        let tag = &lower[i..i + lower[i..].find('>').unwrap()];
+        assert!(
+            tag.contains(" src="),
+            "an inline script in index.html: {tag}"
+        );
+    }
+    let handler = regex_lite_on_attr(&lower);
+    assert!(
+        handler.is_none(),
+        "an on* attribute in index.html: {handler:?}"
+    );
+    assert!(
+        !lower.contains("javascript:"),
+        "a javascript: URL in index.html"
+    );
+
+    // ---- technician: MRI-1 into maintenance, XR-1 offline, by the units' own controls ----
+    browser.open_as(&base, "", &technician);
+    browser.wait_js(
+        "the technician's units view",
+        Duration::from_secs(15),
+        "return !!document.querySelector('#panel-units:not([hidden]) [data-tpool=\"MRI\"] [data-tunit=\"MRI-1\"] select[name=status]')
+             || document.getElementById('status').textContent;",
+        json!([]),
+    );
+    assert_eq!(tabs(&browser), json!(["units", "ward", "charts"]));
+    for (unit, status) in [("MRI-1", "maintenance"), ("XR-1", "offline")] {
+        let card = format!("[data-tunit=\"{unit}\"]");
+        browser.choose(&format!("{card} select[name=status]"), status);
+        browser.click(&format!("{card} [data-action=set-status]"));
+        browser.wait_js(
+            "the unit's new status on its card",
+            Duration::from_secs(10),
+            "const c = document.querySelector(arguments[0]);
+             return c.dataset.status === arguments[1] || [c.dataset.status, c.innerText];",
+            json!([card, status]),
+        );
+    }
+    assert_eq!(unit_status(&api, "MRI", "MRI-1"), "maintenance");
+    assert_eq!(unit_status(&api, "XRAY", "XR-1"), "offline");
+    // No control a technician may not use: no order form, no report, no cancel, no shelve.
+    let forbidden = browser.js(
+        "return document.querySelectorAll('.order-form, [data-action=report], [data-action=cancel], [data-action=register], [data-action^=shelve], #panel-admin').length;",
+        json!([]),
+    );
+    assert_eq!(forbidden, json!(0), "controls a technician may not use");
+
+    // ---- scheduler: register, order (a double click orders once), re-prioritise ----
+    browser.open_as(&base, "", &scheduler);
+    browser.wait_js(
+        "the scheduler's orders view",
+        Duration::from_secs(15),
+        "return !!document.querySelector('#panel-orders:not([hidden]) [data-action=register]')
+             && !!document.querySelector('[data-qpool=\"MRI\"]');",
+        json!([]),
+    );
+    assert_eq!(tabs(&browser), json!(["orders", "ward", "units", "charts"]));
+    browser.type_into("#panel-orders input[name=name]", "Ada Lovelace");
+    browser.js(
+        "document.querySelector('#panel-orders input[name=birth_date]').value = '1970-01-31';",
+        json!([]),
+    );
+    browser.click("#panel-orders [data-action=register]");
+    browser.wait_js(
+        "the registered patient's card",
+        Duration::from_secs(10),
+        "const c = document.querySelector('.patient-card[data-patient]');
+         return (!!c && c.innerText.includes('Ada Lovelace')) || (c && c.innerText);",
+        json!([]),
+    );
+    let patient = browser.js(
+        "return document.querySelector('.patient-card').dataset.patient;",
+        json!([]),
+    );
+    let patient = patient.as_str().expect("patient id").to_string();
+    let stored = api.expect("GET", &format!("/api/patients/{patient}"), None, 200);
+    assert_eq!(stored["patient"]["birth_date"], json!("1970-01-31"));
+
+    browser.choose(".order-form select[name=pool]", "equipment:MRI");
+    browser.choose(".order-form select[name=priority]", "urgent");
+    browser.click(".order-form input[name=cap][value=contrast]");
+    browser.type_into(".order-form input[name=reason]", "headache, browser test");
+    // Two clicks in one go: the button is disabled by the first, so one order is created.
+    browser.js(
+        "const b = document.querySelector('.order-form [data-action=order]'); b.click(); b.click();",
+        json!([]),
+    );
+    browser.wait_js(
+        "the order on the patient's card, queued",
+        Duration::from_secs(10),
+        "const o = document.querySelectorAll('.patient-card [data-order]');
+         return (o.length === 1 && o[0].dataset.state === 'queued') || [o.length, o[0] && o[0].innerText];",
+        json!([]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let orders = api.expect("GET", &format!("/api/patients/{patient}"), None, 200);
+    let orders = orders["orders"].as_array().cloned().unwrap_or_default();
+    assert_eq!(orders.len(), 1, "a double click ordered once: {orders:?}");
+    let order = orders[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(orders[0]["capabilities"], json!(["contrast"]));
+    assert_eq!(orders[0]["priority"], json!("urgent"));
+
+    let row = format!("[data-qpool=\"MRI\"] tr[data-qorder=\"{order}\"]");
+    browser.wait_js(
+        "the order's row in the MRI queue",
+        Duration::from_secs(10),
+        "return !!document.querySelector(arguments[0]);",
+        json!([row]),
+    );
+    browser.choose(&format!("{row} select[name=priority]"), "stat");
+    browser.click(&format!("{row} [data-action=priority]"));
+    browser.wait_js(
+        "the row and the card to show stat",
+        Duration::from_secs(10),
+        "const r = document.querySelector(arguments[0]);
+         const c = document.querySelector('.patient-card [data-order]');
+         return (!!r && !!r.querySelector('.prio[data-priority=stat]')
+                 && !!c.querySelector('.prio[data-priority=stat]')) || [r && r.innerText, c.innerText];",
+        json!([row]),
+    );
+    // Call now on MRI-2, which lacks the contrast the order needs: the server's refusal is
+    // shown on the row, and nothing changes.
+    browser.choose(&format!("{row} select[name=unit]"), "MRI-2");
+    browser.click(&format!("{row} [data-action=call]"));
+    let refused = wait_for(
+        "the refused call on the row",
+        Duration::from_secs(10),
+        || browser.refusal(&row),
+    );
+    assert!(
+        refused.contains("[invalid]") && refused.contains("contrast"),
+        "the server's own message and code: {refused:?}"
+    );
+    let o = api.expect("GET", &format!("/api/orders/{order}"), None, 200);
+    assert_eq!(o["order"]["state"], json!("queued"));
+    assert_eq!(o["order"]["priority"], json!("stat"));
+    shoot(&browser, &shots, "dashboard-scheduler.png");
+
+    // ---- technician: MRI-1 back in service; the dispatcher calls the order to it ----
+    browser.open_as(&base, "", &technician);
+    let mri1 = "[data-tunit=\"MRI-1\"]";
+    browser.wait_js(
+        "MRI-1's card",
+        Duration::from_secs(15),
+        "return !!document.querySelector(arguments[0] + ' select[name=status]');",
+        json!([mri1]),
+    );
+    browser.choose(&format!("{mri1} select[name=status]"), "available");
+    browser.click(&format!("{mri1} [data-action=set-status]"));
+    browser.wait_js(
+        "the called patient on MRI-1, with Start",
+        Duration::from_secs(15),
+        "const c = document.querySelector(arguments[0]);
+         return (c.dataset.status === 'in-use' && c.dataset.orderState === 'called'
+                 && !!c.querySelector('[data-action=start]') && c.innerText.includes('Called'))
+             || [c.dataset.status, c.dataset.orderState, c.innerText];",
+        json!([mri1]),
+    );
+    shoot(&browser, &shots, "dashboard-technician.png");
+    browser.click(&format!("{mri1} [data-action=start]"));
+    browser.wait_js(
+        "the exam in progress on MRI-1",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         return (c.dataset.orderState === 'in-progress' && !!c.querySelector('[data-action=complete]'))
+             || [c.dataset.orderState, c.innerText];",
+        json!([mri1]),
+    );
+    browser.click(&format!("{mri1} [data-action=complete]"));
+    browser.wait_js(
+        "MRI-1 free and the exam among those finished here",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         const d = document.querySelector('.done-box [data-order=\"' + arguments[1] + '\"]');
+         return (c.dataset.status === 'available' && !!d && d.dataset.state === 'completed'
+                 && !d.querySelector('[data-action=report]'))
+             || [c.dataset.status, d && d.innerText];",
+        json!([mri1, order]),
+    );
+    let o = api.expect("GET", &format!("/api/orders/{order}"), None, 200);
+    assert_eq!(o["order"]["state"], json!("completed"), "{o}");
+    assert_eq!(o["order"]["assigned"], json!("MRI-1"), "{o}");
+
+    // ---- doctor: finds the patient by id and writes the report ----
+    browser.open_as(&base, "", &doctor);
+    browser.wait_js(
+        "the doctor's orders view",
+        Duration::from_secs(15),
+        "return !!document.querySelector('#panel-orders:not([hidden]) [data-action=find]');",
+        json!([]),
+    );
+    assert_eq!(tabs(&browser), json!(["orders", "ward", "charts"]));
+    browser.type_into("#panel-orders input[name=patient]", &patient);
+    browser.click("#panel-orders [data-action=find]");
+    let card = format!(".patient-card [data-order=\"{order}\"]");
+    browser.wait_js(
+        "the completed order with its report form",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         return (!!c && c.dataset.state === 'completed' && !!c.querySelector('textarea[name=report]'))
+             || (c && c.innerText);",
+        json!([card]),
+    );
+    // The doctor may not call: no Call now anywhere.
+    let calls = browser.js(
+        "return document.querySelectorAll('[data-action=call], [data-action=set-status]').length;",
+        json!([]),
+    );
+    assert_eq!(
+        calls,
+        json!(0),
+        "a doctor sees no call or unit status control"
+    );
+    browser.type_into(&format!("{card} textarea[name=report]"), "No abnormality.");
+    browser.click(&format!("{card} [data-action=report]"));
+    browser.wait_js(
+        "the order reported",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         return c.dataset.state === 'reported' || c.innerText;",
+        json!([card]),
+    );
+    let o = api.expect("GET", &format!("/api/orders/{order}"), None, 200);
+    assert_eq!(o["order"]["state"], json!("reported"), "{o}");
+    assert_eq!(o["result"]["text"], json!("No abnormality."), "{o}");
+    shoot(&browser, &shots, "dashboard-doctor.png");
+
+    // ---- admin: a patient token created in the page, shown once ----
+    browser.open_as(&base, "", &admin);
+    browser.wait_js(
+        "the admin's tabs",
+        Duration::from_secs(15),
+        "return !!document.getElementById('tab-admin');",
+        json!([]),
+    );
+    assert_eq!(
+        tabs(&browser),
+        json!(["ward", "orders", "units", "charts", "admin"])
+    );
+    browser.click("#tab-admin");
+    let create = "#panel-admin form:has([data-action=create-token])";
+    browser.choose(&format!("{create} select[name=role]"), "patient");
+    browser.type_into(&format!("{create} input[name=patient]"), &patient);
+    browser.type_into(&format!("{create} input[name=label]"), "Ada's phone");
+    browser.click(&format!("{create} [data-action=create-token]"));
+    let shown = wait_for("the new token, shown once", Duration::from_secs(10), || {
+        let v = browser.js(
+            "const c = document.querySelector('.token-once:not([hidden]) .token-text');
+             return c ? [c.textContent, c.dataset.tokenId] : null;",
+            json!([]),
+        );
+        v.as_array().cloned()
+    });
+    let (ptoken, ptoken_id) = (
+        shown[0].as_str().unwrap().to_string(),
+        shown[1].as_str().unwrap().to_string(),
+    );
+    assert!(ptoken.starts_with("mkt_"), "{ptoken}");
+    browser.wait_js(
+        "the new token in the list",
+        Duration::from_secs(10),
+        "return !!document.querySelector('tr[data-token=\"' + arguments[0] + '\"] [data-action=revoke]');",
+        json!([ptoken_id]),
+    );
+    // The audit search and the cluster.
+    browser.type_into("#panel-admin .audit-form input[name=patient]", &patient);
+    browser.click("#panel-admin [data-action=audit]");
+    browser.wait_js(
+        "the patient's audit trail",
+        Duration::from_secs(10),
+        "const a = [...document.querySelectorAll('table.audit tr[data-action]')].map(r => r.dataset.action);
+         return (a.includes('order.create') && a.includes('order.report')) || a;",
+        json!([]),
+    );
+    browser.wait_js(
+        "the cluster's members and leader",
+        Duration::from_secs(10),
+        "return !!document.querySelector('#panel-admin tr.leader-row[data-member]');",
+        json!([]),
+    );
+    // No token in any URL the page asked for, except the event streams' ?access_token=.
+    let leaks = browser.js(
+        "return performance.getEntriesByType('resource').map(e => e.name)
+             .filter(u => u.includes('mkt_') && !/\\/events\\?access_token=/.test(u));",
+        json!([]),
+    );
+    assert_eq!(leaks, json!([]), "a token in a URL sent to the server");
+    shoot(&browser, &shots, "dashboard-admin.png");
+
+    // ---- the patient's own page with that token: results ready ----
+    browser.open_as(&base, "patient", &ptoken);
+    browser.wait_js(
+        "results ready on the patient's page",
+        Duration::from_secs(15),
+        "const r = document.querySelector('[data-order=\"' + arguments[0] + '\"]');
+         return (!!r && r.dataset.ready === '1' && r.innerText.includes('Your results are ready'))
+             || (r && r.innerText) || document.getElementById('status').textContent;",
+        json!([order]),
+    );
+    shoot(&browser, &shots, "dashboard-patient.png");
+
+    // ---- admin: revokes it ----
+    browser.open_as(&base, "", &admin);
+    browser.wait_js(
+        "the admin's tabs",
+        Duration::from_secs(15),
+        "return !!document.getElementById('tab-admin');",
+        json!([]),
+    );
+    browser.click("#tab-admin");
+    let revoke = format!("tr[data-token=\"{ptoken_id}\"] [data-action=revoke]");
+    browser.wait_js(
+        "the patient token's Revoke",
+        Duration::from_secs(10),
+        "return !!document.querySelector(arguments[0]);",
+        json!([revoke]),
+    );
+    browser.click(&revoke);
+    browser.wait_js(
+        "the token shown revoked",
+        Duration::from_secs(10),
+        "const r = document.querySelector('tr[data-token=\"' + arguments[0] + '\"]');
+         return (!!r && r.dataset.revoked === '1') || (r && r.innerText);",
+        json!([ptoken_id]),
+    );
+    let patient_api = Api {
+        agent: agent(),
+        base: base.clone(),
+        token: ptoken.clone(),
+    };
+    patient_api.expect("GET", "/api/whoami", None, 401);
+
+    // ---- nurse: the ward; acknowledges the alarm XR-1's being offline raised ----
+    browser.open_as(&base, "", &nurse);
+    let alarm = "#alarms [data-alarm^='unit-out-of-service@equipment.XRAY@']";
+    browser.wait_js(
+        "the unit-out-of-service alarm on the nurse's ward",
+        Duration::from_secs(20),
+        "return !!document.querySelector(arguments[0] + ' button[data-action=ack]');",
+        json!([alarm]),
+    );
+    assert_eq!(tabs(&browser), json!(["ward", "orders", "charts"]));
+    browser.type_into(&format!("{alarm} input[name=note]"), "engineer called");
+    browser.click(&format!("{alarm} button[data-action=ack]"));
+    browser.wait_js(
+        "the alarm acknowledged",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         return c.dataset.state === 'acknowledged' || c.innerText;",
+        json!([alarm]),
+    );
+    assert_eq!(
+        active_alarm(&api, "unit-out-of-service")["state"],
+        json!("acknowledged")
+    );
+    shoot(&browser, &shots, "dashboard-nurse.png");
+    // A nurse registers patients but may not order: no order form on a patient's card.
+    browser.click("#tab-orders");
+    browser.type_into("#panel-orders input[name=patient]", &patient);
+    browser.click("#panel-orders [data-action=find]");
+    browser.wait_js(
+        "the patient's card, without an order form",
+        Duration::from_secs(10),
+        "return (!!document.querySelector('.patient-card [data-order]')
+                 && !document.querySelector('.order-form')
+                 && !!document.querySelector('[data-action=register]')) || false;",
+        json!([]),
+    );
+
+    // ---- keyboard: arrow keys move between the tabs; the charts draw ----
+    browser.click("#tab-ward");
+    browser.press("#tab-ward", "\u{E014}"); // ArrowRight
+    browser.press("#tab-orders", "\u{E014}");
+    browser.wait_js(
+        "the charts tab chosen by keyboard, with its charts",
+        Duration::from_secs(10),
+        "const t = document.activeElement;
+         return (t.id === 'tab-charts' && t.getAttribute('aria-selected') === 'true'
+                 && !document.getElementById('panel-charts').hidden
+                 && document.querySelectorAll('figure.chart[data-kind=util] svg').length === 5
+                 && document.querySelectorAll('figure.chart[data-kind=wait] svg').length === 4
+                 && !!document.querySelector('figure.chart[data-kind=util] path.series')
+                 && !!document.querySelector('figure.chart[data-kind=wait] line.target'))
+             || [t.id, document.querySelectorAll('figure.chart').length];",
+        json!([]),
+    );
+    shoot(&browser, &shots, "dashboard-charts.png");
+
+    // ---- tablet width: nothing wider than the screen ----
+    browser.click("#tab-ward");
+    browser.resize(768, 1024);
+    browser.wait_js(
+        "the ward to fit a tablet's width",
+        Duration::from_secs(5),
+        "return document.documentElement.scrollWidth <= window.innerWidth
+             || [document.documentElement.scrollWidth, window.innerWidth];",
+        json!([]),
+    );
+    browser.resize(1280, 900);
+
+    // ---- Simplified Chinese, chosen with the switch ----
+    browser.choose("#lang", "zh-CN");
+    browser.wait_js(
+        "the page in Simplified Chinese",
+        Duration::from_secs(10),
+        "const t = [...document.querySelectorAll('#tabs [role=tab]')].map(t => t.textContent);
+         const unit = document.querySelector('[data-pool=\"MRI\"] [data-unit=\"MRI-1\"]');
+         return (document.documentElement.lang === 'zh-CN' && t.join() === '病区,检查申请,图表'
+                 && document.getElementById('alarms-h').textContent === '报警'
+                 && !!unit && unit.innerText.includes('空闲')
+                 && document.getElementById('who').textContent.includes('护士')
+                 && window.__i18nMissing.size === 0)
+             || [document.documentElement.lang, t, unit && unit.innerText, [...window.__i18nMissing]];",
+        json!([]),
+    );
+    shoot(&browser, &shots, "dashboard-zh-CN.png");
+    // The patient's page too (staff open it by id); the choice is remembered.
+    browser.goto(&format!("{base}patient?id={patient}"));
+    browser.wait_js(
+        "the patient's page in Simplified Chinese",
+        Duration::from_secs(15),
+        "const r = document.querySelector('[data-order=\"' + arguments[0] + '\"]');
+         return (!!r && r.innerText.includes('您的检查结果已出') && window.__i18nMissing.size === 0)
+             || (r && r.innerText);",
+        json!([order]),
+    );
+    browser.js("localStorage.clear();", json!([]));
+    eprintln!(
+        "every role's clicks, screenshots included: {} ms",
+        started.elapsed().as_millis()
+    );
+}
+
+/// The first `on…=` attribute in `html` (an inline event handler), if any.
+fn regex_lite_on_attr(html: &str) -> Option<String> {
+    let b = html.as_bytes();
+    (1..b.len().saturating_sub(3)).find_map(|i| {
+        let prev = b[i - 1];
+        let is_on = (prev == b' ' || prev == b'\t' || prev == b'\n')
+            && b[i] == b'o'
+            && b[i + 1] == b'n'
+            && b[i + 2].is_ascii_alphabetic();
+        if !is_on {
+            return None;
+        }
+        let rest = &html[i..];
+        let name_end = rest.find(|c: char| !c.is_ascii_alphabetic())?;
+        rest[name_end..]
+            .trim_start()
+            .starts_with('=')
+            .then(|| rest[..name_end].to_string())
+    })
+}

@@ -757,7 +757,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         const pa = panels[n].api || {};
         if (was && !on && pa.hidden) pa.hidden();
       }
-      sessionStorage.setItem(TAB_KEY, name);
+      sessionStorage.setItem(TAB_KEY + "." + me.role, name);
       $("view-name").textContent = t("view." + name);
       document.title = docTitle();
       const pa = panels[name].api || {};
@@ -766,7 +766,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     };
     tabCtl = { names, show };
     window.__showTab = (name) => show(name);
-    const saved = sessionStorage.getItem(TAB_KEY);
+    const saved = sessionStorage.getItem(TAB_KEY + "." + role);
     show(names.includes(saved) ? saved : names[0]);
 
     stream("/api/events", {
@@ -800,7 +800,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
 
   let unackedAlarms = 0;
   function docTitle() {
-    const tab = sessionStorage.getItem(TAB_KEY) || "ward";
+    const tab = (me && sessionStorage.getItem(TAB_KEY + "." + me.role)) || "ward";
     return (unackedAlarms ? "(" + unackedAlarms + ") " : "") + "medkeeper — " + t("view." + tab);
   }
 
@@ -1172,10 +1172,10 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       const p = live.pools.get(pool.value);
       const caps = [...new Set(((p && p.units) || []).flatMap((u) => u.capabilities || []))].sort();
       capsBox.replaceChildren(h("legend", {}, t("ord.caps")),
-        caps.length ? caps.map((c) => {
+        ...(caps.length ? caps.map((c) => {
           const id = newId("cap");
           return h("span", { class: "check" }, h("input", { type: "checkbox", id, name: "cap", value: c }), h("label", { for: id }, c));
-        }) : h("span", { class: "muted" }, t("ord.noCaps")));
+        }) : [h("span", { class: "muted" }, t("ord.noCaps"))]));
     };
     pool.addEventListener("change", drawCaps);
     drawCaps();
@@ -1229,27 +1229,42 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       unitsSig = (d.units || []).map((u) => u.name + u.status).join();
       keyed(tbody, rows, q, (r) => r.order, () => {
         const tr = h("tr", { data: { qorder: "" } });
-        let sig = "";
+        const actionsCell = h("td", { class: "actions-cell" });
+        let sig = "", actSig = "", pending = null;
+        // The actions are redrawn only when what they offer changed, and never under the
+        // user's hands (a select open, a request under way): then once focus leaves the row.
+        const drawActions = (r2) => {
+          const o = { id: r2.order, state: "queued", priority: r2.priority, pool: { pool: d.pool, name: d.name }, capabilities: r2.capabilities };
+          actionsCell.replaceChildren(orderActions(o, () => {}) || "");
+        };
+        tr.addEventListener("focusout", () => {
+          setTimeout(() => {
+            if (pending && !tr.contains(document.activeElement) && !tr.querySelector("[aria-busy]")) { drawActions(pending); pending = null; }
+          }, 0);
+        });
         return {
           el: tr,
           update(r2) {
             tr.dataset.qorder = r2.order;
-            const s2 = [r2.position, r2.priority, r2.effective_priority, r2.estimated_wait_s, r2.waited_s, unitsSig].join("|");
-            if (s2 === sig) return;
-            // While someone works in this row (a select open, a request under way), only its
-            // place in line changes.
-            if (sig && (tr.contains(document.activeElement) || tr.querySelector("[aria-busy]"))) {
-              tr.cells[0].textContent = r2.position;
-              return;
+            const s2 = [r2.position, r2.priority, r2.effective_priority, r2.estimated_wait_s, r2.waited_s].join("|");
+            if (s2 !== sig) {
+              sig = s2;
+              let who = patientLink(r2.patient);
+              if (openPatient) {
+                who = h("button", { type: "button", class: "btn-link", data: { action: "open" }, title: r2.patient }, short(r2.patient));
+                who.addEventListener("click", () => openPatient(r2.patient, who));
+              }
+              const cells = queueCells(r2, who);
+              // The figures' cells are replaced one by one: the actions' cell (and its focus) stays.
+              if (!tr.cells.length) tr.append(...cells, actionsCell);
+              else cells.forEach((c, i) => tr.replaceChild(c, tr.cells[i]));
             }
-            sig = s2;
-            let who = patientLink(r2.patient);
-            if (openPatient) {
-              who = h("button", { type: "button", class: "btn-link", data: { action: "open" }, title: r2.patient }, short(r2.patient));
-              who.addEventListener("click", () => openPatient(r2.patient, who));
+            const a2 = r2.priority + "|" + unitsSig;
+            if (a2 !== actSig) {
+              actSig = a2;
+              if (actionsCell.contains(document.activeElement) || actionsCell.querySelector("[aria-busy]")) pending = r2;
+              else { pending = null; drawActions(r2); }
             }
-            const o = { id: r2.order, state: "queued", priority: r2.priority, pool: { pool: d.pool, name: d.name }, capabilities: r2.capabilities };
-            tr.replaceChildren(...queueCells(r2, who), h("td", { class: "actions-cell" }, orderActions(o, () => {})));
           },
         };
       });
@@ -1317,14 +1332,16 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         ev.preventDefault();
         act(b, err, t("do.status"), t("u.setBusy"), () => api("/api/pools/" + encodeURIComponent(pool.pool) + ":" + encodeURIComponent(pool.name) +
           "/units/" + encodeURIComponent(u0.name) + "/status", { method: "PUT", body: { status: sel.value } }),
-        (u) => { if (u && u.status) card.update(Object.assign({ name: u0.name }, u), true); });
+        // Our answer is shown at once, unless the stream already brought a later state.
+        (u) => { if (u && u.status && (u.since_ms || 0) >= lastSince) card.update(Object.assign({ name: u0.name }, u), true); });
       });
     }
     el.append(top, occ, statusForm, err);
-    let sig = "", shownStatus = null;
+    let sig = "", shownStatus = null, lastSince = 0;
     const card = {
       el,
       update(u, force) {
+        lastSince = Math.max(lastSince, u.since_ms || 0);
         el.className = "unit work-unit st-" + u.status;
         el.dataset.status = u.status;
         top.replaceChildren(h("span", { class: "unit-name" }, u.name), statusBadge(u.status));
