@@ -1424,10 +1424,11 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     }
     for (const p of PRIORITIES) pushSample(samples.wait, p, now, Math.round(longest[p] || 0));
     clearTimeout(saveTimer);
-    saveTimer = setTimeout(() => {
-      try { sessionStorage.setItem(HISTORY_KEY, JSON.stringify(samples)); } catch (_) { /* full: keep in memory */ }
-    }, 1000);
+    saveTimer = setTimeout(saveSamples, 1000);
     for (const f of chartSubs) f();
+  }
+  function saveSamples() {
+    try { sessionStorage.setItem(HISTORY_KEY, JSON.stringify(samples)); } catch (_) { /* full: keep in memory */ }
   }
   const chartSubs = [];
   setInterval(() => { if (me && me.role !== "patient" && live.pools.size) sample(); }, SAMPLE_MS);
@@ -1505,6 +1506,8 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       pen = true;
     });
     if (d) g.push(s("path", { d, class: "series" }));
+    const lastPt = pts.length ? pts[pts.length - 1] : null;
+    if (lastPt && lastPt[1] !== null) g.push(s("circle", { cx: x(lastPt[0]), cy: y(lastPt[1]), r: 3, class: "last" }));
     if (!pts.length) g.push(s("text", { x: (L + W) / 2, y: H / 2, class: "tick", "text-anchor": "middle" }, t("ch.nodata")));
     return s("svg", { viewBox: "0 0 " + W + " " + H, role: "img", "aria-label": label, class: "chart-svg", preserveAspectRatio: "none" },
       s("title", {}, label), g);
@@ -1940,6 +1943,6 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   // A browser keeps at most 6 HTTP/1.1 connections per server, and every open stream holds one:
   // close them before leaving, or the next page's request waits behind them.
   window.addEventListener("beforeunload", closeStreams);
-  window.addEventListener("pagehide", closeStreams);
+  window.addEventListener("pagehide", () => { closeStreams(); if (me && me.role !== "patient") saveSamples(); });
   window.addEventListener("pageshow", (ev) => { if (ev.persisted) location.reload(); });
 })();
