@@ -1042,6 +1042,12 @@ fn unit_status(api: &Api, pool: &str, unit: &str) -> String {
 /// Copies a screenshot to `docs/` with `MEDKEEPER_UPDATE_SCREENSHOT=1` (see
 /// [`update_doc_screenshot`]) after saving it under `target/browser/`.
 fn shoot(browser: &Browser, shots: &Path, name: &str) {
+    let junk = browser.js(
+        "const t = document.body.innerText;
+         return ['null', 'undefined', '[object', 'NaN'].filter(w => t.includes(w));",
+        json!([]),
+    );
+    assert_eq!(junk, json!([]), "{name}: a value the page failed to render");
     browser.js("window.scrollTo(0, 0);", json!([]));
     browser.screenshot(&shots.join(name));
     update_doc_screenshot(shots, name);

@@ -382,6 +382,11 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     return el;
   }
 
+  // replaceChildren without the null / false of conditional parts (it would write "null").
+  function put(el, ...kids) {
+    el.replaceChildren(...kids.flat().filter((k) => k !== null && k !== undefined && k !== false));
+  }
+
   let uid = 0;
   const newId = (p) => p + "-" + (++uid);
 
@@ -616,9 +621,9 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   }
 
   function resetChrome() {
-    $("view").replaceChildren();
-    $("cluster").replaceChildren();
-    $("tabs").replaceChildren();
+    put($("view"), );
+    put($("cluster"), );
+    put($("tabs"), );
     $("tabs").hidden = true;
     tabCtl = null;
     $("who").textContent = "";
@@ -645,7 +650,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     for (const el of document.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
     $("lang-label").textContent = t("lang.label");
     const sel = $("lang");
-    sel.replaceChildren(...LANGS.map((l) => h("option", { value: l, lang: l, selected: l === lang }, STRINGS[l]["lang.name"])));
+    put(sel, ...LANGS.map((l) => h("option", { value: l, lang: l, selected: l === lang }, STRINGS[l]["lang.name"])));
     $("tz").textContent = t("tz", TZ);
     $("tabs").setAttribute("aria-label", t("tabs.label"));
   }
@@ -693,7 +698,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const box = $("cluster");
     const body = h("span", { class: "cluster-body" }, "…");
     const lv = liveBadge(t("live.events"));
-    box.replaceChildren(body, lv);
+    put(box, body, lv);
     const render = (c) => {
       const members = (c.members || []).map((m) => {
         const leader = m.id === c.leader;
@@ -701,7 +706,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
           leader ? h("span", { "aria-hidden": "true" }, "★ ") : null, m.id,
           leader ? h("span", { class: "sr-only" }, t("cl.leaderMark")) : null);
       });
-      body.replaceChildren(
+      put(body, 
         c.hospital ? h("strong", { class: "hospital" }, c.hospital + " · ") : null,
         h("span", { class: "cl-label" }, t("cl.instance") + " "), h("strong", {}, c.instance || "?"),
         h("span", { class: "cl-label" }, " · " + t("cl.leader") + " "),
@@ -717,7 +722,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   async function staffView() {
     const role = me.role;
     const view = $("view");
-    view.replaceChildren(h("p", { class: "muted" }, t("loading.pools")));
+    put(view, h("p", { class: "muted" }, t("loading.pools")));
     const header = clusterHeader();
     allBadges.push(header.live);
     live.clusterSubs.push((c) => { live.cluster = c; header.render(c); });
@@ -731,7 +736,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const tabs = $("tabs");
     const panels = {};
     const buttons = {};
-    view.replaceChildren();
+    put(view, );
     // The ward panel comes first in the page, whatever the role's first view.
     const order = ["ward", ...names.filter((n) => n !== "ward")].filter((n) => names.includes(n));
     for (const name of order) {
@@ -834,7 +839,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       summary, body);
     const render = (data) => {
       summary.textContent = poolSummary(data, sec);
-      body.replaceChildren(utilBar(data), h("ul", { class: "units", "aria-label": t("units") }, (data.units || []).map(unitCard)),
+      put(body, utilBar(data), h("ul", { class: "units", "aria-label": t("units") }, (data.units || []).map(unitCard)),
         queueTable(data.queue));
     };
     render(p);
@@ -1069,7 +1074,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         titleEl = h("h2", { tabindex: "-1" });
         orderList = h("ul", { class: "order-list" });
         orderFormBox = may("order") ? orderForm(d.patient.id, poolList, () => refreshPatient()) : null;
-        patientBox.replaceChildren(titleEl,
+        put(patientBox, titleEl,
           h("p", { class: "muted pt-meta" }, idCode(d.patient.id),
             d.patient.birth_date ? " · " + t("pt.born", calendarDate(d.patient.birth_date)) : "",
             " · ", h("a", { href: "/patient?id=" + encodeURIComponent(d.patient.id) }, t("pt.page"))),
@@ -1079,8 +1084,8 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       }
       titleEl.textContent = t("pt.title", d.patient.name);
       const orders = (d.orders || []).slice().sort((a, b) => b.created_ms - a.created_ms);
-      if (!orders.length) { orderList.replaceChildren(h("li", { class: "muted" }, t("pt.noOrders"))); orderCards.clear(); return; }
-      if (orderList.firstChild && !orderList.firstChild.dataset.order) orderList.replaceChildren();
+      if (!orders.length) { put(orderList, h("li", { class: "muted" }, t("pt.noOrders"))); orderCards.clear(); return; }
+      if (orderList.firstChild && !orderList.firstChild.dataset.order) put(orderList, );
       keyed(orderList, orderCards, orders, (o) => o.id, orderCard);
     }
 
@@ -1097,7 +1102,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
           seen = sig;
           el.dataset.state = o2.state;
           el.className = "order-card os-" + o2.state;
-          el.replaceChildren(
+          put(el, 
             h("div", { class: "order-top" },
               h("strong", {}, (o2.pool && o2.pool.name) || "?"), " ", prioBadge(o2.priority), " ",
               h("span", { class: "badge os-badge" }, stateText(o2.state)),
@@ -1171,7 +1176,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const drawCaps = () => {
       const p = live.pools.get(pool.value);
       const caps = [...new Set(((p && p.units) || []).flatMap((u) => u.capabilities || []))].sort();
-      capsBox.replaceChildren(h("legend", {}, t("ord.caps")),
+      put(capsBox, h("legend", {}, t("ord.caps")),
         ...(caps.length ? caps.map((c) => {
           const id = newId("cap");
           return h("span", { class: "check" }, h("input", { type: "checkbox", id, name: "cap", value: c }), h("label", { for: id }, c));
@@ -1235,7 +1240,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         // user's hands (a select open, a request under way): then once focus leaves the row.
         const drawActions = (r2) => {
           const o = { id: r2.order, state: "queued", priority: r2.priority, pool: { pool: d.pool, name: d.name }, capabilities: r2.capabilities };
-          actionsCell.replaceChildren(orderActions(o, () => {}) || "");
+          put(actionsCell, orderActions(o, () => {}) || "");
         };
         tr.addEventListener("focusout", () => {
           setTimeout(() => {
@@ -1280,8 +1285,8 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       h("h2", { id: "done-h" }, t("u.done")), h("p", { class: "muted" }, t("u.doneHint")), doneList);
     const drawDone = () => {
       const items = [...done.values()].filter((o) => o.state === "completed");
-      if (!items.length) { doneList.replaceChildren(h("li", { class: "muted" }, t("u.doneEmpty"))); return; }
-      doneList.replaceChildren(...items.map((o) => h("li", { class: "order-card os-" + o.state, data: { order: o.id, state: o.state } },
+      if (!items.length) { put(doneList, h("li", { class: "muted" }, t("u.doneEmpty"))); return; }
+      put(doneList, ...items.map((o) => h("li", { class: "order-card os-" + o.state, data: { order: o.id, state: o.state } },
         h("div", { class: "order-top" }, h("strong", {}, o.pool.name), " ", idCode(o.id), " ", h("span", { class: "badge os-badge" }, stateText(o.state)),
           o.assigned ? " · " + o.assigned : ""),
         orderActions(o, (o2) => { done.set(o2.id, o2); drawDone(); }))));
@@ -1344,7 +1349,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         lastSince = Math.max(lastSince, u.since_ms || 0);
         el.className = "unit work-unit st-" + u.status;
         el.dataset.status = u.status;
-        top.replaceChildren(h("span", { class: "unit-name" }, u.name), statusBadge(u.status));
+        put(top, h("span", { class: "unit-name" }, u.name), statusBadge(u.status));
         // The select follows the unit unless someone is choosing in it.
         if (sel && (shownStatus !== u.status || force) && document.activeElement !== sel) {
           sel.value = u.status === "in-use" ? "available" : u.status;
@@ -1355,7 +1360,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         if (s2 === sig && !force) { if (u.order) refresh(u); return; }
         sig = s2;
         if (u.status !== "in-use" || !u.order) {
-          occ.replaceChildren(h("span", { class: "muted" }, u.since_ms ? t("unit.since", clock(u.since_ms)) : ""), capsList(u.capabilities));
+          put(occ, h("span", { class: "muted" }, u.since_ms ? t("unit.since", clock(u.since_ms)) : ""), capsList(u.capabilities) || "");
           return;
         }
         drawOcc(u, orderCache.get(u.order));
@@ -1365,7 +1370,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const drawOcc = (u, o) => {
       const state = o && o.id === u.order ? o.state : null;
       el.dataset.orderState = state || "";
-      occ.replaceChildren(
+      put(occ, 
         h("div", { class: "occ-line" },
           h("span", { class: "badge os-badge" }, state === "called" ? t("u.calledPt") : state === "in-progress" ? t("u.inProgress")
             : state ? stateText(state) : t("u.stateUnknown")),
@@ -1449,14 +1454,14 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const draw = () => {
       if (!visible) return;
       const to = Date.now(), from = to - hours * 3600 * 1000;
-      utilGrid.replaceChildren(...[...live.pools.values()].map((d) => {
+      put(utilGrid, ...[...live.pools.values()].map((d) => {
         const pts = (samples.util[poolKey(d)] || []).filter((p) => p[0] >= from);
         const vals = pts.filter((p) => p[1] !== null).map((p) => p[1]);
         const nowV = vals.length ? vals[vals.length - 1] + "%" : "—";
         return chartCard(d.name, { key: poolKey(d), kind: "util" }, lineChart(pts, from, to, 100, null, (v) => v + "%",
           t("ch.utilAlt", d.name, nowV, vals.length ? Math.max(...vals) + "%" : "—")), t("ch.now", nowV), pts.length);
       }));
-      waitGrid.replaceChildren(...PRIORITIES.map((p) => {
+      put(waitGrid, ...PRIORITIES.map((p) => {
         const pts = (samples.wait[p] || []).filter((x) => x[0] >= from);
         const target = TARGETS_S[p];
         const mx = Math.max(target * 1.25, ...pts.map((x) => x[1]));
@@ -1530,7 +1535,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const tokTable = h("div", { class: "table-wrap" });
     const loadTokens = () => act(refreshBtn, listErr, t("do.tokens"), null, () => api("/api/tokens"), drawTokens);
     function drawTokens(list) {
-      if (!list.length) { tokTable.replaceChildren(h("p", { class: "empty" }, t("tok.none"))); return; }
+      if (!list.length) { put(tokTable, h("p", { class: "empty" }, t("tok.none"))); return; }
       const rows = list.slice().sort((a, b) => b.created_ms - a.created_ms).map((tk) => {
         const err = errorBox();
         let cell;
@@ -1546,8 +1551,8 @@ window.__loadCount = (window.__loadCount || 0) + 1;
           h("td", {}, tk.patient ? idCode(tk.patient) : "—"), h("td", {}, tk.label || ""),
           h("td", { class: "num" }, dateTime(tk.created_ms)), h("td", {}, cell));
       });
-      tokTable.replaceChildren(h("table", { class: "queue" }, h("caption", { class: "sr-only" }, t("tok.title")),
-        h("thead", {}, h("tr", {}, ["tok.id", "tok.role", "tok.patient", "tok.label", "tok.created", "tok.revoked"]
+      put(tokTable, h("table", { class: "queue" }, h("caption", { class: "sr-only" }, t("tok.title")),
+        h("thead", {}, h("tr", {}, ["tok.id", "tok.role", "q.patient", "tok.label", "tok.created", "u.status"]
           .map((k) => h("th", { scope: "col" }, t(k))))), h("tbody", {}, rows)));
     }
     createForm.addEventListener("submit", (ev) => {
@@ -1563,7 +1568,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
             const sl = getSelection(); sl.removeAllRanges(); sl.addRange(r);
           }
         });
-        shown.replaceChildren(h("p", {}, h("strong", {}, t("tok.once"))), h("p", {}, code, " ", copy),
+        put(shown, h("p", {}, h("strong", {}, t("tok.once"))), h("p", {}, code, " ", copy),
           tk.role === "patient" && tk.patient
             ? h("p", {}, h("a", { href: "/patient#token=" + encodeURIComponent(tk.token), rel: "noreferrer", target: "_blank" }, t("tok.openPatient")))
             : null);
@@ -1600,7 +1605,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       return "/api/audit?" + q.toString();
     };
     const drawAudit = (rows, append) => {
-      if (!append) auTable.replaceChildren();
+      if (!append) put(auTable, );
       auTable.append(...rows.map((r) => h("tr", { data: { seq: r.seq, action: r.action } },
         h("td", { class: "num" }, r.seq), h("td", { class: "num" }, dateTime(r.at_ms)),
         h("td", {}, r.role ? roleText(r.role) + " " : "", idCode(r.actor)), h("td", {}, h("code", {}, r.action)),
@@ -1624,7 +1629,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const drawCluster = (c) => {
       clHosp.textContent = t("cl.hospital") + ": " + (c.hospital || "?") + " · " + t("cl.instance") + ": " + (c.instance || "?") +
         " · " + t("cl.leader") + ": " + (c.leader || t("cl.none"));
-      clBody.replaceChildren(...(c.members || []).map((m) => h("tr", { class: m.id === c.leader ? "leader-row" : "", data: { member: m.id } },
+      put(clBody, ...(c.members || []).map((m) => h("tr", { class: m.id === c.leader ? "leader-row" : "", data: { member: m.id } },
         h("td", {}, m.id), h("td", {}, m.id === c.leader ? h("strong", {}, "★ " + t("cl.isLeader")) : t("cl.follower")),
         h("td", {}, m.url || ""), h("td", { class: "num" }, m.started_ms ? dateTime(m.started_ms) : ""))));
     };
@@ -1844,11 +1849,11 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       el.className = "alarm ap-" + p.key + " as-" + a.state;
       el.dataset.priority = a.priority;
       el.dataset.state = a.state;
-      prio.replaceChildren(h("span", { "aria-hidden": "true" }, p.mark + " "), t("al.prio", a.priority));
-      state.replaceChildren(ALARM_STATES[a.state] !== undefined ? t("al." + a.state) : a.state);
+      put(prio, h("span", { "aria-hidden": "true" }, p.mark + " "), t("al.prio", a.priority));
+      put(state, ALARM_STATES[a.state] !== undefined ? t("al." + a.state) : a.state);
       text.textContent = a.summary || a.condition || a.rule;
       const ack = a.acknowledged, shelf = a.shelved;
-      meta.replaceChildren(
+      put(meta, 
         dt("al.where"), h("dd", {}, scopeText(a.scope)),
         dt("al.since"), h("dd", {}, agoEl(a.raised_ms), " (" + clock(a.raised_ms) + ")"),
         dt("al.ackd"), h("dd", { class: "alarm-ack" }, ack
@@ -1875,7 +1880,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const view = $("view");
     if (!id) {
       const input = h("input", { id: "pid", name: "id", required: true, spellcheck: "false" });
-      view.replaceChildren(h("section", { class: "signin" },
+      put(view, h("section", { class: "signin" },
         h("h1", {}, t("pp.open")),
         h("form", { method: "get", action: "/patient" },
           h("label", { for: "pid" }, t("pp.id")), input, h("button", { type: "submit" }, t("pp.openBtn")))));
@@ -1885,7 +1890,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     allBadges.push(lv);
     const title = h("h1", {}, t("pp.title"));
     const list = h("div", { class: "exams", "aria-live": "polite" }, h("p", { class: "muted" }, t("loading")));
-    view.replaceChildren(h("section", { class: "patient", data: { patient: id } },
+    put(view, h("section", { class: "patient", data: { patient: id } },
       h("div", { class: "pool-head" }, title, lv),
       h("p", { class: "hint muted" }, t("pp.hint")), list));
     const path = "/api/patients/" + encodeURIComponent(id);
@@ -1914,8 +1919,8 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   }
 
   function renderExams(list, queue) {
-    if (!queue.length) { list.replaceChildren(h("p", { class: "empty big" }, t("pp.none"))); return; }
-    list.replaceChildren(h("ul", { class: "exam-list" }, queue.map((e) => {
+    if (!queue.length) { put(list, h("p", { class: "empty big" }, t("pp.none"))); return; }
+    put(list, h("ul", { class: "exam-list" }, queue.map((e) => {
       const ready = e.results_ready || e.state === "reported";
       return h("li", { class: "exam ex-" + e.state + (ready ? " ready" : ""), data: { order: e.order, state: e.state, ready: ready ? "1" : "" } },
         h("p", { class: "exam-text" }, ready ? h("span", { "aria-hidden": "true" }, "✓ ") : null, examText(e)),
