@@ -1,8 +1,10 @@
 //! The clinical store: what the coordination tree must not hold — patients (minimal
 //! demographics), orders with their clinical reason, every transition with time and actor, and
-//! results. SQLite is the embedded default ([`SqliteStore`]); the trait is shaped so a
-//! PostgreSQL implementation can follow (plain SQL, compare-and-set transitions, no
-//! SQLite-only features in the contract).
+//! results. SQLite is the embedded default ([`SqliteStore`]); several instances on several
+//! machines share one PostgreSQL database ([`PostgresStore`], `serve --store postgres://…`).
+//! Both keep the same contract, proven by one conformance suite
+//! (`crates/hospital/tests/store_conformance.rs`): plain SQL, compare-and-set transitions,
+//! no backend-only features in the contract.
 //!
 //! It also keeps what the HTTP API needs to authenticate and to account for access: API
 //! bearer tokens (their SHA-256 hash only, never the token: [`TokenRecord`]) and the audit
