@@ -32,7 +32,13 @@ pub enum BenchCommand {
     /// Alarms: threshold crossed → alarm on an event stream, p50/p99, and the cost of one
     /// evaluation pass with every demo rule and many orders waiting.
     Alarms(alarms::AlarmsBench),
+    /// Vital signs: observations ingested per second (durable), and a deteriorating
+    /// patient's observations → the NEWS2 alarm on an event stream, p50/p99.
+    Vitals(vitals::VitalsBench),
 }
+
+#[path = "bench_vitals.rs"]
+mod vitals;
 
 #[path = "bench_alarms.rs"]
 mod alarms;
@@ -74,6 +80,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Sse(b) => sse::run(b).await,
         BenchCommand::Api(b) => api::run(b).await,
         BenchCommand::Alarms(b) => alarms::run(b).await,
+        BenchCommand::Vitals(b) => vitals::run(b).await,
     }
 }
 
