@@ -10,6 +10,8 @@
 //!   day, medkeeper's dispatch policy next to plain FIFO.
 //! - `medkeeper dispatch --connect TARGET --store FILE.sqlite [--hospital FILE.toml]
 //!   [--instance NAME]`: one instance's dispatchers, one per pool, until SIGTERM/SIGINT.
+//! - `medkeeper store migrate --from sqlite:FILE --to postgres://USER@HOST:PORT/DB`: the
+//!   clinical store copied from SQLite into an empty PostgreSQL, every table's count verified.
 //!
 //! Logs go to stderr through one `tracing` subscriber ([`logs`]): `RUST_LOG` filters,
 //! `--log-format human|json` (or `MEDKEEPER_LOG_FORMAT`) picks the format. What a command
@@ -31,6 +33,7 @@ mod lock;
 mod logs;
 mod serve;
 mod simulate;
+mod store_cmd;
 
 /// medkeeper: a coordination service for hospitals on the ZooKeeper model.
 #[derive(Parser)]
@@ -60,6 +63,10 @@ enum Command {
     /// embedded default in a data directory, or one of several instances on a ZooKeeper
     /// ensemble. Prints the URL (and an admin token on first start).
     Serve(serve::ServeArgs),
+    /// The clinical store: `store migrate --from sqlite:FILE --to postgres://…` copies a
+    /// SQLite store into an empty PostgreSQL one, verifying every table's count.
+    #[command(subcommand)]
+    Store(store_cmd::StoreCommand),
     /// Everyday work against a running `medkeeper serve` (pools, queue, unit, patient, order,
     /// cluster, tree, token, audit).
     #[command(flatten)]
@@ -94,6 +101,7 @@ fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args).await,
             Command::Dispatch(args) => dispatch::run(args).await,
             Command::Serve(args) => serve::run(args).await,
+            Command::Store(cmd) => store_cmd::run(cmd).await,
             Command::Client(cmd) => client::run(cmd).await,
         }
     });

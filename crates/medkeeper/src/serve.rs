@@ -54,7 +54,7 @@ use clap::Args;
 use medkeeper_embedded::{HistogramSnapshot, SyncStats};
 use medkeeper_hospital::config::HospitalConfig;
 use medkeeper_hospital::model::now_ms;
-use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
+use medkeeper_hospital::store::{ClinicalStore, PostgresOptions, PostgresStore, SqliteStore};
 use medkeeper_server::{
     EngineFigures, HistogramFigures, Limits, MemberInfo, Role, ServerState, issue_token,
 };
@@ -121,9 +121,15 @@ pub struct ServeArgs {
     /// This instance's id (members, lock nodes, order history). Default `<hostname>-<pid>`.
     #[arg(long, env = "MEDKEEPER_INSTANCE")]
     instance: Option<String>,
-    /// The clinical store's SQLite file. Default `DATA/clinical.sqlite`.
+    /// The clinical store: a SQLite file, or PostgreSQL as `postgres://USER@HOST:PORT/DB`
+    /// (several instances share it; the password never on the command line: see
+    /// `--store-password-file`). Default `DATA/clinical.sqlite`.
     #[arg(long, env = "MEDKEEPER_STORE")]
     store: Option<PathBuf>,
+    /// A file holding the PostgreSQL store's password (one line). Without it, the password
+    /// comes from the environment: `MEDKEEPER_STORE_PASSWORD`, else `PGPASSWORD`.
+    #[arg(long, env = "MEDKEEPER_STORE_PASSWORD_FILE")]
+    store_password_file: Option<PathBuf>,
     /// Requests in flight before new ones are shed with 503. Default 256.
     #[arg(long, env = "MEDKEEPER_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
@@ -153,6 +159,7 @@ struct FileSettings {
     hospital: Option<PathBuf>,
     instance: Option<String>,
     store: Option<PathBuf>,
+    store_password_file: Option<PathBuf>,
     max_in_flight: Option<usize>,
     request_timeout_ms: Option<u64>,
     max_streams_per_token: Option<usize>,
@@ -168,7 +175,7 @@ struct Settings {
     connect: ConnectArgs,
     hospital: Option<PathBuf>,
     instance: String,
-    store: PathBuf,
+    store: StoreTarget,
     limits: Limits,
     log_format: LogFormat,
 }
@@ -247,10 +254,12 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .instance
             .or(file.instance)
             .unwrap_or_else(default_instance),
-        store: args
-            .store
-            .or(file.store)
-            .unwrap_or_else(|| data.join("clinical.sqlite")),
+        store: StoreTarget::parse(
+            args.store
+                .or(file.store)
+                .unwrap_or_else(|| data.join("clinical.sqlite")),
+            args.store_password_file.or(file.store_password_file),
+        )?,
         log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         data,
         limits,
@@ -268,6 +277,99 @@ fn engine_figures(stats: &SyncStats) -> EngineFigures {
         fsync_seconds: figures(stats.fsync_seconds()),
         fsync_transactions: figures(stats.fsync_transactions()),
     }
+}
+
+/// Where the clinical store is: `--store`.
+#[derive(Debug, Clone)]
+pub enum StoreTarget {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database, `postgres://USER@HOST:PORT/DB`, and where its password comes
+    /// from.
+    Postgres {
+        /// The URL (never with a password in it).
+        url: String,
+        /// The password file, if one was named.
+        password_file: Option<PathBuf>,
+    },
+}
+
+impl StoreTarget {
+    /// `--store`'s value read: a `postgres://` or `postgresql://` URL, else a SQLite file.
+    ///
+    /// # Errors
+    /// A URL with a password in it (it would show in `ps` and shell histories).
+    pub fn parse(store: PathBuf, password_file: Option<PathBuf>) -> anyhow::Result<StoreTarget> {
+        let text = store.to_string_lossy();
+        let Some(rest) = text
+            .strip_prefix("postgres://")
+            .or_else(|| text.strip_prefix("postgresql://"))
+        else {
+            return Ok(StoreTarget::Sqlite(store));
+        };
+        let userinfo = rest.split(['/', '?']).next().unwrap_or("");
+        let has_password = userinfo
+            .rsplit_once('@')
+            .is_some_and(|(u, _)| u.contains(':'))
+            || rest
+                .split_once('?')
+                .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
+        if has_password {
+            bail!(
+                "--store: no password in the URL (it shows in `ps` and shell histories); use \
+                 MEDKEEPER_STORE_PASSWORD, PGPASSWORD or --store-password-file"
+            );
+        }
+        Ok(StoreTarget::Postgres {
+            url: text.into_owned(),
+            password_file,
+        })
+    }
+
+    /// Opens the store: creates a SQLite file (and its directory) if needed; connects to
+    /// PostgreSQL, migrating its schema. Either way the schema is brought to this build's.
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn ClinicalStore>> {
+        match self {
+            StoreTarget::Sqlite(path) => Ok(Arc::new(open_store(path)?)),
+            StoreTarget::Postgres { url, password_file } => Ok(Arc::new(
+                connect_postgres(url, password_file.as_deref()).await?,
+            )),
+        }
+    }
+
+    /// True for PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, StoreTarget::Postgres { .. })
+    }
+}
+
+/// Connects to the PostgreSQL clinical store at `url` (migrating its schema), the password
+/// read from `password_file` if given, else from `MEDKEEPER_STORE_PASSWORD`, else
+/// `PGPASSWORD`, else none.
+pub async fn connect_postgres(
+    url: &str,
+    password_file: Option<&Path>,
+) -> anyhow::Result<PostgresStore> {
+    let password = match password_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read the store password file {}", f.display()))?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => std::env::var("MEDKEEPER_STORE_PASSWORD")
+            .or_else(|_| std::env::var("PGPASSWORD"))
+            .ok(),
+    };
+    let options = PostgresOptions {
+        password,
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::connect(url, options)
+        .await
+        .with_context(|| format!("cannot open the clinical store {url}"))?;
+    tracing::info!(store = %store.target(), "clinical store on PostgreSQL");
+    Ok(store)
 }
 
 /// Opens (creating) the clinical store under the data directory.
@@ -294,7 +396,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot load the hospital file {}", path.display()))?,
         None => HospitalConfig::demo(),
     };
-    let store: Arc<dyn ClinicalStore> = Arc::new(open_store(&s.store)?);
+    let store: Arc<dyn ClinicalStore> = s.store.open().await?;
     let listener = tokio::net::TcpListener::bind(s.listen)
         .await
         .with_context(|| format!("cannot listen on {}", s.listen))?;
@@ -330,6 +432,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let data_dir = s.data.clone();
+    let store_is_postgres = s.store.is_postgres();
 
     let (stop_tx, stop) = watch::channel(false);
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -426,10 +529,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some((id, token)) = &first_token {
         println!("admin token: {token}");
-        println!(
-            "  (shown once; id {id}; more with `medkeeper token create --data {} --role ROLE`)",
-            data_dir.display()
-        );
+        if store_is_postgres {
+            println!(
+                "  (shown once; id {id}; more with `medkeeper token create --server {url} \
+                 --token <this token> --role ROLE`)"
+            );
+        } else {
+            println!(
+                "  (shown once; id {id}; more with `medkeeper token create --data {} --role ROLE`)",
+                data_dir.display()
+            );
+        }
     }
     println!("dashboard: {url}#token=<token>");
     stopped(stop.clone()).await;
