@@ -527,8 +527,8 @@ pub trait ClinicalStore: Send + Sync {
         audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError>;
 
-    /// Stores a NEWS2 score (once per patient and time: a second is ignored). Returns true if
-    /// new.
+    /// Stores a NEWS2 score, replacing the patient's score at the same time (recomputed once
+    /// a late observation arrived). Returns true if new or changed.
     async fn insert_news2(&self, record: &News2Record) -> Result<bool, StoreError>;
 
     /// A patient's NEWS2 scores at or after `since_ms`, oldest first (the newest `limit`).
