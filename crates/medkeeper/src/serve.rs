@@ -6,7 +6,8 @@
 //! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
-//! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`), then defaults.
+//! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`, `mllp_listen`), then
+//! defaults.
 //!
 //! ## Logs
 //! On stderr through the process's subscriber ([`crate::logs`]): `RUST_LOG` filters (unset:
@@ -34,6 +35,9 @@
 //!   dispatchers report each call to it ([`Instance::dispatch_observer`]), and over the
 //!   embedded engine every session's engine records its fsyncs into one
 //!   [`SyncStats`] it reads ([`ConnectArgs::sync_stats`]).
+//! - With `--mllp-listen ADDR` (`mllp_listen` in the file), takes HL7 v2 ORU^R01 vital signs
+//!   over MLLP ([`medkeeper_server::mllp`]) and prints `mllp on ADDR` after the URL; it stops
+//!   with the rest, acknowledging the messages being stored.
 //! - The leader evaluates the hospital file's alarm rules ([`medkeeper_hospital::alarms`]).
 //!   With `--alertmanager URL` (`alertmanager` in the file) it delivers them to that
 //!   Prometheus Alertmanager, and every instance its own health ([`crate::alerting`]).
@@ -91,6 +95,11 @@ pub struct ServeArgs {
     /// or a monitoring network; docs/api.md), e.g. `127.0.0.1:9464`. Default: not served.
     #[arg(long, env = "MEDKEEPER_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
+    /// Where to take HL7 v2 ORU^R01 vital signs over MLLP (bedside monitors, gateways), e.g.
+    /// `127.0.0.1:2575`; there is no authentication, so keep it on a device network.
+    /// Default: not served.
+    #[arg(long, env = "MEDKEEPER_MLLP_LISTEN")]
+    mllp_listen: Option<BoxedAddr>,
     /// A Prometheus Alertmanager to deliver alarms to (API v2), e.g. `http://127.0.0.1:9093`:
     /// the leader sends the cluster's alarms, every instance its own health. Default: none.
     #[arg(long, env = "MEDKEEPER_ALERTMANAGER")]
@@ -145,6 +154,18 @@ pub struct ServeArgs {
     log_format: Option<LogFormat>,
 }
 
+/// An address on the heap: [`ServeArgs`] is a variant of the CLI's command enum, and each
+/// inline address adds 32 bytes to every command.
+#[derive(Debug, Clone)]
+struct BoxedAddr(Box<SocketAddr>);
+
+impl std::str::FromStr for BoxedAddr {
+    type Err = std::net::AddrParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(|a| BoxedAddr(Box::new(a)))
+    }
+}
+
 /// The settings a `--config` file may hold.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -152,6 +173,7 @@ struct FileSettings {
     data: Option<PathBuf>,
     listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
+    mllp_listen: Option<SocketAddr>,
     alertmanager: Option<String>,
     connect: Option<String>,
     auth: Option<String>,
@@ -171,6 +193,7 @@ struct Settings {
     data: PathBuf,
     listen: SocketAddr,
     metrics_listen: Option<SocketAddr>,
+    mllp_listen: Option<SocketAddr>,
     alertmanager: Option<String>,
     connect: ConnectArgs,
     hospital: Option<PathBuf>,
@@ -230,6 +253,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
+        mllp_listen: args.mllp_listen.map(|a| *a.0).or(file.mllp_listen),
         alertmanager: match args.alertmanager.or(file.alertmanager) {
             Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
                 bail!("--alertmanager {u:?}: an http:// URL, e.g. http://127.0.0.1:9093")
@@ -409,6 +433,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let mllp_listener = match s.mllp_listen {
+        Some(a) => Some(
+            tokio::net::TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (--mllp-listen)"))?,
+        ),
+        None => None,
+    };
     let url = format!("http://{addr}/");
     let state = ServerState::new(
         MemberInfo {
@@ -509,6 +541,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // HL7 v2 over MLLP on its own listener; it lets the messages being stored finish.
+    let mut mllp = None;
+    if let Some(listener) = mllp_listener {
+        let at = listener.local_addr().context("mllp listener address")?;
+        let task =
+            medkeeper_server::mllp::serve_mllp(listener, state.clone(), stopped(stop.clone()));
+        mllp = Some((at, tokio::spawn(task)));
+    }
     // The URL is printed once the instance is ready (a session, the hospital loaded): a
     // script that waits for it can use the API at once. Requests before that get 503.
     let mut ready = state.hospitals();
@@ -526,6 +566,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("listening on {url}");
     if let Some(m) = &metrics_url {
         println!("metrics on {m}");
+    }
+    if let Some((at, _)) = &mllp {
+        println!("mllp on {at}");
     }
     if let Some((id, token)) = &first_token {
         println!("admin token: {token}");
@@ -553,6 +596,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             served.abort();
             let _ = served.await;
         }
+    }
+    if let Some((_, task)) = mllp
+        && tokio::time::timeout(DRAIN, task).await.is_err()
+    {
+        tracing::warn!("mllp listener still stopping after {DRAIN:?}; stopping anyway");
     }
     // Releasing the locks, leaving and closing the session need the coordination service; if
     // it is unreachable, do not hang: the session then ends by expiry.

@@ -265,7 +265,7 @@ pub(crate) async fn handle(state: &ServerState, peer: SocketAddr, bytes: &[u8]) 
     let msg = match Message::parse(&text) {
         Ok(m) => m,
         Err(e) => {
-            tracing::info!(%peer, bytes = bytes.len(), reason = %e, "mllp: AR, not an HL7 message");
+            tracing::info!(%peer, bytes = bytes.len(), "mllp: AR, not an HL7 message");
             return hl7::ack(&Header::default(), Some(&e), &control_id(), now_ms());
         }
     };
@@ -280,13 +280,21 @@ pub(crate) async fn handle(state: &ServerState, peer: SocketAddr, bytes: &[u8]) 
             %peer, sender = %sender, control_id = %header.control_id, observations = n,
             "mllp: AA, stored"
         ),
+        // Not the reason: it may quote a value or an identifier.
         Err(e) => tracing::info!(
             %peer, sender = %sender, control_id = %header.control_id,
-            ack = e.ack.as_str(), code = e.condition.code(), reason = %e,
+            ack = e.ack.as_str(), code = e.condition.code(), at = %where_(e),
             "mllp: refused"
         ),
     }
     hl7::ack(&header, result.as_ref().err(), &control_id(), now_ms())
+}
+
+/// Where an error is, for the log (`OBX^3^5`).
+fn where_(e: &Hl7Error) -> String {
+    e.location.as_ref().map_or_else(String::new, |l| {
+        format!("{}^{}^{}", l.segment, l.sequence, l.field)
+    })
 }
 
 /// The HL7 error of a domain or store error: 204 for an unknown patient, 102 for an invalid
@@ -381,6 +389,11 @@ async fn store(
             let raw = o.to_raw(id.clone());
             // Refused here with its OBX (ingest would refuse it too, by index).
             if let Err(why) = vitals::clean(&raw, received_ms) {
+                let mut r = record(header, "vitals.ingest", &id, why.0.clone());
+                r.outcome = ErrorCode::Invalid.as_str().into();
+                if let Err(e) = state.store().append_audit(&r).await {
+                    tracing::error!(error = %e, "mllp: cannot write an audit record");
+                }
                 return Err(Hl7Error::error(Condition::DataType, why.0).at("OBX", o.obx, 5, 1));
             }
             raws.push(raw);
