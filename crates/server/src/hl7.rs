@@ -18,8 +18,9 @@
 //! - **PV1-3** point of care (its first component): the patient's ward.
 //! - **OBR-7**: the observation time of the OBX segments after it that carry none.
 //! - **OBX**: OBX-2 value type (`NM`, `SN`, `ST`/`TX`/`FT`, `CE`/`CWE`/`CNE`), OBX-3
-//!   `code^text^system` in MDC (ISO/IEEE 11073-10101, as IHE PCD-01 sends: `150456^MDC_PULS_OXIM_SAT_O2^MDC`)
-//!   or LOINC (`LN`), the alternate code (components 4–6) too; OBX-5 value; OBX-6 units
+//!   `code^text^system` in MDC (ISO/IEEE 11073-10101, as IHE PCD-01 sends:
+//!   `150456^MDC_PULS_OXIM_SAT_O2^MDC`) or LOINC (`LN`), the alternate code (components
+//!   4–6) too; OBX-5 value; OBX-6 units
 //!   (UCUM or MDC, `262688^MDC_DIM_PERCENT^MDC`); OBX-11 result status (`F`, `R`, `C`, or
 //!   empty are taken; `X`, `D`, `W` and the others are skipped); OBX-14 observation time,
 //!   else OBR-7, else MSH-7; OBX-18 equipment instance (the observation's source), else
