@@ -30,9 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 
 use crate::{
-    Acl, AddWatchMode, CreateMode, CreateOptions, Error, EventType, Id, MAX_TTL_MS, MultiError,
-    OneshotWatch, Op, OpResult, Perms, PersistentWatch, Session, SessionExt, SessionState, Stat,
-    WatchedEvent,
+    Acl, AddWatchMode, CreateMode, CreateOptions, DefaultAcl, Error, EventType, Id, MAX_TTL_MS,
+    MultiError, OneshotWatch, Op, OpResult, Perms, PersistentWatch, Session, SessionExt,
+    SessionState, Stat, WatchedEvent,
 };
 
 /// What a backend gives the conformance suite.
@@ -134,6 +134,7 @@ macro_rules! conformance_tests {
             watch_event_precedes_read_of_change,
             close_deletes_only_own_ephemerals,
             recursive_watch_hides_unreadable_nodes,
+            default_acl_closes_nodes_created_without_an_acl,
         );
     };
 }
@@ -3090,5 +3091,87 @@ pub async fn recursive_watch_hides_unreadable_nodes(h: &dyn Harness) {
     )
     .await;
     owner.close().await;
+    s.close().await;
+}
+
+/// Issue 19: a [`DefaultAcl`] session gives every node it creates without an ACL of its own
+/// (plain creates, `create_all`'s ancestors, creates in a multi) its default — here a digest
+/// identity — so other sessions, unauthenticated or with another password, can neither read,
+/// list, change nor create below them; an ACL given explicitly is kept.
+pub async fn default_acl_closes_nodes_created_without_an_acl(h: &dyn Harness) {
+    let (plain, base) = setup(h, "default_acl_closes_nodes_created_without_an_acl").await;
+    plain.add_auth("digest", b"hana:pw").await.unwrap();
+    let own = vec![Acl::digest(Perms::ALL, "hana", "pw")];
+    let s = DefaultAcl::wrap(plain, own.clone());
+    let root = format!("{base}/medical");
+    let deep = format!("{root}/resources/MRI");
+    create(&*s, &root, b"tree", CreateMode::Persistent).await;
+    s.create_all(&deep, b"unit", &persistent()).await.unwrap();
+    let multi = s
+        .multi(&[
+            Op::create(format!("{root}/m"), b"".to_vec(), persistent()),
+            Op::create(
+                format!("{root}/e-"),
+                b"".to_vec(),
+                opts(CreateMode::EphemeralSequential),
+            ),
+        ])
+        .await
+        .unwrap();
+    let OpResult::Create { path: eph } = &multi[1] else {
+        panic!("multi result {multi:?}");
+    };
+    let explicit = format!("{base}/public");
+    s.create(&explicit, b"", &persistent().with_acls(Acl::read_unsafe()))
+        .await
+        .unwrap();
+    for p in [
+        &root,
+        &format!("{root}/resources"),
+        &deep,
+        &format!("{root}/m"),
+        eph,
+    ] {
+        assert_eq!(s.get_acl(p).await.unwrap().0, own, "ACL of {p}");
+    }
+    assert_eq!(s.get_acl(&explicit).await.unwrap().0, Acl::read_unsafe());
+
+    let anon = h.connect(TIMEOUT).await;
+    let wrong = h.connect(TIMEOUT).await;
+    wrong.add_auth("digest", b"hana:guess").await.unwrap();
+    for (who, o) in [("unauthenticated", &anon), ("wrong password", &wrong)] {
+        o.sync(&deep).await.unwrap();
+        for p in [&root, &deep] {
+            assert!(o.exists(p).await.unwrap().is_some(), "{who}: exists {p}");
+            assert_eq!(
+                o.get_data(p).await.unwrap_err(),
+                Error::NoAuth,
+                "{who}: get {p}"
+            );
+            assert_eq!(
+                o.get_children(p).await.unwrap_err(),
+                Error::NoAuth,
+                "{who}: ls {p}"
+            );
+            assert_eq!(
+                o.set_data(p, b"x", -1).await.unwrap_err(),
+                Error::NoAuth,
+                "{who}: set {p}"
+            );
+            assert_eq!(
+                o.create(&format!("{p}/intruder"), b"", &persistent())
+                    .await
+                    .unwrap_err(),
+                Error::NoAuth,
+                "{who}: create below {p}"
+            );
+        }
+        assert_eq!(o.get_data(&explicit).await.unwrap().0, b"");
+    }
+    assert_eq!(s.get_data(&deep).await.unwrap().0, b"unit");
+    s.set_data(&deep, b"changed", 0).await.unwrap();
+    s.delete_recursive(&root).await.unwrap();
+    anon.close().await;
+    wrong.close().await;
     s.close().await;
 }

@@ -14,6 +14,8 @@
 //! - [`path`]: ZooKeeper's path rules and sequence formatting.
 //! - `conformance` (feature `conformance`): backend-generic test cases every backend runs.
 //! - [`Counted`]: a [`Session`] wrapper that counts the requests sent through it (benchmarks).
+//! - [`DefaultAcl`]: a [`Session`] wrapper that gives nodes created without an ACL of their own a
+//!   session-wide default (medkeeper's digest identity on a shared ensemble).
 //!
 //! ```no_run
 //! # async fn demo(session: std::sync::Arc<dyn medkeeper_coord::Session>) -> medkeeper_coord::Result<()> {
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod counted;
+pub mod default_acl;
 mod error;
 mod ext;
 mod ops;
@@ -44,6 +47,7 @@ mod watch;
 pub mod conformance;
 
 pub use counted::{Counted, RequestCounts, RequestTally};
+pub use default_acl::DefaultAcl;
 pub use error::{Error, MultiError, Result};
 pub use ext::SessionExt;
 pub use ops::{ANY_VERSION, Op, OpResult};

@@ -1,13 +1,16 @@
 //! `medkeeper coord`: zkCli-like commands against any backend.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use medkeeper_coord::{CreateMode, CreateOptions, Error, Session, SessionExt, Stat, path};
+use medkeeper_coord::{
+    Acl, CreateMode, CreateOptions, DefaultAcl, Error, Id, Perms, Session, SessionExt, Stat,
+    digest_of_credentials, path,
+};
 use medkeeper_embedded::{Engine, EngineConfig, SessionOptions, SyncStats};
 
 /// Where to connect and with which credentials.
@@ -21,8 +24,11 @@ pub struct ConnectArgs {
         default_value = "embedded:./medkeeper-data/coord"
     )]
     pub connect: String,
-    /// Credentials added to the session, `digest:user:password`.
-    #[arg(long)]
+    /// Credentials added to the session, `digest:user:password`; every node created then
+    /// carries an ACL for this identity alone. On the command line they are visible to every
+    /// user of the machine (`ps`): prefer `MEDKEEPER_AUTH`, or a file named by `--auth-file`
+    /// (`coord`) or `MEDKEEPER_AUTH_FILE` (every command; docs/security.md).
+    #[arg(long, env = "MEDKEEPER_AUTH", hide_env_values = true)]
     pub auth: Option<String>,
     /// CA certificate (PEM) for `zk+tls:`.
     #[arg(long)]
@@ -51,6 +57,11 @@ pub struct ConnectArgs {
 pub struct CoordArgs {
     #[command(flatten)]
     connect: ConnectArgs,
+    /// A file holding the credentials, `digest:user:password` (one line; not readable by
+    /// others: `chmod 600 FILE`). The way to give them: unlike `--auth`, they never appear in
+    /// the process list.
+    #[arg(long, env = AUTH_FILE_ENV, conflicts_with = "auth")]
+    auth_file: Option<PathBuf>,
     #[command(subcommand)]
     command: CoordCommand,
 }
@@ -110,6 +121,11 @@ enum CoordCommand {
         /// The path.
         path: String,
     },
+    /// Print a node's ACL (zkCli's `getAcl`).
+    Getacl {
+        /// The path.
+        path: String,
+    },
     /// Print a node's stat.
     Stat {
         /// As JSON.
@@ -151,15 +167,74 @@ impl Connection {
     }
 }
 
+/// The environment variable naming a credentials file, read by every command that connects
+/// when no `--auth` (or `MEDKEEPER_AUTH`) is given.
+pub const AUTH_FILE_ENV: &str = "MEDKEEPER_AUTH_FILE";
+
+/// Reads credentials (`digest:user:password`, surrounding white space ignored) from `path`,
+/// refusing a file others may read or anyone but its owner may write (`chmod 600`).
+pub fn read_auth_file(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o027 != 0 {
+        bail!(
+            "the credentials file {} has mode {mode:03o}: others may read or change it; \
+             run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the credentials file {}", path.display()))?;
+    let text = text.trim();
+    if text.is_empty() {
+        bail!("the credentials file {} is empty", path.display());
+    }
+    Ok(text.to_string())
+}
+
+/// The session's credentials (`user:password`): `--auth` / `MEDKEEPER_AUTH`, else the file
+/// `MEDKEEPER_AUTH_FILE` names.
+fn credentials(args: &ConnectArgs) -> anyhow::Result<Option<String>> {
+    let given = match &args.auth {
+        Some(a) => a.clone(),
+        None => match std::env::var_os(AUTH_FILE_ENV).filter(|p| !p.is_empty()) {
+            Some(p) => read_auth_file(Path::new(&p))?,
+            None => return Ok(None),
+        },
+    };
+    match given.split_once(':') {
+        Some(("digest", cred)) if cred.split_once(':').is_some_and(|(u, _)| !u.is_empty()) => {
+            Ok(Some(cred.to_string()))
+        }
+        // Never echo the value: it may be a password given in the wrong shape.
+        _ => bail!("the ZooKeeper credentials must be digest:user:password"),
+    }
+}
+
 /// Opens a session as `args` say.
+///
+/// With credentials, every node the session creates without an ACL of its own (all of
+/// medkeeper's) gets an ACL for that digest identity alone ([`DefaultAcl`]), on either backend,
+/// and so does a ZooKeeper chroot created here: another tenant of the ensemble can neither
+/// read nor change the tree.
 pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
     let timeout = Duration::from_millis(args.session_timeout_ms);
-    let auth = match &args.auth {
-        None => None,
-        Some(a) => match a.split_once(':') {
-            Some(("digest", cred)) if cred.contains(':') => Some(cred.to_string()),
-            _ => bail!("--auth must be digest:user:password"),
-        },
+    let auth = credentials(args)?;
+    // The identity's ACL, for every node created without one.
+    let owned = |session: Arc<dyn Session>| -> Arc<dyn Session> {
+        match &auth {
+            Some(cred) => DefaultAcl::wrap(
+                session,
+                vec![Acl::new(
+                    Perms::ALL,
+                    Id::new("digest", digest_of_credentials(cred)),
+                )],
+            ),
+            None => session,
+        }
     };
     if let Some(dir) = args.connect.strip_prefix("embedded:") {
         if dir.is_empty() {
@@ -174,7 +249,7 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
             session.add_auth("digest", cred.as_bytes()).await?;
         }
         return Ok(Connection {
-            session: Arc::new(session),
+            session: owned(Arc::new(session)),
             engine: Some(engine),
         });
     }
@@ -225,7 +300,7 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
             }
         }
         return Ok(Connection {
-            session: Arc::new(session),
+            session: owned(Arc::new(session)),
             engine: None,
         });
     }
@@ -236,7 +311,10 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
 }
 
 /// Runs a `medkeeper coord` command.
-pub async fn run(args: CoordArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(mut args: CoordArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.auth_file {
+        args.connect.auth = Some(read_auth_file(file)?);
+    }
     let conn = connect(&args.connect).await?;
     let result = command(&*conn.session, args.command).await;
     conn.close().await;
@@ -332,6 +410,12 @@ async fn command(s: &dyn Session, cmd: CoordCommand) -> Result<(), CommandError>
             let mut children = s.get_children(&p).await.map_err(on(&p))?;
             children.sort();
             println!("[{}]", children.join(", "));
+        }
+        CoordCommand::Getacl { path: p } => {
+            let (acl, _) = s.get_acl(&p).await.map_err(on(&p))?;
+            for a in acl {
+                println!("{a}");
+            }
         }
         CoordCommand::Stat { json, path: p } => {
             let st = s

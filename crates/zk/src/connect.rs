@@ -4,7 +4,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use medkeeper_coord::Capabilities;
+use medkeeper_coord::{Acl, Capabilities, Id, Perms, digest_of_credentials};
 
 /// A failure to open a session: the options were unusable, or the ensemble could not be reached.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -289,6 +289,44 @@ impl ConnectOptions {
         self.auth
             .push(("digest".to_string(), user_password.as_bytes().to_vec()));
         Ok(self)
+    }
+
+    /// The ACL that gives every digest identity of these options (see
+    /// [`with_digest`](Self::with_digest)) every permission — what ZooKeeper's
+    /// `CREATOR_ALL_ACL` resolves to for a session authenticated with them — or `None` without
+    /// digest credentials. medkeeper creates its nodes with it ([`ensure_chroot`] the chroot,
+    /// `medkeeper_coord::DefaultAcl` the rest), so other tenants of a shared ensemble can
+    /// neither read nor change them.
+    ///
+    /// [`ensure_chroot`]: crate::ensure_chroot
+    ///
+    /// ```
+    /// use medkeeper_coord::{Acl, Perms};
+    /// let options = medkeeper_zk::ConnectOptions::new("127.0.0.1:2181")
+    ///     .unwrap()
+    ///     .with_digest("medkeeper:secret")
+    ///     .unwrap();
+    /// assert_eq!(
+    ///     options.digest_acl(),
+    ///     Some(vec![Acl::digest(Perms::ALL, "medkeeper", "secret")])
+    /// );
+    /// ```
+    pub fn digest_acl(&self) -> Option<Vec<Acl>> {
+        let acl: Vec<Acl> = self
+            .auth
+            .iter()
+            .filter(|(scheme, _)| scheme == "digest")
+            .map(|(_, credentials)| {
+                Acl::new(
+                    Perms::ALL,
+                    Id::new(
+                        "digest",
+                        digest_of_credentials(&String::from_utf8_lossy(credentials)),
+                    ),
+                )
+            })
+            .collect();
+        (!acl.is_empty()).then_some(acl)
     }
 
     /// Connects over TLS.

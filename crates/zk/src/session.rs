@@ -59,8 +59,11 @@ pub async fn connect(options: ConnectOptions) -> Result<ZkSession, ConnectError>
 ///
 /// Works through a second session without the chroot but with the same credentials and TLS,
 /// closed before this returns. The chroot is only read (`exists` needs no permission) when it
-/// exists, so credentials that may not write above it are fine then; missing nodes are created
-/// empty, persistent and open to anyone, as every node medkeeper creates.
+/// exists, so credentials that may not write above it are fine then. Missing nodes are created
+/// empty and persistent: the chroot itself with [`ConnectOptions::digest_acl`] when the
+/// options carry digest credentials (only they may then read it, list it or create below
+/// it), open to anyone otherwise; missing ancestors open to anyone, since they may be shared
+/// with other tenants (`/tenants` in `/tenants/medkeeper`).
 ///
 /// # Notable errors
 /// - as [`connect`];
@@ -76,20 +79,32 @@ pub async fn ensure_chroot(options: &ConnectOptions) -> Result<bool, ConnectErro
     let mut above = options.clone();
     above.connect.chroot = None;
     let root = connect(above).await?;
+    let own = CreateOptions::new(CreateMode::Persistent)
+        .with_acls(options.digest_acl().unwrap_or_else(Acl::open_unsafe));
     let created = match root.exists(&chroot).await {
         Ok(Some(_)) => Ok(false),
-        Ok(None) => medkeeper_coord::SessionExt::create_all(
-            &root,
-            &chroot,
-            b"",
-            &CreateOptions::new(CreateMode::Persistent),
-        )
-        .await
-        .map_err(ConnectError::Session),
+        Ok(None) => create_chroot(&root, &chroot, &own)
+            .await
+            .map_err(ConnectError::Session),
         Err(e) => Err(ConnectError::Session(e)),
     };
     root.close().await;
     created
+}
+
+/// Creates `chroot` with `own`, and its missing ancestors open; false if it existed.
+async fn create_chroot(root: &ZkSession, chroot: &str, own: &CreateOptions) -> Result<bool> {
+    use medkeeper_coord::SessionExt;
+    if let Some(parent) = path::parent(chroot)
+        && parent != "/"
+    {
+        root.ensure_path(parent).await?;
+    }
+    match root.create(chroot, b"", own).await {
+        Ok(_) => Ok(true),
+        Err(Error::NodeExists) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The smallest session timeout asked of the servers: a smaller request is sent as this (the
