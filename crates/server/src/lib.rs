@@ -24,6 +24,7 @@ pub mod api;
 pub mod auth;
 mod error;
 mod extract;
+mod headers;
 pub mod hl7;
 pub mod metrics;
 pub mod mllp;
@@ -157,9 +158,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/patient", get(index))
         .route("/assets/app.js", get(app_js))
         .route("/assets/app.css", get(app_css))
+        .route("/favicon.ico", get(favicon))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(axum::middleware::from_fn(headers::secure))
         .layer(axum::middleware::from_fn_with_state(
             state.http_metrics.clone(),
             metrics::track,
@@ -214,6 +217,11 @@ async fn app_js() -> impl IntoResponse {
         ],
         APP_JS,
     )
+}
+
+/// No icon: 204, so browsers stop asking (and the console stays clean).
+async fn favicon() -> impl IntoResponse {
+    axum::http::StatusCode::NO_CONTENT
 }
 
 async fn app_css() -> impl IntoResponse {
