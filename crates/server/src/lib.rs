@@ -25,6 +25,7 @@ pub mod auth;
 mod error;
 mod extract;
 mod headers;
+pub mod fhir;
 pub mod hl7;
 pub mod metrics;
 pub mod mllp;
@@ -65,6 +66,11 @@ pub use views::MemberInfo;
         api::create_token, api::tokens, api::revoke_token, api::audit,
         api::all_events, api::pool_events, api::unit_events, api::patient_events, api::cluster_events,
         api::alarms, api::alarm, api::acknowledge, api::shelve, api::alarm_events,
+        api::add_identifier, api::set_settings, api::vitals, api::news2,
+        fhir::transaction, fhir::create_observation, fhir::metadata, fhir::patient,
+        fhir::search_patients, fhir::observation, fhir::search_observations,
+        fhir::search_risk_assessments, fhir::service_request, fhir::search_service_requests,
+        fhir::task,
     ),
     components(schemas(views::PatientQueueView)),
     modifiers(&BearerAuth),
@@ -114,6 +120,10 @@ pub fn router(state: Arc<ServerState>) -> Router {
         )
         .route("/api/patients", post(api::create_patient))
         .route("/api/patients/{id}", get(api::patient))
+        .route("/api/patients/{id}/identifiers", post(api::add_identifier))
+        .route("/api/patients/{id}/settings", put(api::set_settings))
+        .route("/api/patients/{id}/vitals", get(api::vitals))
+        .route("/api/patients/{id}/news2", get(api::news2))
         .route("/api/orders", post(api::create_order))
         .route("/api/orders/{id}", get(api::order))
         .route("/api/orders/{id}/priority", post(api::reprioritise))
@@ -133,6 +143,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/alarms/{id}/ack", post(api::acknowledge))
         .route("/api/alarms/{id}/shelve", post(api::shelve))
         .route("/readyz", get(api::readyz))
+        .merge(fhir::routes())
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overload))
@@ -162,6 +173,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(axum::middleware::from_fn(fhir::operation_outcomes))
         .layer(axum::middleware::from_fn(headers::secure))
         .layer(axum::middleware::from_fn_with_state(
             state.http_metrics.clone(),

@@ -572,6 +572,10 @@ enum Fixture {
     UnitStatus,
     /// An active alarm (`{alarm}` in the path): its events count is what changes.
     Alarm,
+    /// The identifier `urn:matrix|{fresh}` is mapped to nobody; the call maps it.
+    Identifier,
+    /// The own patient's settings are reset to the defaults; the call changes them.
+    Settings,
 }
 
 /// The role matrix of docs/api.md, one row per route. Access columns as [`WHO`]: `y` allowed
@@ -621,6 +625,14 @@ const MATRIX: &[(&str, &str, &str, Fixture, &str)] = &[
     ("POST", "/api/alarms/{alarm}/ack",          "yyyyy--", Fixture::Alarm, r#"{"note":"matrix"}"#),
     ("POST", "/api/alarms/{alarm}/shelve",       "yy-----", Fixture::Alarm,
         r#"{"for":"5m","reason":"matrix"}"#),
+    ("POST", "/api/patients/{patient}/identifiers", "yyyy---", Fixture::Identifier,
+        r#"{"system":"urn:matrix","value":"{fresh}"}"#),
+    ("PUT", "/api/patients/{patient}/settings",  "y-y----", Fixture::Settings,
+        r#"{"spo2_scale":"scale2"}"#),
+    ("PUT", "/api/patients/{patient}/settings",  "yyyy---", Fixture::Settings,
+        r#"{"ward":"ward-{fresh}"}"#),
+    ("GET", "/api/patients/{patient}/vitals",    "yyyyyy-", Fixture::Shared, ""),
+    ("GET", "/api/patients/{patient}/news2",     "yyyyyy-", Fixture::Shared, ""),
 ];
 
 /// The id of the alarm [`Fixture::Alarm`] made sure of last.
@@ -739,6 +751,12 @@ async fn role_matrix_over_every_endpoint() {
                 Fixture::Alarm => Some(s.alarm().await),
                 _ => None,
             };
+            if fixture == Fixture::Settings {
+                s.store
+                    .set_patient_settings(&own, &Default::default(), None)
+                    .await
+                    .unwrap();
+            }
             let before_order = s.stored(&order.id).await;
             let before_orders = s.store.orders_of(&own).await.unwrap().len();
             let before_tokens = s.store.tokens().await.unwrap().len();
@@ -798,6 +816,15 @@ async fn role_matrix_over_every_endpoint() {
                         }
                         Fixture::Alarm => {
                             s.alarm().await.next_seq == before_alarm.as_ref().unwrap().next_seq
+                        }
+                        Fixture::Identifier => s
+                            .store
+                            .patient_by_identifier("urn:matrix", fresh.as_str())
+                            .await
+                            .unwrap()
+                            .is_none(),
+                        Fixture::Settings => {
+                            s.store.patient_settings(&own).await.unwrap() == Default::default()
                         }
                     };
                     p.ensure(&what, unchanged, "refused, but something changed");

@@ -35,6 +35,7 @@ mod patients;
 mod pools;
 mod streams;
 mod tokens;
+mod vitals;
 
 pub use alarms::*;
 pub use cluster::*;
@@ -44,6 +45,7 @@ pub use patients::*;
 pub use pools::*;
 pub use streams::*;
 pub use tokens::*;
+pub use vitals::*;
 
 type St = State<Arc<ServerState>>;
 type ApiResult<T> = Result<T, ApiError>;
