@@ -82,6 +82,30 @@ pub enum ClientCommand {
     /// Create or show patients.
     #[command(subcommand)]
     Patient(PatientCommand),
+    /// A patient's vital signs (normalised units; artefacts flagged), oldest first.
+    Vitals {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The patient's id.
+        patient: String,
+        /// Only these codes, comma-separated (`heart_rate,spo2`, ...).
+        #[arg(long)]
+        code: Option<String>,
+        /// Only observations effective at or after this time, ms since the Unix epoch.
+        #[arg(long)]
+        since_ms: Option<i64>,
+        /// Only observations effective at or before this time.
+        #[arg(long)]
+        until_ms: Option<i64>,
+    },
+    /// A patient's NEWS2 now (each parameter's score, the risk, the response and monitoring,
+    /// what is missing or stale) and the last 24 hours: decision support, not a diagnosis.
+    News2 {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The patient's id.
+        patient: String,
+    },
     /// Create, show and move orders through their life.
     #[command(subcommand)]
     Order(OrderCommand),
@@ -433,6 +457,35 @@ async fn command(cmd: ClientCommand) -> anyhow::Result<()> {
             let c = Client::new(&server)?;
             let v = c.get(&format!("/api/patients/{}", seg(&id))).await?;
             c.print(&v, print_patient);
+        }
+        ClientCommand::Vitals {
+            server,
+            patient,
+            code,
+            since_ms,
+            until_ms,
+        } => {
+            let c = Client::new(&server)?;
+            let mut query = Vec::new();
+            if let Some(code) = code {
+                query.push(("code", code));
+            }
+            if let Some(t) = since_ms {
+                query.push(("since_ms", t.to_string()));
+            }
+            if let Some(t) = until_ms {
+                query.push(("until_ms", t.to_string()));
+            }
+            let path = format!("/api/patients/{}/vitals", seg(&patient));
+            let v = c.get(&with_query(&path, &query)).await?;
+            c.print(&v, print_vitals);
+        }
+        ClientCommand::News2 { server, patient } => {
+            let c = Client::new(&server)?;
+            let v = c
+                .get(&format!("/api/patients/{}/news2", seg(&patient)))
+                .await?;
+            c.print(&v, print_news2);
         }
         ClientCommand::Order(cmd) => order_command(cmd).await?,
         ClientCommand::Cluster { server } => {
@@ -1123,6 +1176,119 @@ fn print_queue(v: &Value) {
         ],
         &rows,
     );
+}
+
+/// The unit a vital sign's normalised value is in, for the table.
+fn vital_unit(code: &Value) -> &'static str {
+    match code.as_str() {
+        Some("respiratory_rate" | "heart_rate") => "/min",
+        Some("spo2") => "%",
+        Some("temperature") => "°C",
+        Some("systolic_bp") => "mmHg",
+        _ => "",
+    }
+}
+
+/// A normalised value as read: oxygen as air/oxygen, consciousness as its ACVPU letter.
+fn vital_value(o: &Value) -> String {
+    let v = &o["value"];
+    let Some(x) = v.as_f64() else {
+        return text(v);
+    };
+    match o["code"].as_str() {
+        Some("inhaled_oxygen") => (if x >= 0.5 { "oxygen" } else { "air" }).into(),
+        Some("consciousness") => ["A", "C", "V", "P", "U"]
+            .get(x as usize)
+            .map_or_else(|| text(v), |l| (*l).to_string()),
+        _ => format!("{} {}", (x * 10.0).round() / 10.0, vital_unit(&o["code"]))
+            .trim_end()
+            .to_string(),
+    }
+}
+
+fn print_vitals(v: &Value) {
+    let rows: Vec<Vec<String>> = arr(v)
+        .iter()
+        .map(|o| {
+            vec![
+                time(&o["effective_ms"]),
+                text(&o["code"]),
+                vital_value(o),
+                text(&o["source"]),
+                if o["artefact"].is_null() {
+                    String::new()
+                } else {
+                    "artefact (not scored)".into()
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        outln!("no vital signs");
+        return;
+    }
+    table("", &["EFFECTIVE", "CODE", "VALUE", "SOURCE", "FLAG"], &rows);
+}
+
+fn print_news2(v: &Value) {
+    outln!("NEWS2 of {} ({})", text(&v["patient"]), text(&v["label"]));
+    let c = &v["current"];
+    if c.is_null() {
+        outln!("no vital signs observed yet");
+    } else {
+        let incomplete = if c["complete"] == json!(true) {
+            ""
+        } else {
+            " (incomplete: a lower bound)"
+        };
+        outln!(
+            "score       {} at {}, SpO2 {}",
+            text(&c["aggregate"]),
+            time(&c["at_ms"]),
+            text(&c["scale"])
+        );
+        outln!("risk        {}{incomplete}", text(&c["risk"]));
+        outln!("response    {}", text(&c["response"]));
+        outln!("monitoring  {}", text(&c["monitoring"]));
+        outln!();
+        let mut rows: Vec<Vec<String>> = arr(&c["parameters"])
+            .iter()
+            .map(|p| vec![text(&p["parameter"]), text(&p["score"]), String::new()])
+            .collect();
+        for m in arr(&c["missing"]) {
+            rows.push(vec![text(&m["parameter"]), "-".into(), "missing".into()]);
+        }
+        for m in arr(&c["stale"]) {
+            rows.push(vec![
+                text(&m["parameter"]),
+                "-".into(),
+                format!("stale (last {})", time(&m["last_ms"])),
+            ]);
+        }
+        table("", &["PARAMETER", "SCORE", "NOTE"], &rows);
+    }
+    let trend = arr(&v["trend"]);
+    outln!();
+    if trend.is_empty() {
+        outln!("no scores in the last 24 h");
+    } else {
+        let rows: Vec<Vec<String>> = trend
+            .iter()
+            .map(|t| {
+                vec![
+                    time(&t["at_ms"]),
+                    text(&t["aggregate"]),
+                    text(&t["risk"]),
+                    if t["complete"] == json!(true) {
+                        String::new()
+                    } else {
+                        "incomplete".into()
+                    },
+                ]
+            })
+            .collect();
+        table("", &["LAST 24 H", "SCORE", "RISK", ""], &rows);
+    }
 }
 
 fn print_patient(v: &Value) {
