@@ -427,7 +427,7 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine, OpenError> {
         let started = Instant::now();
         let dir = config.dir.clone();
-        std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+        crate::log::create_dir(&dir).map_err(io_err(format!("create {}", dir.display())))?;
         let lock = DirLock::acquire(&dir).map_err(OpenError::Locked)?;
         let mut report = RecoveryReport::default();
         let (mut tree, snapshot_zxid) = load_snapshot(&dir, &mut report)?;

@@ -9,6 +9,9 @@
 //! - `LOCK`: held with an exclusive advisory lock while an engine has the directory open; it
 //!   holds the owner's process id.
 //!
+//! The tree holds hospital data (which patient waits for what), so the directory is created
+//! 0700 and every file 0600 — modes set at creation, whatever the process's umask.
+//!
 //! Recovery loads the newest snapshot that verifies and replays the log records after it.
 //! Zxids are contiguous (every transaction takes the next one), so replay stops at the first
 //! record that is torn, fails its checksum, or does not carry the next zxid; everything after
@@ -16,6 +19,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use medkeeper_coord::Zxid;
@@ -26,6 +30,20 @@ use crate::txn::Record;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"MKSNAP01";
 /// Largest record accepted on recovery (a multi of many 1 MiB values fits well below).
 const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// The mode of every file the engine creates: its owner's alone.
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// The mode of a data directory the engine creates (and of missing ancestors).
+pub(crate) const DIR_MODE: u32 = 0o700;
+
+/// Creates `dir` and its missing ancestors with [`DIR_MODE`]; an existing directory is left as
+/// it is.
+pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+}
 
 pub(crate) fn segment_name(zxid: Zxid) -> String {
     format!("log.{zxid:016x}")
@@ -78,6 +96,7 @@ impl LogWriter {
             .truncate(true)
             .write(true)
             .read(true)
+            .mode(FILE_MODE)
             .open(&path)?;
         preallocate(&file, 0, segment_size)?;
         file.sync_all()?;
@@ -233,7 +252,12 @@ pub(crate) fn write_snapshot(dir: &Path, zxid: Zxid, payload: &[u8]) -> io::Resu
     let tmp = dir.join(format!("{name}.tmp"));
     let path = dir.join(&name);
     {
-        let mut f = File::create(&tmp)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(FILE_MODE)
+            .open(&tmp)?;
         f.write_all(SNAPSHOT_MAGIC)?;
         f.write_all(&crc32fast::hash(payload).to_le_bytes())?;
         f.write_all(&(payload.len() as u64).to_le_bytes())?;
@@ -283,6 +307,7 @@ impl DirLock {
             .truncate(false)
             .read(true)
             .write(true)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         match file.try_lock() {

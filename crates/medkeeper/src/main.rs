@@ -27,6 +27,7 @@ mod bench;
 mod bench_recipes;
 mod client;
 mod coord;
+mod datadir;
 mod dispatch;
 mod instance;
 mod lock;

@@ -413,8 +413,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     logs::init(s.log_format, logs::SERVICE_FILTER)?;
     medkeeper_hospital::model::validate_name("instance id", &s.instance)
         .map_err(|e| anyhow::anyhow!("--instance: {e}"))?;
-    std::fs::create_dir_all(&s.data)
-        .with_context(|| format!("cannot create the data directory {}", s.data.display()))?;
+    crate::datadir::prepare(&s.data, &s.store)?; // 0700, refused if others may write it
     let config = match &s.hospital {
         Some(path) => HospitalConfig::from_file(path)
             .with_context(|| format!("cannot load the hospital file {}", path.display()))?,

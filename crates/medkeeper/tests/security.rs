@@ -339,3 +339,148 @@ fn credentials_file_readable_by_others_is_refused() {
         "the value is not echoed: {err}"
     );
 }
+
+/// `medkeeper serve --data DIR` under `umask` (000: nothing masked), as a child whose stdout is
+/// read until it prints its URL; killed on drop.
+struct UmaskServe(std::process::Child);
+
+impl UmaskServe {
+    fn start(umask: &str, data: &Path) -> (UmaskServe, String) {
+        use std::io::BufRead;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_medkeeper"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_remove("MEDKEEPER_CONFIG")
+            .env_remove("MEDKEEPER_CONNECT")
+            .env_remove("MEDKEEPER_STORE")
+            .env_remove("MEDKEEPER_AUTH")
+            .env_remove("MEDKEEPER_AUTH_FILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // Killed and waited for on drop, also when the assertion below fails.
+        let serve = UmaskServe(child);
+        let mut out = std::io::BufReader::new(stdout);
+        let mut printed = String::new();
+        loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "serve exited:\n{printed}"
+            );
+            printed.push_str(&line);
+            if printed.contains("admin token:") {
+                return (serve, printed);
+            }
+        }
+    }
+}
+
+impl Drop for UmaskServe {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every directory and file below `dir` (included) with its permission bits.
+fn modes(dir: &Path) -> Vec<(PathBuf, bool, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::metadata(&p).unwrap();
+        out.push((p.clone(), meta.is_dir(), meta.permissions().mode() & 0o7777));
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                stack.push(e.unwrap().path());
+            }
+        }
+    }
+    out
+}
+
+/// A first start, even under `umask 000`, leaves the data directory (and everything in it that
+/// is a directory) 0700 and every file 0600: the engine's log, snapshot and lock, the SQLite
+/// store and its `-wal` and `-shm`.
+#[test]
+fn fresh_data_directory_is_private_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (serve, _) = UmaskServe::start("000", &data);
+    let all = modes(&data);
+    drop(serve);
+    let names: Vec<String> = all
+        .iter()
+        .map(|(p, _, _)| p.strip_prefix(&data).unwrap().display().to_string())
+        .collect();
+    for want in [
+        "clinical.sqlite",
+        "clinical.sqlite-wal",
+        "clinical.sqlite-shm",
+        "coord/LOCK",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
+    }
+    assert!(
+        names.iter().any(|n| n.starts_with("coord/log.")),
+        "{names:?}"
+    );
+    for (p, is_dir, mode) in &all {
+        let want = if *is_dir { 0o700 } else { 0o600 };
+        assert_eq!(*mode, want, "{} has mode {mode:03o}", p.display());
+    }
+}
+
+/// A data directory other users may write is refused at start, naming the fix; a private one
+/// is then accepted.
+#[test]
+fn data_directory_others_may_write_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("shared");
+    std::fs::create_dir(&data).unwrap();
+    for mode in [0o777, 0o775, 0o757] {
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(mode)).unwrap();
+        let t = Instant::now();
+        let out = Command::new("timeout")
+            .args([
+                "30",
+                env!("CARGO_BIN_EXE_medkeeper"),
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data")
+            .arg(&data)
+            .env_remove("MEDKEEPER_CONFIG")
+            .env_remove("MEDKEEPER_CONNECT")
+            .env_remove("MEDKEEPER_STORE")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{mode:o}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("chmod 700 {}", data.display())),
+            "{mode:o}: {err}"
+        );
+        assert!(t.elapsed() < Duration::from_secs(20));
+        assert_eq!(
+            std::fs::read_dir(&data).unwrap().count(),
+            0,
+            "nothing written to a refused directory"
+        );
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (serve, printed) = UmaskServe::start("022", &data);
+    assert!(printed.contains("listening on"), "{printed}");
+    drop(serve);
+}
