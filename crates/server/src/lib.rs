@@ -66,7 +66,7 @@ pub use views::MemberInfo;
         api::create_token, api::tokens, api::revoke_token, api::audit,
         api::all_events, api::pool_events, api::unit_events, api::patient_events, api::cluster_events,
         api::alarms, api::alarm, api::acknowledge, api::shelve, api::alarm_events,
-        api::add_identifier, api::set_settings, api::vitals, api::news2,
+        api::add_identifier, api::set_settings, api::vitals, api::news2, api::ward,
         fhir::transaction, fhir::create_observation, fhir::metadata, fhir::patient,
         fhir::search_patients, fhir::observation, fhir::search_observations,
         fhir::search_risk_assessments, fhir::service_request, fhir::search_service_requests,
@@ -124,6 +124,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/patients/{id}/settings", put(api::set_settings))
         .route("/api/patients/{id}/vitals", get(api::vitals))
         .route("/api/patients/{id}/news2", get(api::news2))
+        .route("/api/ward", get(api::ward))
         .route("/api/orders", post(api::create_order))
         .route("/api/orders/{id}", get(api::order))
         .route("/api/orders/{id}/priority", post(api::reprioritise))

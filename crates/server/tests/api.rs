@@ -633,6 +633,7 @@ const MATRIX: &[(&str, &str, &str, Fixture, &str)] = &[
         r#"{"ward":"ward-{fresh}"}"#),
     ("GET", "/api/patients/{patient}/vitals",    "yyyyyy-", Fixture::Shared, ""),
     ("GET", "/api/patients/{patient}/news2",     "yyyyyy-", Fixture::Shared, ""),
+    ("GET", "/api/ward",                         "yyyyy--", Fixture::Shared, ""),
 ];
 
 /// The id of the alarm [`Fixture::Alarm`] made sure of last.

@@ -471,3 +471,101 @@ pub async fn news2(
     .await;
     audited(&st, &caller, "news2.read", Some(&id), None, r).await
 }
+
+/// One monitored patient on the ward view.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WardPatient {
+    /// The patient.
+    #[schema(value_type = String)]
+    pub patient: PatientId,
+    /// Their name (staff only see this view).
+    pub name: String,
+    /// Their ward.
+    pub ward: Option<String>,
+    /// The clinical risk of the latest stored score.
+    #[schema(value_type = String)]
+    pub risk: Risk,
+    /// Its aggregate.
+    pub aggregate: u8,
+    /// When it was scored (effective time).
+    pub at_ms: i64,
+    /// True if every parameter was present and fresh then.
+    pub complete: bool,
+    /// True if the latest score is older than the staleness window now: new observations are
+    /// due.
+    pub stale: bool,
+    /// The scores of the last 24 hours, oldest first (aggregate and time).
+    pub trend: Vec<News2Point>,
+}
+
+/// Which ward.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct WardQuery {
+    /// Only this ward (all monitored patients if absent).
+    #[serde(default)]
+    pub ward: Option<String>,
+}
+
+/// The ward view: every monitored patient (one with a NEWS2 escalation level) with the latest
+/// NEWS2, highest risk first — decision support, not a diagnosis.
+#[utoipa::path(get, path = "/api/ward", tag = "patients", security(("bearer" = [])),
+    params(WardQuery), responses((status = 200, body = [WardPatient])))]
+pub async fn ward(
+    State(st): St,
+    caller: Caller,
+    QueryParams(q): QueryParams<WardQuery>,
+) -> ApiResult<Json<Vec<WardPatient>>> {
+    let r = async {
+        caller.require(Role::STAFF)?;
+        let h = st.hospital()?;
+        let model = h.escalation_model().await?;
+        model.settle().await;
+        let now = h.now_ms();
+        let day_ago = now - 24 * 3600 * 1000;
+        let mut rows = Vec::new();
+        for name in model.children(medkeeper_hospital::tree::ESCALATIONS) {
+            let Ok(p) = name.parse::<PatientId>() else {
+                continue;
+            };
+            let settings = st.store().patient_settings(&p).await?;
+            if q.ward.is_some() && settings.ward != q.ward {
+                continue;
+            }
+            let scores = st.store().news2_scores(&p, day_ago, 1_000).await?;
+            let Some(last) = scores.last() else {
+                continue;
+            };
+            let patient = st.store().patient(&p).await?;
+            rows.push(WardPatient {
+                name: patient.map(|x| x.name).unwrap_or_default(),
+                ward: settings.ward,
+                risk: last.news2.score.risk,
+                aggregate: last.news2.score.aggregate,
+                at_ms: last.news2.at_ms,
+                complete: last.news2.score.complete(),
+                stale: last.news2.at_ms <= now - STALE_AFTER_MS,
+                trend: scores
+                    .iter()
+                    .map(|r| News2Point {
+                        at_ms: r.news2.at_ms,
+                        aggregate: r.news2.score.aggregate,
+                        risk: r.news2.score.risk,
+                        complete: r.news2.score.complete(),
+                    })
+                    .collect(),
+                patient: p,
+            });
+        }
+        rows.sort_by(|a, b| {
+            b.risk
+                .cmp(&a.risk)
+                .then(b.aggregate.cmp(&a.aggregate))
+                .then(a.patient.cmp(&b.patient))
+        });
+        Ok(Json(rows))
+    }
+    .await;
+    // Names of patients: an access to patient data, audited.
+    audited(&st, &caller, "ward.read", None, None, r).await
+}
