@@ -186,7 +186,7 @@ fn mutate_once(text: &mut Vec<u8>, rng: &mut Rng) -> String {
             text.drain(at..at + n);
             format!("delete {n} bytes at {at}")
         }
-        3 | 4 | 5 => {
+        3..=5 => {
             // Replace the value of a `key = value` line (or an inline table's value).
             let starts = line_starts(text);
             let line = starts[rng.below(starts.len() as u64) as usize];
