@@ -1561,3 +1561,534 @@ fn regex_lite_on_attr(html: &str) -> Option<String> {
             .then(|| rest[..name_end].to_string())
     })
 }
+
+/// RFC 3339 (UTC) for an instant in ms, to the second: a FHIR `effectiveDateTime`.
+fn rfc3339(ms: i64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)).expect("a time");
+    at.format(&time::format_description::well_known::Rfc3339)
+        .expect("RFC 3339")
+}
+
+/// A FHIR transaction Bundle of vital-sign Observations of `patient`, all measured at `ms` by
+/// `device`: `(LOINC, value)` pairs, the value as the Observation's `value[x]`.
+fn vitals_bundle(patient: &str, ms: i64, device: &str, values: &[(&str, Value)]) -> Value {
+    let entries: Vec<Value> = values
+        .iter()
+        .enumerate()
+        .map(|(i, (loinc, value))| {
+            let mut o = json!({
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [{"coding": [{"system":
+                    "http://terminology.hl7.org/CodeSystem/observation-category",
+                    "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+                "subject": {"reference": format!("Patient/{patient}")},
+                "effectiveDateTime": rfc3339(ms),
+                "device": {"reference": format!("Device/{device}")},
+            });
+            for (k, v) in value.as_object().expect("a value[x] object") {
+                o[k] = v.clone();
+            }
+            json!({
+                "fullUrl": format!("urn:uuid:00000000-0000-4000-8000-{i:012}"),
+                "resource": o,
+                "request": {"method": "POST", "url": "Observation"},
+            })
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+fn quantity(value: f64, ucum: &str) -> Value {
+    json!({"valueQuantity": {"value": value, "unit": ucum,
+        "system": "http://unitsofmeasure.org", "code": ucum}})
+}
+
+/// One set of the seven NEWS2 vital signs as `(LOINC, value[x])`: respiratory rate, SpO2,
+/// oxygen flow (0: on air), systolic pressure, heart rate, ACVPU, temperature; `None` leaves
+/// one out.
+fn vital_set(
+    rr: f64,
+    spo2: f64,
+    o2_l_min: f64,
+    systolic: Option<f64>,
+    hr: f64,
+    acvpu: &str,
+    temp: f64,
+) -> Vec<(&'static str, Value)> {
+    let mut v = vec![
+        ("9279-1", quantity(rr, "/min")),
+        ("59408-5", quantity(spo2, "%")),
+        ("3151-8", quantity(o2_l_min, "L/min")),
+        ("8867-4", quantity(hr, "/min")),
+        (
+            "67775-7",
+            json!({"valueCodeableConcept": {"coding": [{"code": acvpu}], "text": acvpu}}),
+        ),
+        ("8310-5", quantity(temp, "Cel")),
+    ];
+    if let Some(s) = systolic {
+        v.push(("8480-6", quantity(s, "mm[Hg]")));
+    }
+    v
+}
+
+impl Api {
+    /// `POST /fhir` with a transaction Bundle as `application/fhir+json`; asserts 200.
+    fn fhir_transaction(&self, bundle: &Value) -> Value {
+        let url = format!("{}fhir", self.base);
+        let resp = self
+            .agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/fhir+json")
+            .send(bundle.to_string());
+        let (status, v) = read(resp, "POST /fhir");
+        assert_eq!(status, 200, "POST /fhir answered {status}: {v}");
+        assert_eq!(v["type"], json!("transaction-response"), "{v}");
+        v
+    }
+}
+
+/// Saves a screenshot with `css` scrolled to the top of the viewport (see [`shoot`]).
+fn shoot_at(browser: &Browser, shots: &Path, name: &str, css: &str) {
+    let junk = browser.js(
+        "const t = document.body.innerText;
+         return ['null', 'undefined', '[object', 'NaN'].filter(w => t.includes(w));",
+        json!([]),
+    );
+    assert_eq!(junk, json!([]), "{name}: a value the page failed to render");
+    browser.js(
+        "document.querySelector(arguments[0]).scrollIntoView({block: 'start'});",
+        json!([css]),
+    );
+    browser.screenshot(&shots.join(name));
+    update_doc_screenshot(shots, name);
+}
+
+/// Issue 15, item 7: vital signs and NEWS2 as staff see them. Three patients on two wards get
+/// 24 hours of vital signs through FHIR transaction Bundles — one deteriorating to NEWS2 high
+/// (with a heart rate the server takes for an artefact), one low, one low–medium with a
+/// parameter missing and no observation in the last hour — and a nurse's Ward tab lists them
+/// highest risk first, labelled decision support, with their trends, flags and a ward filter;
+/// the high-risk patient's NEWS2 alarm is acknowledged by a click; the patient's panel shows
+/// the score's breakdown, the chart's response and the 24-hour charts (a point for every value
+/// of every parameter, the artefact apart); the Orders tab's patient card opens the same
+/// panel; it fits a tablet; zh-CN. Screenshots: `docs/dashboard-ward.png`,
+/// `docs/dashboard-vitals.png`.
+#[test]
+fn ward_view_and_vital_signs_in_headless_chromium() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let started = Instant::now();
+    let data = tempfile::tempdir().unwrap();
+    // The demo hospital, whose `news2` rule raises an alarm from NEWS2 low–medium on.
+    let server = Serve::start(&["--data", data.path().to_str().unwrap()]);
+    let (base, admin) = (
+        server.url.clone(),
+        server.admin.clone().expect("an admin token"),
+    );
+    let (_chromedriver, driver_port) = start_chromedriver(&driver);
+    let browser = Browser::start(driver_port, &chromium);
+    let api = Api {
+        agent: agent(),
+        base: base.clone(),
+        token: admin.clone(),
+    };
+    let shots = workspace_root().join("target/browser");
+    let nurse = token_for(&api, "nurse");
+
+    let mut ids = Vec::new();
+    for (name, ward) in [
+        ("Harriet Vance", "5A"),
+        ("Leonard Moss", "5A"),
+        ("Maria Chen", "6B"),
+    ] {
+        let p = api.expect("POST", "/api/patients", Some(json!({ "name": name })), 201);
+        let id = p["id"].as_str().expect("patient id").to_string();
+        let s = api.expect(
+            "PUT",
+            &format!("/api/patients/{id}/settings"),
+            Some(json!({ "ward": ward })),
+            200,
+        );
+        assert_eq!(s["ward"], json!(ward), "{s}");
+        ids.push(id);
+    }
+    let (high, low, third) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    let now = now_ms();
+    let min = 60_000;
+    // Harriet deteriorates over four hours: NEWS2 0, 0, 4, then 9 and 15 (high).
+    for (ago, set) in [
+        (
+            240,
+            vital_set(16.0, 97.0, 0.0, Some(128.0), 78.0, "A", 36.9),
+        ),
+        (
+            180,
+            vital_set(19.0, 96.0, 0.0, Some(122.0), 88.0, "A", 37.3),
+        ),
+        (
+            120,
+            vital_set(22.0, 95.0, 0.0, Some(112.0), 96.0, "A", 37.9),
+        ),
+        (
+            60,
+            vital_set(24.0, 93.0, 2.0, Some(104.0), 108.0, "A", 38.4),
+        ),
+        (3, vital_set(26.0, 92.0, 4.0, Some(98.0), 114.0, "C", 38.6)),
+    ] {
+        api.fhir_transaction(&vitals_bundle(&high, now - ago * min, "monitor-5A-1", &set));
+    }
+    // A heart rate of 290 /min: stored as a suspected artefact, not scored.
+    api.fhir_transaction(&vitals_bundle(
+        &high,
+        now - 90 * min,
+        "monitor-5A-1",
+        &[("8867-4", quantity(290.0, "/min"))],
+    ));
+    // Leonard stays low.
+    for (ago, set) in [
+        (
+            240,
+            vital_set(14.0, 98.0, 0.0, Some(132.0), 72.0, "A", 36.8),
+        ),
+        (
+            120,
+            vital_set(16.0, 97.0, 0.0, Some(128.0), 92.0, "A", 37.0),
+        ),
+        (5, vital_set(15.0, 98.0, 0.0, Some(130.0), 76.0, "A", 36.9)),
+    ] {
+        api.fhir_transaction(&vitals_bundle(&low, now - ago * min, "monitor-5A-2", &set));
+    }
+    // Maria: a temperature of 34.9 °C (a single 3: low–medium), no blood pressure, and nothing
+    // for 70 minutes: incomplete and stale.
+    api.fhir_transaction(&vitals_bundle(
+        &third,
+        now - 70 * min,
+        "ehr",
+        &vital_set(18.0, 97.0, 0.0, None, 72.0, "A", 34.9),
+    ));
+    let n2 = api.expect("GET", &format!("/api/patients/{high}/news2"), None, 200);
+    let current = &n2["current"];
+    assert_eq!(current["risk"], json!("high"), "{n2}");
+    let aggregate = current["aggregate"].as_u64().expect("aggregate");
+    let trend_len = n2["trend"].as_array().map_or(0, Vec::len);
+    assert!(trend_len >= 5, "a trend of the day's scores: {n2}");
+    let ward = api.expect("GET", "/api/ward", None, 200);
+    let order: Vec<&str> = ward
+        .as_array()
+        .expect("ward rows")
+        .iter()
+        .filter_map(|r| r["patient"].as_str())
+        .collect();
+    assert_eq!(order, [&high, &third, &low], "highest risk first: {ward}");
+
+    // ---- the nurse's Ward tab: highest risk first, labelled, with trends and flags ----
+    browser.resize(1280, 1000);
+    browser.open_as(&base, "", &nurse);
+    browser.wait_js(
+        "the ward's three monitored patients, highest risk first",
+        Duration::from_secs(20),
+        "const rows = [...document.querySelectorAll('#news2-ward tr.n2-row')];
+         return (rows.map(r => r.dataset.patient).join() === arguments[0]
+                 && rows.map(r => r.dataset.risk).join() === 'high,low-medium,low')
+             || [rows.map(r => [r.dataset.patient, r.dataset.risk]),
+                 document.getElementById('status').textContent];",
+        json!([format!("{high},{third},{low}")]),
+    );
+    let rows = browser.js(
+        "return [...document.querySelectorAll('#news2-ward tr.n2-row')].map(r => ({
+             text: r.innerText, aggregate: r.dataset.aggregate,
+             risk: r.querySelector('.n2-risk').textContent,
+             spark: Number(r.querySelector('svg.spark').dataset.points),
+             sparkLabel: r.querySelector('svg.spark').getAttribute('aria-label'),
+             stale: r.dataset.stale, complete: r.dataset.complete}));",
+        json!([]),
+    );
+    let first = &rows[0];
+    assert_eq!(first["risk"], json!("high"), "{rows}");
+    assert_eq!(first["aggregate"], json!(aggregate.to_string()), "{rows}");
+    let text = first["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("Harriet Vance") && text.contains("5A"),
+        "{text:?}"
+    );
+    assert!(
+        first["spark"].as_u64().unwrap_or(0) >= 5,
+        "the sparkline draws the day's scores: {rows}"
+    );
+    assert!(
+        first["sparkLabel"]
+            .as_str()
+            .unwrap_or("")
+            .contains("NEWS2 over the last 24 hours"),
+        "{rows}"
+    );
+    let maria = rows[1]["text"].as_str().unwrap_or_default();
+    assert!(
+        maria.contains("incomplete") && maria.contains("stale — observations due"),
+        "Maria's flags: {maria:?}"
+    );
+    assert_eq!(rows[1]["risk"], json!("low–medium"), "{rows}");
+    assert_eq!(rows[2]["risk"], json!("low"), "{rows}");
+    assert_eq!(rows[2]["stale"], json!(""), "{rows}");
+    let label = browser.js(
+        "return document.querySelector('#news2-ward .n2-label').textContent;",
+        json!([]),
+    );
+    assert!(
+        label
+            .as_str()
+            .unwrap_or("")
+            .contains("decision support, not a diagnosis"),
+        "the ward view is labelled: {label}"
+    );
+    // The high-risk patient's NEWS2 alarm: high, on the alarm panel, naming the patient.
+    let alarm = format!("#alarms [data-alarm^='news2@patient.{high}@']");
+    browser.wait_js(
+        "the high-risk patient's NEWS2 alarm, naming her",
+        Duration::from_secs(20),
+        "const c = document.querySelector(arguments[0]);
+         return (!!c && c.dataset.priority === 'high' && c.dataset.state === 'raised'
+                 && c.innerText.includes('Harriet Vance')
+                 && !!c.querySelector('button[data-action=ack]'))
+             || (c && c.innerText);",
+        json!([alarm]),
+    );
+    browser.js("window.scrollTo(0, 0);", json!([]));
+    shoot_at(&browser, &shots, "dashboard-ward.png", "#alarms");
+
+    // The ward filter: 6B alone, then every ward again.
+    browser.choose("#n2-ward", "6B");
+    browser.wait_js(
+        "ward 6B alone",
+        Duration::from_secs(10),
+        "const rows = [...document.querySelectorAll('#news2-ward tr.n2-row')].map(r => r.dataset.patient);
+         return rows.join() === arguments[0] || rows;",
+        json!([third]),
+    );
+    browser.choose("#n2-ward", "");
+    browser.wait_js(
+        "every ward again",
+        Duration::from_secs(10),
+        "return document.querySelectorAll('#news2-ward tr.n2-row').length === 3;",
+        json!([]),
+    );
+
+    // ---- the alarm acknowledged by a click ----
+    browser.click(&format!("{alarm} button[data-action=ack]"));
+    browser.wait_js(
+        "the NEWS2 alarm acknowledged",
+        Duration::from_secs(10),
+        "const c = document.querySelector(arguments[0]);
+         return (c.dataset.state === 'acknowledged' && c.innerText.includes('nurse')) || c.innerText;",
+        json!([alarm]),
+    );
+    let acked = api.expect("GET", "/api/alarms", None, 200);
+    let acked = acked["active"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|a| a["scope"] == json!(format!("patient.{high}")))
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no NEWS2 alarm for {high}: {acked}"));
+    assert_eq!(acked["state"], json!("acknowledged"), "{acked}");
+    assert_eq!(acked["priority"], json!("high"), "{acked}");
+
+    // ---- the patient's vital signs and NEWS2, opened from the ward ----
+    let open = format!("#news2-ward tr[data-patient=\"{high}\"] [data-action=open-vitals]");
+    browser.click(&open);
+    let panel = format!(".vitals-panel[data-vitals-for=\"{high}\"]");
+    browser.wait_js(
+        "the patient's panel, loaded, with the keyboard's focus on its title",
+        Duration::from_secs(15),
+        "const p = document.querySelector(arguments[0]);
+         return (!!p && !!p.dataset.loaded && p.contains(document.activeElement)
+                 && document.activeElement.tagName === 'H2')
+             || [p && p.innerText.slice(0, 300), document.activeElement.outerHTML.slice(0, 100)];",
+        json!([panel]),
+    );
+    let seen = browser.js(
+        "const p = document.querySelector(arguments[0]);
+         const fig = (c) => p.querySelector('figure.vital[data-code=' + c + ']');
+         const points = {};
+         for (const c of ['respiratory_rate', 'spo2', 'heart_rate', 'systolic_bp', 'temperature'])
+           points[c] = [fig(c).querySelectorAll('svg circle.pt').length,
+                        fig(c).querySelectorAll('svg .artefact').length,
+                        fig(c).querySelectorAll('svg polyline.series').length];
+         for (const c of ['consciousness', 'inhaled_oxygen'])
+           points[c] = [p.querySelectorAll('g[data-code=' + c + '] .mk').length,
+                        p.querySelectorAll('g[data-code=' + c + '] .cons-bad, g[data-code=' + c + '] .oxy-on').length];
+         const s = p.querySelector('.n2-score');
+         return {
+           points,
+           aggregate: s.dataset.aggregate, risk: s.dataset.risk,
+           breakdown: [...p.querySelectorAll('.n2-breakdown tbody tr')]
+             .map(r => [r.dataset.parameter, r.dataset.state, r.dataset.score]),
+           trend: p.querySelectorAll('figure[data-chart=news2] circle.n2pt').length,
+           response: p.querySelector('.n2-response').textContent,
+           monitoring: p.querySelector('.n2-monitoring').textContent,
+           label: p.querySelector('.n2-label').textContent,
+           text: p.innerText,
+         };",
+        json!([panel]),
+    );
+    let points = &seen["points"];
+    for code in [
+        "respiratory_rate",
+        "spo2",
+        "heart_rate",
+        "systolic_bp",
+        "temperature",
+    ] {
+        // Five sets of vital signs in the last 24 hours, joined by one line.
+        assert_eq!(points[code][0], json!(5), "{code}: {points}");
+        assert_eq!(points[code][2], json!(1), "{code}: {points}");
+        let artefacts = if code == "heart_rate" { 1 } else { 0 };
+        assert_eq!(points[code][1], json!(artefacts), "{code}: {points}");
+    }
+    assert_eq!(
+        points["consciousness"],
+        json!([5, 1]),
+        "ACVPU markers, one not alert"
+    );
+    assert_eq!(
+        points["inhaled_oxygen"],
+        json!([5, 2]),
+        "oxygen markers, two on oxygen"
+    );
+    assert_eq!(seen["aggregate"], json!(aggregate.to_string()), "{seen}");
+    assert_eq!(seen["risk"], json!("high"), "{seen}");
+    let scores: Vec<(String, u64)> = current["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .map(|p| {
+            (
+                p["parameter"].as_str().unwrap().to_string(),
+                p["score"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let breakdown = seen["breakdown"].as_array().expect("breakdown rows");
+    assert_eq!(breakdown.len(), 7, "{seen}");
+    for (parameter, score) in &scores {
+        let row = breakdown
+            .iter()
+            .find(|r| r[0] == json!(parameter))
+            .unwrap_or_else(|| panic!("no row for {parameter}: {seen}"));
+        assert_eq!(row[1], json!("scored"), "{row}");
+        assert_eq!(row[2], json!(score.to_string()), "{row}");
+    }
+    assert_eq!(seen["trend"], json!(trend_len), "a dot per stored score");
+    assert_eq!(seen["response"], current["response"], "{seen}");
+    assert_eq!(seen["monitoring"], current["monitoring"], "{seen}");
+    assert!(
+        seen["label"]
+            .as_str()
+            .unwrap_or("")
+            .contains("decision support, not a diagnosis"),
+        "{seen}"
+    );
+    let text = seen["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("suspected artefact"),
+        "the artefact is named: {text:?}"
+    );
+    // Tall enough for the score, the trend and the vital signs' charts in one picture.
+    browser.resize(1280, 1560);
+    shoot_at(&browser, &shots, "dashboard-vitals.png", &panel);
+    browser.resize(1280, 1000);
+
+    // Escape closes it and gives the keyboard back to the patient's name.
+    browser.press(&format!("{panel} h2"), "\u{E00C}"); // Escape
+    browser.wait_js(
+        "the panel closed, the focus on the patient's name",
+        Duration::from_secs(5),
+        "return (!document.querySelector('.vitals-panel')
+                 && document.activeElement.dataset.action === 'open-vitals')
+             || document.activeElement.outerHTML.slice(0, 100);",
+        json!([]),
+    );
+
+    // ---- the Orders tab's patient card opens the same panel ----
+    browser.click("#tab-orders");
+    browser.type_into("#panel-orders input[name=patient]", &low);
+    browser.click("#panel-orders [data-action=find]");
+    browser.wait_js(
+        "Leonard's card with its vital signs button",
+        Duration::from_secs(10),
+        "return !!document.querySelector('.patient-card [data-action=vitals]');",
+        json!([]),
+    );
+    browser.click(".patient-card [data-action=vitals]");
+    let card_panel = format!(".patient-card .vitals-panel[data-vitals-for=\"{low}\"]");
+    browser.wait_js(
+        "Leonard's vital signs in his card: low risk",
+        Duration::from_secs(15),
+        "const p = document.querySelector(arguments[0]);
+         return (!!p && p.dataset.risk === 'low'
+                 && p.querySelectorAll('figure.vital[data-code=heart_rate] circle.pt').length === 3)
+             || (p && p.innerText.slice(0, 300));",
+        json!([card_panel]),
+    );
+
+    // ---- tablet width: the ward and the panel fit ----
+    browser.click("#tab-ward");
+    browser.click(&open);
+    browser.resize(768, 1024);
+    browser.wait_js(
+        "the ward and the patient's panel to fit a tablet's width",
+        Duration::from_secs(10),
+        "const p = document.querySelector(arguments[0]);
+         return (!!p && !!p.dataset.loaded
+                 && document.documentElement.scrollWidth <= window.innerWidth
+                 && p.getBoundingClientRect().right <= window.innerWidth)
+             || [document.documentElement.scrollWidth, window.innerWidth];",
+        json!([panel]),
+    );
+    browser.screenshot(&shots.join("dashboard-vitals-tablet.png"));
+    browser.resize(1280, 900);
+
+    // ---- Simplified Chinese ----
+    browser.choose("#lang", "zh-CN");
+    browser.wait_js(
+        "the ward view in Simplified Chinese",
+        Duration::from_secs(15),
+        "const rows = [...document.querySelectorAll('#news2-ward tr.n2-row')];
+         const label = document.querySelector('#news2-ward .n2-label');
+         return (document.documentElement.lang === 'zh-CN'
+                 && document.getElementById('n2w-h').textContent === '患者：NEWS2 评分'
+                 && rows.length === 3 && rows[0].querySelector('.n2-risk').textContent === '高'
+                 && rows[1].innerText.includes('已过时 — 需测量生命体征')
+                 && !!label && label.textContent.includes('辅助决策，并非诊断')
+                 && window.__i18nMissing.size === 0)
+             || [document.documentElement.lang, rows.map(r => r.innerText),
+                 [...window.__i18nMissing]];",
+        json!([]),
+    );
+    browser.click(&open);
+    browser.wait_js(
+        "the patient's panel in Simplified Chinese",
+        Duration::from_secs(15),
+        "const p = document.querySelector(arguments[0]);
+         return (!!p && !!p.dataset.loaded && p.querySelector('.n2-monitoring').textContent === '持续监测生命体征'
+                 && p.innerText.includes('呼吸频率') && window.__i18nMissing.size === 0)
+             || [p && p.innerText.slice(0, 300), [...window.__i18nMissing]];",
+        json!([panel]),
+    );
+    browser.js(
+        "document.querySelector(arguments[0]).scrollIntoView({block: 'start'});",
+        json!([panel]),
+    );
+    browser.screenshot(&shots.join("dashboard-vitals-zh-CN.png"));
+    browser.js("localStorage.clear();", json!([]));
+    eprintln!(
+        "the ward view and a patient's vital signs: {} ms",
+        started.elapsed().as_millis()
+    );
+}

@@ -163,6 +163,63 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "pp.cancelled": (p) => "Your " + p + " exam was cancelled",
       "pp.noshow": (p) => "You missed your call for " + p + ". Please ask at the desk.",
       "pp.patient": "Patient",
+      // NEWS2 and vital signs (decision support, not a diagnosis)
+      "kind.patient": "patient", "al.vitals": "Vital signs",
+      "n2.wardTitle": "Patients: NEWS2", "n2.label": "NEWS2 is decision support, not a diagnosis.",
+      "n2.ward": "Ward", "n2.allWards": "all wards", "n2.refresh": "Refresh", "n2.refreshBusy": "Refreshing…",
+      "n2.caption": "Monitored patients, highest NEWS2 risk first",
+      "n2.none": "No monitored patients.", "n2.noneWard": (w) => "No monitored patients on ward " + w + ".",
+      "n2.summary": (n, hi, at) => n + (n === 1 ? " monitored patient" : " monitored patients") + " · " + hi + " high risk · updated " + at,
+      "n2.col.patient": "Patient", "n2.col.ward": "Ward", "n2.col.score": "NEWS2", "n2.col.risk": "Risk",
+      "n2.col.trend": "Last 24 h", "n2.col.at": "Scored", "n2.col.flags": "Flags",
+      "n2.risk.low": "low", "n2.risk.low-medium": "low–medium", "n2.risk.medium": "medium", "n2.risk.high": "high",
+      "n2.incomplete": "incomplete", "n2.incompleteHint": "parameters missing: the risk is a lower bound",
+      "n2.stale": "stale — observations due",
+      "n2.sparkAlt": (n, first, last, mx) => "NEWS2 over the last 24 hours: " + n + (n === 1 ? " score" : " scores") +
+        ", from " + first + " to " + last + ", highest " + mx,
+      "n2.sparkNone": "no score in the last 24 hours",
+      "n2.doWard": "Loading the ward",
+      "n2.resp.low0": "continue routine NEWS monitoring",
+      "n2.resp.low": "inform registered nurse, who must assess the patient and decide whether increased frequency of monitoring and/or escalation of care is required",
+      "n2.resp.low-medium": "registered nurse to inform medical team caring for the patient, who will review and decide whether escalation of care is necessary",
+      "n2.resp.medium": "registered nurse to immediately inform the medical team caring for the patient; urgent assessment by a clinician or team with core competencies in the care of acutely ill patients; clinical care in an environment with monitoring facilities",
+      "n2.resp.high": "registered nurse to immediately inform the medical team caring for the patient – this should be at least at specialist registrar level; emergency assessment by a team with critical care competencies, including practitioner(s) with advanced airway management skills; consider transfer of care to a level 2 or 3 clinical care facility",
+      "n2.mon.low0": "minimum 12-hourly", "n2.mon.low": "minimum 4–6-hourly", "n2.mon.low-medium": "minimum 1-hourly",
+      "n2.mon.medium": "minimum 1-hourly", "n2.mon.high": "continuous monitoring of vital signs",
+      "vp.open": "Vital signs and NEWS2", "vp.title": (n) => "Vital signs and NEWS2: " + n, "vp.close": "Close",
+      "vp.do": "Loading vital signs", "vp.none": "No vital signs recorded for this patient.",
+      "vp.nowTitle": "NEWS2 now", "vp.aggregate": "aggregate score", "vp.risk": "Clinical risk",
+      "vp.lowerBound": " (a lower bound: parameters missing)", "vp.at": "Scored", "vp.response": "Clinical response",
+      "vp.monitoring": "Monitoring frequency", "vp.scale": "SpO2 scale",
+      "vp.scale.scale1": "scale 1", "vp.scale.scale2": "scale 2 (hypercapnic respiratory failure, target 88–92 %)",
+      "vp.red": "A single parameter scored 3 (a red score).",
+      "vp.breakdown": "Each parameter's score", "vp.param": "Parameter", "vp.value": "Value used", "vp.score": "Score",
+      "vp.missing": "missing — never observed", "vp.staleP": (tm) => "stale — last observed " + tm,
+      "vp.trend": "NEWS2 over the last 24 hours", "vp.vitals": "Vital signs over the last 24 hours",
+      "vp.trendAlt": (n, last) => "NEWS2 over the last 24 hours: " + n + (n === 1 ? " score" : " scores") + (n ? ", latest " + last : ""),
+      "vp.noData": "No values in the last 24 hours.",
+      "vp.latest": (v, tm) => "latest " + v + " at " + tm,
+      "vp.count": (n) => n + (n === 1 ? " value" : " values"),
+      "vp.artefacts": (n) => n + (n === 1 ? " suspected artefact" : " suspected artefacts"),
+      "vp.chartAlt": (name, n, latest, a) => name + " over the last 24 hours: " + n + (n === 1 ? " value" : " values") +
+        (latest ? ", " + latest : "") + (a ? ", " + a + (a === 1 ? " suspected artefact" : " suspected artefacts") + " (not scored)" : ""),
+      "vp.legend.value": "value", "vp.legend.artefact": "suspected artefact: stored, not scored, not joined to the line",
+      "vp.legend.band": "range that scores 0", "vp.legend.threshold": "NEWS2 5 (medium) and 7 (high)",
+      "vp.legend.incomplete": "hollow: incomplete score",
+      "vp.markers": "Consciousness and oxygen",
+      "vp.markersAlt": (c, o) => "Consciousness: " + c + "; air or oxygen: " + o,
+      "vp.artefactTitle": (r) => "suspected artefact: " + r,
+      "vp.onOxygen": "on oxygen", "vp.air": "air",
+      "vp.table": "Every value as a table", "vp.when": "When", "vp.source": "Source", "vp.note": "Note",
+      "vt.respiratory_rate": "Respiratory rate", "vt.spo2": "SpO2", "vt.heart_rate": "Heart rate",
+      "vt.systolic_bp": "Systolic blood pressure", "vt.temperature": "Temperature",
+      "vt.consciousness": "Consciousness (ACVPU)", "vt.inhaled_oxygen": "Air or oxygen",
+      "np.respiration_rate": "Respiration rate", "np.spo2": "SpO2", "np.air_or_oxygen": "Air or oxygen",
+      "np.systolic_bp": "Systolic blood pressure", "np.pulse": "Pulse", "np.consciousness": "Consciousness",
+      "np.temperature": "Temperature",
+      "acvpu.0": "A: alert", "acvpu.1": "C: new confusion", "acvpu.2": "V: responds to voice",
+      "acvpu.3": "P: responds to pain", "acvpu.4": "U: unresponsive",
+      "unit.perMin": "/min",
     },
     "zh-CN": {
       "lang.name": "中文（简体）",
@@ -299,6 +356,61 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "pp.cancelled": (p) => "您的 " + p + " 检查已取消",
       "pp.noshow": (p) => "您错过了 " + p + " 的叫号，请到服务台咨询。",
       "pp.patient": "患者",
+      "kind.patient": "患者", "al.vitals": "生命体征",
+      "n2.wardTitle": "患者：NEWS2 评分", "n2.label": "NEWS2 为辅助决策，并非诊断。",
+      "n2.ward": "病区", "n2.allWards": "全部病区", "n2.refresh": "刷新", "n2.refreshBusy": "刷新中…",
+      "n2.caption": "受监测患者（NEWS2 风险高者在前）",
+      "n2.none": "没有受监测的患者。", "n2.noneWard": (w) => "病区 " + w + " 没有受监测的患者。",
+      "n2.summary": (n, hi, at) => n + " 名受监测患者 · " + hi + " 名高风险 · 更新于 " + at,
+      "n2.col.patient": "患者", "n2.col.ward": "病区", "n2.col.score": "NEWS2", "n2.col.risk": "风险",
+      "n2.col.trend": "近 24 小时", "n2.col.at": "评分时间", "n2.col.flags": "提示",
+      "n2.risk.low": "低", "n2.risk.low-medium": "低–中", "n2.risk.medium": "中", "n2.risk.high": "高",
+      "n2.incomplete": "不完整", "n2.incompleteHint": "有参数缺失：风险为下限",
+      "n2.stale": "已过时 — 需测量生命体征",
+      "n2.sparkAlt": (n, first, last, mx) => "近 24 小时 NEWS2：" + n + " 次评分，从 " + first + " 到 " + last + "，最高 " + mx,
+      "n2.sparkNone": "近 24 小时无评分",
+      "n2.doWard": "加载病区",
+      "n2.resp.low0": "继续常规 NEWS 监测",
+      "n2.resp.low": "告知注册护士，由其评估患者，并决定是否需要提高监测频率和/或升级处理",
+      "n2.resp.low-medium": "注册护士告知负责该患者的医疗团队，由其评估并决定是否需要升级处理",
+      "n2.resp.medium": "注册护士立即告知负责该患者的医疗团队；由具备急危重症护理核心能力的临床医生或团队紧急评估；在具备监护条件的环境中进行临床护理",
+      "n2.resp.high": "注册护士立即告知负责该患者的医疗团队（至少为专科住院医师级别）；由具备重症监护能力（包括高级气道管理技能）的团队紧急评估；考虑转入二级或三级重症监护单元",
+      "n2.mon.low0": "至少每 12 小时一次", "n2.mon.low": "至少每 4–6 小时一次", "n2.mon.low-medium": "至少每小时一次",
+      "n2.mon.medium": "至少每小时一次", "n2.mon.high": "持续监测生命体征",
+      "vp.open": "生命体征与 NEWS2", "vp.title": (n) => n + " 的生命体征与 NEWS2", "vp.close": "关闭",
+      "vp.do": "加载生命体征", "vp.none": "该患者尚无生命体征记录。",
+      "vp.nowTitle": "当前 NEWS2", "vp.aggregate": "总分", "vp.risk": "临床风险",
+      "vp.lowerBound": "（下限：有参数缺失）", "vp.at": "评分时间", "vp.response": "临床响应",
+      "vp.monitoring": "监测频率", "vp.scale": "SpO2 量表",
+      "vp.scale.scale1": "量表 1", "vp.scale.scale2": "量表 2（高碳酸血症性呼吸衰竭，目标 88–92%）",
+      "vp.red": "有单项参数得 3 分（红色评分）。",
+      "vp.breakdown": "各参数评分", "vp.param": "参数", "vp.value": "采用值", "vp.score": "得分",
+      "vp.missing": "缺失 — 从未测量", "vp.staleP": (tm) => "已过时 — 最近测量于 " + tm,
+      "vp.trend": "近 24 小时 NEWS2 趋势", "vp.vitals": "近 24 小时生命体征",
+      "vp.trendAlt": (n, last) => "近 24 小时 NEWS2：" + n + " 次评分" + (n ? "，最新 " + last : ""),
+      "vp.noData": "近 24 小时无数据。",
+      "vp.latest": (v, tm) => "最新 " + v + "（" + tm + "）",
+      "vp.count": (n) => n + " 个数值",
+      "vp.artefacts": (n) => n + " 个疑似伪差",
+      "vp.chartAlt": (name, n, latest, a) => "近 24 小时" + name + "：" + n + " 个数值" + (latest ? "，" + latest : "") +
+        (a ? "，" + a + " 个疑似伪差（不计分）" : ""),
+      "vp.legend.value": "数值", "vp.legend.artefact": "疑似伪差：已保存，不计分，不连线",
+      "vp.legend.band": "得 0 分的范围", "vp.legend.threshold": "NEWS2 5 分（中）与 7 分（高）",
+      "vp.legend.incomplete": "空心：评分不完整",
+      "vp.markers": "意识与吸氧",
+      "vp.markersAlt": (c, o) => "意识：" + c + "；空气或吸氧：" + o,
+      "vp.artefactTitle": (r) => "疑似伪差：" + r,
+      "vp.onOxygen": "吸氧", "vp.air": "空气",
+      "vp.table": "以表格显示所有数值", "vp.when": "时间", "vp.source": "来源", "vp.note": "备注",
+      "vt.respiratory_rate": "呼吸频率", "vt.spo2": "血氧饱和度 SpO2", "vt.heart_rate": "心率",
+      "vt.systolic_bp": "收缩压", "vt.temperature": "体温",
+      "vt.consciousness": "意识（ACVPU）", "vt.inhaled_oxygen": "空气或吸氧",
+      "np.respiration_rate": "呼吸频率", "np.spo2": "血氧饱和度 SpO2", "np.air_or_oxygen": "空气或吸氧",
+      "np.systolic_bp": "收缩压", "np.pulse": "脉搏", "np.consciousness": "意识",
+      "np.temperature": "体温",
+      "acvpu.0": "A：清醒", "acvpu.1": "C：新发意识混乱", "acvpu.2": "V：对声音有反应",
+      "acvpu.3": "P：对疼痛有反应", "acvpu.4": "U：无反应",
+      "unit.perMin": "次/分",
     },
   };
   const LANGS = ["en", "zh-CN"];
@@ -514,6 +626,9 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     report: ["admin", "doctor"],
     noShow: ["admin", "scheduler", "nurse", "technician"],
     shelve: ["admin", "scheduler"],
+    // The ward's NEWS2 and a patient's vital signs: the clinical staff (the API lets
+    // technicians read them too, but they are not theirs to act on).
+    vitals: ["admin", "scheduler", "doctor", "nurse"],
     admin: ["admin"],
   };
   const may = (what) => !!me && MAY[what].includes(me.role);
@@ -629,6 +744,8 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     $("who").textContent = "";
     $("view-name").textContent = "";
     $("alarm-badge").hidden = true;
+    openVitals = null;
+    clearInterval(wardTimer);
   }
 
   function signOut(message) {
@@ -815,7 +932,9 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const alarms = alarmPanel();
     allBadges.push(alarms.live);
     live.alarmSubs.push(alarms.render);
-    panel.append(h("h1", { class: "sr-only" }, t("view.ward")), alarms.el, grid);
+    // Once the ward has named its patients, the alarm cards of NEWS2 alarms name them too.
+    const ward = may("vitals") ? news2Ward(() => alarms.render(live.alarms)) : null;
+    panel.append(h("h1", { class: "sr-only" }, t("view.ward")), alarms.el, ...(ward ? [ward.el] : []), grid);
     const sections = {};
     for (const p of poolList) {
       const sec = poolSection(live.pools.get(poolKey(p)));
@@ -824,7 +943,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       grid.append(sec.el);
     }
     live.poolSubs.push((d) => { const sec = sections[poolKey(d)]; if (sec) sec.render(d); });
-    return {};
+    return ward ? { shown: ward.shown, hidden: ward.hidden } : {};
   }
 
   function poolSection(p) {
@@ -950,6 +1069,464 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       if (container.children[i] !== c.el) container.insertBefore(c.el, container.children[i] || null);
     });
     for (const [k, c] of map) if (!seen.has(k)) { c.el.remove(); map.delete(k); }
+  }
+
+  // ---------- NEWS2: the ward's monitored patients, and one patient's vital signs ----------
+  // Decision support, not a diagnosis: every NEWS2 shown says so. Risks in the RCP's colours
+  // (low none or green, low–medium and medium amber and orange, high red), always written out.
+  const RISKS = ["low", "low-medium", "medium", "high"];
+  const riskOf = (r) => (RISKS.includes(r) ? r : "low");
+  const DAY_MS = 24 * 3600 * 1000;
+  const WARD_KEY = "medkeeper.ward";
+  const WARD_REFRESH_MS = 30000;
+  const wardNames = new Map(); // patient id -> name, from the ward view (alarm cards name patients)
+  let wardTimer = null;
+  let openVitals = null; // (patient id) => opens the patient's panel in the ward view
+  // Each NEWS2 parameter, in chart order, and the vital sign it is scored from.
+  const PARAMS = [
+    ["respiration_rate", "respiratory_rate"], ["spo2", "spo2"], ["air_or_oxygen", "inhaled_oxygen"],
+    ["systolic_bp", "systolic_bp"], ["pulse", "heart_rate"], ["consciousness", "consciousness"],
+    ["temperature", "temperature"],
+  ];
+  // The small multiples: a default y range (widened to the plausible values, in `step`s) and the
+  // range that scores 0 (SpO2: scale 1, or `band2` on scale 2).
+  const VITAL_CHARTS = [
+    { code: "respiratory_rate", unit: "unit.perMin", lo: 5, hi: 35, step: 5, band: [12, 20] },
+    { code: "spo2", unit: "%", lo: 84, hi: 100, step: 2, band: [96, 100], band2: [88, 92] },
+    { code: "heart_rate", unit: "unit.perMin", lo: 30, hi: 150, step: 10, band: [51, 90] },
+    { code: "systolic_bp", unit: "mmHg", lo: 70, hi: 230, step: 10, band: [111, 219] },
+    { code: "temperature", unit: "°C", lo: 34.5, hi: 40, step: 0.5, band: [36.1, 38.0], dp: 1 },
+  ];
+  const ACVPU = "ACVPU";
+
+  function numText(v, dp) {
+    const n = Number(v);
+    if (dp) return n.toFixed(dp);
+    return Number.isInteger(n) ? String(n) : n.toFixed(1);
+  }
+  function vitalValue(code, v) {
+    if (code === "consciousness") return t("acvpu." + Math.max(0, Math.min(4, Math.round(v))));
+    if (code === "inhaled_oxygen") return v > 0 ? t("vp.onOxygen") : t("vp.air");
+    const spec = VITAL_CHARTS.find((c) => c.code === code) || {};
+    const unit = spec.unit ? (spec.unit.startsWith("unit.") ? t(spec.unit) : spec.unit) : "";
+    return numText(v, spec.dp) + " " + unit;
+  }
+  function riskBadge(risk) {
+    const r = riskOf(risk);
+    return h("span", { class: "badge n2-risk risk-" + r, data: { risk: r } }, t("n2.risk." + r));
+  }
+  function dsLabel() {
+    return h("p", { class: "n2-label" }, h("span", { class: "n2-label-mark", "aria-hidden": "true" }, "i"), t("n2.label"));
+  }
+  // The chart's response and monitoring: the server's words in English, translated otherwise.
+  function chartText(kind, c) {
+    if (lang === "en" && c[kind === "resp" ? "response" : "monitoring"]) return c[kind === "resp" ? "response" : "monitoring"];
+    const r = riskOf(c.risk);
+    return t("n2." + kind + "." + (r === "low" && c.aggregate === 0 ? "low0" : r));
+  }
+  const xAt = (from, to, L, W) => (tm) => L + Math.max(0, Math.min(1, (tm - from) / (to - from))) * W;
+  function timeTicks(from, to, x, y) {
+    const g = [];
+    for (let i = 0; i <= 4; i++) {
+      const tm = from + ((to - from) * i) / 4;
+      g.push(s("text", { x: x(tm), y, class: "tick", "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, clock(tm)));
+    }
+    return g;
+  }
+
+  // A ward row's 24 hours of NEWS2 in 120 × 32 pixels: the line, the 7 (high) threshold, and
+  // the latest score's dot in its risk's colour (hollow if incomplete).
+  function sparkline(trend, to) {
+    const W = 120, H = 32, P = 4;
+    const from = to - DAY_MS;
+    const pts = (trend || []).filter((p) => p.at_ms >= from - 60000).sort((a, b) => a.at_ms - b.at_ms);
+    const yMax = Math.max(9, ...pts.map((p) => p.aggregate + 1));
+    const x = xAt(from, to, P, W - 2 * P);
+    const y = (v) => P + (1 - v / yMax) * (H - 2 * P);
+    const g = [s("line", { x1: P, x2: W - P, y1: y(7), y2: y(7), class: "thr" }),
+      s("line", { x1: P, x2: W - P, y1: y(0), y2: y(0), class: "grid" })];
+    if (pts.length > 1) {
+      g.push(s("polyline", { points: pts.map((p) => x(p.at_ms).toFixed(1) + "," + y(p.aggregate).toFixed(1)).join(" "), class: "series" }));
+    }
+    const last = pts[pts.length - 1];
+    if (last) {
+      g.push(s("circle", { cx: x(last.at_ms), cy: y(last.aggregate), r: 3.2,
+        class: "n2pt risk-" + riskOf(last.risk) + (last.complete ? "" : " incomplete") }));
+    }
+    const label = last
+      ? t("n2.sparkAlt", pts.length, pts[0].aggregate, last.aggregate, Math.max(...pts.map((p) => p.aggregate)))
+      : t("n2.sparkNone");
+    return s("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, class: "spark", role: "img",
+      "aria-label": label, data: { points: String(pts.length) } }, s("title", {}, label), g);
+  }
+
+  // The patient's stored NEWS2 scores over 24 hours, with the medium (5) and high (7) lines.
+  function trendChart(trend, from, to) {
+    const W = 480, H = 150, L = 28, R = 10, T = 8, B = 20;
+    const pts = (trend || []).filter((p) => p.at_ms >= from - 60000).sort((a, b) => a.at_ms - b.at_ms);
+    const yMax = Math.max(10, ...pts.map((p) => p.aggregate + 1));
+    const x = xAt(from, to, L, W - L - R);
+    const y = (v) => T + (1 - v / yMax) * (H - T - B);
+    const g = [
+      s("rect", { x: L, width: W - L - R, y: y(yMax), height: y(7) - y(yMax), class: "zone-high" }),
+      s("rect", { x: L, width: W - L - R, y: y(7), height: y(5) - y(7), class: "zone-medium" }),
+      s("line", { x1: L, x2: W - R, y1: y(0), y2: y(0), class: "grid" }),
+      s("line", { x1: L, x2: W - R, y1: y(5), y2: y(5), class: "thr" }),
+      s("line", { x1: L, x2: W - R, y1: y(7), y2: y(7), class: "thr thr-high" }),
+    ];
+    for (const v of [0, 5, 7, yMax]) g.push(s("text", { x: L - 4, y: y(v) + 4, class: "tick", "text-anchor": "end" }, String(v)));
+    g.push(...timeTicks(from, to, x, H - 5));
+    if (pts.length > 1) {
+      g.push(s("polyline", { points: pts.map((p) => x(p.at_ms).toFixed(1) + "," + y(p.aggregate).toFixed(1)).join(" "), class: "series" }));
+    }
+    for (const p of pts) {
+      g.push(s("circle", { cx: x(p.at_ms), cy: y(p.aggregate), r: 4, class: "n2pt risk-" + riskOf(p.risk) + (p.complete ? "" : " incomplete") },
+        s("title", {}, clock(p.at_ms) + " · NEWS2 " + p.aggregate + " · " + t("n2.risk." + riskOf(p.risk)) + (p.complete ? "" : " · " + t("n2.incomplete")))));
+    }
+    if (!pts.length) g.push(s("text", { x: (L + W) / 2, y: H / 2, class: "tick", "text-anchor": "middle" }, t("vp.noData")));
+    const last = pts[pts.length - 1];
+    const label = t("vp.trendAlt", pts.length, last ? last.aggregate + " (" + t("n2.risk." + riskOf(last.risk)) + ")" : "");
+    return s("svg", { viewBox: "0 0 " + W + " " + H, class: "vchart", role: "img", "aria-label": label,
+      data: { points: String(pts.length) } }, s("title", {}, label), g);
+  }
+
+  // One vital sign's 24 hours: dots joined by a line; a suspected artefact a cross, never
+  // joined (clamped to the chart's edge if it lies outside); the range that scores 0 shaded.
+  function vitalChart(spec, obs, from, to, scale) {
+    const W = 320, H = 132, L = 36, R = 8, T = 8, B = 20;
+    const ok = obs.filter((o) => !o.artefact), bad = obs.filter((o) => o.artefact);
+    let lo = spec.lo, hi = spec.hi;
+    for (const o of ok) { lo = Math.min(lo, o.value); hi = Math.max(hi, o.value); }
+    lo = Math.floor(lo / spec.step) * spec.step;
+    hi = Math.ceil(hi / spec.step) * spec.step;
+    const x = xAt(from, to, L, W - L - R);
+    const y = (v) => T + (1 - (Math.max(lo, Math.min(hi, v)) - lo) / (hi - lo)) * (H - T - B);
+    const g = [];
+    const band = scale === "scale2" && spec.band2 ? spec.band2 : spec.band;
+    g.push(s("rect", { x: L, width: W - L - R, y: y(band[1]), height: Math.max(0, y(band[0]) - y(band[1])), class: "band" }));
+    for (const v of [lo, (lo + hi) / 2, hi]) {
+      g.push(s("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
+      g.push(s("text", { x: L - 4, y: y(v) + 4, class: "tick", "text-anchor": "end" }, numText(v, spec.dp)));
+    }
+    g.push(...timeTicks(from, to, x, H - 5));
+    if (ok.length > 1) {
+      g.push(s("polyline", { points: ok.map((o) => x(o.effective_ms).toFixed(1) + "," + y(o.value).toFixed(1)).join(" "), class: "series" }));
+    }
+    for (const o of ok) {
+      g.push(s("circle", { cx: x(o.effective_ms), cy: y(o.value), r: 2.8, class: "pt" },
+        s("title", {}, clock(o.effective_ms) + " · " + vitalValue(spec.code, o.value))));
+    }
+    for (const o of bad) {
+      const cx = x(o.effective_ms), cy = y(o.value), d = 4.5;
+      g.push(s("path", { d: "M" + (cx - d) + " " + (cy - d) + "L" + (cx + d) + " " + (cy + d) + "M" + (cx - d) + " " + (cy + d) + "L" + (cx + d) + " " + (cy - d),
+        class: "artefact" }, s("title", {}, clock(o.effective_ms) + " · " + vitalValue(spec.code, o.value) + " · " + t("vp.artefactTitle", o.artefact))));
+    }
+    if (!obs.length) g.push(s("text", { x: (L + W) / 2, y: (H - B) / 2 + 4, class: "tick", "text-anchor": "middle" }, t("vp.noData")));
+    const last = ok[ok.length - 1];
+    const latest = last ? t("vp.latest", vitalValue(spec.code, last.value), clock(last.effective_ms)) : "";
+    const label = t("vp.chartAlt", t("vt." + spec.code), ok.length, latest, bad.length);
+    return s("svg", { viewBox: "0 0 " + W + " " + H, class: "vchart", role: "img", "aria-label": label }, s("title", {}, label), g);
+  }
+
+  // Consciousness (ACVPU letters; anything but A stands out) and air or oxygen (a filled dot
+  // on oxygen, a hollow one on air) as markers on the same 24 hours.
+  function markerChart(cons, oxy, from, to) {
+    const W = 320, H = 78, L = 36, R = 8, B = 20;
+    const x = xAt(from, to, L, W - L - R);
+    const rows = [{ code: "consciousness", label: "ACVPU", y: 18, obs: cons }, { code: "inhaled_oxygen", label: "O₂", y: 42, obs: oxy }];
+    const g = [];
+    for (const r of rows) {
+      g.push(s("line", { x1: L, x2: W - R, y1: r.y, y2: r.y, class: "grid" }));
+      g.push(s("text", { x: L - 4, y: r.y + 4, class: "tick", "text-anchor": "end" }, r.label));
+      const marks = r.obs.map((o) => {
+        const cx = x(o.effective_ms);
+        const title = s("title", {}, clock(o.effective_ms) + " · " + vitalValue(r.code, o.value));
+        if (r.code === "consciousness") {
+          const v = Math.max(0, Math.min(4, Math.round(o.value)));
+          return s("g", { class: "mk cons" + (v > 0 ? " cons-bad" : "") }, title,
+            s("circle", { cx, cy: r.y, r: 7 }), s("text", { x: cx, y: r.y + 4, "text-anchor": "middle" }, ACVPU[v]));
+        }
+        return s("g", { class: "mk " + (o.value > 0 ? "oxy-on" : "oxy-off") }, title, s("circle", { cx, cy: r.y, r: 5 }));
+      });
+      g.push(s("g", { data: { code: r.code, points: String(r.obs.length) } }, marks));
+    }
+    g.push(...timeTicks(from, to, x, H - 5));
+    const lastOf = (obs, code) => (obs.length ? vitalValue(code, obs[obs.length - 1].value) : "—");
+    const label = t("vp.markersAlt", lastOf(cons, "consciousness"), lastOf(oxy, "inhaled_oxygen"));
+    return s("svg", { viewBox: "0 0 " + W + " " + H, class: "vchart", role: "img", "aria-label": label }, s("title", {}, label), g);
+  }
+
+  // A patient's vital signs and NEWS2: the score now with each parameter's score, the chart's
+  // response and monitoring, the 24-hour NEWS2 trend and the 24-hour vital signs. `onClose`
+  // (optional) closes it; Escape does too.
+  function vitalsPanel(id, name, onClose) {
+    const key = newId("vp");
+    const title = h("h2", { id: key + "-h", tabindex: "-1" }, t("vp.title", name || id));
+    const err = errorBox();
+    const refreshBtn = h("button", { type: "button", class: "btn-secondary", data: { action: "refresh-vitals" } }, t("n2.refresh"));
+    const closeBtn = onClose ? h("button", { type: "button", class: "btn-secondary", data: { action: "close-vitals" } }, t("vp.close")) : null;
+    const nowBox = h("div", { class: "n2-now", "aria-live": "polite" }, h("p", { class: "muted" }, t("loading")));
+    const trendBox = h("div", { class: "n2-trend" });
+    const chartsBox = h("div", { class: "vital-charts" });
+    const tableBody = h("tbody", {});
+    const details = h("details", { class: "vital-table" }, h("summary", {}, t("vp.table")),
+      h("div", { class: "table-wrap" }, h("table", { class: "queue" }, h("caption", { class: "sr-only" }, t("vp.vitals")),
+        h("thead", {}, h("tr", {}, ["vp.when", "vp.param", "vp.value", "vp.note"].map((k) => h("th", { scope: "col" }, t(k))))), tableBody)));
+    const el = h("section", { class: "vitals-panel", data: { vitalsFor: id }, "aria-labelledby": key + "-h" },
+      h("div", { class: "pool-head" }, title, h("div", { class: "vp-actions" }, refreshBtn, closeBtn)),
+      h("p", { class: "muted pt-meta" }, idCode(id)),
+      dsLabel(), err, nowBox,
+      h("h3", { class: "sub-h" }, t("vp.trend")), trendBox,
+      h("h3", { class: "sub-h" }, t("vp.vitals")), chartsBox,
+      h("p", { class: "vital-legend muted" },
+        h("span", { class: "lg lg-pt", "aria-hidden": "true" }, "●"), " " + t("vp.legend.value") + " · ",
+        h("span", { class: "lg lg-art", "aria-hidden": "true" }, "×"), " " + t("vp.legend.artefact") + " · ",
+        h("span", { class: "lg lg-band", "aria-hidden": "true" }, "▮"), " " + t("vp.legend.band") + " · ",
+        h("span", { class: "lg lg-thr", "aria-hidden": "true" }, "┄"), " " + t("vp.legend.threshold") + " · ",
+        t("vp.legend.incomplete")),
+      details);
+    if (closeBtn) closeBtn.addEventListener("click", () => onClose());
+    if (onClose) el.addEventListener("keydown", (ev) => { if (ev.key === "Escape") { ev.preventDefault(); onClose(); } });
+    let vitals = [];
+    const drawTable = () => {
+      if (!details.open) return;
+      put(tableBody, ...vitals.slice().reverse().slice(0, 500).map((o) => h("tr", { class: o.artefact ? "artefact-row" : "" },
+        h("td", { class: "num" }, dateTime(o.effective_ms)), h("td", {}, t("vt." + o.code)),
+        h("td", { class: "num" }, vitalValue(o.code, o.value)),
+        h("td", {}, o.artefact ? t("vp.artefactTitle", o.artefact) : ""))));
+    };
+    details.addEventListener("toggle", drawTable);
+
+    function drawNow(n, byId) {
+      const c = n.current;
+      if (!c) { put(nowBox, h("p", { class: "empty" }, t("vp.none"))); return; }
+      const r = riskOf(c.risk);
+      const scores = new Map((c.parameters || []).map((p) => [p.parameter, p.score]));
+      const stale = new Map((c.stale || []).map((m) => [m.parameter, m]));
+      const used = new Map();
+      for (const oid of c.basis || []) { const o = byId.get(oid); if (o) used.set(o.code, o); }
+      const rows = PARAMS.map(([p, code]) => {
+        const sc = scores.get(p);
+        let value, score = "—", state = "scored";
+        if (sc !== undefined) {
+          const o = used.get(code);
+          value = o ? [vitalValue(code, o.value), " ", h("span", { class: "muted" }, clock(o.effective_ms))] : "—";
+          score = h("span", { class: "badge n2-pscore score-" + Math.min(3, sc) }, String(sc));
+        } else if (stale.has(p)) {
+          state = "stale";
+          value = h("span", { class: "n2-flag flag-stale" }, t("vp.staleP", dateTime(stale.get(p).last_ms)));
+        } else {
+          state = "missing";
+          value = h("span", { class: "n2-flag flag-missing" }, t("vp.missing"));
+        }
+        return h("tr", { data: { parameter: p, state, score: sc === undefined ? "" : String(sc) } },
+          h("th", { scope: "row" }, t("np." + p)), h("td", {}, value), h("td", { class: "num" }, score));
+      });
+      const dt = (k) => h("dt", {}, t(k));
+      put(nowBox,
+        h("div", { class: "n2-score risk-" + r, data: { aggregate: String(c.aggregate), risk: r } },
+          h("span", { class: "n2-agg" }, String(c.aggregate)),
+          h("span", { class: "n2-agg-label" }, "NEWS2 · " + t("vp.aggregate")),
+          riskBadge(r),
+          c.complete ? null : h("span", { class: "n2-flag flag-incomplete" }, t("n2.incomplete"))),
+        h("div", { class: "n2-facts" },
+          h("dl", { class: "alarm-meta" },
+            dt("vp.risk"), h("dd", {}, riskBadge(r), c.complete ? "" : t("vp.lowerBound")),
+            dt("vp.at"), h("dd", {}, agoEl(c.at_ms), " (" + dateTime(c.at_ms) + ")"),
+            dt("vp.response"), h("dd", { class: "n2-response" }, chartText("resp", c)),
+            dt("vp.monitoring"), h("dd", { class: "n2-monitoring" }, chartText("mon", c)),
+            dt("vp.scale"), h("dd", {}, t("vp.scale." + (c.scale === "scale2" ? "scale2" : "scale1")))),
+          c.red ? h("p", { class: "n2-red" }, t("vp.red")) : null),
+        h("div", { class: "table-wrap n2-breakdown-wrap" },
+          h("table", { class: "queue n2-breakdown" }, h("caption", {}, t("vp.breakdown")),
+            h("thead", {}, h("tr", {}, ["vp.param", "vp.value", "vp.score"].map((k) => h("th", { scope: "col" }, t(k))))),
+            h("tbody", {}, rows),
+            h("tfoot", {}, h("tr", {}, h("th", { scope: "row" }, "NEWS2"), h("td", {}, riskBadge(r)),
+              h("td", { class: "num" }, h("strong", {}, String(c.aggregate))))))));
+    }
+
+    function drawCharts(n) {
+      const to = Date.now(), from = to - DAY_MS;
+      const scale = n.current ? n.current.scale : "scale1";
+      const of = (code) => vitals.filter((o) => o.code === code && o.effective_ms >= from - 60000);
+      put(trendBox, h("figure", { class: "chart n2-trend-chart", data: { chart: "news2" } },
+        h("figcaption", {}, h("strong", {}, "NEWS2"), " ", h("span", { class: "muted" }, t("vp.legend.threshold"))),
+        trendChart(n.trend, from, to)));
+      const figs = VITAL_CHARTS.map((spec) => {
+        const obs = of(spec.code);
+        const ok = obs.filter((o) => !o.artefact), bad = obs.length - ok.length;
+        const last = ok[ok.length - 1];
+        return h("figure", { class: "chart vital", data: { code: spec.code, points: String(ok.length), artefacts: String(bad) } },
+          h("figcaption", {}, h("strong", {}, t("vt." + spec.code)), " ",
+            h("span", { class: "muted" }, [last ? t("vp.latest", vitalValue(spec.code, last.value), clock(last.effective_ms)) : null,
+              t("vp.count", ok.length), bad ? t("vp.artefacts", bad) : null].filter(Boolean).join(" · "))),
+          vitalChart(spec, obs, from, to, scale));
+      });
+      const cons = of("consciousness"), oxy = of("inhaled_oxygen");
+      figs.push(h("figure", { class: "chart vital markers", data: { code: "markers" } },
+        h("figcaption", {}, h("strong", {}, t("vp.markers")), " ",
+          h("span", { class: "muted" }, t("vt.consciousness") + " · " + t("vt.inhaled_oxygen"))),
+        markerChart(cons, oxy, from, to)));
+      put(chartsBox, ...figs);
+    }
+
+    let busy = null;
+    function refresh() {
+      if (busy) return busy;
+      const q = "/api/patients/" + encodeURIComponent(id);
+      busy = act(refreshBtn, err, t("vp.do"), null,
+        () => Promise.all([api(q + "/news2"), api(q + "/vitals?since_ms=" + (Date.now() - DAY_MS) + "&limit=10000")]),
+        ([n, v]) => {
+          vitals = (Array.isArray(v) ? v : []).slice().sort((a, b) => a.effective_ms - b.effective_ms);
+          const byId = new Map(vitals.map((o) => [o.id, o]));
+          drawNow(n, byId);
+          drawCharts(n);
+          drawTable();
+          el.dataset.loaded = String(Date.now());
+          el.dataset.risk = n.current ? riskOf(n.current.risk) : "";
+        }).finally(() => { busy = null; });
+      return busy;
+    }
+    refreshBtn.addEventListener("click", () => refresh());
+    refresh();
+    return { el, refresh, focus: () => title.focus() };
+  }
+
+  // The Ward tab's monitored patients: the latest NEWS2 of each, highest risk first, a ward
+  // filter; read again when an alarms event arrives (a NEWS2 alarm is scoped `patient.<id>`)
+  // and every 30 s while the tab is shown. A patient's name opens their vital signs below.
+  function news2Ward(onNames) {
+    const hid = "n2w-h";
+    let filter = sessionStorage.getItem(WARD_KEY) || "";
+    const known = new Set();
+    const wardSel = h("select", { id: "n2-ward", name: "ward" });
+    let wardsSig = null;
+    const drawWards = () => {
+      const wards = [...new Set([...known, ...(filter ? [filter] : [])])].sort();
+      const sig = wards.join("\n") + "|" + filter;
+      if (sig === wardsSig || document.activeElement === wardSel) return;
+      wardsSig = sig;
+      put(wardSel, h("option", { value: "" }, t("n2.allWards")),
+        wards.map((w) => h("option", { value: w, selected: w === filter }, w)));
+    };
+    drawWards();
+    const refreshBtn = h("button", { type: "button", class: "btn-secondary", data: { action: "ward-refresh" } }, t("n2.refresh"));
+    const summary = h("p", { class: "summary", "aria-live": "polite" }, t("loading"));
+    const err = errorBox();
+    const tbody = h("tbody", {});
+    const rows = new Map();
+    const table = h("div", { class: "table-wrap", hidden: true }, h("table", { class: "queue ward-table" },
+      h("caption", { class: "sr-only" }, t("n2.caption")),
+      h("thead", {}, h("tr", {}, ["n2.col.patient", "n2.col.ward", "n2.col.score", "n2.col.risk", "n2.col.trend", "n2.col.at", "n2.col.flags"]
+        .map((k) => h("th", { scope: "col" }, t(k))))), tbody));
+    const empty = h("p", { class: "empty", hidden: true });
+    const slot = h("div", { class: "vitals-slot" });
+    const el = h("section", { id: "news2-ward", class: "news2-ward", "aria-labelledby": hid },
+      h("div", { class: "pool-head" }, h("h2", { id: hid }, t("n2.wardTitle")),
+        h("div", { class: "inline-form ward-filter" }, h("label", { for: "n2-ward" }, t("n2.ward")), wardSel, refreshBtn)),
+      dsLabel(), summary, err, table, empty, slot);
+
+    let panel = null, panelFor = null, opener = null;
+    const markOpen = () => { for (const [k, r] of rows) r.el.dataset.open = k === panelFor ? "1" : ""; };
+    const closePanel = () => {
+      panel = null; panelFor = null;
+      put(slot);
+      markOpen();
+      const back = opener && opener.isConnected ? opener : rows.size ? [...rows.values()][0].btn : null;
+      if (back) back.focus();
+    };
+    const open = (pid, name, btn) => {
+      opener = btn || null;
+      panelFor = pid;
+      panel = vitalsPanel(pid, name || wardNames.get(pid) || pid, closePanel);
+      put(slot, panel.el);
+      markOpen();
+      panel.focus();
+    };
+    openVitals = (pid) => {
+      if (tabCtl && tabCtl.names.includes("ward")) tabCtl.show("ward");
+      open(pid, wardNames.get(pid), null);
+    };
+
+    const row = () => {
+      const btn = h("button", { type: "button", class: "btn-link n2-name", data: { action: "open-vitals" } });
+      const wardCell = h("td", {}), scoreCell = h("td", { class: "num n2-agg-cell" }), riskCell = h("td", {}),
+        trendCell = h("td", { class: "n2-spark-cell" }), atCell = h("td", { class: "num" }), flagCell = h("td", {});
+      const tr = h("tr", {}, h("td", {}, btn), wardCell, scoreCell, riskCell, trendCell, atCell, flagCell);
+      let cur = null;
+      btn.addEventListener("click", () => open(cur.patient, cur.name, btn));
+      return {
+        el: tr, btn,
+        update(r) {
+          cur = r;
+          const risk = riskOf(r.risk);
+          tr.className = "n2-row risk-" + risk;
+          Object.assign(tr.dataset, { patient: r.patient, risk, aggregate: String(r.aggregate),
+            complete: r.complete ? "1" : "", stale: r.stale ? "1" : "", open: r.patient === panelFor ? "1" : "" });
+          btn.textContent = r.name || r.patient;
+          btn.title = r.patient;
+          wardCell.textContent = r.ward || "—";
+          put(scoreCell, h("strong", {}, String(r.aggregate)));
+          put(riskCell, riskBadge(risk));
+          put(trendCell, sparkline(r.trend, Date.now()));
+          put(atCell, agoEl(r.at_ms), h("br"), h("span", { class: "muted" }, clock(r.at_ms)));
+          const flags = [];
+          if (!r.complete) flags.push(h("span", { class: "n2-flag flag-incomplete", title: t("n2.incompleteHint") }, t("n2.incomplete")));
+          if (r.stale) flags.push(h("span", { class: "n2-flag flag-stale" }, t("n2.stale")));
+          put(flagCell, flags.length ? h("span", { class: "n2-flags" }, flags) : h("span", { class: "muted" }, "—"));
+        },
+      };
+    };
+
+    const draw = (list) => {
+      err.hidden = true;
+      list = (Array.isArray(list) ? list : []).slice().sort((a, b) =>
+        RISKS.indexOf(riskOf(b.risk)) - RISKS.indexOf(riskOf(a.risk)) || b.aggregate - a.aggregate
+        || (a.patient < b.patient ? -1 : a.patient > b.patient ? 1 : 0));
+      let named = false;
+      for (const r of list) {
+        if (r.name && wardNames.get(r.patient) !== r.name) { wardNames.set(r.patient, r.name); named = true; }
+        if (r.ward) known.add(r.ward);
+      }
+      if (named && onNames) onNames();
+      drawWards();
+      keyed(tbody, rows, list, (r) => r.patient, row);
+      table.hidden = !list.length;
+      empty.hidden = !!list.length;
+      empty.textContent = filter ? t("n2.noneWard", filter) : t("n2.none");
+      const high = list.filter((r) => riskOf(r.risk) === "high").length;
+      summary.textContent = t("n2.summary", list.length, high, clock(Date.now()));
+      el.dataset.count = String(list.length);
+      el.dataset.loaded = String(Date.now());
+    };
+
+    let inflight = null, again = false, visible = false;
+    function load() {
+      if (inflight) { again = true; return inflight; }
+      const q = filter ? "?ward=" + encodeURIComponent(filter) : "";
+      inflight = api("/api/ward" + q).then(draw, (e) => {
+        err.textContent = errText(t("n2.doWard"), e);
+        err.hidden = false;
+      }).then(() => (panel ? panel.refresh() : null)).finally(() => {
+        inflight = null;
+        if (again) { again = false; load(); }
+      });
+      return inflight;
+    }
+    refreshBtn.addEventListener("click", () => act(refreshBtn, err, t("n2.doWard"), t("n2.refreshBusy"), () => load()));
+    wardSel.addEventListener("change", () => {
+      filter = wardSel.value;
+      sessionStorage.setItem(WARD_KEY, filter);
+      load();
+    });
+    live.alarmSubs.push(() => { if (visible) load(); });
+    clearInterval(wardTimer);
+    wardTimer = setInterval(() => { if (visible && el.isConnected && !document.hidden) load(); }, WARD_REFRESH_MS);
+    return {
+      el,
+      shown: () => { visible = true; load(); },
+      hidden: () => { visible = false; },
+    };
   }
 
   // ---------- order actions, by state and role ----------
@@ -1078,6 +1655,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
           h("p", { class: "muted pt-meta" }, idCode(d.patient.id),
             d.patient.birth_date ? " · " + t("pt.born", calendarDate(d.patient.birth_date)) : "",
             " · ", h("a", { href: "/patient?id=" + encodeURIComponent(d.patient.id) }, t("pt.page"))),
+          may("vitals") ? vitalsToggle(d.patient) : null,
           orderFormBox,
           h("h3", {}, t("pt.orders")), orderList);
         patientBox.dataset.patient = d.patient.id;
@@ -1163,6 +1741,23 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       h("div", { class: "orders-top" }, h("div", { class: "forms" }, findForm, regForm), patientBox),
       h("h2", { class: "section-h" }, t("ord.queues")), queues);
     return {};
+  }
+
+  // The patient card's "Vital signs and NEWS2": opens (and closes) the patient's panel in the card.
+  function vitalsToggle(patient) {
+    const slot = h("div", { class: "vitals-slot" });
+    const btn = h("button", { type: "button", class: "btn-secondary", data: { action: "vitals" }, "aria-expanded": "false" }, t("vp.open"));
+    let open = false;
+    const close = () => { open = false; put(slot); btn.setAttribute("aria-expanded", "false"); btn.focus(); };
+    btn.addEventListener("click", () => {
+      if (open) { close(); return; }
+      open = true;
+      const vp = vitalsPanel(patient.id, patient.name, close);
+      put(slot, vp.el);
+      btn.setAttribute("aria-expanded", "true");
+      vp.focus();
+    });
+    return h("div", { class: "pt-vitals" }, h("p", { class: "pt-actions" }, btn), slot);
   }
 
   function orderForm(patientId, poolList, onCreated) {
@@ -1674,7 +2269,19 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const i = scope.indexOf(".");
     if (i < 0) return scope;
     const kind = scope.slice(0, i);
-    return (STRINGS[lang]["kind." + kind] ? t("kind." + kind) : kind) + " " + scope.slice(i + 1);
+    const what = scope.slice(i + 1);
+    // A NEWS2 alarm is a patient's: named as the ward view names them (staff see names there).
+    const name = kind === "patient" ? wardNames.get(what) : null;
+    return (STRINGS[lang]["kind." + kind] ? t("kind." + kind) : kind) + " " + (name ? name + " (" + what + ")" : what);
+  }
+
+  // A patient's alarm: a button that opens their vital signs in the ward view.
+  function scopeVitals(scope) {
+    const m = /^patient\.(.+)$/.exec(String(scope || ""));
+    if (!m || !openVitals) return null;
+    const b = h("button", { type: "button", class: "btn-link alarm-vitals", data: { action: "alarm-vitals" } }, t("al.vitals"));
+    b.addEventListener("click", () => openVitals && openVitals(m[1]));
+    return [" · ", b];
   }
 
   // "nurse:t-fd29de3acc1e" -> "nurse" and the token's id.
@@ -1854,7 +2461,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       text.textContent = a.summary || a.condition || a.rule;
       const ack = a.acknowledged, shelf = a.shelved;
       put(meta, 
-        dt("al.where"), h("dd", {}, scopeText(a.scope)),
+        dt("al.where"), h("dd", {}, scopeText(a.scope), scopeVitals(a.scope)),
         dt("al.since"), h("dd", {}, agoEl(a.raised_ms), " (" + clock(a.raised_ms) + ")"),
         dt("al.ackd"), h("dd", { class: "alarm-ack" }, ack
           ? [actorEl(ack.by), " ", agoEl(ack.at_ms), ack.note ? h("q", { class: "alarm-note" }, ack.note) : null]
