@@ -2062,8 +2062,8 @@ fn ward_view_and_vital_signs_in_headless_chromium() {
         "const rows = [...document.querySelectorAll('#news2-ward tr.n2-row')];
          const label = document.querySelector('#news2-ward .n2-label');
          return (document.documentElement.lang === 'zh-CN'
-                 && document.getElementById('n2w-h').textContent === '患者：NEWS2 评分'
-                 && rows.length === 3 && rows[0].querySelector('.n2-risk').textContent === '高'
+                 && document.getElementById('n2w-h')?.textContent === '患者：NEWS2 评分'
+                 && rows.length === 3 && rows[0].querySelector('.n2-risk')?.textContent === '高'
                  && rows[1].innerText.includes('已过时 — 需测量生命体征')
                  && !!label && label.textContent.includes('辅助决策，并非诊断')
                  && window.__i18nMissing.size === 0)
@@ -2076,7 +2076,7 @@ fn ward_view_and_vital_signs_in_headless_chromium() {
         "the patient's panel in Simplified Chinese",
         Duration::from_secs(15),
         "const p = document.querySelector(arguments[0]);
-         return (!!p && !!p.dataset.loaded && p.querySelector('.n2-monitoring').textContent === '持续监测生命体征'
+         return (!!p && !!p.dataset.loaded && p.querySelector('.n2-monitoring')?.textContent === '持续监测生命体征'
                  && p.innerText.includes('呼吸频率') && window.__i18nMissing.size === 0)
              || [p && p.innerText.slice(0, 300), [...window.__i18nMissing]];",
         json!([panel]),

@@ -1204,7 +1204,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     const g = [];
     const band = scale === "scale2" && spec.band2 ? spec.band2 : spec.band;
     g.push(s("rect", { x: L, width: W - L - R, y: y(band[1]), height: Math.max(0, y(band[0]) - y(band[1])), class: "band" }));
-    for (const v of [lo, (lo + hi) / 2, hi]) {
+    for (const v of [lo, lo + Math.round((hi - lo) / 2 / spec.step) * spec.step, hi]) {
       g.push(s("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), class: "grid" }));
       g.push(s("text", { x: L - 4, y: y(v) + 4, class: "tick", "text-anchor": "end" }, numText(v, spec.dp)));
     }
@@ -1231,7 +1231,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   // Consciousness (ACVPU letters; anything but A stands out) and air or oxygen (a filled dot
   // on oxygen, a hollow one on air) as markers on the same 24 hours.
   function markerChart(cons, oxy, from, to) {
-    const W = 320, H = 78, L = 36, R = 8, B = 20;
+    const W = 320, H = 78, L = 44, R = 8, B = 20;
     const x = xAt(from, to, L, W - L - R);
     const rows = [{ code: "consciousness", label: "ACVPU", y: 18, obs: cons }, { code: "inhaled_oxygen", label: "O₂", y: 42, obs: oxy }];
     const g = [];
