@@ -83,6 +83,7 @@ async fn patient(store: &dyn ClinicalStore, ward: &str) -> PatientId {
 }
 
 /// One monitor's set of the seven parameters at `at`.
+#[allow(clippy::too_many_arguments)]
 fn set(
     p: &PatientId,
     at: i64,
