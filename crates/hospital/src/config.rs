@@ -1244,7 +1244,7 @@ doctors = [ { name = "dr-a", capabilities = ["echo"] } ]
         assert_error(
             &with(1, "signal = \"members\"\npool = \"MRI\""),
             22,
-            "cluster's, not a pool's",
+            "is not a pool's",
         );
         assert_error(
             &with(1, "signal = \"utilisation\"\nraise = 120"),

@@ -30,6 +30,7 @@ fn maintained(config: &HospitalConfig) -> BTreeSet<String> {
         tree::PATIENTS,
         tree::MEMBERS,
         tree::ALARMS,
+        tree::ESCALATIONS,
         tree::CONFIG,
     ]
     .into_iter()
@@ -73,7 +74,12 @@ async fn reload_changes_nothing(session: &dyn Session) {
             assert_eq!(node.capabilities, u.capabilities);
         }
     }
-    for dir in [tree::PATIENTS, tree::MEMBERS, tree::ALARMS] {
+    for dir in [
+        tree::PATIENTS,
+        tree::MEMBERS,
+        tree::ALARMS,
+        tree::ESCALATIONS,
+    ] {
         assert!(session.exists(dir).await.unwrap().is_some(), "{dir}");
     }
 }

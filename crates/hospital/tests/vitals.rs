@@ -186,6 +186,8 @@ async fn a_deteriorating_patient_raises_one_news2_alarm(b: &Backend) {
         (r.scores[0].score.aggregate, r.scores[0].score.risk),
         (5, Risk::Medium)
     );
+    // Written through the other instance: its watch event reaches this one's copy shortly.
+    settle_on(&h1, &p, Risk::Medium).await;
     ev.evaluate().await.unwrap();
     let a = news2_alarms(&h1).await;
     assert_eq!(a.len(), 1);
@@ -226,6 +228,7 @@ async fn a_deteriorating_patient_raises_one_news2_alarm(b: &Backend) {
     )
     .await
     .unwrap();
+    settle_on(&h1, &p, Risk::Low).await;
     ev.evaluate().await.unwrap();
     assert!(news2_alarms(&h1).await.is_empty());
     let q = medkeeper_hospital::store::AlarmQuery {
@@ -337,4 +340,23 @@ async fn duplicates_late_arrivals_and_refusals(b: &Backend) {
             .is_err()
     );
     h.session().close().await;
+}
+
+/// Waits until `h`'s copy of the escalations shows `risk` for `p` (a write of another
+/// instance's session arrives by a watch event).
+async fn settle_on(h: &Hospital, p: &PatientId, risk: Risk) {
+    let model = h.escalation_model().await.unwrap();
+    for _ in 0..200 {
+        model.settle().await;
+        if let Some(n) = model.get(&escalation_path(p))
+            && serde_json::from_slice::<EscalationNode>(&n.data)
+                .unwrap()
+                .risk
+                == risk
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the escalation of {p} never showed {risk}");
 }
