@@ -1977,12 +1977,16 @@ window.__loadCount = (window.__loadCount || 0) + 1;
           if (u.order === o2.id) drawOcc(u, o2);
         }) : null);
     };
-    const refresh = (u) => {
+    const refresh = (u, tries = 0) => {
       readOrder(u.order).then((d) => {
         const o = d.order;
         const prev = el.dataset.orderState;
         if (el.isConnected && o.state !== prev && occ.querySelector("[data-actions-for]")?.contains(document.activeElement) !== true) drawOcc(u, o);
         else if (o.state !== prev) drawOcc(u, o);
+        // The tree gives the unit first and the store records the call just after: a unit
+        // in use by an order the store still has queued is read again shortly (no pool event
+        // follows the store's write).
+        if (o.state === "queued" && tries < 20 && el.isConnected) setTimeout(() => refresh(u, tries + 1), 300);
       }, () => {});
     };
     return card;
