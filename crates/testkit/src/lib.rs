@@ -35,6 +35,7 @@
 
 mod backend;
 mod faulty;
+pub mod fuzz;
 pub mod session;
 #[cfg(feature = "clinical-store")]
 pub mod store;
