@@ -154,6 +154,16 @@ impl Hospital {
             complete: n.score.complete(),
             ward: settings.ward.clone(),
         };
+        // The level only moves forward, so a copy that already shows it (or a later one) means
+        // the tree does too: no read. Only a change reads and writes the node.
+        let model = self.escalation_model().await?;
+        model.settle().await;
+        if let Some(cached) = model.get(&escalation_path(patient))
+            && let Ok(cur) = tree::from_json::<EscalationNode>("escalation", &cached.data)
+            && (cur.at_ms > node.at_ms || cur == node)
+        {
+            return Ok(n);
+        }
         tree::read_modify_write(
             self.session().as_ref(),
             &escalation_path(patient),
