@@ -481,12 +481,7 @@ enum Step {
     StreamEnded,
     /// A [`TreeCache::settle`] caller, answered once no event is waiting.
     Settle(oneshot::Sender<()>),
-    /// The second reload after a reconnection is due.
-    Recheck,
 }
-
-/// How long after a reconnection's reload the second one comes.
-const RECHECK_AFTER: std::time::Duration = std::time::Duration::from_secs(3);
 
 async fn follow(
     session: Arc<dyn Session>,
@@ -503,10 +498,6 @@ async fn follow(
         state.send_replace(CacheState::Ended(final_state));
         shared.send(CacheEvent::Ended(final_state));
     };
-    // After a reload that followed a reconnection, a second one a little later: events lost
-    // around a ZooKeeper leader change (ZOOKEEPER-4698) may concern changes the first reload,
-    // served by a server still catching up, did not see yet.
-    let mut recheck: Option<tokio::time::Instant> = None;
     loop {
         // Biased: a settle request is answered only when no event or state change is ready,
         // so every event received before it has been applied.
@@ -515,29 +506,10 @@ async fn follow(
             e = watch.next() => e.map_or(Step::StreamEnded, Step::Event),
             st = states.changed() => Step::Session(st),
             Some(done) = settles.recv() => Step::Settle(done),
-            _ = async {
-                match recheck {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => Step::Recheck,
         };
         let session_state = match step {
             Step::Settle(done) => {
                 let _ = done.send(());
-                None
-            }
-            Step::Recheck => {
-                recheck = None;
-                if s.state() == SessionState::Connected {
-                    let _ = s.sync(&root).await;
-                    if let Ok(fresh) = load(s, &root).await {
-                        shared.replace(fresh);
-                        shared.send(CacheEvent::Resynced);
-                    } else {
-                        recheck = Some(tokio::time::Instant::now() + RECHECK_AFTER);
-                    }
-                }
                 None
             }
             Step::StreamEnded => {
@@ -565,36 +537,16 @@ async fn follow(
             }
         };
         let Some(st) = session_state else { continue };
-        // The state channel keeps only the newest state, and the watch stream's own
-        // `Disconnected` (queued, never coalesced) may arrive after the state already says
-        // `Connected` again (a quick ZooKeeper leader change): what is done next follows the
-        // session's state *now*, so a gap seen late is reloaded at once rather than waiting for
-        // a state change that has already happened.
-        if st == SessionState::Disconnected {
-            disconnected = true;
-        }
-        let st = if st.is_terminal() {
-            st
-        } else {
-            match s.state() {
-                SessionState::Connected => SessionState::Connected,
-                now if now.is_terminal() => now,
-                _ => SessionState::Disconnected,
-            }
-        };
         match st {
             SessionState::Disconnected => {
                 disconnected = true;
                 state.send_replace(CacheState::Suspended);
             }
             SessionState::Connected if disconnected => {
-                // Events may have been lost: reload and report the differences, from a server
-                // brought up to date with the leader first (`sync`).
-                let _ = s.sync(&root).await;
+                // Events may have been lost: reload and report the differences.
                 match line::retrying(s, None, || load(s, &root)).await {
                     Ok(fresh) => {
                         disconnected = false;
-                        recheck = Some(tokio::time::Instant::now() + RECHECK_AFTER);
                         shared.replace(fresh);
                         // Live before `Resynced`, so a subscriber that sees it sees Live.
                         state.send_replace(CacheState::Live);
