@@ -26,7 +26,10 @@
 //! session is `Disconnected` and then `Connected` again (seen on the watch stream or the
 //! session's states, or as a `ConnectionLoss` of the cache's own reads), the cache reloads the
 //! whole subtree, emits the differences from what it held as `Added`/`Updated`/`Removed`, then
-//! [`CacheEvent::Resynced`]. While disconnected its state is [`CacheState::Suspended`]: the
+//! [`CacheEvent::Resynced`]. When the watch stream itself carries session events (ZooKeeper),
+//! its own `Connected` is what triggers the reload: the backend passes it on only once the
+//! watch is registered again, so the reload cannot run before the watch is back and miss a
+//! change made in between. While disconnected its state is [`CacheState::Suspended`]: the
 //! contents may be stale. When the session ends the cache emits [`CacheEvent::Ended`], its state
 //! becomes [`CacheState::Ended`], and it stops; its contents stay readable, frozen.
 //!
@@ -197,13 +200,16 @@ impl Shared {
         }
     }
 
-    /// Replaces the contents with `fresh`, sending the differences.
-    fn replace(&self, fresh: Nodes) {
+    /// Replaces the contents with `fresh`, sending the differences; returns how many.
+    fn replace(&self, fresh: Nodes) -> usize {
         let mut nodes = self.write();
-        for event in diff(&nodes, &fresh) {
+        let changes = diff(&nodes, &fresh);
+        let n = changes.len();
+        for event in changes {
             self.send(event);
         }
         *nodes = fresh;
+        n
     }
 }
 
@@ -494,6 +500,9 @@ async fn follow(
     let s = session.as_ref();
     let mut states = s.session_events();
     let mut disconnected = false;
+    // The watch stream reported `Disconnected` and not yet `Connected` (backends whose watches
+    // carry session events: ZooKeeper).
+    let mut watch_cut = false;
     let end = |final_state: SessionState| {
         state.send_replace(CacheState::Ended(final_state));
         shared.send(CacheEvent::Ended(final_state));
@@ -520,8 +529,22 @@ async fn follow(
                     SessionState::Closed
                 });
             }
+            // While the watch stream itself reports a cut, its own `Connected` is what reloads:
+            // the backend passes it on once the watch is in place again, and a reload before
+            // that could miss a change made in between.
+            Step::Session(SessionState::Connected) if watch_cut => None,
             Step::Session(st) => Some(st),
-            Step::Event(e) if e.event_type == EventType::Session => Some(e.state),
+            Step::Event(e) if e.event_type == EventType::Session => {
+                match e.state {
+                    SessionState::Disconnected => watch_cut = true,
+                    SessionState::Connected if watch_cut => {
+                        watch_cut = false;
+                        disconnected = true; // reload, even if the session's stream did already
+                    }
+                    _ => {}
+                }
+                Some(e.state)
+            }
             Step::Event(e) => {
                 if let Err(err) = apply(s, &shared, &e).await {
                     if let Some(st) = fatal_state(s, &err) {
@@ -530,13 +553,17 @@ async fn follow(
                     // A read cut by a connection loss: the reload after reconnecting covers it.
                     disconnected = true;
                     state.send_replace(CacheState::Suspended);
-                    Some(s.state())
+                    match s.state() {
+                        SessionState::Connected if watch_cut => None,
+                        st => Some(st),
+                    }
                 } else {
                     None
                 }
             }
         };
         let Some(st) = session_state else { continue };
+        tracing::debug!(%root, state = ?st, disconnected, "tree cache: session state");
         match st {
             SessionState::Disconnected => {
                 disconnected = true;
@@ -547,7 +574,9 @@ async fn follow(
                 match line::retrying(s, None, || load(s, &root)).await {
                     Ok(fresh) => {
                         disconnected = false;
-                        shared.replace(fresh);
+                        let nodes = fresh.len();
+                        let changes = shared.replace(fresh);
+                        tracing::debug!(%root, nodes, changes, "tree cache: reloaded");
                         // Live before `Resynced`, so a subscriber that sees it sees Live.
                         state.send_replace(CacheState::Live);
                         shared.send(CacheEvent::Resynced);

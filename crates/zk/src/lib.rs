@@ -26,7 +26,9 @@
 //!   orders them); dropping the watch drops the watcher, which unregisters it. Persistent
 //!   watches also pass on `Disconnected`/`Connected` session events: events during a
 //!   reconnection can be lost (ZOOKEEPER-4698), so a consumer that must not miss one re-reads
-//!   after a `Disconnected`.
+//!   after a `Disconnected`. After a reconnection the backend registers each persistent watch
+//!   again before passing the `Connected` on (`zookeeper-client` 0.11.2 resends only one-shot
+//!   watches; without this a persistent watch went silent after the first connection loss).
 //! - **Oversized data** (over `jute.maxbuffer`) makes the server drop the connection: the request
 //!   fails with `ConnectionLoss` and the session reconnects
 //!   ([`Capabilities::oversize_data_error`](medkeeper_coord::Capabilities)).

@@ -1,6 +1,8 @@
 //! [`ZkSession`]: the coordination API's [`Session`] over one `zookeeper-client` session.
 
-use std::sync::RwLock;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -46,7 +48,7 @@ pub async fn connect(options: ConnectOptions) -> Result<ZkSession, ConnectError>
         id: SessionId(client.session_id().0),
         timeout: client.session_timeout(),
         credentials: SessionCredentials(client.session().clone()),
-        client: RwLock::new(Some(client)),
+        client: Arc::new(RwLock::new(Some(client))),
         events: rx,
         options,
         caps,
@@ -224,7 +226,9 @@ pub async fn kill_session(
 /// Dropping a `ZkSession` closes the session in the background; [`Session::close`] closes it
 /// and waits until the servers have ended it, so its ephemeral nodes are gone on return.
 pub struct ZkSession {
-    client: RwLock<Option<zk::Client>>,
+    /// Shared (weakly) with the session's persistent watches, which re-register themselves
+    /// after a reconnection; `None` once closed.
+    client: Arc<RwLock<Option<zk::Client>>>,
     id: SessionId,
     timeout: Duration,
     credentials: SessionCredentials,
@@ -275,29 +279,114 @@ fn oneshot_watch(watcher: zk::OneshotWatcher) -> OneshotWatch {
 /// events keep their order relative to replies, as one-shot watches do). The watcher must not
 /// be asked again after a terminal session event (it would panic), so the source ends there.
 /// Dropping the watch drops the watcher, which unregisters it.
-fn persistent_watch(watcher: zk::PersistentWatcher) -> PersistentWatch {
+///
+/// **Re-registered after every reconnection.** `zookeeper-client` 0.11.2 resends only the
+/// one-shot watches when it reconnects: its `SetWatches` request is cut to the data, exist and
+/// child lists (the index that should select `SetWatches2` with the persistent lists never
+/// grows), so without help a persistent watch delivers nothing after the first connection loss
+/// — the cause of the dispatch stall of docs/reliability.md. So after a `Disconnected`, the
+/// source holds back the following `Connected` event, adds the watch again (`AddWatch` on the
+/// same path and mode: idempotent at the server), swaps the new watcher in, and only then
+/// passes the `Connected` on. A consumer that reloads on `Connected` (as ZOOKEEPER-4698 asks:
+/// events during the disconnection are lost either way) therefore reads after the watch is
+/// back, and misses nothing.
+fn persistent_watch(
+    client: Weak<RwLock<Option<zk::Client>>>,
+    path: &str,
+    mode: zk::AddWatchMode,
+    watcher: zk::PersistentWatcher,
+) -> PersistentWatch {
     PersistentWatch::from_source(PersistentSource {
+        client,
+        path: path.to_string(),
+        mode,
         watcher: Some(watcher),
+        cut: false,
+        rewatch: None,
     })
 }
 
+type Rewatch = Pin<Box<dyn Future<Output = Result<zk::PersistentWatcher>> + Send>>;
+
 struct PersistentSource {
+    client: Weak<RwLock<Option<zk::Client>>>,
+    path: String,
+    mode: zk::AddWatchMode,
     watcher: Option<zk::PersistentWatcher>,
+    /// A `Disconnected` was seen and the watch not yet added again.
+    cut: bool,
+    /// The re-registration in flight with the `Connected` event it holds back; kept here so a
+    /// dropped `next` future loses neither.
+    rewatch: Option<(Rewatch, zk::WatchedEvent)>,
+}
+
+/// Adds the watch again, retrying until it is in place or the session is gone. Holds a client
+/// only for one attempt at a time, so a closed session is not kept open by a watch.
+async fn rewatch(
+    client: Weak<RwLock<Option<zk::Client>>>,
+    path: String,
+    mode: zk::AddWatchMode,
+) -> Result<zk::PersistentWatcher> {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let attempt = client
+            .upgrade()
+            .and_then(|c| c.read().unwrap_or_else(|e| e.into_inner()).clone());
+        let Some(attempt) = attempt else {
+            return Err(Error::ClientClosed);
+        };
+        match attempt.watch(&path, mode).await.map_err(convert::error) {
+            Ok(w) => return Ok(w),
+            Err(e) if e.is_session_fatal() => return Err(e),
+            Err(e) => {
+                drop(attempt);
+                tracing::debug!(%path, error = %e, "re-adding a persistent watch; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 impl WatchSource for PersistentSource {
-    fn next(
-        &mut self,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<WatchedEvent>> + Send + '_>>
-    {
+    fn next(&mut self) -> Pin<Box<dyn Future<Output = Option<WatchedEvent>> + Send + '_>> {
         Box::pin(async move {
-            // Cancellation-safe: the watcher's queue loses nothing when this future is dropped.
-            let watcher = self.watcher.as_mut()?;
-            let event = watcher.changed().await;
-            if event.event_type == zk::EventType::Session && event.session_state.is_terminated() {
-                self.watcher = None;
+            // Cancellation-safe: the watcher's queue loses nothing when this future is dropped,
+            // and a re-registration in flight stays in `self.rewatch`.
+            loop {
+                if let Some((pending, _)) = self.rewatch.as_mut() {
+                    let added = pending.await;
+                    let (_, connected) = self.rewatch.take().expect("set above");
+                    match added {
+                        Ok(w) => {
+                            // The old watcher goes with whatever it queued meanwhile: the
+                            // consumer reloads on the `Connected` passed on now. Dropping it
+                            // sends no removal (the path still has the new watcher).
+                            self.watcher = Some(w);
+                            self.cut = false;
+                            return Some(convert::event(connected));
+                        }
+                        // The session is gone: the old watcher delivers its terminal event.
+                        Err(e) => tracing::debug!(path = %self.path, error = %e,
+                            "persistent watch not added again"),
+                    }
+                }
+                let watcher = self.watcher.as_mut()?;
+                let event = watcher.changed().await;
+                if event.event_type == zk::EventType::Session {
+                    match event.session_state {
+                        s if s.is_terminated() => self.watcher = None,
+                        zk::SessionState::Disconnected => self.cut = true,
+                        zk::SessionState::SyncConnected if self.cut => {
+                            let fut = rewatch(self.client.clone(), self.path.clone(), self.mode);
+                            self.rewatch = Some((Box::pin(fut), event));
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+                return Some(convert::event(event));
             }
-            Some(convert::event(event))
         })
     }
 }
@@ -490,7 +579,12 @@ impl Session for ZkSession {
             AddWatchMode::PersistentRecursive => zk::AddWatchMode::PersistentRecursive,
         };
         let watcher = client.watch(path, mode).await.map_err(convert::error)?;
-        Ok(persistent_watch(watcher))
+        Ok(persistent_watch(
+            Arc::downgrade(&self.client),
+            path,
+            mode,
+            watcher,
+        ))
     }
 
     async fn multi(&self, ops: &[Op]) -> Result<Vec<OpResult>, MultiError> {

@@ -427,6 +427,45 @@ async fn resyncs_after_reconnect(b: &dyn Backend) {
         "{seen:?}"
     );
     converge(&cache, writer.as_ref(), &root).await;
+
+    // The watch still delivers after the reconnection, without another one: zookeeper-client
+    // 0.11.2 re-registers no persistent watch on reconnecting (its SetWatches carries only the
+    // one-shot kinds), so the backend must; a cache that only reloads would freeze here.
+    for round in 0..2 {
+        let value = format!("after-{round}");
+        writer
+            .set_data(&format!("{root}/a"), value.as_bytes(), -1)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match events.next().await.unwrap() {
+                    CacheEvent::Updated { path, node }
+                        if path.ends_with("/a") && node.data == value.as_bytes() =>
+                    {
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: no event after the reconnection"));
+        // Cut again: the re-registered watch must itself survive a reconnection.
+        proxy.cut();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            states.wait_for(|s| s == SessionState::Disconnected),
+        )
+        .await
+        .expect("the reader notices the cut");
+        proxy.restore();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while events.next().await.unwrap() != CacheEvent::Resynced {}
+        })
+        .await
+        .expect("a resync in time");
+    }
     reader.close().await;
     writer.close().await;
 }
