@@ -2,9 +2,11 @@
 //! relies on from a [`ClinicalStore`], written once and run on every backend.
 //!
 //! `store_tests!` makes, for each case `async fn case(h: &dyn Harness)`, a test
-//! `sqlite::case` (a file store in a temporary directory) and a test `postgres::case` (a fresh
+//! `sqlite::case` (a file store in a temporary directory), a test `postgres::case` (a fresh
 //! schema in the PostgreSQL `MEDKEEPER_PG_URL` names; unset, the test prints a skip line and
-//! passes — `scripts/test` starts one with `scripts/postgres` and sets it). A case that needs
+//! passes — `scripts/test` starts one with `scripts/postgres` and sets it) and a test
+//! `postgres_tls::case` (the same over TLS, `sslmode=verify-full`, on the server
+//! `MEDKEEPER_PG_TLS_URL` names: `scripts/postgres start DIR --tls`). A case that needs
 //! two instances on one database opens a second handle ([`Harness::open`]): two
 //! `SqliteStore`s on one file, two `PostgresStore`s (two pools) on one schema.
 //!
@@ -85,6 +87,9 @@ fn skip(test: &str) {
     println!("SKIP {test}: MEDKEEPER_PG_URL is not set (scripts/postgres start DIR prints one)");
 }
 
+const PG_URL: &str = "MEDKEEPER_PG_URL";
+const PG_TLS_URL: &str = "MEDKEEPER_PG_TLS_URL";
+
 static NONCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A fresh schema in the database `MEDKEEPER_PG_URL` names, dropped at the end of the case.
@@ -95,13 +100,11 @@ struct Postgres {
     schema: String,
 }
 
-/// A connection for the test's own statements.
+/// A connection for the test's own statements (made as the store makes its own: TLS too).
 async fn pg_client(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    PostgresStore::connect_one(url, &PostgresOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-    tokio::spawn(conn);
-    client
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
 fn with_search_path(url: &str, schema: &str) -> String {
@@ -111,7 +114,12 @@ fn with_search_path(url: &str, schema: &str) -> String {
 
 impl Postgres {
     async fn from_env() -> Option<Postgres> {
-        let base = pg_url()?;
+        Postgres::from_env_var(PG_URL).await
+    }
+
+    /// A fresh schema on the server the environment variable `var` names.
+    async fn from_env_var(var: &str) -> Option<Postgres> {
+        let base = std::env::var(var).ok().filter(|s| !s.is_empty())?;
         let schema = format!(
             "t_{}_{}_{}",
             std::process::id(),
@@ -179,6 +187,23 @@ macro_rules! store_tests {
                 async fn $case() {
                     let Some(h) = super::Postgres::from_env().await else {
                         super::skip(stringify!($case));
+                        return;
+                    };
+                    super::$case(&h).await;
+                    h.drop_schema().await;
+                }
+            )*
+        }
+        mod postgres_tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(h) = super::Postgres::from_env_var(super::PG_TLS_URL).await else {
+                        println!(
+                            "SKIP {}: MEDKEEPER_PG_TLS_URL is not set (scripts/postgres start \
+                             DIR --tls prints one)",
+                            stringify!($case)
+                        );
                         return;
                     };
                     super::$case(&h).await;

@@ -5,7 +5,7 @@
 //! conformance suite (`crates/hospital/tests/store_conformance.rs`) runs every case on both.
 //!
 //! ## Connections
-//! `tokio-postgres` (no TLS yet: see below) behind a small pool of its own: at most
+//! `tokio-postgres` (TLS over rustls: see below) behind a small pool of its own: at most
 //! [`PostgresOptions::pool_size`] connections, opened on demand, each with its connection task
 //! on the tokio runtime. A connection that closed (the server restarted, the network broke) is
 //! dropped when it is next taken and a new one is opened, so a store recovers by itself once
@@ -41,9 +41,11 @@
 //! Migrations are forward-only: a release never edits a released script.
 //!
 //! ## TLS
-//! Not yet: connections are plain TCP (`sslmode=disable` or the default `prefer`, which then
-//! falls back to plain). Keep PostgreSQL on a private network or loopback until TLS lands
-//! (tokio-postgres-rustls on the rustls already in medkeeper's tree; docs/deploy.md).
+//! libpq's `sslmode` (`disable`, `prefer` — the default —, `require`, `verify-ca`,
+//! `verify-full`) with `sslrootcert`, `sslcert` and `sslkey` in the URL, over rustls; the
+//! [`tls`] module has the table of what each mode checks and where it differs from libpq.
+//! `require` alone encrypts but does not check whom it talks to: across any network an
+//! attacker could reach, use `verify-full` (docs/deploy.md).
 //!
 //! ## Cancellation
 //! Dropping a call's future mid-transaction rolls the transaction back (the driver sends
@@ -60,7 +62,9 @@ use async_trait::async_trait;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::{Client, Config, NoTls, Row, Transaction};
+use tokio_postgres::{Client, Config, Row, Transaction};
+
+mod tls;
 
 use super::{
     AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, News2Record,
@@ -322,6 +326,8 @@ impl fmt::Debug for PostgresStore {
 /// Connections opened on demand, at most `slots` in use, idle ones kept for the next call.
 struct ConnectionPool {
     config: Config,
+    /// `sslmode` and the certificates: how each connection is made.
+    tls: tls::PgTls,
     /// `host:port/db`, for messages (never the password).
     target: String,
     idle: Mutex<Vec<Client>>,
@@ -362,20 +368,20 @@ impl Drop for Pooled<'_> {
 
 impl ConnectionPool {
     async fn open(&self) -> Result<Client, StoreError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|e| {
-            StoreError::Backend(format!(
-                "cannot connect to PostgreSQL at {}: {}",
-                self.target,
-                describe(&e)
-            ))
-        })?;
         let target = self.target.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        self.tls
+            .connect(&self.config, move |e| {
                 tracing::warn!(%target, "PostgreSQL connection lost: {}", describe(&e));
-            }
-        });
-        Ok(client)
+            })
+            .await
+            .map_err(|e| {
+                StoreError::Backend(format!(
+                    "cannot connect to PostgreSQL at {} (sslmode={}): {}",
+                    self.target,
+                    self.tls.mode().as_str(),
+                    describe(&e)
+                ))
+            })
     }
 
     async fn get(&self) -> Result<Pooled<'_>, StoreError> {
@@ -666,33 +672,19 @@ async fn migrate(client: &mut Client) -> Result<(), StoreError> {
 
 impl PostgresStore {
     /// Connects to the database `url` names (`postgres://USER@HOST:PORT/DB`, any libpq-style
-    /// URL or key=value string tokio-postgres reads), migrating its schema to this build's.
+    /// URL or key=value string tokio-postgres reads, with libpq's `sslmode`, `sslrootcert`,
+    /// `sslcert` and `sslkey`: the module's *TLS*), migrating its schema to this build's.
     ///
     /// # Notable errors
-    /// `Backend` if the URL is malformed, PostgreSQL cannot be reached or refuses the login,
-    /// or the schema is newer than this build.
+    /// `Backend` if the URL is malformed, a certificate file is missing or unusable,
+    /// PostgreSQL cannot be reached, refuses the login or fails the TLS checks, or the schema
+    /// is newer than this build.
     pub async fn connect(url: &str, options: PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let mut config: Config = url.parse().map_err(|e: tokio_postgres::Error| {
-            StoreError::Backend(format!("invalid PostgreSQL URL: {}", describe(&e)))
-        })?;
-        if let Some(p) = &options.password
-            && config.get_password().is_none()
-        {
-            config.password(p.as_bytes());
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(options.connect_timeout);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("medkeeper");
-        }
-        // A dead peer is noticed in seconds, not at the kernel's two hours.
-        config.keepalives(true);
-        config.keepalives_idle(Duration::from_secs(10));
-        config.tcp_user_timeout(Duration::from_secs(15));
+        let (config, tls) = connection_settings(url, &options)?;
         let target = describe_target(&config);
         let pool = ConnectionPool {
             config,
+            tls,
             target,
             idle: Mutex::new(Vec::new()),
             slots: Semaphore::new(options.pool_size.max(1)),
@@ -705,6 +697,43 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool: std::sync::Arc::new(pool),
         })
+    }
+
+    /// One connection on its own, made exactly as the store makes its connections (the URL,
+    /// TLS and password handling of [`connect`](PostgresStore::connect)) but without touching
+    /// the schema: for tools and tests (creating a database, checking a server).
+    ///
+    /// # Notable errors
+    /// As for [`connect`](PostgresStore::connect), less the schema.
+    pub async fn connect_one(url: &str, options: &PostgresOptions) -> Result<Client, StoreError> {
+        let (config, tls) = connection_settings(url, options)?;
+        let target = describe_target(&config);
+        let lost = target.clone();
+        tls.connect(&config, move |e| {
+            tracing::warn!(target = %lost, "PostgreSQL connection lost: {}", describe(&e));
+        })
+        .await
+        .map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot connect to PostgreSQL at {target} (sslmode={}): {}",
+                tls.mode().as_str(),
+                describe(&e)
+            ))
+        })
+    }
+
+    /// Whether the store's connections are encrypted: PostgreSQL's own answer
+    /// (`pg_stat_ssl`) for the connection this call takes from the pool.
+    pub async fn uses_tls(&self) -> Result<bool, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(backend)?;
+        col(&row, 0, "pg_stat_ssl")
     }
 
     /// `host:port/database`: where this store is (for messages; never the password).
@@ -943,6 +972,35 @@ fn read_sqlite(path: &std::path::Path, send: &tokio::sync::mpsc::Sender<SqliteRo
     if let Err(e) = run() {
         let _ = send.blocking_send(SqliteRows::Failed(e));
     }
+}
+
+/// The driver's settings and the TLS connector for `url`, with `options`' password and
+/// timeouts and medkeeper's keepalives.
+fn connection_settings(
+    url: &str,
+    options: &PostgresOptions,
+) -> Result<(Config, tls::PgTls), StoreError> {
+    let (rest, tls_params) = tls::split_url(url)?;
+    let mut config: Config = rest.parse().map_err(|e: tokio_postgres::Error| {
+        StoreError::Backend(format!("invalid PostgreSQL URL: {}", describe(&e)))
+    })?;
+    let tls = tls::PgTls::new(&tls_params, &mut config)?;
+    if let Some(p) = &options.password
+        && config.get_password().is_none()
+    {
+        config.password(p.as_bytes());
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("medkeeper");
+    }
+    // A dead peer is noticed in seconds, not at the kernel's two hours.
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    config.tcp_user_timeout(Duration::from_secs(15));
+    Ok((config, tls))
 }
 
 fn describe_target(config: &Config) -> String {
