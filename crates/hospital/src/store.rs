@@ -92,6 +92,24 @@ pub struct TokenRecord {
     /// When it was revoked, ms since the epoch; `None` while valid.
     #[serde(default)]
     pub revoked_ms: Option<i64>,
+    /// When it expires, ms since the epoch: from then on it is refused (`token expired`);
+    /// `None` for a token that does not expire. A rotation
+    /// ([`ClinicalStore::rotate_token`]) brings an old token's expiry forward.
+    #[serde(default)]
+    pub expires_ms: Option<i64>,
+}
+
+impl TokenRecord {
+    /// True once the token has expired at `now_ms` (an expiry is exclusive: a token expiring
+    /// at `t` is refused from `t` on).
+    pub fn expired_at(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|e| now_ms >= e)
+    }
+
+    /// True if the token may be used at `now_ms`: neither revoked nor expired.
+    pub fn valid_at(&self, now_ms: i64) -> bool {
+        self.revoked_ms.is_none() && !self.expired_at(now_ms)
+    }
 }
 
 /// One audited access to patient data (or any API write).
@@ -442,12 +460,31 @@ pub trait ClinicalStore: Send + Sync {
         audit: Option<&AuditRecord>,
     ) -> Result<(), StoreError>;
 
-    /// The token with this hash, if any — revoked ones included (the caller checks
-    /// `revoked_ms`).
+    /// The token with this hash, if any — revoked and expired ones included (the caller
+    /// checks [`TokenRecord::valid_at`]).
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
 
-    /// Every token, revoked ones included, oldest first.
+    /// Every token, revoked and expired ones included, oldest first.
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// The token with this public id, if any — revoked and expired ones included.
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// Rotates the token `old`: stores `new` (its successor, issued at `new.created_ms`) and
+    /// brings `old`'s expiry forward to `old_expires_ms` (an earlier expiry it already has is
+    /// kept), appending every record of `audit` (the rotation's and the new token's), all in
+    /// one transaction. Returns false — and changes and appends nothing — if `old` does not
+    /// exist, is revoked, or has expired by `new.created_ms`: only a token in use is rotated.
+    ///
+    /// # Notable errors
+    /// `Exists` if `new`'s id or hash is taken (nothing is changed, nothing is appended).
+    async fn rotate_token(
+        &self,
+        old: &str,
+        old_expires_ms: i64,
+        new: &TokenRecord,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError>;
 
     /// Revokes the token `id` at `at_ms`, appending `audit` (if any) in the same transaction.
     /// Returns false (and changes nothing, appends nothing) if no such token exists or it is

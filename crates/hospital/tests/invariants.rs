@@ -1943,6 +1943,20 @@ impl ClinicalStore for FaultyStore {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.inner.tokens().await
     }
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner.token_by_id(id).await
+    }
+    async fn rotate_token(
+        &self,
+        old: &str,
+        old_expires_ms: i64,
+        new: &TokenRecord,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        self.inner
+            .rotate_token(old, old_expires_ms, new, audit)
+            .await
+    }
     async fn revoke_token(
         &self,
         id: &str,

@@ -21,6 +21,7 @@ fn token(id: &str, hash: &str, role: &str, created_ms: i64) -> TokenRecord {
         label: format!("{role} token"),
         created_ms,
         revoked_ms: None,
+        expires_ms: None,
     }
 }
 

@@ -230,6 +230,11 @@ store_tests!(
     token_round_trip_keeps_every_field,
     duplicate_token_id_or_hash_is_exists_and_changes_nothing,
     revoke_token_once,
+    token_expiry_round_trips_and_is_exclusive,
+    rotation_stores_the_successor_and_brings_the_old_expiry_forward,
+    rotation_of_a_token_not_in_use_changes_nothing,
+    rotation_with_a_taken_id_changes_nothing,
+    racing_rotation_and_revocation_leave_a_consistent_pair,
     audit_append_assigns_increasing_seq_and_round_trips,
     audit_filters_limit_and_paging,
     audit_default_limit_is_the_most_recent_hundred,
@@ -294,6 +299,7 @@ fn token(id: &str, hash: &str, created_ms: i64) -> TokenRecord {
         label: "Dr. Quinn's laptop".into(),
         created_ms,
         revoked_ms: None,
+        expires_ms: None,
     }
 }
 
@@ -853,6 +859,224 @@ async fn revoke_token_once(h: &dyn Harness) {
             ..t
         }
     );
+}
+
+async fn token_expiry_round_trips_and_is_exclusive(h: &dyn Harness) {
+    let store = h.open().await;
+    let mut t = token("t-00000001", "aa", 1_000);
+    t.expires_ms = Some(5_000);
+    store.insert_token(&t, None).await.unwrap();
+    let never = token("t-00000002", "bb", 1_000);
+    store.insert_token(&never, None).await.unwrap();
+    assert_eq!(store.token_by_hash("aa").await.unwrap(), Some(t.clone()));
+    assert_eq!(
+        store.token_by_id("t-00000001").await.unwrap(),
+        Some(t.clone())
+    );
+    assert_eq!(
+        store.token_by_id("t-00000002").await.unwrap(),
+        Some(never.clone())
+    );
+    assert_eq!(store.token_by_id("t-unknown").await.unwrap(), None);
+    assert_eq!(
+        store.tokens().await.unwrap(),
+        vec![t.clone(), never.clone()]
+    );
+    assert!(t.valid_at(4_999) && !t.valid_at(5_000) && t.expired_at(5_000));
+    assert!(never.valid_at(i64::MAX));
+    // Revoking an expiring token keeps its expiry.
+    assert!(store.revoke_token("t-00000001", 2_000, None).await.unwrap());
+    let revoked = store.token_by_id("t-00000001").await.unwrap().unwrap();
+    assert_eq!(
+        (revoked.revoked_ms, revoked.expires_ms),
+        (Some(2_000), Some(5_000))
+    );
+    assert!(!revoked.valid_at(1_500));
+}
+
+fn successor(id: &str, hash: &str, created_ms: i64) -> TokenRecord {
+    TokenRecord {
+        expires_ms: Some(created_ms + 100_000),
+        ..token(id, hash, created_ms)
+    }
+}
+
+async fn rotation_stores_the_successor_and_brings_the_old_expiry_forward(h: &dyn Harness) {
+    let store = h.open().await;
+    let old = token("t-00000001", "aa", 1_000);
+    store.insert_token(&old, None).await.unwrap();
+    let new = successor("t-00000002", "bb", 10_000);
+    let audit = [action("token.rotate"), action("token.create")];
+    assert!(
+        store
+            .rotate_token("t-00000001", 13_600, &new, &audit)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.token_by_hash("bb").await.unwrap(), Some(new.clone()));
+    let after = store.token_by_id("t-00000001").await.unwrap().unwrap();
+    assert_eq!(
+        after,
+        TokenRecord {
+            expires_ms: Some(13_600),
+            ..old.clone()
+        }
+    );
+    assert!(after.valid_at(13_599) && !after.valid_at(13_600));
+    assert_eq!(
+        actions(store.as_ref()).await,
+        ["token.rotate", "token.create"]
+    );
+    // Rotating it again within the overlap works; an earlier expiry is never pushed back.
+    let third = successor("t-00000003", "cc", 11_000);
+    assert!(
+        store
+            .rotate_token("t-00000001", 20_000, &third, &[action("token.rotate")])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .token_by_id("t-00000001")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ms,
+        Some(13_600)
+    );
+    // ... and a shorter overlap brings it forward.
+    let fourth = successor("t-00000004", "dd", 12_000);
+    assert!(
+        store
+            .rotate_token("t-00000001", 12_000, &fourth, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .token_by_id("t-00000001")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ms,
+        Some(12_000)
+    );
+    assert_eq!(store.tokens().await.unwrap().len(), 4);
+    // The successor's own expiry is its own: rotating it leaves the first alone.
+    let fifth = successor("t-00000005", "ee", 12_500);
+    assert!(
+        store
+            .rotate_token("t-00000002", 12_500, &fifth, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .token_by_id("t-00000002")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ms,
+        Some(12_500)
+    );
+}
+
+async fn rotation_of_a_token_not_in_use_changes_nothing(h: &dyn Harness) {
+    let store = h.open().await;
+    let revoked = token("t-00000001", "aa", 1_000);
+    store.insert_token(&revoked, None).await.unwrap();
+    assert!(store.revoke_token("t-00000001", 2_000, None).await.unwrap());
+    let mut expiring = token("t-00000002", "bb", 1_000);
+    expiring.expires_ms = Some(5_000);
+    store.insert_token(&expiring, None).await.unwrap();
+    let audit = [action("token.rotate"), action("token.create")];
+    for (old, at) in [
+        ("t-00000001", 3_000),
+        ("t-00000002", 5_000),
+        ("t-unknown", 3_000),
+    ] {
+        let new = successor("t-00000009", "zz", at);
+        assert!(
+            !store
+                .rotate_token(old, at + 1_000, &new, &audit)
+                .await
+                .unwrap(),
+            "{old} at {at}"
+        );
+    }
+    assert_eq!(store.token_by_hash("zz").await.unwrap(), None);
+    assert_eq!(
+        store.token_by_id("t-00000002").await.unwrap(),
+        Some(expiring.clone())
+    );
+    assert_eq!(store.tokens().await.unwrap().len(), 2);
+    assert!(actions(store.as_ref()).await.is_empty());
+    // One millisecond before its expiry it is still in use.
+    let new = successor("t-00000009", "zz", 4_999);
+    assert!(
+        store
+            .rotate_token("t-00000002", 9_000, &new, &audit)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .token_by_id("t-00000002")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ms,
+        Some(5_000),
+        "an earlier expiry is kept"
+    );
+}
+
+async fn rotation_with_a_taken_id_changes_nothing(h: &dyn Harness) {
+    let store = h.open().await;
+    let old = token("t-00000001", "aa", 1_000);
+    store.insert_token(&old, None).await.unwrap();
+    let other = token("t-00000002", "bb", 1_000);
+    store.insert_token(&other, None).await.unwrap();
+    let audit = [action("token.rotate"), action("token.create")];
+    for new in [
+        successor("t-00000002", "cc", 2_000),
+        successor("t-00000003", "bb", 2_000),
+    ] {
+        assert!(matches!(
+            store.rotate_token("t-00000001", 3_000, &new, &audit).await,
+            Err(StoreError::Exists(_))
+        ));
+    }
+    assert_eq!(store.tokens().await.unwrap(), vec![old, other]);
+    assert!(actions(store.as_ref()).await.is_empty());
+}
+
+async fn racing_rotation_and_revocation_leave_a_consistent_pair(h: &dyn Harness) {
+    // Two instances: one rotates a token while the other revokes it. Either the rotation
+    // came first (a successor, and the old token revoked) or the revocation did (no
+    // successor, no rotation record); never a successor of a token revoked before it.
+    for round in 0..10 {
+        let a = h.open().await;
+        let b = h.open().await;
+        let old_id = format!("t-{round:08}");
+        let old = token(&old_id, &format!("old{round}"), 1_000);
+        a.insert_token(&old, None).await.unwrap();
+        let new = successor(&format!("t-new{round:05}"), &format!("new{round}"), 2_000);
+        let (rotation, revocation) = ([action("token.rotate")], action("token.revoke"));
+        let rotate = a.rotate_token(&old_id, 3_000, &new, &rotation);
+        let revoke = b.revoke_token(&old_id, 2_500, Some(&revocation));
+        let (rotated, revoked) = tokio::join!(rotate, revoke);
+        let (rotated, revoked) = (rotated.unwrap(), revoked.unwrap());
+        assert!(
+            revoked,
+            "round {round}: a revocation of a valid token always succeeds"
+        );
+        let found = a.token_by_hash(&new.hash).await.unwrap();
+        assert_eq!(found.is_some(), rotated, "round {round}");
+        let after = a.token_by_id(&old_id).await.unwrap().unwrap();
+        assert_eq!(after.revoked_ms, Some(2_500));
+        assert_eq!(after.expires_ms, rotated.then_some(3_000), "round {round}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,6 +73,11 @@ pub struct DispatchBench {
     /// if missing; use a fresh file per run) instead of an in-memory database.
     #[arg(long)]
     store_file: Option<std::path::PathBuf>,
+    /// The clinical store on PostgreSQL instead: `postgres://USER@HOST:PORT/DB` (TLS as for
+    /// `serve`; the password from `MEDKEEPER_STORE_PASSWORD`, else `PGPASSWORD`; use a fresh
+    /// database per run).
+    #[arg(long, value_name = "URL", conflicts_with = "store_file")]
+    store: Option<String>,
 }
 
 fn new_hist() -> Histogram<u64> {
@@ -139,7 +144,7 @@ impl Probe {
 /// every call counted: a mutating call is one store transaction (a commit: with the file store,
 /// at least one fsync of its write-ahead log), a read is not.
 struct ProbedStore {
-    inner: SqliteStore,
+    inner: Box<dyn ClinicalStore>,
     probe: Arc<Probe>,
 }
 
@@ -216,6 +221,19 @@ impl ClinicalStore for ProbedStore {
     }
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.read(self.inner.tokens()).await
+    }
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.read(self.inner.token_by_id(id)).await
+    }
+    async fn rotate_token(
+        &self,
+        old: &str,
+        old_expires_ms: i64,
+        new: &TokenRecord,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        self.write(self.inner.rotate_token(old, old_expires_ms, new, audit))
+            .await
     }
     async fn revoke_token(
         &self,
@@ -605,6 +623,8 @@ pub async fn run(b: DispatchBench) -> anyhow::Result<std::process::ExitCode> {
     let q = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q);
     let store = if b.store_file.is_some() {
         "file"
+    } else if b.store.is_some() {
+        "postgres"
     } else {
         "memory"
     };
@@ -954,10 +974,13 @@ async fn measure(
         calls: calls_tx,
         store: StoreCounts::default(),
     });
-    let inner = match &b.store_file {
-        Some(path) => SqliteStore::open(path)
-            .with_context(|| format!("cannot open the clinical store {}", path.display()))?,
-        None => SqliteStore::in_memory()?,
+    let inner: Box<dyn ClinicalStore> = match (&b.store_file, &b.store) {
+        (Some(path), _) => Box::new(
+            SqliteStore::open(path)
+                .with_context(|| format!("cannot open the clinical store {}", path.display()))?,
+        ),
+        (None, Some(url)) => Box::new(crate::serve::connect_postgres(url, None).await?),
+        (None, None) => Box::new(SqliteStore::in_memory()?),
     };
     let store = Arc::new(ProbedStore {
         inner,

@@ -8,6 +8,17 @@
 //!
 //! Looking a token up costs a store read; answers are cached for [`CACHE_TTL`], so a revoked
 //! token stops working on this instance at once and on other instances within that time.
+//!
+//! ## Lifetimes
+//! A token may carry an expiry ([`TokenRecord::expires_ms`]); from then on it is refused with
+//! 401 `token_expired`. A cached answer never outlives its token's expiry (the entry is
+//! trusted until the earlier of [`CACHE_TTL`] and the expiry), so an expiry takes effect to
+//! the millisecond on every instance that knows it. [`TokenPolicy`] gives a token its expiry
+//! when it is issued: patient tokens always expire (by default after
+//! [`TokenPolicy::DEFAULT_PATIENT_TTL`]), staff tokens only if asked to or if the server sets
+//! a longest lifetime (`serve --token-max-ttl`). [`rotate_token`] issues a token's successor
+//! and has the old one expire after an overlap, so that whoever holds it can change over
+//! without downtime.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,7 +33,7 @@ use rand::TryRngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// How long a looked-up token is trusted without asking the store again.
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
@@ -114,8 +125,10 @@ pub struct Caller {
     /// The patient, for a patient token.
     pub patient: Option<PatientId>,
     /// The token's hash, to check it again (a long-lived event stream ends once its token is
-    /// revoked).
+    /// revoked or expires).
     pub hash: String,
+    /// When the token expires, ms since the epoch (`None`: it does not).
+    pub expires_ms: Option<i64>,
 }
 
 impl Caller {
@@ -181,15 +194,28 @@ pub async fn issue_token(
     patient: Option<PatientId>,
     label: &str,
 ) -> Result<(TokenRecord, String), ApiError> {
-    issue_token_audited(store, role, patient, label, None).await
+    issue_token_audited(store, role, patient, label, None, None).await
 }
 
-/// [`issue_token`], storing `audit` with the token in one transaction.
+/// [`issue_token`] for a token that expires at `expires_ms` (ms since the epoch; `None`: never).
+/// [`TokenPolicy::expiry`] says when a token should expire.
+pub async fn issue_token_expiring(
+    store: &dyn ClinicalStore,
+    role: Role,
+    patient: Option<PatientId>,
+    label: &str,
+    expires_ms: Option<i64>,
+) -> Result<(TokenRecord, String), ApiError> {
+    issue_token_audited(store, role, patient, label, expires_ms, None).await
+}
+
+/// [`issue_token_expiring`], storing `audit` with the token in one transaction.
 pub(crate) async fn issue_token_audited(
     store: &dyn ClinicalStore,
     role: Role,
     patient: Option<PatientId>,
     label: &str,
+    expires_ms: Option<i64>,
     audit: Option<&AuditRecord>,
 ) -> Result<(TokenRecord, String), ApiError> {
     match (role, &patient) {
@@ -214,6 +240,19 @@ pub(crate) async fn issue_token_audited(
     if label.len() > 200 {
         return Err(ApiError::invalid("label: at most 200 bytes"));
     }
+    let (record, token) = new_token(role, patient, label, now_ms(), expires_ms)?;
+    store.insert_token(&record, audit).await?;
+    Ok((record, token))
+}
+
+/// A fresh token's record and text.
+fn new_token(
+    role: Role,
+    patient: Option<PatientId>,
+    label: &str,
+    created_ms: i64,
+    expires_ms: Option<i64>,
+) -> Result<(TokenRecord, String), ApiError> {
     let token = format!("{TOKEN_PREFIX}{}", random_hex(32)?);
     let record = TokenRecord {
         id: format!("t-{}", random_hex(6)?),
@@ -221,14 +260,182 @@ pub(crate) async fn issue_token_audited(
         role: role.as_str().to_string(),
         patient,
         label: label.to_string(),
-        created_ms: now_ms(),
+        created_ms,
         revoked_ms: None,
+        expires_ms,
     };
-    store.insert_token(&record, audit).await?;
     Ok((record, token))
 }
 
-/// Token look-ups with a short cache (see the module docs).
+/// How long tokens live (docs/security.md, "Token lifetimes").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenPolicy {
+    /// How long a patient token lives when its issuer gives no lifetime.
+    pub patient_ttl: Duration,
+    /// The longest lifetime a token may be given, and the lifetime of a staff token issued
+    /// without one; `None`: no limit, and a staff token issued without a lifetime never
+    /// expires.
+    pub max_ttl: Option<Duration>,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        TokenPolicy {
+            patient_ttl: TokenPolicy::DEFAULT_PATIENT_TTL,
+            max_ttl: None,
+        }
+    }
+}
+
+impl TokenPolicy {
+    /// A patient token's lifetime unless its issuer gives one: a week, long enough for an
+    /// exam's day and its results, short enough that a slip left behind stops working.
+    pub const DEFAULT_PATIENT_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// When a token of `role` issued at `now_ms` expires, given the lifetime its issuer asked
+    /// for (`None`: the policy's default for the role).
+    ///
+    /// # Notable errors
+    /// `invalid` for a zero lifetime or one longer than [`max_ttl`](TokenPolicy::max_ttl).
+    pub fn expiry(
+        &self,
+        role: Role,
+        ttl: Option<Duration>,
+        now_ms: i64,
+    ) -> Result<Option<i64>, ApiError> {
+        let ttl = match ttl {
+            Some(t) if t.is_zero() => {
+                return Err(ApiError::invalid("ttl: a token must live longer than 0 s"));
+            }
+            Some(t) => {
+                if let Some(max) = self.max_ttl
+                    && t > max
+                {
+                    return Err(ApiError::invalid(format!(
+                        "ttl: at most {} on this server (serve --token-max-ttl)",
+                        format_duration(max)
+                    )));
+                }
+                Some(t)
+            }
+            None if role == Role::Patient => Some(
+                self.max_ttl
+                    .map_or(self.patient_ttl, |m| m.min(self.patient_ttl)),
+            ),
+            None => self.max_ttl,
+        };
+        Ok(ttl.map(|t| now_ms.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))))
+    }
+}
+
+/// Parses a lifetime: `90s`, `15m`, `12h`, `7d`, `1d12h` (the hospital file's durations, and
+/// days); `None` if malformed.
+pub fn parse_ttl(text: &str) -> Option<Duration> {
+    let first_unit = text.find(|c: char| !c.is_ascii_digit())?;
+    if text[first_unit..].starts_with('d') {
+        let days: u64 = text[..first_unit].parse().ok()?;
+        let days = Duration::from_secs(days.checked_mul(86_400)?);
+        let rest = &text[first_unit + 1..];
+        if rest.is_empty() {
+            return Some(days);
+        }
+        return days.checked_add(medkeeper_hospital::config::parse_duration(rest)?);
+    }
+    medkeeper_hospital::config::parse_duration(text)
+}
+
+/// `90s`, `15m`, `12h`, `7d`: the largest whole unit.
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// The longest overlap a rotation may give the old token.
+pub const MAX_ROTATION_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A rotation: the old token's id, its successor (and the successor's text, shown once).
+#[derive(Debug)]
+pub struct Rotation {
+    /// The token rotated, as it was before.
+    pub old: TokenRecord,
+    /// When the old token now expires.
+    pub old_expires_ms: i64,
+    /// Its successor.
+    pub new: TokenRecord,
+    /// The successor's text: shown once.
+    pub token: String,
+}
+
+/// Rotates the token `id`: issues its successor (same role, patient and label) and has the
+/// old token expire `overlap` from now (or keep an earlier expiry), with `audit(old, new)`'s
+/// records, in one transaction. The successor lives `ttl` if given, else as long as the old
+/// token was issued for, else the policy's default for the role.
+///
+/// # Notable errors
+/// `not_found` for a token that does not exist, is revoked or has expired; `invalid` for an
+/// overlap over [`MAX_ROTATION_OVERLAP`] or a lifetime the policy refuses; `internal` if the
+/// store fails.
+pub async fn rotate_token(
+    store: &dyn ClinicalStore,
+    policy: &TokenPolicy,
+    id: &str,
+    overlap: Duration,
+    ttl: Option<Duration>,
+    audit: impl FnOnce(&TokenRecord, &TokenRecord, i64) -> Vec<AuditRecord>,
+) -> Result<Rotation, ApiError> {
+    if overlap > MAX_ROTATION_OVERLAP {
+        return Err(ApiError::invalid(format!(
+            "overlap: at most {}",
+            format_duration(MAX_ROTATION_OVERLAP)
+        )));
+    }
+    let now = now_ms();
+    let gone = || ApiError::not_found(format!("token {id:?} not found, revoked or expired"));
+    let old = store.token_by_id(id).await?.ok_or_else(gone)?;
+    if !old.valid_at(now) {
+        return Err(gone());
+    }
+    let role: Role = caller_of(&old)?.role;
+    let ttl = ttl.or_else(|| {
+        old.expires_ms
+            .map(|e| Duration::from_millis(e.saturating_sub(old.created_ms).max(1) as u64))
+    });
+    let ttl = match (ttl, policy.max_ttl) {
+        // The old token's own lifetime, from before a limit was set, is brought within it.
+        (Some(t), Some(max)) if t > max => Some(max),
+        (t, _) => t,
+    };
+    let expires_ms = policy.expiry(role, ttl, now)?;
+    let (new, token) = new_token(role, old.patient.clone(), &old.label, now, expires_ms)?;
+    let old_expires_ms = now.saturating_add(i64::try_from(overlap.as_millis()).unwrap_or(i64::MAX));
+    let records = audit(&old, &new, old_expires_ms);
+    if !store
+        .rotate_token(&old.id, old_expires_ms, &new, &records)
+        .await?
+    {
+        // Revoked or expired meanwhile.
+        return Err(gone());
+    }
+    let old_expires_ms = old
+        .expires_ms
+        .map_or(old_expires_ms, |e| e.min(old_expires_ms));
+    Ok(Rotation {
+        old,
+        old_expires_ms,
+        new,
+        token,
+    })
+}
+
+/// Token look-ups with a short cache (see the module docs). Each entry holds the instant
+/// until which it may be trusted: [`CACHE_TTL`] after the look-up, or the token's expiry if
+/// that is sooner.
 #[derive(Default)]
 pub struct TokenCache {
     entries: Mutex<HashMap<String, (Instant, Caller)>>,
@@ -256,27 +463,55 @@ impl TokenCache {
         store: &dyn ClinicalStore,
         hash: &str,
     ) -> Result<Caller, ApiError> {
-        if let Some((at, caller)) = self.lock().get(hash).cloned()
-            && at.elapsed() < CACHE_TTL
-        {
+        if let Some(caller) = self.cached_hash(hash) {
             return Ok(caller);
         }
+        let now = now_ms();
         let caller = match store.token_by_hash(hash).await {
+            Ok(Some(rec)) if rec.revoked_ms.is_none() && rec.expired_at(now) => {
+                return Err(ApiError::new(
+                    ErrorCode::TokenExpired,
+                    "token expired: ask an admin for a new one",
+                ));
+            }
             Ok(Some(rec)) if rec.revoked_ms.is_none() => caller_of(&rec)?,
             // Unknown and revoked tokens are not cached: a flood of made-up tokens must not
             // grow the cache.
             Ok(_) => return Err(ApiError::unauthorized("unknown or revoked token")),
             Err(e) => return Err(store_failed(e)),
         };
+        // Trusted for CACHE_TTL, never past the token's expiry.
+        let left = caller.expires_ms.map_or(CACHE_TTL, |e| {
+            Duration::from_millis(e.saturating_sub(now).max(0) as u64).min(CACHE_TTL)
+        });
+        let until = Instant::now() + left;
         let mut entries = self.lock();
         if entries.len() >= MAX_CACHED {
-            entries.retain(|_, (at, _)| at.elapsed() < CACHE_TTL);
+            let now = Instant::now();
+            entries.retain(|_, (until, _)| now < *until);
             if entries.len() >= MAX_CACHED {
                 entries.clear();
             }
         }
-        entries.insert(hash.to_string(), (Instant::now(), caller.clone()));
+        entries.insert(hash.to_string(), (until, caller.clone()));
         Ok(caller)
+    }
+
+    /// The caller a token stands for if this cache holds it as valid now (no store read).
+    pub fn cached(&self, token: &str) -> Option<Caller> {
+        self.cached_hash(&hash_token(token))
+    }
+
+    fn cached_hash(&self, hash: &str) -> Option<Caller> {
+        let mut entries = self.lock();
+        match entries.get(hash) {
+            Some((until, caller)) if Instant::now() < *until => Some(caller.clone()),
+            Some(_) => {
+                entries.remove(hash);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Forgets every cached answer (after a revocation on this instance).
@@ -299,6 +534,7 @@ fn caller_of(rec: &TokenRecord) -> Result<Caller, ApiError> {
         role,
         patient: rec.patient.clone(),
         hash: rec.hash.clone(),
+        expires_ms: rec.expires_ms,
     })
 }
 
@@ -309,7 +545,6 @@ fn store_failed(e: StoreError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
 
     #[test]
     fn roles_round_trip_and_unknown_is_invalid() {
@@ -317,6 +552,61 @@ mod tests {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
         }
         assert_eq!("root".parse::<Role>().unwrap_err().code, ErrorCode::Invalid);
+    }
+
+    #[test]
+    fn ttls_parse_with_days_and_format_back() {
+        assert_eq!(parse_ttl("12h"), Some(Duration::from_secs(12 * 3600)));
+        assert_eq!(parse_ttl("30d"), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_ttl("1d12h"), Some(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_ttl("1500ms"), Some(Duration::from_millis(1500)));
+        for bad in ["", "d", "12", "h12", "1d-", "1w", "99999999999999999999d"] {
+            assert_eq!(parse_ttl(bad), None, "{bad:?}");
+        }
+        for d in ["90s", "15m", "12h", "7d"] {
+            assert_eq!(format_duration(parse_ttl(d).unwrap()), d);
+        }
+    }
+
+    #[test]
+    fn policy_patient_tokens_expire_staff_only_under_a_limit() {
+        let day = Duration::from_secs(86_400);
+        let open = TokenPolicy::default();
+        assert_eq!(
+            open.expiry(Role::Patient, None, 1_000).unwrap(),
+            Some(1_000 + 7 * 86_400_000)
+        );
+        assert_eq!(open.expiry(Role::Nurse, None, 1_000).unwrap(), None);
+        assert_eq!(
+            open.expiry(Role::Admin, Some(day), 1_000).unwrap(),
+            Some(1_000 + 86_400_000)
+        );
+        assert_eq!(
+            open.expiry(Role::Admin, Some(Duration::ZERO), 1_000)
+                .unwrap_err()
+                .code,
+            ErrorCode::Invalid
+        );
+        let capped = TokenPolicy {
+            max_ttl: Some(day),
+            ..TokenPolicy::default()
+        };
+        // The limit is the staff default and caps the patient default.
+        assert_eq!(
+            capped.expiry(Role::Nurse, None, 0).unwrap(),
+            Some(86_400_000)
+        );
+        assert_eq!(
+            capped.expiry(Role::Patient, None, 0).unwrap(),
+            Some(86_400_000)
+        );
+        assert_eq!(
+            capped
+                .expiry(Role::Nurse, Some(2 * day), 0)
+                .unwrap_err()
+                .code,
+            ErrorCode::Invalid
+        );
     }
 
     #[test]
@@ -336,6 +626,7 @@ mod tests {
             role: Role::Patient,
             patient: Some(me.clone()),
             hash: String::new(),
+            expires_ms: None,
         };
         assert!(c.require_staff_or_self(Role::STAFF, &me).is_ok());
         assert_eq!(

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     BadRequest,
     /// 401: no token, an unknown or revoked token.
     Unauthorized,
+    /// 401: the token has expired (ask for a new one: a rotation's successor, or a fresh one).
+    TokenExpired,
     /// 403: the role may not do this.
     Forbidden,
     /// 404: no such thing (or route).
@@ -43,6 +45,9 @@ pub enum ErrorCode {
     Invalid,
     /// 429: the token holds its most open event streams.
     TooManyStreams,
+    /// 429: too many failed authentications from the client's address lately; the answer's
+    /// `Retry-After` says when to try again.
+    RateLimited,
     /// 503: too many requests or streams; retry later.
     Overloaded,
     /// 503: the request took longer than its deadline.
@@ -59,6 +64,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -68,6 +74,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Invalid => "invalid",
             ErrorCode::TooManyStreams => "too_many_streams",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Unavailable => "unavailable",
@@ -79,7 +86,7 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized | ErrorCode::TokenExpired => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -87,7 +94,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::TooManyStreams | ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Overloaded | ErrorCode::Timeout | ErrorCode::Unavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -112,6 +119,8 @@ pub struct ApiError {
     /// What went wrong, for people. For [`ErrorCode::Internal`] only a reference to the
     /// server's log entry, which holds the detail.
     pub message: String,
+    /// For [`ErrorCode::RateLimited`]: when to try again, answered as `Retry-After` (seconds).
+    pub(crate) retry_after: Option<std::time::Duration>,
 }
 
 /// The JSON body of an error.
@@ -136,7 +145,23 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// 429 `rate_limited`, to be tried again after `retry_after` (`Retry-After`, in whole
+    /// seconds, rounded up).
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(ErrorCode::RateLimited, message)
+        }
+    }
+
+    /// True for a refused token (none, malformed, unknown, revoked, expired): what counts as a
+    /// failed authentication.
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(self.code, ErrorCode::Unauthorized | ErrorCode::TokenExpired)
     }
 
     /// The HTTP status: the code's.
@@ -214,13 +239,20 @@ impl IntoResponse for ApiError {
             tracing::warn!(code = %self.code, reason = %self.message, "request failed");
         }
         let status = self.status();
+        let retry_after = self.retry_after;
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code,
                 message: self.message,
             },
         };
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if let Some(after) = retry_after {
+            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.max(1).into());
+        }
+        resp
     }
 }
 
@@ -279,9 +311,11 @@ impl From<StoreError> for ApiError {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 15] = [
+    const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
+        ErrorCode::RateLimited,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,

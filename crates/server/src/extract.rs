@@ -1,10 +1,12 @@
 //! Extractors whose rejections are JSON [`ApiError`]s, and the caller's identity.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -135,6 +137,17 @@ fn bearer(parts: &Parts) -> Result<String, ApiError> {
     ))
 }
 
+/// The client's address, if the server was started with connect info
+/// (`into_make_service_with_connect_info`, or `MockConnectInfo` in tests).
+async fn client_addr(parts: &mut Parts, state: &Arc<ServerState>) -> Option<IpAddr> {
+    ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+        .await
+        .ok()
+        .map(|ConnectInfo(a)| a.ip())
+}
+
+/// Authenticates the request's token, under the limit on failed authentications per client
+/// address ([`crate::auth_failures`]).
 impl FromRequestParts<Arc<ServerState>> for Caller {
     type Rejection = ApiError;
 
@@ -142,10 +155,41 @@ impl FromRequestParts<Arc<ServerState>> for Caller {
         parts: &mut Parts,
         state: &Arc<ServerState>,
     ) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        state
-            .tokens
-            .authenticate(state.store().as_ref(), &token)
-            .await
+        let addr = client_addr(parts, state).await;
+        let token = bearer(parts);
+        if let Some(ip) = addr
+            && let Some(left) = state.auth_failures.refused(ip, Instant::now())
+        {
+            // A token this instance knows to be valid passes (no store read); anything else
+            // is refused before it is looked up.
+            if let Ok(t) = &token
+                && let Some(caller) = state.tokens.cached(t)
+            {
+                return Ok(caller);
+            }
+            return Err(refused(left));
+        }
+        let r = match token {
+            Ok(t) => state.tokens.authenticate(state.store().as_ref(), &t).await,
+            Err(e) => Err(e),
+        };
+        if let (Err(e), Some(ip)) = (&r, addr)
+            && e.is_auth_failure()
+            && let Some(refusal) = state.auth_failures.failed(ip, Instant::now())
+        {
+            state.audit_refusal(&refusal).await;
+            return Err(refused(refusal.refuse_for));
+        }
+        r
     }
+}
+
+fn refused(left: Duration) -> ApiError {
+    ApiError::rate_limited(
+        format!(
+            "too many failed authentications from this address; retry in {} s",
+            left.as_secs_f64().ceil() as u64
+        ),
+        left,
+    )
 }

@@ -22,6 +22,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod auth_failures;
 mod error;
 mod extract;
 pub mod fhir;
@@ -46,7 +47,8 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 
-pub use auth::{Caller, Role, issue_token};
+pub use auth::{Caller, Role, TokenPolicy, issue_token, issue_token_expiring};
+pub use auth_failures::FailureLimit;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use metrics::{EngineFigures, EngineFiguresSource, HistogramFigures, metrics_router};
 pub use state::{Limits, ServerState};
@@ -63,7 +65,7 @@ pub use views::MemberInfo;
         api::create_order, api::order, api::reprioritise, api::cancel, api::call, api::start,
         api::complete, api::report, api::no_show,
         api::cluster, api::tree,
-        api::create_token, api::tokens, api::revoke_token, api::audit,
+        api::create_token, api::tokens, api::token, api::rotate, api::revoke_token, api::audit,
         api::all_events, api::pool_events, api::unit_events, api::patient_events, api::cluster_events,
         api::alarms, api::alarm, api::acknowledge, api::shelve, api::alarm_events,
         api::add_identifier, api::set_settings, api::vitals, api::news2, api::ward,
@@ -137,7 +139,11 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/cluster", get(api::cluster))
         .route("/api/tree", get(api::tree))
         .route("/api/tokens", post(api::create_token).get(api::tokens))
-        .route("/api/tokens/{id}", axum::routing::delete(api::revoke_token))
+        .route(
+            "/api/tokens/{id}",
+            get(api::token).delete(api::revoke_token),
+        )
+        .route("/api/tokens/{id}/rotate", post(api::rotate))
         .route("/api/audit", get(api::audit))
         .route("/api/alarms", get(api::alarms))
         .route("/api/alarms/{id}", get(api::alarm))

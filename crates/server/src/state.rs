@@ -11,6 +11,7 @@ use medkeeper_hospital::{OrderId, PatientId};
 use tokio::sync::watch;
 
 use crate::auth::{Caller, TokenCache};
+use crate::auth_failures::{AuthFailures, Refused};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::EngineFiguresSource;
 use crate::sse::{Hub, StreamSlots};
@@ -34,6 +35,10 @@ pub struct Limits {
     pub request_timeout: std::time::Duration,
     /// The largest request body, in bytes.
     pub max_body: usize,
+    /// How long tokens live: defaults and the longest lifetime (`serve --token-max-ttl`).
+    pub tokens: crate::auth::TokenPolicy,
+    /// When failed authentications from one address get it refused (429 `rate_limited`).
+    pub auth_failures: crate::auth_failures::FailureLimit,
 }
 
 impl Default for Limits {
@@ -45,6 +50,8 @@ impl Default for Limits {
             stream_keep_alive: std::time::Duration::from_secs(1),
             request_timeout: std::time::Duration::from_secs(10),
             max_body: 64 * 1024,
+            tokens: Default::default(),
+            auth_failures: Default::default(),
         }
     }
 }
@@ -55,6 +62,7 @@ pub struct ServerState {
     store: Arc<dyn ClinicalStore>,
     hospital: watch::Sender<Option<Arc<Hospital>>>,
     pub(crate) tokens: TokenCache,
+    pub(crate) auth_failures: AuthFailures,
     pub(crate) hub: Hub,
     pub(crate) streams: StreamSlots,
     pub(crate) limits: Limits,
@@ -82,6 +90,7 @@ impl ServerState {
             store,
             hospital,
             tokens: TokenCache::default(),
+            auth_failures: AuthFailures::new(limits.auth_failures.clone()),
             streams: StreamSlots::new(limits.max_streams, limits.max_streams_per_token),
             limits,
             http_metrics: Default::default(),
@@ -195,6 +204,33 @@ impl ServerState {
             order: entry.order.cloned(),
             outcome: entry.outcome.as_str().to_string(),
             detail: entry.detail,
+        }
+    }
+
+    /// Records that a client address is refused after too many failed authentications (once
+    /// per refusal; see [`crate::auth_failures`]). Who: `client:<address>`, role `anonymous`.
+    /// A failure to record is logged: the refusal stands either way.
+    pub(crate) async fn audit_refusal(&self, refused: &Refused) {
+        let record = AuditRecord {
+            seq: 0,
+            at_ms: now_ms(),
+            actor: format!("client:{}", refused.client),
+            role: "anonymous".to_string(),
+            action: "auth.rate_limited".to_string(),
+            patient: None,
+            order: None,
+            outcome: ErrorCode::RateLimited.as_str().to_string(),
+            detail: format!(
+                "{} failed authentications within {}; refused for {}",
+                refused.failures,
+                crate::auth::format_duration(self.limits.auth_failures.window),
+                crate::auth::format_duration(refused.refuse_for)
+            ),
+        };
+        tracing::warn!(client = %refused.client, failures = refused.failures,
+            "client refused after failed authentications");
+        if let Err(e) = self.store.append_audit(&record).await {
+            tracing::error!(client = %refused.client, "cannot write the audit log (auth.rate_limited): {e}");
         }
     }
 

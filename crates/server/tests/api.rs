@@ -568,6 +568,8 @@ enum Fixture {
     NewToken,
     /// A fresh nurse token to revoke (`{token}` in the path).
     RevokeToken,
+    /// A fresh nurse token to rotate (`{token}` in the path): the tokens are counted.
+    RotateToken,
     /// MRI-2 is available; the call puts it into maintenance.
     UnitStatus,
     /// An active alarm (`{alarm}` in the path): its events count is what changes.
@@ -618,6 +620,8 @@ const MATRIX: &[(&str, &str, &str, Fixture, &str)] = &[
         r#"{"role":"nurse","label":"matrix"}"#),
     ("GET", "/api/tokens",                       "y------", Fixture::Shared, ""),
     ("DELETE", "/api/tokens/{token}",            "y------", Fixture::RevokeToken, ""),
+    ("GET", "/api/tokens/{token}",               "y------", Fixture::RevokeToken, ""),
+    ("POST", "/api/tokens/{token}/rotate",       "y------", Fixture::RotateToken, r#"{"overlap":"5m"}"#),
     ("GET", "/api/audit",                        "y------", Fixture::Shared, ""),
     ("GET", "/api/alarms",                       "yyyyy--", Fixture::Alarm, ""),
     ("GET", "/api/alarms/{alarm}",               "yyyyy--", Fixture::Alarm, ""),
@@ -742,7 +746,7 @@ async fn role_matrix_over_every_endpoint() {
             let mut revoke = String::new();
             let order = match fixture {
                 Fixture::Order(state) => s.order(&own, "CT", state).await,
-                Fixture::RevokeToken => {
+                Fixture::RevokeToken | Fixture::RotateToken => {
                     revoke = s.token(Role::Nurse, None).await.id;
                     shared.clone()
                 }
@@ -811,7 +815,9 @@ async fn role_matrix_over_every_endpoint() {
                         Fixture::NewOrder => {
                             s.store.orders_of(&own).await.unwrap().len() == before_orders
                         }
-                        Fixture::NewToken => s.store.tokens().await.unwrap().len() == before_tokens,
+                        Fixture::NewToken | Fixture::RotateToken => {
+                            s.store.tokens().await.unwrap().len() == before_tokens
+                        }
                         Fixture::UnitStatus => {
                             s.unit_status("MRI", "MRI-2").await == UnitStatus::Available
                         }
@@ -3824,5 +3830,544 @@ async fn issue14_metrics_dispatch_and_engine_histograms() {
         format!("{inf:?}"),
     );
     promtool_ensure(&mut p, &text);
+    p.finish();
+}
+
+// --- issue 19: token lifetimes, rotation, failed-authentication limits, audited reads ---------
+
+/// The audit records with `action`, oldest first.
+async fn audit_of(s: &Server, action: &str) -> Vec<AuditRecord> {
+    s.store
+        .audit(&AuditQuery {
+            limit: Some(10_000),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.action == action)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue19_tokens_expire_with_a_clear_401_and_list_their_expiry() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let patient = s.patient("Expiring Patient").await;
+    let mut p = Problems::default();
+
+    // Lifetimes on creation: asked for, the patient default, none for staff.
+    let now = now_ms();
+    let nurse = s
+        .ok(
+            "POST",
+            "/api/tokens",
+            &admin,
+            json!({"role":"nurse","ttl":"12h"}),
+            201,
+        )
+        .await;
+    let at = nurse["expires_ms"].as_i64().unwrap_or(0) - now;
+    p.ensure(
+        "ttl 12h",
+        (12 * 3_600_000..12 * 3_600_000 + 5_000).contains(&at),
+        &nurse,
+    );
+    let pat = s
+        .ok(
+            "POST",
+            "/api/tokens",
+            &admin,
+            json!({"role":"patient","patient":patient}),
+            201,
+        )
+        .await;
+    let at = pat["expires_ms"].as_i64().unwrap_or(0) - now;
+    p.ensure(
+        "patient default 7d",
+        (7 * 86_400_000..7 * 86_400_000 + 5_000).contains(&at),
+        &pat,
+    );
+    let doc = s
+        .ok("POST", "/api/tokens", &admin, json!({"role":"doctor"}), 201)
+        .await;
+    p.ensure(
+        "staff default: no expiry",
+        doc["expires_ms"].is_null(),
+        &doc,
+    );
+    let fixed = s
+        .ok(
+            "POST",
+            "/api/tokens",
+            &admin,
+            json!({"role":"doctor","expires_ms": now + 60_000}),
+            201,
+        )
+        .await;
+    p.ensure(
+        "expires_ms kept",
+        fixed["expires_ms"] == json!(now + 60_000),
+        &fixed,
+    );
+    for bad in [
+        json!({"role":"nurse","ttl":"soon"}),
+        json!({"role":"nurse","ttl":"0s"}),
+        json!({"role":"nurse","ttl":"1h","expires_ms": now + 60_000}),
+        json!({"role":"nurse","expires_ms": 1}),
+    ] {
+        let r = s.call("POST", "/api/tokens", &admin, bad.clone()).await;
+        p.check(format!("create {bad}"), r.expect_error(&[422], "invalid"));
+    }
+    let whoami = s
+        .ok(
+            "GET",
+            "/api/whoami",
+            &Tok {
+                id: String::new(),
+                token: nurse["token"].as_str().unwrap().into(),
+            },
+            Value::Null,
+            200,
+        )
+        .await;
+    p.ensure(
+        "whoami shows the expiry",
+        whoami["expires_ms"] == nurse["expires_ms"],
+        &whoami,
+    );
+
+    // A short-lived token: used (and so cached), then refused from its expiry on — the cache
+    // (5 s) does not outlive it.
+    let short = s
+        .ok(
+            "POST",
+            "/api/tokens",
+            &admin,
+            json!({"role":"nurse","ttl":"1500ms"}),
+            201,
+        )
+        .await;
+    let short = Tok {
+        id: short["id"].as_str().unwrap().into(),
+        token: short["token"].as_str().unwrap().into(),
+    };
+    s.ok("GET", "/api/whoami", &short, Value::Null, 200).await;
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    let r = s.call("GET", "/api/whoami", &short, Value::Null).await;
+    p.check("expired token", r.expect_error(&[401], "token_expired"));
+    p.ensure(
+        "says it expired",
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("token expired"),
+        &r.text,
+    );
+    // Its event streams are refused too.
+    let (status, _, _) = s
+        .events(&format!("/api/events?access_token={}", short.token))
+        .await;
+    p.ensure("expired token's stream", status == 401, status);
+
+    // The list shows expiry and the expired state; one token can be shown.
+    let list = s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    let row = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == short.id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    p.ensure(
+        "listed expired",
+        row["expired"] == json!(true) && row["expires_ms"].is_i64(),
+        &row,
+    );
+    let one = s
+        .ok(
+            "GET",
+            &format!("/api/tokens/{}", short.id),
+            &admin,
+            Value::Null,
+            200,
+        )
+        .await;
+    p.ensure("shown", one == row, &one);
+    let r = s
+        .call("GET", "/api/tokens/t-nosuch", &admin, Value::Null)
+        .await;
+    p.check("unknown token shown", r.expect_error(&[404], "not_found"));
+    p.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue19_rotation_overlaps_then_the_old_token_expires() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let mut p = Problems::default();
+    let old = s
+        .ok(
+            "POST",
+            "/api/tokens",
+            &admin,
+            json!({"role":"technician","label":"CT console","ttl":"30d"}),
+            201,
+        )
+        .await;
+    let old = Tok {
+        id: old["id"].as_str().unwrap().into(),
+        token: old["token"].as_str().unwrap().into(),
+    };
+    s.ok("GET", "/api/whoami", &old, Value::Null, 200).await; // cached now
+
+    // Only admins rotate; unknown and malformed ids are refused.
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/tokens/{}/rotate", old.id),
+            &nurse,
+            json!({}),
+        )
+        .await;
+    p.check("nurse rotates", r.expect_error(&[403], "forbidden"));
+    let r = s
+        .call("POST", "/api/tokens/t-nosuch/rotate", &admin, json!({}))
+        .await;
+    p.check("unknown rotated", r.expect_error(&[404], "not_found"));
+    for bad in [
+        json!({"overlap":"later"}),
+        json!({"overlap":"8d"}),
+        json!({"ttl":"0s"}),
+    ] {
+        let r = s
+            .call(
+                "POST",
+                &format!("/api/tokens/{}/rotate", old.id),
+                &admin,
+                bad.clone(),
+            )
+            .await;
+        p.check(format!("rotate {bad}"), r.expect_error(&[422], "invalid"));
+    }
+
+    let before = now_ms();
+    let rotated = s
+        .ok(
+            "POST",
+            &format!("/api/tokens/{}/rotate", old.id),
+            &admin,
+            json!({"overlap":"1500ms"}),
+            201,
+        )
+        .await;
+    let new = Tok {
+        id: rotated["id"].as_str().unwrap().into(),
+        token: rotated["token"].as_str().unwrap().into(),
+    };
+    p.ensure(
+        "same role and label",
+        rotated["role"] == "technician" && rotated["label"] == "CT console",
+        &rotated,
+    );
+    p.ensure("replaces", rotated["replaces"] == old.id.as_str(), &rotated);
+    let overlap = rotated["replaced_expires_ms"].as_i64().unwrap_or(0) - before;
+    p.ensure(
+        "overlap",
+        (1_500..1_500 + 3_000).contains(&overlap),
+        &rotated,
+    );
+    let life = rotated["expires_ms"].as_i64().unwrap_or(0) - before;
+    p.ensure(
+        "the old token's lifetime",
+        (30 * 86_400_000..30 * 86_400_000 + 3_000).contains(&life),
+        &rotated,
+    );
+    // Both work during the overlap, the old one (although cached before) not after it.
+    s.ok("GET", "/api/whoami", &old, Value::Null, 200).await;
+    s.ok("GET", "/api/whoami", &new, Value::Null, 200).await;
+    tokio::time::sleep(Duration::from_millis(1_700)).await;
+    let r = s.call("GET", "/api/whoami", &old, Value::Null).await;
+    p.check(
+        "old after the overlap",
+        r.expect_error(&[401], "token_expired"),
+    );
+    s.ok("GET", "/api/whoami", &new, Value::Null, 200).await;
+    // An expired token is not rotated again.
+    let r = s
+        .call(
+            "POST",
+            &format!("/api/tokens/{}/rotate", old.id),
+            &admin,
+            json!({}),
+        )
+        .await;
+    p.check("expired rotated", r.expect_error(&[404], "not_found"));
+
+    // Both records, by the admin, stored in one transaction (consecutive sequence numbers).
+    let rot = audit_of(&s, "token.rotate").await;
+    let ok: Vec<_> = rot.iter().filter(|r| r.outcome == "ok").collect();
+    let created = audit_of(&s, "token.create").await;
+    let succ = created.iter().find(|r| r.detail.contains(&new.id));
+    p.ensure("one rotation record", ok.len() == 1, format!("{rot:?}"));
+    if let (Some(r), Some(c)) = (ok.first(), succ) {
+        p.ensure(
+            "same transaction",
+            c.seq == r.seq + 1 && r.actor == admin.id && c.actor == admin.id,
+            format!("{r:?} {c:?}"),
+        );
+        p.ensure(
+            "rotation detail names both",
+            r.detail.contains(&old.id) && r.detail.contains(&new.id),
+            &r.detail,
+        );
+    } else {
+        p.ensure(
+            "successor's creation audited",
+            false,
+            format!("{created:?}"),
+        );
+    }
+    p.ensure(
+        "refusals audited",
+        rot.iter().any(|r| r.outcome == "denied") && rot.iter().any(|r| r.outcome == "not_found"),
+        format!("{rot:?}"),
+    );
+    p.finish();
+}
+
+/// A request through the router in process, from `from` (as `ConnectInfo`) if given.
+async fn oneshot_from(
+    app: &axum::Router,
+    from: Option<std::net::SocketAddr>,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::builder().uri(path);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let mut req = req.body(axum::body::Body::empty()).unwrap();
+    if let Some(a) = from {
+        req.extensions_mut().insert(axum::extract::ConnectInfo(a));
+    }
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        retry,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue19_failed_authentications_limit_the_address_not_the_others() {
+    let s = Server::start().await;
+    let mut limits = Limits::default();
+    limits.auth_failures.max_failures = 5;
+    let state = ServerState::new(
+        MemberInfo {
+            id: "limits".into(),
+            url: "http://127.0.0.1:1/".into(),
+            started_ms: now_ms(),
+        },
+        s.store.clone(),
+        limits,
+    );
+    state.set_hospital(Some(s.hospital.clone()));
+    let app = medkeeper_server::router(state.clone());
+    let admin = s.token(Role::Admin, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let revoked = s.token(Role::Nurse, None).await;
+    assert!(
+        s.store
+            .revoke_token(&revoked.id, now_ms(), None)
+            .await
+            .unwrap()
+    );
+    let (expired, expired_token) = medkeeper_server::issue_token_expiring(
+        s.store.as_ref(),
+        Role::Nurse,
+        None,
+        "expired",
+        Some(now_ms() - 1),
+    )
+    .await
+    .unwrap();
+    let _ = expired;
+    let attacker: std::net::SocketAddr = "192.0.2.7:50000".parse().unwrap();
+    let ward: std::net::SocketAddr = "192.0.2.8:50001".parse().unwrap();
+    let mut p = Problems::default();
+
+    // The admin works from the attacker's address first (so this instance has its token
+    // cached); the nurse has never been seen here.
+    let (st, _, _) = oneshot_from(&app, Some(attacker), "/api/whoami", Some(&admin.token)).await;
+    p.ensure("admin before", st == 200, st);
+    // Every kind of failure counts: none, malformed, unknown, revoked, expired.
+    let unknown = format!("mkt_{}", "0".repeat(64));
+    let tries: [Option<&str>; 5] = [
+        None,
+        Some("mkt_short"),
+        Some(&unknown),
+        Some(&revoked.token),
+        Some(&expired_token),
+    ];
+    for (i, t) in tries.iter().enumerate() {
+        let (st, retry, body) = oneshot_from(&app, Some(attacker), "/api/pools", *t).await;
+        if i < 4 {
+            p.ensure(
+                format!("failure {i} is 401"),
+                st == 401 && retry.is_none(),
+                format!("{st} {body}"),
+            );
+        } else {
+            p.ensure(
+                "the 5th failure gets the address refused",
+                st == 429
+                    && body["error"]["code"] == "rate_limited"
+                    && retry.as_deref() == Some("300"),
+                format!("{st} {retry:?} {body}"),
+            );
+        }
+    }
+    // Refused: a token not cached here is not even looked up; more failures change nothing.
+    let (st, retry, body) =
+        oneshot_from(&app, Some(attacker), "/api/pools", Some(&nurse.token)).await;
+    p.ensure(
+        "uncached valid token refused",
+        st == 429 && retry.is_some(),
+        format!("{st} {body}"),
+    );
+    for _ in 0..20 {
+        oneshot_from(&app, Some(attacker), "/api/pools", Some(&unknown)).await;
+    }
+    // A token this instance holds as valid still works from there; unauthenticated routes too.
+    let (st, _, _) = oneshot_from(&app, Some(attacker), "/api/whoami", Some(&admin.token)).await;
+    p.ensure("cached admin still served", st == 200, st);
+    let (st, _, _) = oneshot_from(&app, Some(attacker), "/healthz", None).await;
+    p.ensure("healthz", st == 200, st);
+    // Another address: unaffected, with its own count.
+    let (st, _, _) = oneshot_from(&app, Some(ward), "/api/pools", Some(&nurse.token)).await;
+    p.ensure("another address", st == 200, st);
+    let (st, _, _) = oneshot_from(&app, Some(ward), "/api/pools", Some(&unknown)).await;
+    p.ensure("another address's failure is its own", st == 401, st);
+    // No connect info (a server started without it): never limited.
+    for _ in 0..10 {
+        let (st, _, _) = oneshot_from(&app, None, "/api/pools", Some(&unknown)).await;
+        p.ensure("no address: 401", st == 401, st);
+    }
+    // axum's MockConnectInfo is read as well.
+    let mocked = medkeeper_server::router(state.clone())
+        .layer(axum::extract::connect_info::MockConnectInfo(attacker));
+    let fresh = s.token(Role::Nurse, None).await;
+    let (st, _, _) = oneshot_from(&mocked, None, "/api/pools", Some(&fresh.token)).await;
+    p.ensure("MockConnectInfo address refused", st == 429, st);
+
+    // One audit record for the refusal, not one per failure.
+    let limited = audit_of(&s, "auth.rate_limited").await;
+    p.ensure("one record", limited.len() == 1, format!("{limited:?}"));
+    if let Some(r) = limited.first() {
+        p.ensure(
+            "who, what",
+            r.actor == "client:192.0.2.7"
+                && r.role == "anonymous"
+                && r.outcome == "rate_limited"
+                && r.detail.contains("5 failed authentications"),
+            format!("{r:?}"),
+        );
+    }
+    p.finish();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue19_reads_of_tokens_audit_and_cluster_are_audited() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let patient = s.patient("Audited Reader").await;
+    let mut p = Problems::default();
+    s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    s.ok(
+        "GET",
+        &format!("/api/tokens/{}", nurse.id),
+        &admin,
+        Value::Null,
+        200,
+    )
+    .await;
+    s.ok(
+        "GET",
+        &format!("/api/audit?patient={patient}&limit=5"),
+        &admin,
+        Value::Null,
+        200,
+    )
+    .await;
+    s.ok("GET", "/api/cluster", &nurse, Value::Null, 200).await;
+    let r = s.call("GET", "/api/tokens", &nurse, Value::Null).await;
+    p.check("nurse lists tokens", r.expect_error(&[403], "forbidden"));
+    let r = s.call("GET", "/api/audit", &nurse, Value::Null).await;
+    p.check(
+        "nurse reads the audit log",
+        r.expect_error(&[403], "forbidden"),
+    );
+    let (status, _, stream) = s
+        .events(&format!("/api/cluster/events?access_token={}", nurse.token))
+        .await;
+    p.ensure("cluster stream", status == 200 && stream.is_some(), status);
+    drop(stream);
+
+    let expect = |action: &str, actor: &Tok, outcome: &str| {
+        (action.to_string(), actor.id.clone(), outcome.to_string())
+    };
+    let want = [
+        expect("token.list", &admin, "ok"),
+        expect("token.read", &admin, "ok"),
+        expect("audit.read", &admin, "ok"),
+        expect("cluster.read", &nurse, "ok"),
+        expect("token.list", &nurse, "denied"),
+        expect("audit.read", &nurse, "denied"),
+        expect("cluster.stream", &nurse, "ok"),
+    ];
+    let all = s
+        .store
+        .audit(&AuditQuery {
+            limit: Some(10_000),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    for (action, actor, outcome) in &want {
+        p.ensure(
+            format!("{action} by {actor} {outcome}"),
+            all.iter()
+                .any(|r| &r.action == action && &r.actor == actor && &r.outcome == outcome),
+            format!("{all:?}"),
+        );
+    }
+    // Who and what was asked, never what was answered.
+    let read = all
+        .iter()
+        .find(|r| r.action == "audit.read" && r.outcome == "ok");
+    p.ensure(
+        "audit.read names the search",
+        read.is_some_and(|r| r.patient.as_ref() == Some(&patient) && r.detail == "limit=5"),
+        format!("{read:?}"),
+    );
+    let shown = all.iter().find(|r| r.action == "token.read");
+    p.ensure(
+        "token.read names the token",
+        shown.is_some_and(|r| r.detail == nurse.id),
+        format!("{shown:?}"),
+    );
     p.finish();
 }

@@ -144,6 +144,20 @@ pub trait StoreHooks: Send + Sync + 'static {
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.inner().tokens().await
     }
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.inner().token_by_id(id).await
+    }
+    async fn rotate_token(
+        &self,
+        old: &str,
+        old_expires_ms: i64,
+        new: &TokenRecord,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        self.inner()
+            .rotate_token(old, old_expires_ms, new, audit)
+            .await
+    }
     async fn revoke_token(
         &self,
         id: &str,
@@ -324,6 +338,18 @@ impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
     }
     async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
         self.0.tokens().await
+    }
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.0.token_by_id(id).await
+    }
+    async fn rotate_token(
+        &self,
+        old: &str,
+        old_expires_ms: i64,
+        new: &TokenRecord,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        self.0.rotate_token(old, old_expires_ms, new, audit).await
     }
     async fn revoke_token(
         &self,

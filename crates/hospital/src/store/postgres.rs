@@ -231,6 +231,10 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (patient, at_ms)
     );
     "#,
+    // v6: token lifetimes (issue 19). NULL: the token does not expire (every token before).
+    r#"
+    ALTER TABLE tokens ADD COLUMN expires_ms BIGINT;
+    "#,
 ];
 
 /// The tables, in an order that satisfies their foreign keys (for copying and counting:
@@ -253,7 +257,7 @@ pub const TABLES: &[&str] = &[
 
 const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, priority, reason, \
                              state, assigned, created_ms, updated_ms";
-const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms";
+const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms";
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, action, patient, order_id, outcome, detail";
 const ALARM_COLUMNS: &str =
     "alarm, seq, rule, scope, kind, priority, at_ms, actor, role, value, note";
@@ -501,6 +505,7 @@ fn read_token(r: &Row) -> Result<TokenRecord, StoreError> {
         label: col(r, 4, &rec)?,
         created_ms: col(r, 5, &rec)?,
         revoked_ms: col(r, 6, &rec)?,
+        expires_ms: col(r, 7, &rec)?,
         id,
     })
 }
@@ -580,6 +585,33 @@ fn read_transition(r: &Row) -> Result<Transition, StoreError> {
         actor: col(r, 4, &rec)?,
         unit: col(r, 5, &rec)?,
     })
+}
+
+/// Inserts a token; a taken id or hash is `Exists`.
+async fn insert_token_in(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+        &[
+            &t.id,
+            &t.hash,
+            &t.role,
+            &t.patient.as_ref().map(|p| p.as_str()),
+            &t.label,
+            &t.created_ms,
+            &t.revoked_ms,
+            &t.expires_ms,
+        ],
+    )
+    .await
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            // Which of the two is taken is not said: the hash is a secret's.
+            StoreError::Exists(format!("token {} (id or hash taken)", t.id))
+        } else {
+            backend(e)
+        }
+    })?;
+    Ok(())
 }
 
 /// Appends `a` inside a transaction that holds (or now takes) [`AUDIT_LOCK`]; returns its
@@ -1388,29 +1420,54 @@ impl ClinicalStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await.map_err(backend)?;
-        tx.execute(
-            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"),
-            &[
-                &t.id,
-                &t.hash,
-                &t.role,
-                &t.patient.as_ref().map(|p| p.as_str()),
-                &t.label,
-                &t.created_ms,
-                &t.revoked_ms,
-            ],
-        )
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) {
-                // Which of the two is taken is not said: the hash is a secret's.
-                StoreError::Exists(format!("token {} (id or hash taken)", t.id))
-            } else {
-                backend(e)
-            }
-        })?;
+        insert_token_in(&tx, t).await?;
         append_audit_in(&tx, audit).await?;
         tx.commit().await.map_err(backend)
+    }
+
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"),
+                &[&id],
+            )
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(read_token).transpose()
+    }
+
+    async fn rotate_token(
+        &self,
+        old: &str,
+        old_expires_ms: i64,
+        new: &TokenRecord,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        // The row lock the UPDATE takes orders it with a racing revocation or rotation of the
+        // same token: a revocation first leaves nothing to rotate; a rotation first is then
+        // revoked with its successor in place (a second rotation keeps the earlier expiry).
+        let changed = tx
+            .execute(
+                "UPDATE tokens SET expires_ms = LEAST(COALESCE(expires_ms, $1), $1)
+                 WHERE id = $2 AND revoked_ms IS NULL
+                   AND (expires_ms IS NULL OR expires_ms > $3)",
+                &[&old_expires_ms, &old, &new.created_ms],
+            )
+            .await
+            .map_err(backend)?;
+        if changed != 1 {
+            return Ok(false);
+        }
+        insert_token_in(&tx, new).await?;
+        // The audit records last: the transaction writes nothing else after taking AUDIT_LOCK.
+        for a in audit {
+            insert_audit(&tx, a).await?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(true)
     }
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {

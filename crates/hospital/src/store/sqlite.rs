@@ -40,6 +40,8 @@
 //! patient_identifiers ((system, value) PK, patient)
 //! patient_settings (patient PK, spo2_scale, scale_set_by, scale_set_ms, ward)
 //! news2_scores ((patient, at_ms) PK, computed_ms, detail JSON)
+//! -- v6
+//! tokens      + expires_ms NULL for a token that does not expire
 //! ```
 //!
 //! A change and the audit record of the request that made it are written in one transaction
@@ -224,6 +226,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (patient, at_ms)
     );
     "#,
+    // v6: token lifetimes (issue 19). NULL: the token does not expire (every token before).
+    r#"
+    ALTER TABLE tokens ADD COLUMN expires_ms BIGINT;
+    "#,
 ];
 
 /// The columns of `observations`, in the order [`read_observation`] expects them.
@@ -279,7 +285,7 @@ const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, pr
                              state, assigned, created_ms, updated_ms";
 
 /// The columns of `tokens`, in the order [`read_token`] expects them.
-const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms";
+const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms";
 
 /// The columns of `audit`, in the order [`read_audit`] expects them.
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, action, patient, order_id, outcome, detail";
@@ -503,8 +509,35 @@ fn read_token(r: &rusqlite::Row<'_>) -> Result<TokenRecord, StoreError> {
         label: r.get(4).map_err(backend)?,
         created_ms: r.get(5).map_err(backend)?,
         revoked_ms: r.get(6).map_err(backend)?,
+        expires_ms: r.get(7).map_err(backend)?,
         id,
     })
+}
+
+/// Inserts a token; a taken id or hash is `Exists`.
+fn insert_token_in(conn: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        params![
+            t.id,
+            t.hash,
+            t.role,
+            t.patient.as_ref().map(|p| p.as_str()),
+            t.label,
+            t.created_ms,
+            t.revoked_ms,
+            t.expires_ms,
+        ],
+    )
+    .map_err(|e| {
+        if is_unique_violation(&e) {
+            // Which of the two is taken is not said: the hash is a secret's.
+            StoreError::Exists(format!("token {} (id or hash taken)", t.id))
+        } else {
+            backend(e)
+        }
+    })?;
+    Ok(())
 }
 
 fn read_audit(r: &rusqlite::Row<'_>) -> Result<AuditRecord, StoreError> {
@@ -1016,30 +1049,56 @@ impl ClinicalStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                ),
-                params![
-                    t.id,
-                    t.hash,
-                    t.role,
-                    t.patient.as_ref().map(|p| p.as_str()),
-                    t.label,
-                    t.created_ms,
-                    t.revoked_ms,
-                ],
-            )
-            .map_err(|e| {
-                if is_unique_violation(&e) {
-                    // Which of the two is taken is not said: the hash is a secret's.
-                    StoreError::Exists(format!("token {} (id or hash taken)", t.id))
-                } else {
-                    backend(e)
-                }
-            })?;
+            insert_token_in(&tx, &t)?;
             append_audit_in(&tx, audit.as_ref())?;
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let id = id.to_string();
+        self.run(move |conn| {
+            let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1");
+            Ok(query_rows(conn, &sql, [id], read_token)?.pop())
+        })
+        .await
+    }
+
+    async fn rotate_token(
+        &self,
+        old: &str,
+        old_expires_ms: i64,
+        new: &TokenRecord,
+        audit: &[AuditRecord],
+    ) -> Result<bool, StoreError> {
+        let old = old.to_string();
+        let new = new.clone();
+        let audit = audit.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            // Only a token in use: not revoked, not expired when its successor is issued.
+            let changed = tx
+                .execute(
+                    "UPDATE tokens SET expires_ms = CASE
+                         WHEN expires_ms IS NOT NULL AND expires_ms < ?1 THEN expires_ms
+                         ELSE ?1 END
+                     WHERE id = ?2 AND revoked_ms IS NULL
+                       AND (expires_ms IS NULL OR expires_ms > ?3)",
+                    params![old_expires_ms, old, new.created_ms],
+                )
+                .map_err(backend)?;
+            if changed != 1 {
+                return Ok(false);
+            }
+            insert_token_in(&tx, &new)?;
+            for a in &audit {
+                insert_audit(&tx, a)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(true)
         })
         .await
     }
@@ -2050,6 +2109,7 @@ mod tests {
             label: "Dr. Quinn's laptop".into(),
             created_ms,
             revoked_ms: None,
+            expires_ms: None,
         }
     }
 

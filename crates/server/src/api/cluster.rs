@@ -11,13 +11,17 @@ use crate::extract::QueryParams;
 use crate::views::{self, ClusterView, TreeNode};
 use Role::Admin;
 
-/// Live instances and the leader.
+/// Live instances and the leader. Audited (`cluster.read`: who looked, not what they saw).
 #[utoipa::path(get, path = "/api/cluster", tag = "cluster", security(("bearer" = [])),
     responses((status = 200, body = ClusterView)))]
 pub async fn cluster(State(st): St, caller: Caller) -> ApiResult<Json<ClusterView>> {
-    caller.require(Role::STAFF)?;
-    let h = st.hospital()?;
-    Ok(Json(views::cluster(st.me(), &h).await?))
+    let r = async {
+        caller.require(Role::STAFF)?;
+        let h = st.hospital()?;
+        Ok(Json(views::cluster(st.me(), &h).await?))
+    }
+    .await;
+    audited(&st, &caller, "cluster.read", None, None, r).await
 }
 
 /// Which subtree to show.

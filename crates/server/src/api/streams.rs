@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 
 use super::{ApiResult, St, audited, parse_patient_id};
 use crate::auth::{Caller, Role};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::ApiError;
 use crate::extract::PathParams;
 use crate::sse::Topic;
 use crate::state::ServerState;
@@ -47,7 +47,7 @@ fn stream_many(
                 .tokens
                 .authenticate_hash(st.store().as_ref(), &hash)
                 .await
-                && e.code == ErrorCode::Unauthorized
+                && e.is_auth_failure()
             {
                 return;
             }
@@ -173,12 +173,14 @@ pub async fn patient_events(
     audited(&st, &caller, "patient.stream", Some(&id), None, r).await
 }
 
-/// Live view of the cluster (event `cluster`).
+/// Live view of the cluster (event `cluster`). Opening it is audited (`cluster.stream`).
 #[utoipa::path(get, path = "/api/cluster/events", tag = "streams", security(("bearer" = [])),
     responses((status = 200, content_type = "text/event-stream")))]
 pub async fn cluster_events(State(st): St, caller: Caller) -> ApiResult<EventStream> {
-    caller.require(Role::STAFF)?;
-    stream(&st, &caller, Topic::Cluster)
+    let r = caller
+        .require(Role::STAFF)
+        .and_then(|()| stream(&st, &caller, Topic::Cluster));
+    super::audited(&st, &caller, "cluster.stream", None, None, r).await
 }
 
 /// The patient's queue view type, for the OpenAPI document.
