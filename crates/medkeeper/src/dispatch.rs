@@ -1,7 +1,8 @@
 //! `medkeeper dispatch`: one medkeeper instance's dispatchers, as a process of its own.
 //!
 //! Opens a coordination session and the clinical store (an SQLite file several processes on one
-//! machine may share: WAL mode and a busy timeout serialise their writes), loads the hospital
+//! machine may share: WAL mode and a busy timeout serialise their writes; or a PostgreSQL
+//! database, `--store postgres://…`, shared from any machine), loads the hospital
 //! configuration (idempotent), repairs what a crash left ([`Hospital::reconcile`]; what it left
 //! for being too recent once that is due) and runs one [`Dispatcher`] per pool until SIGTERM or
 //! SIGINT. Each dispatcher waits in its pool's lock line and dispatches while it holds the
@@ -29,20 +30,22 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use medkeeper_hospital::config::HospitalConfig;
-use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
+use medkeeper_hospital::store::ClinicalStore;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::coord::ConnectArgs;
 use crate::instance::{self, Duties, Instance, OnError, default_instance};
 use crate::logs::{self, LogFormat};
+use crate::serve::StoreTarget;
 
 /// `medkeeper dispatch` arguments.
 #[derive(Args, Debug)]
 pub struct DispatchArgs {
     #[command(flatten)]
     connect: ConnectArgs,
-    /// The clinical store, an SQLite file (created if missing; shareable by several processes
-    /// on one machine).
+    /// The clinical store: an SQLite file (created if missing; shareable by several processes
+    /// on one machine), or `postgres://USER@HOST:PORT/DB` (TLS as for `serve`; the password
+    /// from `MEDKEEPER_STORE_PASSWORD`, else `PGPASSWORD`).
     #[arg(long)]
     store: PathBuf,
     /// The hospital configuration (TOML); the demo hospital if absent.
@@ -66,10 +69,8 @@ pub async fn run(args: DispatchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot load the hospital file {}", path.display()))?,
         None => HospitalConfig::demo(),
     };
-    let store: Arc<dyn ClinicalStore> = Arc::new(
-        SqliteStore::open(&args.store)
-            .with_context(|| format!("cannot open the clinical store {}", args.store.display()))?,
-    );
+    let store: Arc<dyn ClinicalStore> =
+        StoreTarget::parse(args.store.clone(), None)?.open().await?;
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
     let shutdown = async move {

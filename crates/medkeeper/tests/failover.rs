@@ -1,7 +1,9 @@
 //! Failover with separate processes on real ZooKeeper (`MEDKEEPER_ZK_CONNECT`; skipped
 //! without it; `scripts/test-zk` runs it against a standalone server and a 3-node ensemble).
 //!
-//! Three `medkeeper dispatch` processes share one SQLite clinical store; this test creates
+//! Three `medkeeper dispatch` processes share one clinical store — an SQLite file, and in a
+//! second run (`…_on_postgres`, with `MEDKEEPER_PG_URL`) a fresh PostgreSQL database; this
+//! test creates
 //! orders through the library and acts as the technicians. While orders flow, the process
 //! dispatching MRI is killed with SIGKILL, the next MRI dispatcher is stopped (SIGSTOP) past its
 //! session timeout and then continued, and the last one is stopped gracefully (SIGTERM), so the
@@ -12,7 +14,6 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,9 +21,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use medkeeper_coord::Session;
 use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::orders::{Hospital, NewOrder};
-use medkeeper_hospital::store::{ClinicalStore, SqliteStore};
+use medkeeper_hospital::store::{ClinicalStore, PostgresOptions, PostgresStore, SqliteStore};
 use medkeeper_hospital::{Error, OrderId, OrderState, PatientId, Pool, Priority};
 use medkeeper_testkit::{Backend, Zk};
+
+mod support;
 
 /// The dispatchers' session timeout.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
@@ -64,7 +67,7 @@ impl Drop for Processes {
 }
 
 impl Processes {
-    fn spawn(&mut self, connect: &str, store: &Path, name: &str) {
+    fn spawn(&mut self, connect: &str, store: &str, name: &str) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_medkeeper"))
             .args(["dispatch", "--connect", connect, "--store"])
             .arg(store)
@@ -275,16 +278,39 @@ async fn wait_exit_success(child: &mut Child) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zookeeper_dispatch_survives_kill_and_pause_of_its_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clinical.sqlite");
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::open(&path).unwrap());
+    dispatch_survives_kill_and_pause(path.to_str().unwrap(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zookeeper_dispatch_survives_kill_and_pause_of_its_processes_on_postgres() {
+    if medkeeper_testkit::zk_connect_string().is_none() {
+        medkeeper_testkit::skip("failover on PostgreSQL");
+        return;
+    }
+    let Some(db) = support::pg::Database::create("failover").await else {
+        return;
+    };
+    let store: Arc<dyn ClinicalStore> = Arc::new(
+        PostgresStore::connect(&db.url, PostgresOptions::default())
+            .await
+            .unwrap(),
+    );
+    dispatch_survives_kill_and_pause(&db.url, store).await;
+    drop(db);
+}
+
+/// The scenario, the processes on the store `store_arg` (`--store`), the test's side on
+/// `store`, the same one.
+async fn dispatch_survives_kill_and_pause(store_arg: &str, store: Arc<dyn ClinicalStore>) {
     // A fresh chroot: tests (and runs) do not share /medical.
     let Some(zk) = Zk::from_env_in_fresh_chroot("/failover").await else {
         medkeeper_testkit::skip("failover");
         return;
     };
     let connect = format!("zk:{}", zk.connect_string());
-
-    let dir = tempfile::tempdir().unwrap();
-    let store_path: PathBuf = dir.path().join("clinical.sqlite");
-    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::open(&store_path).unwrap());
     let session: Arc<dyn Session> = zk.connect(Duration::from_secs(10)).await;
     let demo = HospitalConfig::demo();
     config::load(session.as_ref(), &demo).await.unwrap();
@@ -296,7 +322,7 @@ async fn zookeeper_dispatch_survives_kill_and_pause_of_its_processes() {
     };
     let start = Instant::now();
     for name in ["d0", "d1", "d2"] {
-        procs.spawn(&connect, &store_path, name);
+        procs.spawn(&connect, store_arg, name);
     }
     let mut ward = Ward {
         hospital: hospital.clone(),

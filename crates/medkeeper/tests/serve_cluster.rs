@@ -5,7 +5,9 @@
 //! instance answers every request; all three see the same members and the same leader; an order
 //! created through one is read through another. The leader stopped with SIGTERM leaves at once
 //! (its session is closed) and another instance leads; an instance killed with SIGKILL drops out
-//! of the members once its session expires.
+//! of the members once its session expires. That test runs twice: on an SQLite store file the
+//! instances share, and on a fresh PostgreSQL database (`…_on_postgres`, with
+//! `MEDKEEPER_PG_URL`: `support::pg`).
 
 mod support;
 
@@ -33,10 +35,10 @@ impl std::ops::Deref for Instance {
     }
 }
 
-/// Starts an instance on `connect`, sharing the clinical store in `dir`.
-fn start(connect: &str, dir: &Path, name: &str) -> (Instance, Option<String>) {
+/// Starts an instance on `connect` with its data in `dir/name`, sharing the clinical store
+/// `store` (a file or a PostgreSQL URL).
+fn start(connect: &str, dir: &Path, store: &str, name: &str) -> (Instance, Option<String>) {
     let data = dir.join(name);
-    let store = dir.join("clinical.sqlite");
     let timeout = SESSION_TIMEOUT.as_millis().to_string();
     let serve = Serve::start(&[
         "--connect",
@@ -44,7 +46,7 @@ fn start(connect: &str, dir: &Path, name: &str) -> (Instance, Option<String>) {
         "--data",
         data.to_str().unwrap(),
         "--store",
-        store.to_str().unwrap(),
+        store,
         "--instance",
         name,
         "--session-timeout-ms",
@@ -123,20 +125,38 @@ fn await_agreement(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_instances_share_one_hospital() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("clinical.sqlite");
+    instances_share_one_hospital(dir, store.to_str().unwrap().to_string()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_instances_share_one_hospital_on_postgres() {
+    if medkeeper_testkit::zk_connect_string().is_none() {
+        medkeeper_testkit::skip("serve_cluster on PostgreSQL");
+        return;
+    }
+    let Some(db) = support::pg::Database::create("serve_cluster").await else {
+        return;
+    };
+    instances_share_one_hospital(tempfile::tempdir().unwrap(), db.url.clone()).await;
+    drop(db);
+}
+
+async fn instances_share_one_hospital(dir: tempfile::TempDir, store: String) {
     let Some(zk) = Zk::from_env_in_fresh_chroot("/serve").await else {
         medkeeper_testkit::skip("serve_cluster");
         return;
     };
     let connect = format!("zk:{}", zk.connect_string());
-    let dir = tempfile::tempdir().unwrap();
 
     tokio::task::spawn_blocking(move || {
         let agent = agent();
-        let (a, token) = start(&connect, dir.path(), "a");
+        let (a, token) = start(&connect, dir.path(), &store, "a");
         let token = token.expect("the first instance prints an admin token");
-        let (b, again) = start(&connect, dir.path(), "b");
+        let (b, again) = start(&connect, dir.path(), &store, "b");
         assert_eq!(again, None, "only the first start creates an admin token");
-        let (c, _) = start(&connect, dir.path(), "c");
+        let (c, _) = start(&connect, dir.path(), &store, "c");
         let mut all = vec![a, b, c];
 
         let (leader, took) = await_agreement(&agent, &all.iter().collect::<Vec<_>>(), &token, Duration::from_secs(30));

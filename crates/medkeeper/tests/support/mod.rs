@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod pg;
+
 /// A `medkeeper serve` process; killed when dropped (a failed test leaves nothing behind).
 pub struct Serve {
     /// `http://127.0.0.1:PORT/`.
