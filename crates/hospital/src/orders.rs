@@ -139,6 +139,9 @@ pub const AGEING_FLOOR: Priority = Priority::Asap;
 /// repairs a real crash soon. See [`Hospital::reconcile_with_grace`].
 pub const RECONCILE_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a reconciler run waits for another one to end.
+pub const RECONCILER_WAIT: Duration = Duration::from_secs(5);
+
 /// Orders read from the store per page of the reconciler's pass over changed orders.
 const VIEW_PASS_PAGE: u32 = 500;
 
@@ -427,7 +430,7 @@ impl Hospital {
             .insert_order(&order, actor.name(), audit.as_ref())
             .await?;
         actor.mark_audit_written();
-        self.enqueue(&order, true).await?;
+        self.enqueue(&order, true, None).await?;
         Ok(order)
     }
 
@@ -437,7 +440,26 @@ impl Hospital {
     /// `fresh`: the order was just stored, so it has no patient node yet (none is looked for).
     /// Returns the item, or `None` for a fresh order whose multi an earlier attempt (a reply
     /// lost) applied: its item may already have been dispatched, so none is added again.
-    async fn enqueue(&self, order: &Order, fresh: bool) -> Result<Option<ItemId>> {
+    ///
+    /// `fence`: an op every write of the enqueue carries (the reconciler's lock check), so the
+    /// item goes in only while its holder still holds the lock; if it fails, nothing is written
+    /// and the error is `Recipe(Lost)`.
+    async fn enqueue(
+        &self,
+        order: &Order,
+        fresh: bool,
+        fence: Option<&Op>,
+    ) -> Result<Option<ItemId>> {
+        let fenced = |e: medkeeper_recipes::Error, fence_ix: Option<usize>| -> Error {
+            match e {
+                medkeeper_recipes::Error::Multi { index: Some(i), .. } if fence_ix == Some(i) => {
+                    Error::Recipe(medkeeper_recipes::Error::Lost(
+                        medkeeper_recipes::LostReason::NodeDeleted,
+                    ))
+                }
+                e => e.into(),
+            }
+        };
         let q = self.queue(&order.pool)?;
         let class = order.priority.class();
         let at = UNIX_EPOCH + Duration::from_millis(order.created_ms.max(0) as u64);
@@ -450,7 +472,14 @@ impl Hospital {
             })
         };
         if !fresh && let Some((p, _)) = self.find_patient_node(&order.patient, &order.id).await? {
-            return Ok(Some(q.enqueue_at(class, &item(p), at).await?));
+            return match fence {
+                None => Ok(Some(q.enqueue_at(class, &item(p), at).await?)),
+                Some(f) => q
+                    .enqueue_with(class, &item(p), at, std::slice::from_ref(f))
+                    .await
+                    .map(Some)
+                    .map_err(|e| fenced(e, Some(0))),
+            };
         }
         let node = tree::patient_order_path(&order.patient, &order.id);
         let shown = PatientEntry {
@@ -490,8 +519,23 @@ impl Hospital {
             }
             let node_ix = with.len();
             with.push(create_node.clone());
+            let fence_ix = fence.map(|f| {
+                with.push(f.clone());
+                with.len() - 1
+            });
             match q.enqueue_with(class, &data, at, &with).await {
                 Ok(id) => return Ok(Some(id)),
+                Err(medkeeper_recipes::Error::Multi { index: Some(i), .. })
+                    if Some(i) == fence_ix =>
+                {
+                    return Err(fenced(
+                        medkeeper_recipes::Error::Multi {
+                            index: Some(i),
+                            error: CoordError::NoNode,
+                        },
+                        fence_ix,
+                    ));
+                }
                 // The patient's nodes exist after all: without them.
                 Err(medkeeper_recipes::Error::Multi {
                     index: Some(i),
@@ -507,7 +551,14 @@ impl Hospital {
                     if fresh {
                         return Ok(None);
                     }
-                    return Ok(Some(q.enqueue_at(class, &data, at).await?));
+                    return match fence {
+                        None => Ok(Some(q.enqueue_at(class, &data, at).await?)),
+                        Some(f) => q
+                            .enqueue_with(class, &data, at, std::slice::from_ref(f))
+                            .await
+                            .map(Some)
+                            .map_err(|e| fenced(e, Some(0))),
+                    };
                 }
                 // No queue directory yet: the patient's first order.
                 Err(medkeeper_recipes::Error::Multi {
@@ -965,7 +1016,7 @@ impl Hospital {
         };
         self.free_unit(&order).await?;
         if to == OrderState::Queued {
-            let item = self.enqueue(&next, false).await?;
+            let item = self.enqueue(&next, false, None).await?;
             // Cancelled meanwhile: the cancel may have looked for the item before it was
             // enqueued, so the item leaves the line here (a no-op if dispatched).
             if let Some(item) = item
@@ -1469,7 +1520,35 @@ impl Hospital {
     /// tests that simulate a crash and reconcile straight after, and for a tool run while no
     /// instance is live. With a grace, [`ReconcileReport::next_due_ms`] says when the first
     /// repair left for being too recent becomes due.
+    ///
+    /// One run at a time in the cluster: a run holds the lock at [`tree::RECONCILER`] (waiting
+    /// up to [`RECONCILER_WAIT`] for another run to end; if it does not, nothing is done and
+    /// the report says to come back in a second), and every enqueue it makes carries the lock's
+    /// check, so an item goes in only while the run still holds it. Two runs that both found
+    /// an order in no line would otherwise both put it in line — found under faults (a
+    /// restarted instance's start-up run beside the leader's): the order was then called to
+    /// two units one after the other.
     pub async fn reconcile_with_grace(&self, grace: Duration) -> Result<ReconcileReport> {
+        let lock = medkeeper_recipes::Mutex::new(self.session.clone(), tree::RECONCILER)?;
+        let guard = match lock.acquire_timeout(RECONCILER_WAIT).await {
+            Ok(g) => g,
+            Err(medkeeper_recipes::Error::Timeout) => {
+                return Ok(ReconcileReport {
+                    next_due_ms: Some(self.now_ms().saturating_add(1000)),
+                    ..ReconcileReport::default()
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let result = self.reconcile_holding(grace, &guard.check_op()).await;
+        if let Err(e) = guard.release().await {
+            tracing::debug!(error = %e, "releasing the reconciler's lock");
+        }
+        result
+    }
+
+    /// One reconciler run while holding its lock; `fence` is the lock's check.
+    async fn reconcile_holding(&self, grace: Duration, fence: &Op) -> Result<ReconcileReport> {
         let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
         // i64::MAX: nothing left for later.
         let next_due = std::sync::atomic::AtomicI64::new(i64::MAX);
@@ -1564,7 +1643,7 @@ impl Hospital {
                     report.freed_units.push(occ.unit.clone());
                     report.ended_exams.push(o.patient.clone());
                     if !in_line.contains(&o.id) {
-                        self.enqueue(&o, false).await?;
+                        self.enqueue(&o, false, Some(fence)).await?;
                         report.enqueued.push(o.id.clone());
                     }
                     self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
@@ -1592,7 +1671,7 @@ impl Hospital {
                     if !settled(o.updated_ms) {
                         continue;
                     }
-                    self.enqueue(&o, false).await?;
+                    self.enqueue(&o, false, Some(fence)).await?;
                     // A no-show that died after freeing the unit left "called" on display.
                     self.sync_patient_node(&o.patient, &o.id, |_, _| {}).await?;
                     report.enqueued.push(o.id.clone());

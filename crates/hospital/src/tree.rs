@@ -50,6 +50,8 @@ pub const LEADER: &str = "/medical/leader";
 pub const ALARMS: &str = "/medical/alarms";
 /// The loaded configuration.
 pub const CONFIG: &str = "/medical/config";
+/// The reconciler's lock: one run at a time in the cluster, and its enqueues fenced by it.
+pub const RECONCILER: &str = "/medical/reconciler";
 
 /// Child names of a pool that are not units: a unit or doctor may not be called so.
 pub const RESERVED: [&str; 2] = ["lock", "queue"];

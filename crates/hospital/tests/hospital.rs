@@ -80,6 +80,7 @@ both!(
     dispatchers_on_a_late_read_model_never_double_book,
     an_order_costs_a_handful_of_requests,
     reconciler_tells_the_patient_of_a_priority_a_crash_left_untold,
+    racing_reconcilers_put_a_lost_order_in_line_once,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -1613,6 +1614,43 @@ async fn reconciler_tells_the_patient_of_a_priority_a_crash_left_untold(b: &Back
         Priority::Stat
     );
     h.session().close().await;
+}
+
+/// Two instances reconcile at once (a restarted instance's start-up run beside the leader's):
+/// an order the store holds as queued but in no line goes in line once. Before the reconciler
+/// took a lock and fenced its enqueues with it, both runs found the order missing and both
+/// enqueued it; the scripts/chaos run that found it then saw the order called to two units.
+async fn racing_reconcilers_put_a_lost_order_in_line_once(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let a = instance(b, store.clone()).await;
+    let c = instance(b, store.clone()).await;
+    for round in 0..5 {
+        let p = PatientId::generate();
+        let lost = order(&p, Priority::Urgent).into_queued(medkeeper_hospital::model::now_ms());
+        store.insert_order(&lost, "dr", None).await.unwrap();
+        let (ra, rc) = tokio::join!(
+            a.reconcile_with_grace(Duration::ZERO),
+            c.reconcile_with_grace(Duration::ZERO)
+        );
+        let (ra, rc) = (ra.unwrap(), rc.unwrap());
+        let line = mri_line(&a).await;
+        assert_eq!(
+            line.iter().filter(|o| **o == lost.id).count(),
+            1,
+            "round {round}: the order in line once (reports {ra:?} / {rc:?})"
+        );
+        assert_eq!(
+            [&ra, &rc]
+                .iter()
+                .filter(|r| r.enqueued.contains(&lost.id))
+                .count(),
+            1,
+            "round {round}: one run repaired it"
+        );
+        a.cancel(&lost.id, "dr").await.unwrap();
+    }
+    a.session().close().await;
+    c.session().close().await;
 }
 
 /// An instance whose clock is a number the test moves (ms since the epoch, starting at
