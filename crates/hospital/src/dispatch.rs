@@ -282,6 +282,13 @@ impl Dispatcher {
             .map(|u| (u.name, u.node, u.version))
             .collect();
         let mut reserve = StatReserve::new(h, &self.pool, &units);
+        // Orders the model shows on a unit: an item of one of them is a duplicate (the
+        // reconciler's enqueues are fenced against that, but a second item must never give one
+        // order a second unit), left for the reconciler to remove.
+        let on_units: std::collections::HashSet<OrderId> = units
+            .iter()
+            .filter_map(|(_, n, _)| n.order.clone())
+            .collect();
         let mut free: Vec<(String, UnitNode, i32)> = units
             .into_iter()
             .filter(|(_, n, _)| n.status == UnitStatus::Available)
@@ -296,7 +303,7 @@ impl Dispatcher {
             if free.is_empty() {
                 break;
             }
-            if info.claimed {
+            if info.claimed || on_units.contains(&entry.order) {
                 continue;
             }
             if info.effective_class > Priority::Stat.class() && reserve.holds(free.len()) {
