@@ -649,9 +649,9 @@ pub async fn run(b: ApiBench) -> anyhow::Result<ExitCode> {
         let args = ConnectArgs {
             connect: hosts,
             auth: None,
-            tls_ca: None,
-            tls_cert: None,
-            tls_key: None,
+            zk_tls_ca: None,
+            zk_tls_cert: None,
+            zk_tls_key: None,
             session_timeout_ms: 10_000,
             create_chroot: false,
             sync_stats: None,

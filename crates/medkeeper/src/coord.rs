@@ -30,15 +30,25 @@ pub struct ConnectArgs {
     /// (`coord`) or `MEDKEEPER_AUTH_FILE` (every command; docs/security.md).
     #[arg(long, env = "MEDKEEPER_AUTH", hide_env_values = true)]
     pub auth: Option<String>,
-    /// CA certificate (PEM) for `zk+tls:`.
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS.
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Client private key (PEM) for mutual TLS.
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) for `zk+tls:` (`--tls-ca` is an old name for it).
+    #[arg(long, alias = "tls-ca", env = "MEDKEEPER_ZK_TLS_CA")]
+    pub zk_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS to ZooKeeper (old name `--tls-cert`).
+    #[arg(
+        long,
+        alias = "tls-cert",
+        env = "MEDKEEPER_ZK_TLS_CERT",
+        requires = "zk_tls_key"
+    )]
+    pub zk_tls_cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS to ZooKeeper (old name `--tls-key`).
+    #[arg(
+        long,
+        alias = "tls-key",
+        env = "MEDKEEPER_ZK_TLS_KEY",
+        requires = "zk_tls_cert"
+    )]
+    pub zk_tls_key: Option<PathBuf>,
     /// Session timeout in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     pub session_timeout_ms: u64,
@@ -259,14 +269,14 @@ pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Connection> {
         if let Some(cred) = &auth {
             options = options.with_digest(cred)?;
         }
-        if let Some(ca) = &args.tls_ca {
+        if let Some(ca) = &args.zk_tls_ca {
             let mut tls = medkeeper_zk::TlsConfig::new(ca);
-            if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+            if let (Some(cert), Some(key)) = (&args.zk_tls_cert, &args.zk_tls_key) {
                 tls = tls.with_identity(cert, key);
             }
             options = options.with_tls(tls);
         } else if args.connect.starts_with("zk+tls:") {
-            bail!("zk+tls: needs --tls-ca");
+            bail!("zk+tls: needs --zk-tls-ca");
         }
         let session = medkeeper_zk::connect(options.clone())
             .await

@@ -569,9 +569,9 @@ mod tests {
             connect: ConnectArgs {
                 connect: format!("embedded:{}", dir.path().join("coord").display()),
                 auth: None,
-                tls_ca: None,
-                tls_cert: None,
-                tls_key: None,
+                zk_tls_ca: None,
+                zk_tls_cert: None,
+                zk_tls_key: None,
                 session_timeout_ms: 10_000,
                 create_chroot: false,
                 sync_stats: None,

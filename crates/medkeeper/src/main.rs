@@ -29,6 +29,7 @@ mod client;
 mod coord;
 mod datadir;
 mod dispatch;
+mod https;
 mod instance;
 mod lock;
 mod logs;
@@ -63,7 +64,7 @@ enum Command {
     /// Serve the HTTP API, live streams and dashboard, and dispatch (the main job): the
     /// embedded default in a data directory, or one of several instances on a ZooKeeper
     /// ensemble. Prints the URL (and an admin token on first start).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// The clinical store: `store migrate --from sqlite:FILE --to postgres://…` copies a
     /// SQLite store into an empty PostgreSQL one, verifying every table's count.
     #[command(subcommand)]
@@ -101,7 +102,7 @@ fn main() -> ExitCode {
             Command::Bench(cmd) => bench::run(cmd).await,
             Command::Simulate(args) => simulate::run(args).await,
             Command::Dispatch(args) => dispatch::run(args).await,
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Store(cmd) => store_cmd::run(cmd).await,
             Command::Client(cmd) => client::run(cmd).await,
         }

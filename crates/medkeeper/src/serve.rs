@@ -9,6 +9,22 @@
 //! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`, `mllp_listen`), then
 //! defaults.
 //!
+//! Also in the file: the ZooKeeper connection's TLS, `zk_tls_ca`, `zk_tls_cert`, `zk_tls_key`
+//! (`--zk-tls-ca`, …), and its credentials, `auth` or `auth_file` (`--auth-file`,
+//! `MEDKEEPER_AUTH_FILE`; `--auth` wins); HTTPS, `tls_cert`, `tls_key`, `tls_client_ca`,
+//! `tls_client_auth` (below).
+//!
+//! ## HTTPS
+//! `--tls-cert FILE --tls-key FILE` serve the API, the dashboard and the event streams over
+//! HTTPS (rustls; TLS 1.2 and 1.3): the URL printed is then `https://ADDR/`. `--tls-client-ca
+//! FILE` asks clients for a certificate that chains to a CA in FILE; `--tls-client-auth
+//! required|optional` (default `required`) says whether a client without one is taken (a
+//! certificate that does not verify is refused either way). Bearer tokens apply either way: a
+//! certificate decides who may connect, not what a request may do. The files are read again
+//! when they change (looked at every 2 s) or on SIGHUP, without a restart; a set that does not
+//! load is logged and the one in use kept ([`crate::https`]). `/metrics` and MLLP stay plain
+//! (docs/security.md says why).
+//!
 //! ## Logs
 //! On stderr through the process's subscriber ([`crate::logs`]): `RUST_LOG` filters (unset:
 //! medkeeper's crates at `info`, the rest at `warn`), `--log-format human|json` picks the
@@ -54,6 +70,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use axum::serve::ListenerExt;
 use clap::Args;
 use medkeeper_embedded::{HistogramSnapshot, SyncStats};
 use medkeeper_hospital::config::HospitalConfig;
@@ -68,7 +85,8 @@ use tokio::sync::watch;
 
 use crate::alerting::{self, Delivery};
 use crate::alertmanager;
-use crate::coord::ConnectArgs;
+use crate::coord::{AUTH_FILE_ENV, ConnectArgs, read_auth_file};
+use crate::https::{ClientAuth, HttpsListener, TlsFiles};
 use crate::instance::{self, Duties, Instance, OnError, default_instance, stopped};
 use crate::logs::{self, LogFormat};
 
@@ -109,18 +127,38 @@ pub struct ServeArgs {
     /// directory.
     #[arg(long, visible_alias = "zookeeper", env = "MEDKEEPER_CONNECT")]
     connect: Option<String>,
-    /// ZooKeeper credentials, `digest:user:password`.
-    #[arg(long, env = "MEDKEEPER_AUTH")]
+    /// ZooKeeper credentials, `digest:user:password` (visible in `ps`: prefer `--auth-file`).
+    #[arg(long, env = "MEDKEEPER_AUTH", hide_env_values = true)]
     auth: Option<String>,
+    /// A file holding the ZooKeeper credentials, `digest:user:password` (one line; refused if
+    /// others may read it: `chmod 600 FILE`). `--auth` wins if both are given.
+    #[arg(long, env = AUTH_FILE_ENV)]
+    auth_file: Option<PathBuf>,
     /// CA certificate (PEM) for `zk+tls:`.
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
+    #[arg(long, env = "MEDKEEPER_ZK_TLS_CA")]
+    zk_tls_ca: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS to ZooKeeper.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "MEDKEEPER_ZK_TLS_CERT")]
+    zk_tls_cert: Option<PathBuf>,
     /// Client private key (PEM) for mutual TLS to ZooKeeper.
-    #[arg(long, requires = "tls_cert")]
+    #[arg(long, env = "MEDKEEPER_ZK_TLS_KEY")]
+    zk_tls_key: Option<PathBuf>,
+    /// Serve the API, dashboard and event streams over HTTPS with this certificate chain
+    /// (PEM, leaf first); reloaded when the file changes or on SIGHUP. Needs `--tls-key`.
+    #[arg(long, env = "MEDKEEPER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The HTTPS certificate's private key (PEM; keep it `chmod 600`).
+    #[arg(long, env = "MEDKEEPER_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Ask HTTPS clients for a certificate that chains to a CA in this file (PEM). Tokens are
+    /// still needed on every request.
+    #[arg(long, env = "MEDKEEPER_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// With `--tls-client-ca`: `required` (a client without a certificate is refused) or
+    /// `optional` (taken; a certificate that does not verify is still refused). Default
+    /// required.
+    #[arg(long, value_enum, env = "MEDKEEPER_TLS_CLIENT_AUTH")]
+    tls_client_auth: Option<ClientAuth>,
     /// Session timeout in milliseconds. Default 10000.
     #[arg(long, env = "MEDKEEPER_SESSION_TIMEOUT_MS")]
     session_timeout_ms: Option<u64>,
@@ -177,6 +215,14 @@ struct FileSettings {
     alertmanager: Option<String>,
     connect: Option<String>,
     auth: Option<String>,
+    auth_file: Option<PathBuf>,
+    zk_tls_ca: Option<PathBuf>,
+    zk_tls_cert: Option<PathBuf>,
+    zk_tls_key: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    tls_client_auth: Option<ClientAuth>,
     session_timeout_ms: Option<u64>,
     hospital: Option<PathBuf>,
     instance: Option<String>,
@@ -192,6 +238,7 @@ struct FileSettings {
 struct Settings {
     data: PathBuf,
     listen: SocketAddr,
+    https: Option<TlsFiles>,
     metrics_listen: Option<SocketAddr>,
     mllp_listen: Option<SocketAddr>,
     alertmanager: Option<String>,
@@ -243,6 +290,41 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         }
         limits.max_streams_per_token = n;
     }
+    // Credentials: `--auth`, `--auth-file`, then the config file's `auth`, `auth_file`.
+    let auth = match (args.auth, args.auth_file, file.auth, file.auth_file) {
+        (Some(a), ..) => Some(a),
+        (None, Some(f), ..) => Some(read_auth_file(&f)?),
+        (None, None, Some(_), Some(_)) => bail!("the config file has both auth and auth_file"),
+        (None, None, Some(a), None) => Some(a),
+        (None, None, None, Some(f)) => Some(read_auth_file(&f)?),
+        (None, None, None, None) => None,
+    };
+    let zk_tls_cert = args.zk_tls_cert.or(file.zk_tls_cert);
+    let zk_tls_key = args.zk_tls_key.or(file.zk_tls_key);
+    if zk_tls_cert.is_some() != zk_tls_key.is_some() {
+        bail!("--zk-tls-cert and --zk-tls-key go together (mutual TLS to ZooKeeper)");
+    }
+    let client_ca = args.tls_client_ca.or(file.tls_client_ca);
+    let client_auth = args.tls_client_auth.or(file.tls_client_auth);
+    if client_auth.is_some() && client_ca.is_none() {
+        bail!("--tls-client-auth needs --tls-client-ca (the CA client certificates chain to)");
+    }
+    let https = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+            client_auth: client_auth.unwrap_or_default(),
+        }),
+        (None, None) if client_ca.is_some() => {
+            bail!("--tls-client-ca needs --tls-cert and --tls-key (HTTPS on the API's listener)")
+        }
+        (None, None) => None,
+        _ => bail!("--tls-cert and --tls-key go together (HTTPS on the API's listener)"),
+    };
     // The embedded engines of every session record into one, for `/metrics`.
     let sync_stats = connect
         .starts_with("embedded:")
@@ -252,6 +334,7 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             .listen
             .or(file.listen)
             .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        https,
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
         mllp_listen: args.mllp_listen.map(|a| *a.0).or(file.mllp_listen),
         alertmanager: match args.alertmanager.or(file.alertmanager) {
@@ -262,10 +345,10 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         },
         connect: ConnectArgs {
             connect,
-            auth: args.auth.or(file.auth),
-            tls_ca: args.tls_ca,
-            tls_cert: args.tls_cert,
-            tls_key: args.tls_key,
+            auth,
+            zk_tls_ca: args.zk_tls_ca.or(file.zk_tls_ca),
+            zk_tls_cert,
+            zk_tls_key,
             session_timeout_ms: args
                 .session_timeout_ms
                 .or(file.session_timeout_ms)
@@ -440,7 +523,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
-    let url = format!("http://{addr}/");
+    // HTTPS: the certificate is read now, so a bad one stops the start.
+    let tls_config = match &s.https {
+        Some(files) => Some(files.load().context("cannot serve HTTPS")?),
+        None => None,
+    };
+    let scheme = if tls_config.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{addr}/");
     let state = ServerState::new(
         MemberInfo {
             id: s.instance.clone(),
@@ -514,11 +607,38 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let app = medkeeper_server::router(state.clone());
     let shutdown_state = state.clone();
     let mut stop_http = stop.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let shutdown = async move {
         let _ = stop_http.wait_for(|s| *s).await;
         shutdown_state.shut_down();
-    });
-    let mut served = tokio::spawn(async move { server.await });
+    };
+    // Either way every request carries `ConnectInfo<SocketAddr>`, its peer's address.
+    let mut served = match (tls_config, s.https) {
+        (Some(config), Some(files)) => {
+            let (config_tx, config_rx) = watch::channel(config);
+            tokio::spawn(crate::https::reload(files, config_tx));
+            let listener = HttpsListener::new(listener, config_rx)
+                .context("HTTPS listener")?
+                // Small writes (event stream lines) go out at once. Wrapped in `tap_io`, the
+                // listener also gets axum's `ConnectInfo<SocketAddr>` for its connections.
+                .tap_io(|tls| {
+                    let _ = tls.get_ref().0.set_nodelay(true);
+                });
+            let server = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown);
+            tokio::spawn(async move { server.await })
+        }
+        _ => {
+            let server = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown);
+            tokio::spawn(async move { server.await })
+        }
+    };
     // `/metrics` on its own listener; it stops accepting with the API and is not drained (a
     // scrape is short, and Prometheus retries).
     let metrics_url = match metrics_listener {

@@ -6,7 +6,8 @@
 //! A second test works the alarms panel (issue 14, item 5): an alarm raised live, acknowledged by
 //! a nurse's click, shelved by an admin. Screenshots go to `target/browser/`; with
 //! `MEDKEEPER_UPDATE_SCREENSHOT=1` the dashboard's and the alarms panel's are also copied to
-//! `docs/dashboard.png` and `docs/dashboard-alarms.png`.
+//! `docs/dashboard.png` and `docs/dashboard-alarms.png`. Another loads the dashboard over HTTPS
+//! (`serve --tls-cert/--tls-key`).
 //!
 //! Needs the Debian packages `chromium` and `chromium-driver` (`scripts/test` installs them).
 //! `MEDKEEPER_SKIP_BROWSER=1` skips the test.
@@ -173,6 +174,11 @@ struct Browser {
 
 impl Browser {
     fn start(driver_port: u16, chromium: &Path) -> Browser {
+        Browser::start_with(driver_port, chromium, &[])
+    }
+
+    /// [`start`](Browser::start) with more Chromium arguments.
+    fn start_with(driver_port: u16, chromium: &Path, extra: &[String]) -> Browser {
         let agent = agent();
         let base = format!("http://127.0.0.1:{driver_port}");
         wait_for("chromedriver to be ready", Duration::from_secs(20), || {
@@ -190,6 +196,13 @@ impl Browser {
                          "--force-device-scale-factor=1", "--lang=en-US"]
             }
         }}});
+        let mut caps = caps;
+        for arg in extra {
+            caps["capabilities"]["alwaysMatch"]["goog:chromeOptions"]["args"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!(arg));
+        }
         let (status, v) = read(
             agent.post(format!("{base}/session")).send_json(caps),
             "POST /session",
@@ -399,6 +412,60 @@ fn update_doc_screenshot(shots: &Path, name: &str) {
         std::fs::copy(shots.join(name), &docs).unwrap();
         eprintln!("updated {}", docs.display());
     }
+}
+
+/// The dashboard over HTTPS (`serve --tls-cert/--tls-key`): Chromium trusts the server's key
+/// (by its SPKI hash, not by ignoring certificate errors), loads the page and its script, and
+/// the pools and their live event stream arrive over TLS.
+#[test]
+fn dashboard_over_https_in_headless_chromium() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    // Chromium names a trusted key by the base64 SHA-256 of its SubjectPublicKeyInfo.
+    let spki = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl x509 -in '{}' -pubkey -noout | openssl pkey -pubin -outform der | \
+             openssl dgst -sha256 -binary | base64",
+            cert.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(spki.status.success(), "openssl: {spki:?}");
+    let spki = String::from_utf8(spki.stdout).unwrap().trim().to_string();
+    let data = dir.path().join("data");
+    let server = Serve::start(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let admin = server.admin.clone().expect("an admin token");
+    let (_chromedriver, driver_port) = start_chromedriver(&driver);
+    let browser = Browser::start_with(
+        driver_port,
+        &chromium,
+        &[format!("--ignore-certificate-errors-spki-list={spki}")],
+    );
+    browser.goto(&format!("{}#token={admin}", server.url));
+    browser.wait_js(
+        "the MRI section with its units and a live stream, over HTTPS",
+        Duration::from_secs(20),
+        "const s = document.querySelector('[data-pool=\"MRI\"]');
+         if (location.protocol !== 'https:') return location.href;
+         return !!s && s.querySelectorAll('[data-unit]').length >= 2
+             && !!s.querySelector('.live[data-state=\"live\"]');",
+        json!([]),
+    );
 }
 
 #[test]

@@ -247,17 +247,35 @@ async fn zookeeper_tree_is_closed_to_other_tenants() {
 
 /// The same on the embedded engine: with credentials, `serve`'s tree is closed to a session
 /// without them (`medkeeper coord` on the data directory after `serve` stopped), and
-/// `--auth-file` opens it.
+/// `--auth-file` opens it. `serve` takes the file from `MEDKEEPER_AUTH_FILE`, `--auth-file`
+/// and the config file's `auth_file` alike.
 #[test]
 fn embedded_tree_is_closed_without_the_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let auth = auth_file(dir.path(), 0o600);
-    let data = dir.path().join("data");
-    let mut serve = Serve::start_with_env(
-        &["--data", data.to_str().unwrap()],
-        &[("MEDKEEPER_AUTH_FILE", auth.to_str().unwrap())],
-    );
-    assert!(serve.terminate().success(), "{}", serve.log());
+    let config = dir.path().join("medkeeper.toml");
+    std::fs::write(
+        &config,
+        format!("auth_file = {:?}\n", auth.to_str().unwrap()),
+    )
+    .unwrap();
+    for way in ["env", "flag", "config"] {
+        let data = dir.path().join(format!("data-{way}"));
+        let data_arg = data.to_str().unwrap();
+        let mut serve = match way {
+            "env" => Serve::start_with_env(
+                &["--data", data_arg],
+                &[("MEDKEEPER_AUTH_FILE", auth.to_str().unwrap())],
+            ),
+            "flag" => Serve::start(&["--data", data_arg, "--auth-file", auth.to_str().unwrap()]),
+            _ => Serve::start(&["--data", data_arg, "--config", config.to_str().unwrap()]),
+        };
+        assert!(serve.terminate().success(), "{way}: {}", serve.log());
+        tree_needs_the_credentials(&data, &auth);
+    }
+}
+
+fn tree_needs_the_credentials(data: &Path, auth: &Path) {
     let connect = format!("embedded:{}", data.join("coord").display());
     let without = medkeeper(&["coord", "--connect", &connect, "get", "/medical"], &[]);
     assert_eq!(without.status.code(), Some(2), "{}", text(&without.stdout));
