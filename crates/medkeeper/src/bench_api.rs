@@ -69,6 +69,11 @@ pub struct ApiBench {
     /// removed afterwards).
     #[arg(long)]
     data: Option<PathBuf>,
+    /// `serve`'s clinical store (`--store`): a PostgreSQL URL (use a fresh database per run;
+    /// the password as for `serve`, from the environment). Default: the SQLite file in the
+    /// data directory.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
     /// Print one JSON line on stdout (otherwise a human-readable line).
     #[arg(long)]
     json: bool,
@@ -365,7 +370,12 @@ struct Server {
 
 impl Server {
     /// Starts `medkeeper serve` and waits until it prints its URL and admin token.
-    fn start(data: &Path, connect: Option<&str>, hospital: &Path) -> anyhow::Result<Server> {
+    fn start(
+        data: &Path,
+        connect: Option<&str>,
+        store: Option<&str>,
+        hospital: &Path,
+    ) -> anyhow::Result<Server> {
         let exe = std::env::current_exe().context("cannot find this binary")?;
         let log = data.join("serve.log");
         let mut cmd = Command::new(exe);
@@ -380,6 +390,9 @@ impl Server {
             .stderr(std::fs::File::create(&log)?);
         if let Some(c) = connect {
             cmd.args(["--connect", c]);
+        }
+        if let Some(s) = store {
+            cmd.args(["--store", s]);
         }
         let mut child = cmd.spawn().context("cannot start medkeeper serve")?;
         let stdout = child.stdout.take().context("serve's stdout")?;
@@ -465,7 +478,7 @@ fn measure(
     let demo =
         HospitalConfig::DEMO_TOML.replace("reserve_for_stat = true", "reserve_for_stat = false");
     std::fs::write(&hospital, demo)?;
-    let server = Server::start(data, connect, &hospital)?;
+    let server = Server::start(data, connect, b.store.as_deref(), &hospital)?;
     let result = drive(b, &server, zk);
     let stopped = server.stop();
     let m = result?;
@@ -686,7 +699,7 @@ pub async fn run(b: ApiBench) -> anyhow::Result<ExitCode> {
             "clients": b.clients,
             "technicians": b.technicians,
             "sessions": 1,
-            "store": "file",
+            "store": if b.store.is_some() { "postgres" } else { "file" },
         });
         if !m.called.is_empty() {
             line["p50_us"] = q(&m.called, 0.5).into();
