@@ -6,7 +6,8 @@
 //! (`MEDKEEPER_TOKEN`) and `--json` (the raw answer instead of a table). A server error
 //! `{"error":{"code","message"}}` is printed as `error: MESSAGE (CODE, HTTP STATUS)`; the exit
 //! status is 2 for a 4xx answer and 1 otherwise. `token create` and `audit` also work offline
-//! with `--data DIR`, straight on the clinical store `DIR/clinical.sqlite`.
+//! with `--data DIR`, straight on the clinical store `DIR/clinical.sqlite`; `token create
+//! --store STORE` on any clinical store `serve` takes (an SQLite file, a PostgreSQL URL).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -336,6 +337,11 @@ pub enum TokenCommand {
         /// needed; works while one runs).
         #[arg(long, value_name = "DIR")]
         data: Option<PathBuf>,
+        /// Issue offline into this clinical store: `serve`'s `--store`, an SQLite file or
+        /// `postgres://USER@HOST:PORT/DB` (TLS as for `serve`; the password from
+        /// `MEDKEEPER_STORE_PASSWORD`, else `PGPASSWORD`).
+        #[arg(long, value_name = "STORE", conflicts_with = "data")]
+        store: Option<PathBuf>,
     },
     /// Every token (never the secret): id, role, patient, label, created, revoked.
     List {
@@ -664,9 +670,10 @@ async fn token_command(cmd: TokenCommand) -> anyhow::Result<()> {
             patient,
             label,
             data,
+            store,
         } => {
-            let v = match data {
-                Some(dir) => offline::issue_token(&dir, &role, patient, label).await?,
+            let v = match offline::Source::of(data, store) {
+                Some(source) => offline::issue_token(&source, &role, patient, label).await?,
                 None => {
                     let c = Client::new(&server)?;
                     let mut body = json!({ "role": role });
@@ -921,7 +928,7 @@ fn with_query(path: &str, query: &[(&str, String)]) -> String {
 // Offline (on the clinical store)
 
 mod offline {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use anyhow::{Context, anyhow};
     use medkeeper_hospital::PatientId;
@@ -942,9 +949,38 @@ mod offline {
             .with_context(|| format!("cannot open the clinical store {}", file.display()))
     }
 
+    /// Where an offline command finds the clinical store.
+    pub enum Source {
+        /// `--data DIR`: `DIR/clinical.sqlite`.
+        Data(PathBuf),
+        /// `--store STORE`: an SQLite file or a PostgreSQL URL.
+        Store(PathBuf),
+    }
+
+    impl Source {
+        /// The one given, if any (clap refuses both).
+        pub fn of(data: Option<PathBuf>, store: Option<PathBuf>) -> Option<Source> {
+            data.map(Source::Data).or(store.map(Source::Store))
+        }
+    }
+
+    /// Opens the store `source` names; an SQLite file must exist already.
+    async fn open_store(source: &Source) -> anyhow::Result<std::sync::Arc<dyn ClinicalStore>> {
+        match source {
+            Source::Data(dir) => Ok(std::sync::Arc::new(open(dir)?)),
+            Source::Store(store) => {
+                let target = crate::serve::StoreTarget::parse(store.clone(), None)?;
+                if !target.is_postgres() && !store.exists() {
+                    anyhow::bail!("no clinical store at {}", store.display());
+                }
+                target.open().await
+            }
+        }
+    }
+
     /// Issues a token into the store; the answer shaped like `POST /api/tokens`.
     pub async fn issue_token(
-        dir: &Path,
+        source: &Source,
         role: &str,
         patient: Option<String>,
         label: Option<String>,
@@ -956,9 +992,9 @@ mod offline {
             .map(|p| p.parse::<PatientId>())
             .transpose()
             .map_err(|e| anyhow!("{e}"))?;
-        let store = open(dir)?;
+        let store = open_store(source).await?;
         let (record, secret) = medkeeper_server::auth::issue_token(
-            &store,
+            store.as_ref(),
             role,
             patient,
             label.as_deref().unwrap_or(""),

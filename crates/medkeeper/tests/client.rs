@@ -331,3 +331,56 @@ fn offline_commands_need_a_store() {
     assert!(stderr.contains("clinical.sqlite"), "{stderr}");
     assert!(!missing.exists(), "nothing is created");
 }
+
+/// Issue 17: `token create --store postgres://…` issues offline into a PostgreSQL clinical
+/// store, while a `serve` on that store runs; the server takes the token at once. On a fresh
+/// database of the server `MEDKEEPER_PG_URL` names (skipped without it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_create_offline_on_postgres() {
+    let Some(db) = support::pg::Database::create("token_create").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().unwrap();
+        let serve = Serve::start(&["--data", dir.path().to_str().unwrap(), "--store", &url]);
+        let server = serve.url.trim_end_matches('/').to_string();
+        let out = Command::new(BIN)
+            .args([
+                "token", "create", "--store", &url, "--role", "nurse", "--label", "pg ward",
+            ])
+            .env_remove("MEDKEEPER_SERVER")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let nurse = first_line(&stdout);
+        assert!(nurse.starts_with("mkt_"), "{stdout}");
+        let pools = Command::new(BIN)
+            .args(["pools", "--server", &server, "--token", &nurse])
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&pools.stdout);
+        assert!(
+            pools.status.success() && listed.contains("MRI-1"),
+            "{listed}"
+        );
+        // --data and --store together are refused.
+        let both = Command::new(BIN)
+            .args([
+                "token", "create", "--role", "nurse", "--data", "x", "--store", &url,
+            ])
+            .output()
+            .unwrap();
+        assert!(!both.status.success());
+        drop(serve);
+    })
+    .await
+    .unwrap();
+    drop(db);
+}
