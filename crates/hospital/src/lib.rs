@@ -13,6 +13,7 @@
 //! - [`store`]: the clinical store trait and its SQLite implementation.
 //! - [`orders`]: creating orders and moving them through their lifecycle.
 //! - [`dispatch`]: the per-pool dispatcher.
+//! - [`history`]: each pool's figures sampled by the leader for the dashboard's charts.
 //!
 //! ## Which store is the source of truth for what
 //! - The **clinical store** is the source of truth for patients, orders (what was asked, by
@@ -29,6 +30,7 @@ pub mod alarms;
 pub mod config;
 pub mod dispatch;
 mod error;
+pub mod history;
 pub mod ingest;
 pub mod model;
 pub mod news2;

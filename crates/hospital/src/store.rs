@@ -9,6 +9,9 @@
 //! It also keeps what the HTTP API needs to authenticate and to account for access: API
 //! bearer tokens (their SHA-256 hash only, never the token: [`TokenRecord`]) and the audit
 //! trail of every access to patient data and every API write ([`AuditRecord`]).
+//!
+//! And the history the dashboard's charts draw: each pool's units and queue once a minute
+//! ([`PoolSample`], written by the cluster's leader: [`crate::history`]), kept for a week.
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -301,6 +304,86 @@ pub struct News2Record {
     pub computed_ms: i64,
 }
 
+/// The most pool samples one [`ClinicalStore::pool_samples`] call returns (the newest of those
+/// asked for): a day of one-minute samples of 34 pools.
+pub const POOL_SAMPLES_MAX: u32 = 50_000;
+
+/// How many orders of one priority waited in a pool at a sample, and the longest wait.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// Orders of the priority in the pool's queue.
+    pub queued: u32,
+    /// How long the one that had waited longest had waited, ms (0 with none waiting).
+    pub oldest_wait_ms: i64,
+}
+
+/// [`Waiting`] for each priority.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingByPriority {
+    /// stat.
+    pub stat: Waiting,
+    /// asap.
+    pub asap: Waiting,
+    /// urgent.
+    pub urgent: Waiting,
+    /// routine.
+    pub routine: Waiting,
+}
+
+impl WaitingByPriority {
+    /// The figures of `priority`.
+    pub fn of(&self, priority: Priority) -> &Waiting {
+        match priority {
+            Priority::Stat => &self.stat,
+            Priority::Asap => &self.asap,
+            Priority::Urgent => &self.urgent,
+            Priority::Routine => &self.routine,
+        }
+    }
+
+    /// The figures of `priority`, to change.
+    pub fn of_mut(&mut self, priority: Priority) -> &mut Waiting {
+        match priority {
+            Priority::Stat => &mut self.stat,
+            Priority::Asap => &mut self.asap,
+            Priority::Urgent => &mut self.urgent,
+            Priority::Routine => &mut self.routine,
+        }
+    }
+}
+
+/// One pool's figures at one moment, kept for the dashboard's charts ([`crate::history`]):
+/// written by the cluster's leader once per sampling interval, keyed by `(pool, at_ms)`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSample {
+    /// The start of the sampling interval it stands for, ms since the epoch (the sample was
+    /// taken in `[at_ms, at_ms + interval)`); the key, with the pool.
+    pub at_ms: i64,
+    /// The pool: `"pool": "equipment"`, `"name": "MRI"`.
+    #[serde(flatten)]
+    pub pool: crate::model::Pool,
+    /// Units (or doctors) configured.
+    pub units: u32,
+    /// Units in use.
+    pub in_use: u32,
+    /// Units in maintenance or offline.
+    pub unavailable: u32,
+    /// The queue, per priority.
+    pub waiting: WaitingByPriority,
+}
+
+impl PoolSample {
+    /// Units in use as a percentage of those in service (available or in use); `None` with
+    /// none in service.
+    pub fn utilisation(&self) -> Option<f64> {
+        let in_service = self.units.saturating_sub(self.unavailable);
+        (in_service > 0).then(|| 100.0 * f64::from(self.in_use) / f64::from(in_service))
+    }
+}
+
 /// Which audit records to list ([`ClinicalStore::audit`]). Every filter that is set must
 /// match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -575,4 +658,23 @@ pub trait ClinicalStore: Send + Sync {
         since_ms: i64,
         limit: u32,
     ) -> Result<Vec<News2Record>, StoreError>;
+
+    /// Stores the pool samples not stored yet, by `(pool, at_ms)`: a sample already stored
+    /// for a pool and interval is kept as it is (the first writer wins), so a leader that
+    /// takes over within an interval its predecessor already sampled adds nothing. One
+    /// transaction. Returns how many were new.
+    async fn insert_pool_samples(&self, samples: &[PoolSample]) -> Result<usize, StoreError>;
+
+    /// The pool samples with `since_ms <= at_ms < until_ms` (of `pool` only, if given),
+    /// oldest first, then by pool (kind, then name): the newest [`POOL_SAMPLES_MAX`] of them.
+    async fn pool_samples(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        pool: Option<&crate::model::Pool>,
+    ) -> Result<Vec<PoolSample>, StoreError>;
+
+    /// Deletes the pool samples older than `before_ms` (`at_ms < before_ms`). Returns how
+    /// many.
+    async fn prune_pool_samples(&self, before_ms: i64) -> Result<u64, StoreError>;
 }

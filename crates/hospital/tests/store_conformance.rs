@@ -24,8 +24,8 @@ use medkeeper_hospital::alarms::AlarmPriority;
 use medkeeper_hospital::news2::SpO2Scale;
 use medkeeper_hospital::store::{
     AlarmEvent, AlarmEventKind, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult,
-    News2Record, ObservationQuery, Patient, PatientSettings, PostgresOptions, PostgresStore,
-    RawMessage, SqliteStore, StoreError, TokenRecord,
+    News2Record, ObservationQuery, Patient, PatientSettings, PoolSample, PostgresOptions,
+    PostgresStore, RawMessage, SqliteStore, StoreError, TokenRecord, Waiting, WaitingByPriority,
 };
 use medkeeper_hospital::vitals::{self, Observation, VitalCode};
 use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
@@ -249,6 +249,9 @@ store_tests!(
     racing_identifiers_have_one_owner,
     patient_settings_default_and_replace,
     news2_scores_once_per_time_newest_limit,
+    pool_samples_once_per_pool_and_interval,
+    racing_leaders_store_one_sample_per_pool_and_interval,
+    pool_samples_are_pruned_by_age,
     corrupt_values_are_reported_as_corrupt,
     a_second_instance_sees_every_write_and_reopening_keeps_it,
 );
@@ -1842,6 +1845,144 @@ async fn news2_scores_once_per_time_newest_limit(h: &dyn Harness) {
             .unwrap()
             .is_empty()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The charts' history (issue 16)
+
+/// A sample of `pool` at `at_ms` whose figures all derive from `n`.
+fn sample(pool: &Pool, at_ms: i64, n: u32) -> PoolSample {
+    let w = |k: u32| Waiting {
+        queued: n + k,
+        oldest_wait_ms: i64::from(n) * 1_000 + i64::from(k),
+    };
+    PoolSample {
+        at_ms,
+        pool: pool.clone(),
+        units: n + 3,
+        in_use: n + 1,
+        unavailable: n,
+        waiting: WaitingByPriority {
+            stat: w(0),
+            asap: w(1),
+            urgent: w(2),
+            routine: w(3),
+        },
+    }
+}
+
+fn mri() -> Pool {
+    Pool::Equipment("MRI".into())
+}
+
+fn cardiology() -> Pool {
+    Pool::Department("cardiology".into())
+}
+
+async fn pool_samples_once_per_pool_and_interval(h: &dyn Harness) {
+    let store = h.open().await;
+    assert_eq!(store.insert_pool_samples(&[]).await.unwrap(), 0);
+    let minute = 60_000;
+    let mut all = Vec::new();
+    for i in 0..3 {
+        let batch = [
+            sample(&mri(), i * minute, i as u32),
+            sample(&cardiology(), i * minute, 10 + i as u32),
+        ];
+        assert_eq!(store.insert_pool_samples(&batch).await.unwrap(), 2);
+        all.extend(batch);
+    }
+    // Ordered by time, then kind (department before equipment), then name.
+    all.sort_by_key(|s| {
+        (
+            s.at_ms,
+            matches!(s.pool, Pool::Equipment(_)),
+            s.pool.clone(),
+        )
+    });
+    assert_eq!(store.pool_samples(0, 3 * minute, None).await.unwrap(), all);
+    // The same interval again, with other figures (a new leader's sample): the first stays.
+    let again = [
+        sample(&mri(), minute, 99),
+        sample(&cardiology(), 3 * minute, 5),
+    ];
+    assert_eq!(store.insert_pool_samples(&again).await.unwrap(), 1);
+    all.push(again[1].clone());
+    assert_eq!(
+        store.pool_samples(0, i64::MAX, None).await.unwrap(),
+        all,
+        "a stored sample is kept as it is"
+    );
+    // since inclusive, until exclusive; one pool.
+    let mri_only: Vec<_> = all
+        .iter()
+        .filter(|s| s.pool == mri() && s.at_ms >= minute)
+        .cloned()
+        .collect();
+    assert_eq!(mri_only.len(), 2);
+    assert_eq!(
+        store
+            .pool_samples(minute, 3 * minute, Some(&mri()))
+            .await
+            .unwrap(),
+        mri_only
+    );
+    assert_eq!(
+        store
+            .pool_samples(minute, 2 * minute, Some(&cardiology()))
+            .await
+            .unwrap(),
+        [all[2].clone()]
+    );
+    // A pool of the other kind with the same name is another pool.
+    assert!(
+        store
+            .pool_samples(0, i64::MAX, Some(&Pool::Department("MRI".into())))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .pool_samples(4 * minute, 5 * minute, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn racing_leaders_store_one_sample_per_pool_and_interval(h: &dyn Harness) {
+    // An old leader that has not yet noticed it lost its term and the new one, on two
+    // instances, write the same intervals at once.
+    let (a, b) = (h.open().await, h.open().await);
+    for round in 0..10 {
+        let at = round * 60_000;
+        let ours = [sample(&mri(), at, 1), sample(&cardiology(), at, 1)];
+        let theirs = [sample(&cardiology(), at, 2), sample(&mri(), at, 2)];
+        let (x, y) = tokio::join!(a.insert_pool_samples(&ours), b.insert_pool_samples(&theirs));
+        assert_eq!(x.unwrap() + y.unwrap(), 2, "round {round}");
+    }
+    let stored = a.pool_samples(0, i64::MAX, None).await.unwrap();
+    assert_eq!(stored.len(), 20);
+    for pair in stored.chunks(2) {
+        assert_eq!(pair[0].at_ms, pair[1].at_ms);
+        assert_ne!(pair[0].pool, pair[1].pool);
+    }
+}
+
+async fn pool_samples_are_pruned_by_age(h: &dyn Harness) {
+    let store = h.open().await;
+    let batch: Vec<_> = (0..5).map(|i| sample(&mri(), i * 1_000, 0)).collect();
+    store.insert_pool_samples(&batch).await.unwrap();
+    assert_eq!(store.prune_pool_samples(0).await.unwrap(), 0);
+    assert_eq!(store.prune_pool_samples(2_000).await.unwrap(), 2);
+    assert_eq!(store.prune_pool_samples(2_000).await.unwrap(), 0);
+    assert_eq!(
+        store.pool_samples(0, i64::MAX, None).await.unwrap(),
+        batch[2..]
+    );
+    // A pruned interval may be written again (nothing remembers it).
+    assert_eq!(store.insert_pool_samples(&batch[..1]).await.unwrap(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

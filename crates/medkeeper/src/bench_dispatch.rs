@@ -325,6 +325,23 @@ impl ClinicalStore for ProbedStore {
     ) -> Result<Vec<medkeeper_hospital::store::News2Record>, StoreError> {
         self.inner.news2_scores(patient, since_ms, limit).await
     }
+    async fn insert_pool_samples(
+        &self,
+        samples: &[medkeeper_hospital::store::PoolSample],
+    ) -> Result<usize, StoreError> {
+        self.inner.insert_pool_samples(samples).await
+    }
+    async fn pool_samples(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        pool: Option<&medkeeper_hospital::Pool>,
+    ) -> Result<Vec<medkeeper_hospital::store::PoolSample>, StoreError> {
+        self.inner.pool_samples(since_ms, until_ms, pool).await
+    }
+    async fn prune_pool_samples(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner.prune_pool_samples(before_ms).await
+    }
     async fn insert_patient(
         &self,
         patient: &Patient,

@@ -242,6 +242,23 @@ pub trait StoreHooks: Send + Sync + 'static {
     ) -> Result<Vec<medkeeper_hospital::store::News2Record>, StoreError> {
         self.inner().news2_scores(patient, since_ms, limit).await
     }
+    async fn insert_pool_samples(
+        &self,
+        samples: &[medkeeper_hospital::store::PoolSample],
+    ) -> Result<usize, StoreError> {
+        self.inner().insert_pool_samples(samples).await
+    }
+    async fn pool_samples(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        pool: Option<&medkeeper_hospital::Pool>,
+    ) -> Result<Vec<medkeeper_hospital::store::PoolSample>, StoreError> {
+        self.inner().pool_samples(since_ms, until_ms, pool).await
+    }
+    async fn prune_pool_samples(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.inner().prune_pool_samples(before_ms).await
+    }
 }
 
 /// `H` as a [`ClinicalStore`]: every method goes to the hook of the same name. Dereferences
@@ -428,5 +445,22 @@ impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
         limit: u32,
     ) -> Result<Vec<medkeeper_hospital::store::News2Record>, StoreError> {
         self.0.news2_scores(patient, since_ms, limit).await
+    }
+    async fn insert_pool_samples(
+        &self,
+        samples: &[medkeeper_hospital::store::PoolSample],
+    ) -> Result<usize, StoreError> {
+        self.0.insert_pool_samples(samples).await
+    }
+    async fn pool_samples(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        pool: Option<&medkeeper_hospital::Pool>,
+    ) -> Result<Vec<medkeeper_hospital::store::PoolSample>, StoreError> {
+        self.0.pool_samples(since_ms, until_ms, pool).await
+    }
+    async fn prune_pool_samples(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.0.prune_pool_samples(before_ms).await
     }
 }

@@ -53,7 +53,7 @@ use serde::{Deserialize, Serialize};
 
 pub use evaluator::{EVALUATE_EVERY, EvaluationReport, Evaluator, ORPHAN_GRACE_MS};
 pub use rules::{AlarmPriority, AlarmRule, Scope, Signal, fmt_value};
-pub use signals::Snapshot;
+pub use signals::{PoolFigures, Snapshot};
 pub use tally::Tally;
 
 use crate::actor::Actor;

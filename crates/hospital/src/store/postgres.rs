@@ -68,7 +68,8 @@ mod tls;
 
 use super::{
     AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, News2Record,
-    ObservationQuery, Patient, PatientSettings, RawMessage, StoreError, TokenRecord,
+    ObservationQuery, POOL_SAMPLES_MAX, Patient, PatientSettings, PoolSample, RawMessage,
+    StoreError, TokenRecord, Waiting, WaitingByPriority,
 };
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
 use crate::news2::SpO2Scale;
@@ -235,6 +236,27 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tokens ADD COLUMN expires_ms BIGINT;
     "#,
+    // v7: the charts' history (issue 16): each pool's figures once per sampling interval.
+    r#"
+    CREATE TABLE pool_samples (
+        pool_kind         TEXT NOT NULL CHECK (pool_kind IN ('equipment', 'department')),
+        pool_name         TEXT NOT NULL,
+        at_ms             BIGINT NOT NULL,
+        units             BIGINT NOT NULL,
+        in_use            BIGINT NOT NULL,
+        unavailable       BIGINT NOT NULL,
+        stat_queued       BIGINT NOT NULL,
+        stat_oldest_ms    BIGINT NOT NULL,
+        asap_queued       BIGINT NOT NULL,
+        asap_oldest_ms    BIGINT NOT NULL,
+        urgent_queued     BIGINT NOT NULL,
+        urgent_oldest_ms  BIGINT NOT NULL,
+        routine_queued    BIGINT NOT NULL,
+        routine_oldest_ms BIGINT NOT NULL,
+        PRIMARY KEY (pool_kind, pool_name, at_ms)
+    );
+    CREATE INDEX pool_samples_by_time ON pool_samples (at_ms);
+    "#,
 ];
 
 /// The tables, in an order that satisfies their foreign keys (for copying and counting:
@@ -253,6 +275,7 @@ pub const TABLES: &[&str] = &[
     "patient_identifiers",
     "patient_settings",
     "news2_scores",
+    "pool_samples",
 ];
 
 const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, priority, reason, \
@@ -263,6 +286,9 @@ const ALARM_COLUMNS: &str =
     "alarm, seq, rule, scope, kind, priority, at_ms, actor, role, value, note";
 const OBSERVATION_COLUMNS: &str =
     "id, patient, code, value, effective_ms, received_ms, source, artefact";
+const POOL_SAMPLE_COLUMNS: &str = "pool_kind, pool_name, at_ms, units, in_use, unavailable, \
+     stat_queued, stat_oldest_ms, asap_queued, asap_oldest_ms, urgent_queued, urgent_oldest_ms, \
+     routine_queued, routine_oldest_ms";
 
 /// How a [`PostgresStore`] connects.
 #[derive(Clone)]
@@ -465,6 +491,41 @@ fn pool_columns(pool: &Pool) -> (&'static str, &str) {
         Pool::Equipment(k) => ("equipment", k),
         Pool::Department(d) => ("department", d),
     }
+}
+
+fn read_pool_sample(r: &Row) -> Result<PoolSample, StoreError> {
+    let kind: String = col(r, 0, "pool sample")?;
+    let name: String = col(r, 1, "pool sample")?;
+    let at_ms: i64 = col(r, 2, "pool sample")?;
+    let rec = format!("pool sample {kind}:{name} at {at_ms}");
+    let pool = match kind.as_str() {
+        "equipment" => Pool::Equipment(name),
+        "department" => Pool::Department(name),
+        other => return Err(StoreError::Corrupt(format!("{rec}: pool kind {other:?}"))),
+    };
+    let count = |i: usize| -> Result<u32, StoreError> {
+        let v: i64 = col(r, i, &rec)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{rec}: column {i}: {v}")))
+    };
+    let waiting = |i: usize| -> Result<Waiting, StoreError> {
+        Ok(Waiting {
+            queued: count(i)?,
+            oldest_wait_ms: col(r, i + 1, &rec)?,
+        })
+    };
+    Ok(PoolSample {
+        at_ms,
+        units: count(3)?,
+        in_use: count(4)?,
+        unavailable: count(5)?,
+        waiting: WaitingByPriority {
+            stat: waiting(6)?,
+            asap: waiting(8)?,
+            urgent: waiting(10)?,
+            routine: waiting(12)?,
+        },
+        pool,
+    })
 }
 
 fn read_order(r: &Row) -> Result<Order, StoreError> {
@@ -1929,5 +1990,88 @@ impl ClinicalStore for PostgresStore {
                     .map_err(|e| StoreError::Corrupt(format!("a NEWS2 score: {e}")))
             })
             .collect()
+    }
+    async fn insert_pool_samples(&self, samples: &[PoolSample]) -> Result<usize, StoreError> {
+        if samples.is_empty() {
+            return Ok(0);
+        }
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await.map_err(backend)?;
+        let insert = tx
+            .prepare(&format!(
+                "INSERT INTO pool_samples ({POOL_SAMPLE_COLUMNS})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (pool_kind, pool_name, at_ms) DO NOTHING"
+            ))
+            .await
+            .map_err(backend)?;
+        let mut new = 0;
+        for x in samples {
+            let (kind, name) = pool_columns(&x.pool);
+            let w = &x.waiting;
+            let n = |v: u32| i64::from(v);
+            new += tx
+                .execute(
+                    &insert,
+                    &[
+                        &kind,
+                        &name,
+                        &x.at_ms,
+                        &n(x.units),
+                        &n(x.in_use),
+                        &n(x.unavailable),
+                        &n(w.stat.queued),
+                        &w.stat.oldest_wait_ms,
+                        &n(w.asap.queued),
+                        &w.asap.oldest_wait_ms,
+                        &n(w.urgent.queued),
+                        &w.urgent.oldest_wait_ms,
+                        &n(w.routine.queued),
+                        &w.routine.oldest_wait_ms,
+                    ],
+                )
+                .await
+                .map_err(backend)? as usize;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(new)
+    }
+
+    async fn pool_samples(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        pool: Option<&Pool>,
+    ) -> Result<Vec<PoolSample>, StoreError> {
+        let (kind, name) = pool.map(pool_columns).unzip();
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!(
+                    "SELECT {POOL_SAMPLE_COLUMNS} FROM (
+                         SELECT * FROM pool_samples
+                         WHERE at_ms >= $1 AND at_ms < $2
+                           AND ($3::text IS NULL OR (pool_kind = $3 AND pool_name = $4))
+                         ORDER BY at_ms DESC, pool_kind DESC, pool_name DESC LIMIT $5) AS newest
+                     ORDER BY at_ms, pool_kind, pool_name"
+                ),
+                &[
+                    &since_ms,
+                    &until_ms,
+                    &kind,
+                    &name,
+                    &i64::from(POOL_SAMPLES_MAX),
+                ],
+            )
+            .await
+            .map_err(backend)?;
+        rows.iter().map(read_pool_sample).collect()
+    }
+
+    async fn prune_pool_samples(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let c = self.pool.get().await?;
+        c.execute("DELETE FROM pool_samples WHERE at_ms < $1", &[&before_ms])
+            .await
+            .map_err(backend)
     }
 }

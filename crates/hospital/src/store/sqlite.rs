@@ -42,6 +42,10 @@
 //! news2_scores ((patient, at_ms) PK, computed_ms, detail JSON)
 //! -- v6
 //! tokens      + expires_ms NULL for a token that does not expire
+//! -- v7
+//! pool_samples ((pool_kind, pool_name, at_ms) PK, units, in_use, unavailable,
+//!              <priority>_queued, <priority>_oldest_ms for stat, asap, urgent, routine)
+//!                                                 index (at_ms)
 //! ```
 //!
 //! A change and the audit record of the request that made it are written in one transaction
@@ -72,7 +76,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 
 use super::{
     AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, News2Record,
-    ObservationQuery, Patient, PatientSettings, RawMessage, StoreError, TokenRecord,
+    ObservationQuery, POOL_SAMPLES_MAX, Patient, PatientSettings, PoolSample, RawMessage,
+    StoreError, TokenRecord, Waiting, WaitingByPriority,
 };
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
 use crate::news2::SpO2Scale;
@@ -230,6 +235,27 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE tokens ADD COLUMN expires_ms BIGINT;
     "#,
+    // v7: the charts' history (issue 16): each pool's figures once per sampling interval.
+    r#"
+    CREATE TABLE pool_samples (
+        pool_kind         TEXT NOT NULL CHECK (pool_kind IN ('equipment', 'department')),
+        pool_name         TEXT NOT NULL,
+        at_ms             BIGINT NOT NULL,
+        units             BIGINT NOT NULL,
+        in_use            BIGINT NOT NULL,
+        unavailable       BIGINT NOT NULL,
+        stat_queued       BIGINT NOT NULL,
+        stat_oldest_ms    BIGINT NOT NULL,
+        asap_queued       BIGINT NOT NULL,
+        asap_oldest_ms    BIGINT NOT NULL,
+        urgent_queued     BIGINT NOT NULL,
+        urgent_oldest_ms  BIGINT NOT NULL,
+        routine_queued    BIGINT NOT NULL,
+        routine_oldest_ms BIGINT NOT NULL,
+        PRIMARY KEY (pool_kind, pool_name, at_ms)
+    );
+    CREATE INDEX pool_samples_by_time ON pool_samples (at_ms);
+    "#,
 ];
 
 /// The columns of `observations`, in the order [`read_observation`] expects them.
@@ -289,6 +315,45 @@ const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked
 
 /// The columns of `audit`, in the order [`read_audit`] expects them.
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, action, patient, order_id, outcome, detail";
+
+/// The columns of `pool_samples`, in the order [`read_pool_sample`] expects them.
+const POOL_SAMPLE_COLUMNS: &str = "pool_kind, pool_name, at_ms, units, in_use, unavailable, \
+     stat_queued, stat_oldest_ms, asap_queued, asap_oldest_ms, urgent_queued, urgent_oldest_ms, \
+     routine_queued, routine_oldest_ms";
+
+fn read_pool_sample(r: &rusqlite::Row<'_>) -> Result<PoolSample, StoreError> {
+    let kind: String = r.get(0).map_err(backend)?;
+    let name: String = r.get(1).map_err(backend)?;
+    let at_ms: i64 = r.get(2).map_err(backend)?;
+    let pool = match kind.as_str() {
+        "equipment" => Pool::Equipment(name),
+        "department" => Pool::Department(name),
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "pool sample at {at_ms}: pool kind {other:?}"
+            )));
+        }
+    };
+    let waiting = |i: usize| -> Result<Waiting, StoreError> {
+        Ok(Waiting {
+            queued: r.get(i).map_err(backend)?,
+            oldest_wait_ms: r.get(i + 1).map_err(backend)?,
+        })
+    };
+    Ok(PoolSample {
+        at_ms,
+        pool,
+        units: r.get(3).map_err(backend)?,
+        in_use: r.get(4).map_err(backend)?,
+        unavailable: r.get(5).map_err(backend)?,
+        waiting: WaitingByPriority {
+            stat: waiting(6)?,
+            asap: waiting(8)?,
+            urgent: waiting(10)?,
+            routine: waiting(12)?,
+        },
+    })
+}
 
 /// The SQLite clinical store. Cheap to clone: clones share one connection.
 ///
@@ -1585,6 +1650,93 @@ impl ClinicalStore for SqliteStore {
                         .map_err(|e| StoreError::Corrupt(format!("a NEWS2 score: {e}")))
                 },
             )
+        })
+        .await
+    }
+
+    async fn insert_pool_samples(&self, samples: &[PoolSample]) -> Result<usize, StoreError> {
+        if samples.is_empty() {
+            return Ok(0);
+        }
+        let samples = samples.to_vec();
+        self.run(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
+            let mut new = 0;
+            for x in &samples {
+                let (kind, name) = pool_columns(&x.pool);
+                let w = &x.waiting;
+                new += tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO pool_samples ({POOL_SAMPLE_COLUMNS})
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                             ON CONFLICT (pool_kind, pool_name, at_ms) DO NOTHING"
+                        ),
+                        params![
+                            kind,
+                            name,
+                            x.at_ms,
+                            x.units,
+                            x.in_use,
+                            x.unavailable,
+                            w.stat.queued,
+                            w.stat.oldest_wait_ms,
+                            w.asap.queued,
+                            w.asap.oldest_wait_ms,
+                            w.urgent.queued,
+                            w.urgent.oldest_wait_ms,
+                            w.routine.queued,
+                            w.routine.oldest_wait_ms,
+                        ],
+                    )
+                    .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn pool_samples(
+        &self,
+        since_ms: i64,
+        until_ms: i64,
+        pool: Option<&Pool>,
+    ) -> Result<Vec<PoolSample>, StoreError> {
+        let pool = pool.map(|p| {
+            let (k, n) = pool_columns(p);
+            (k.to_string(), n.to_string())
+        });
+        self.run(move |conn| {
+            let (kind, name) = pool.unzip();
+            query_rows(
+                conn,
+                &format!(
+                    "SELECT {POOL_SAMPLE_COLUMNS} FROM (
+                         SELECT * FROM pool_samples
+                         WHERE at_ms >= ?1 AND at_ms < ?2
+                           AND (?3 IS NULL OR (pool_kind = ?3 AND pool_name = ?4))
+                         ORDER BY at_ms DESC, pool_kind DESC, pool_name DESC LIMIT ?5)
+                     ORDER BY at_ms, pool_kind, pool_name"
+                ),
+                params![since_ms, until_ms, kind, name, i64::from(POOL_SAMPLES_MAX)],
+                read_pool_sample,
+            )
+        })
+        .await
+    }
+
+    async fn prune_pool_samples(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.run(move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM pool_samples WHERE at_ms < ?1",
+                    params![before_ms],
+                )
+                .map_err(backend)?;
+            Ok(n as u64)
         })
         .await
     }
