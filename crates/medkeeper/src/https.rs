@@ -171,10 +171,11 @@ fn read_certs(path: &Path, flag: &str) -> anyhow::Result<Vec<CertificateDer<'sta
 fn warn_if_readable(key: &Path) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(m) = std::fs::metadata(key)
-        && m.permissions().mode() & 0o077 != 0
+        && m.permissions().mode() & 0o004 != 0
     {
         tracing::warn!(
-            "the TLS key {} has mode {:03o}: other users may read it; `chmod 600` it",
+            "the TLS key {} has mode {:03o}: other users may read it; `chmod 600` it (640 \
+             with a service group)",
             key.display(),
             m.permissions().mode() & 0o777
         );

@@ -631,6 +631,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             tokio::spawn(async move { server.await })
         }
         _ => {
+            // SIGHUP reloads certificates; without them it must not end the process (its
+            // default action), e.g. a `systemctl reload` on an instance without HTTPS.
+            if let Ok(mut hangup) = signal(SignalKind::hangup()) {
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: nothing to reload (no --tls-cert)");
+                    }
+                });
+            }
             let server = axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -465,3 +465,28 @@ fn bad_tls_settings_stop_the_start() {
     let err = run(&["--tls-client-ca", cert.to_str().unwrap()]);
     assert!(err.contains("--tls-client-ca needs"), "{err}");
 }
+
+/// SIGHUP (`systemctl reload`) reloads certificates; an instance without HTTPS logs that there
+/// is nothing to reload and goes on serving, instead of dying of the signal's default action.
+#[test]
+fn sighup_without_https_does_not_stop_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut srv = Serve::start(&["--data", data.to_str().unwrap()]);
+    assert!(srv.url.starts_with("http://"), "{}", srv.url);
+    let hup = Command::new("kill")
+        .args(["-HUP", &srv.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("the SIGHUP log line", Duration::from_secs(10), || {
+        srv.log().contains("nothing to reload").then_some(())
+    });
+    assert!(
+        srv.child.try_wait().unwrap().is_none(),
+        "serve exited on SIGHUP"
+    );
+    let (status, _) = support::call(&agent(), "GET", &format!("{}healthz", srv.url), "", None);
+    assert_eq!(status, 200);
+    assert!(srv.terminate().success());
+}
