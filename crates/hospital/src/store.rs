@@ -39,6 +39,11 @@ pub enum StoreError {
     /// The database failed (I/O, locking, constraint other than the ones below).
     #[error("database: {0}")]
     Backend(String),
+    /// The database cannot be reached now — connection refused or lost, no free connection in
+    /// time, the server starting up or shutting down — and nothing was written: a retry may
+    /// succeed once it is back (the HTTP API answers 503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     /// The record already exists (an order id inserted twice).
     #[error("already exists: {0}")]
     Exists(String),

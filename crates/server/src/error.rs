@@ -303,7 +303,18 @@ impl From<RecipeError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::internal(format_args!("clinical store: {e}"))
+        match e {
+            // Nothing was written: the client may retry (503 with Retry-After).
+            // The detail (host, database) is logged, not answered.
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "clinical store unavailable");
+                ApiError {
+                    retry_after: Some(std::time::Duration::from_secs(1)),
+                    ..ApiError::unavailable("the clinical store is not reachable; retry")
+                }
+            }
+            e => ApiError::internal(format_args!("clinical store: {e}")),
+        }
     }
 }
 
@@ -348,5 +359,20 @@ mod tests {
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!e.message.contains("sqlite"), "{}", e.message);
         assert!(e.message.contains("reference"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_unreachable_store_is_a_503_to_retry_without_its_address() {
+        let e: ApiError = StoreError::Unavailable(
+            "cannot connect to PostgreSQL at 10.0.0.5:5432/medkeeper: connection refused".into(),
+        )
+        .into();
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.message.contains("10.0.0.5"), "{}", e.message);
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[axum::http::header::RETRY_AFTER], "1");
+        // Any other store failure stays a 500.
+        let e: ApiError = StoreError::Backend("constraint".into()).into();
+        assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -6,7 +6,7 @@ use medkeeper_coord::SessionState;
 use medkeeper_hospital::dispatch::DispatchObserver;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::Hospital;
-use medkeeper_hospital::store::{AuditRecord, ClinicalStore};
+use medkeeper_hospital::store::{AuditRecord, ClinicalStore, StoreError};
 use medkeeper_hospital::{OrderId, PatientId};
 use tokio::sync::watch;
 
@@ -241,6 +241,12 @@ impl ServerState {
         let record = ServerState::audit_record(entry);
         match self.store.append_audit(&record).await {
             Ok(_) => Ok(()),
+            Err(e @ StoreError::Unavailable(_)) => {
+                tracing::warn!("cannot write the audit log ({action}): {e}");
+                Err(ApiError::unavailable(
+                    "the clinical store is not reachable; retry",
+                ))
+            }
             // Logged with its detail by `internal`.
             Err(e) => Err(ApiError::internal(format_args!(
                 "cannot write the audit log ({action}): {e}"

@@ -405,7 +405,7 @@ impl ConnectionPool {
             })
             .await
             .map_err(|e| {
-                StoreError::Backend(format!(
+                StoreError::Unavailable(format!(
                     "cannot connect to PostgreSQL at {} (sslmode={}): {}",
                     self.target,
                     self.tls.mode().as_str(),
@@ -418,7 +418,7 @@ impl ConnectionPool {
         let slot = tokio::time::timeout(self.acquire_timeout, self.slots.acquire())
             .await
             .map_err(|_| {
-                StoreError::Backend(format!(
+                StoreError::Unavailable(format!(
                     "no free PostgreSQL connection within {:?}",
                     self.acquire_timeout
                 ))
@@ -459,7 +459,20 @@ fn describe(e: &tokio_postgres::Error) -> String {
 
 fn backend(e: tokio_postgres::Error) -> StoreError {
     if e.is_closed() {
-        return StoreError::Backend(format!("PostgreSQL connection lost: {}", describe(&e)));
+        return StoreError::Unavailable(format!("PostgreSQL connection lost: {}", describe(&e)));
+    }
+    // Class 08 (connection exception) and 57P01-57P03 (the server shutting down, crashed,
+    // not yet accepting connections): the statement did not commit; a retry may succeed.
+    if let Some(code) = e.code().map(|c| c.code())
+        && (code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03"))
+    {
+        return StoreError::Unavailable(format!("PostgreSQL: {}", describe(&e)));
+    }
+    // An I/O error on the socket (reset, broken pipe) without a server message.
+    if e.as_db_error().is_none()
+        && std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+    {
+        return StoreError::Unavailable(format!("PostgreSQL connection lost: {}", describe(&e)));
     }
     StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
