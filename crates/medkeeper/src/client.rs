@@ -333,6 +333,10 @@ pub enum TokenCommand {
         /// A note on whom it is for.
         #[arg(long, value_name = "TEXT")]
         label: Option<String>,
+        /// How long it lives: `12h`, `30d`, `90m`. Default: 7 days for a patient token, no
+        /// expiry for staff (unless the server sets `--token-max-ttl`).
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
         /// Issue offline, straight into the clinical store `DIR/clinical.sqlite` (no server
         /// needed; works while one runs).
         #[arg(long, value_name = "DIR")]
@@ -343,10 +347,25 @@ pub enum TokenCommand {
         #[arg(long, value_name = "STORE", conflicts_with = "data")]
         store: Option<PathBuf>,
     },
-    /// Every token (never the secret): id, role, patient, label, created, revoked.
+    /// Every token (never the secret): id, role, patient, label, created, expires, state.
     List {
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Replace a token without downtime: issue its successor (same role, patient and label;
+    /// printed on the first line, shown only this once) and have the old one expire after
+    /// the overlap.
+    Rotate {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The token's id (`t-...`).
+        id: String,
+        /// How long the old token keeps working: `1h` (the default), `0s` to end it now.
+        #[arg(long, value_name = "DURATION")]
+        overlap: Option<String>,
+        /// The new token's lifetime; by default the old one's.
+        #[arg(long, value_name = "DURATION")]
+        ttl: Option<String>,
     },
     /// Revoke a token.
     Revoke {
@@ -669,11 +688,12 @@ async fn token_command(cmd: TokenCommand) -> anyhow::Result<()> {
             role,
             patient,
             label,
+            ttl,
             data,
             store,
         } => {
             let v = match offline::Source::of(data, store) {
-                Some(source) => offline::issue_token(&source, &role, patient, label).await?,
+                Some(source) => offline::issue_token(&source, &role, patient, label, ttl).await?,
                 None => {
                     let c = Client::new(&server)?;
                     let mut body = json!({ "role": role });
@@ -683,16 +703,37 @@ async fn token_command(cmd: TokenCommand) -> anyhow::Result<()> {
                     if let Some(l) = label {
                         body["label"] = json!(l);
                     }
+                    if let Some(t) = ttl {
+                        body["ttl"] = json!(t);
+                    }
                     c.send(Method::Post, "/api/tokens", Some(body)).await?
                 }
             };
+            output(server.json, &v, print_issued);
+        }
+        TokenCommand::Rotate {
+            server,
+            id,
+            overlap,
+            ttl,
+        } => {
+            let c = Client::new(&server)?;
+            let mut body = json!({});
+            if let Some(o) = overlap {
+                body["overlap"] = json!(o);
+            }
+            if let Some(t) = ttl {
+                body["ttl"] = json!(t);
+            }
+            let path = format!("/api/tokens/{}/rotate", seg(&id));
+            let v = c.send(Method::Post, &path, Some(body)).await?;
             output(server.json, &v, |v| {
-                outln!("{}", text(&v["token"]));
-                let mut line = format!("id {}  role {}", text(&v["id"]), text(&v["role"]));
-                if !v["patient"].is_null() {
-                    line.push_str(&format!("  patient {}", text(&v["patient"])));
-                }
-                eprintln!("{line}  (the token is shown only this once)");
+                print_issued(v);
+                eprintln!(
+                    "{} keeps working until {} (then expired)",
+                    text(&v["replaces"]),
+                    time(&v["replaced_expires_ms"])
+                );
             });
         }
         TokenCommand::List { server } => {
@@ -984,20 +1025,32 @@ mod offline {
         role: &str,
         patient: Option<String>,
         label: Option<String>,
+        ttl: Option<String>,
     ) -> anyhow::Result<Value> {
         let role: Role = role
             .parse()
             .map_err(|e: ApiError| anyhow!("{}", e.message))?;
+        let ttl = ttl
+            .map(|t| {
+                medkeeper_server::auth::parse_ttl(&t)
+                    .ok_or_else(|| anyhow!("--ttl {t:?}: use a duration such as 12h or 30d"))
+            })
+            .transpose()?;
+        // Offline there is no server's --token-max-ttl: the default policy.
+        let expires_ms = medkeeper_server::TokenPolicy::default()
+            .expiry(role, ttl, medkeeper_hospital::model::now_ms())
+            .map_err(|e| anyhow!("{}", e.message))?;
         let patient = patient
             .map(|p| p.parse::<PatientId>())
             .transpose()
             .map_err(|e| anyhow!("{e}"))?;
         let store = open_store(source).await?;
-        let (record, secret) = medkeeper_server::auth::issue_token(
+        let (record, secret) = medkeeper_server::auth::issue_token_expiring(
             store.as_ref(),
             role,
             patient,
             label.as_deref().unwrap_or(""),
+            expires_ms,
         )
         .await
         .map_err(|e| anyhow!("cannot issue the token: {} ({})", e.message, e.code))?;
@@ -1618,16 +1671,44 @@ fn print_tree(node: &Value, depth: usize) {
     }
 }
 
+/// A token just issued: its text alone on stdout's first line, the rest on stderr.
+fn print_issued(v: &Value) {
+    outln!("{}", text(&v["token"]));
+    let mut line = format!("id {}  role {}", text(&v["id"]), text(&v["role"]));
+    if !v["patient"].is_null() {
+        line.push_str(&format!("  patient {}", text(&v["patient"])));
+    }
+    if v["expires_ms"].is_null() {
+        line.push_str("  does not expire");
+    } else {
+        line.push_str(&format!("  expires {}", time(&v["expires_ms"])));
+    }
+    eprintln!("{line}  (the token is shown only this once)");
+}
+
 fn print_tokens(v: &Value) {
     let rows: Vec<Vec<String>> = arr(v)
         .iter()
         .map(|t| {
+            let state = if !t["revoked_ms"].is_null() {
+                "revoked"
+            } else if t["expired"].as_bool() == Some(true) {
+                "expired"
+            } else {
+                "active"
+            };
             vec![
                 text(&t["id"]),
                 text(&t["role"]),
                 text(&t["patient"]),
                 text(&t["label"]),
                 time(&t["created_ms"]),
+                if t["expires_ms"].is_null() {
+                    "never".to_string()
+                } else {
+                    time(&t["expires_ms"])
+                },
+                state.to_string(),
                 time(&t["revoked_ms"]),
             ]
         })
@@ -1638,7 +1719,9 @@ fn print_tokens(v: &Value) {
     }
     table(
         "",
-        &["ID", "ROLE", "PATIENT", "LABEL", "CREATED", "REVOKED"],
+        &[
+            "ID", "ROLE", "PATIENT", "LABEL", "CREATED", "EXPIRES", "STATE", "REVOKED",
+        ],
         &rows,
     );
 }

@@ -6,8 +6,8 @@
 //! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
-//! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`, `mllp_listen`), then
-//! defaults.
+//! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`, `mllp_listen`,
+//! `token_max_ttl`), then defaults.
 //!
 //! Also in the file: the ZooKeeper connection's TLS, `zk_tls_ca`, `zk_tls_cert`, `zk_tls_key`
 //! (`--zk-tls-ca`, …), and its credentials, `auth` or `auth_file` (`--auth-file`,
@@ -77,7 +77,7 @@ use medkeeper_hospital::config::HospitalConfig;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::store::{ClinicalStore, PostgresOptions, PostgresStore, SqliteStore};
 use medkeeper_server::{
-    EngineFigures, HistogramFigures, Limits, MemberInfo, Role, ServerState, issue_token,
+    EngineFigures, HistogramFigures, Limits, MemberInfo, Role, ServerState, issue_token_expiring,
 };
 use serde::Deserialize;
 use tokio::signal::unix::{SignalKind, signal};
@@ -186,6 +186,11 @@ pub struct ServeArgs {
     /// Event streams one token may hold open before its next gets 429. Default 8.
     #[arg(long, env = "MEDKEEPER_MAX_STREAMS_PER_TOKEN")]
     max_streams_per_token: Option<usize>,
+    /// The longest lifetime an API token may be given (`12h`, `30d`), also the lifetime of a
+    /// staff token issued without one (and at most a patient token's 7 days). Default: no
+    /// limit, and staff tokens issued without a lifetime do not expire.
+    #[arg(long, value_name = "DURATION", env = "MEDKEEPER_TOKEN_MAX_TTL")]
+    token_max_ttl: Option<String>,
     /// Log lines on stderr: `human` or `json` (one object a line); `RUST_LOG` filters them.
     /// Default human.
     #[arg(long, value_enum, env = "MEDKEEPER_LOG_FORMAT")]
@@ -231,6 +236,7 @@ struct FileSettings {
     max_in_flight: Option<usize>,
     request_timeout_ms: Option<u64>,
     max_streams_per_token: Option<usize>,
+    token_max_ttl: Option<String>,
     log_format: Option<LogFormat>,
 }
 
@@ -289,6 +295,12 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             bail!("max_streams_per_token must be at least 1");
         }
         limits.max_streams_per_token = n;
+    }
+    if let Some(t) = args.token_max_ttl.or(file.token_max_ttl) {
+        match medkeeper_server::auth::parse_ttl(&t) {
+            Some(d) if !d.is_zero() => limits.tokens.max_ttl = Some(d),
+            _ => bail!("token_max_ttl {t:?}: a duration such as 12h or 30d"),
+        }
     }
     // Credentials: `--auth`, `--auth-file`, then the config file's `auth`, `auth_file`.
     let auth = match (args.auth, args.auth_file, file.auth, file.auth_file) {
@@ -548,8 +560,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let hospital_name = config.name.clone();
     let first_token = if store.tokens().await.context("reading tokens")?.is_empty() {
-        let (rec, token) = issue_token(store.as_ref(), Role::Admin, None, "first start")
-            .await
+        // Under --token-max-ttl the first admin token expires too (then issue another offline).
+        let expires_ms = s
+            .limits
+            .tokens
+            .expiry(Role::Admin, None, now_ms())
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+        let (rec, token) = issue_token_expiring(
+            store.as_ref(),
+            Role::Admin,
+            None,
+            "first start",
+            expires_ms,
+        )
+        .await
             .map_err(|e| anyhow::anyhow!("cannot create the admin token: {}", e.message))?;
         Some((rec.id, token))
     } else {

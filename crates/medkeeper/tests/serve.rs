@@ -456,3 +456,170 @@ fn issue14_no_phi_in_the_log() {
         assert!(!log.contains(phi), "{phi:?} is in the log:\n{log}");
     }
 }
+
+/// Runs the `medkeeper` client against `url` with `token`; exit status, stdout, stderr.
+fn client(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args(args)
+        .env("MEDKEEPER_SERVER", url)
+        .env("MEDKEEPER_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("medkeeper runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn issue19_token_lifetimes_rotation_and_failed_authentications_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Serve::start(&[
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--token-max-ttl",
+        "30d",
+    ]);
+    let admin = srv.admin.clone().expect("an admin token on first start");
+    let url = srv.url.trim_end_matches('/').to_string();
+    let a = agent();
+    let day_ms = 86_400_000_i64;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+
+    // Under --token-max-ttl 30d even the first admin token expires, in 30 days.
+    let (st, me) = call(&a, "GET", &format!("{url}/api/whoami"), &admin, None);
+    assert_eq!(st, 200, "{me}");
+    let left = me["expires_ms"].as_i64().unwrap() - now();
+    assert!((29 * day_ms..=30 * day_ms).contains(&left), "{me}");
+
+    // token create --ttl, over the limit refused; token rotate; token list.
+    let (code, _, err) = client(
+        &url,
+        &admin,
+        &["token", "create", "--role", "nurse", "--ttl", "31d"],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("30d"), "{err}");
+    let (code, out, err) = client(
+        &url,
+        &admin,
+        &[
+            "token", "create", "--role", "nurse", "--ttl", "12h", "--label", "ward 3",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let old = out.lines().next().unwrap().trim().to_string();
+    assert!(err.contains("expires"), "{err}");
+    let (_, old_me) = call(&a, "GET", &format!("{url}/api/whoami"), &old, None);
+    let old_id = old_me["token"].as_str().unwrap().to_string();
+    let (code, out, err) = client(
+        &url,
+        &admin,
+        &["token", "rotate", &old_id, "--overlap", "2s", "--json"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let rotated: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new = rotated["token"].as_str().unwrap().to_string();
+    assert_eq!(rotated["replaces"], old_id.as_str());
+    assert_eq!(rotated["label"], "ward 3");
+    let (st, _) = call(&a, "GET", &format!("{url}/api/pools"), &old, None);
+    assert_eq!(st, 200, "the old token works during the overlap");
+    std::thread::sleep(Duration::from_millis(2_200));
+    let (st, body) = call(&a, "GET", &format!("{url}/api/pools"), &old, None);
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (401, Some("token_expired")),
+        "{body}"
+    );
+    let (st, _) = call(&a, "GET", &format!("{url}/api/pools"), &new, None);
+    assert_eq!(st, 200);
+    // Its first use: the server caches it for 5 s from now.
+    let new_cached = Instant::now();
+    let (code, out, err) = client(&url, &admin, &["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains(&old_id))
+        .unwrap_or_default();
+    assert!(row.contains("expired"), "{out}");
+    assert!(out.contains("EXPIRES"), "{out}");
+
+    // Failed authentications from this address: the 20th gets it refused (429, Retry-After) —
+    // the expired token above was the first; a token checked within the last 5 s (the
+    // admin's) still works, one never seen does not.
+    let (st, unseen) = call(
+        &a,
+        "POST",
+        &format!("{url}/api/tokens"),
+        &admin,
+        Some(json!({"role":"doctor"})),
+    );
+    assert_eq!(st, 201, "{unseen}");
+    let unseen = unseen["token"].as_str().unwrap().to_string();
+    let unknown = format!("mkt_{}", "e".repeat(64));
+    for i in 2..=20 {
+        let r = a
+            .get(format!("{url}/api/pools"))
+            .header("Authorization", format!("Bearer {unknown}"))
+            .call()
+            .unwrap();
+        let st = r.status().as_u16();
+        if i < 20 {
+            assert_eq!(st, 401, "failure {i}");
+        } else {
+            assert_eq!(st, 429, "failure {i}");
+            let retry: u64 = r.headers()["retry-after"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((295..=300).contains(&retry), "{retry}");
+        }
+    }
+    let (st, body) = call(&a, "GET", &format!("{url}/api/pools"), &unseen, None);
+    assert_eq!(
+        (st, body["error"]["code"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+    let before = new_cached.elapsed();
+    let (st, _) = call(&a, "GET", &format!("{url}/api/pools"), &new, None);
+    if new_cached.elapsed() < Duration::from_millis(4_500) {
+        assert_eq!(st, 200, "a token checked within the last 5 s still works");
+    } else {
+        // A slow machine: its cache entry may have lapsed, and then it waits like the rest.
+        assert!(st == 200 || st == 429, "{st} after {before:?}");
+    }
+    // The trail, offline (this address is refused now, and the admin's cache entry may lapse).
+    let (code, out, err) = client(
+        &url,
+        &admin,
+        &[
+            "audit",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--actor",
+            "client:127.0.0.1",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let trail: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let limited: Vec<_> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "auth.rate_limited")
+        .collect();
+    assert_eq!(limited.len(), 1, "{trail}");
+    assert_eq!(limited[0]["outcome"], "rate_limited");
+    let (st, _) = call(&a, "GET", &format!("{url}/healthz"), &admin, None);
+    assert_eq!(st, 200);
+}
