@@ -1,7 +1,8 @@
 //! Alarms end to end on a real coordination backend (the embedded engine, and real ZooKeeper
 //! when `MEDKEEPER_ZK_CONNECT` is set) and a real SQLite store, on a clock the tests move:
 //! every signal raises and clears, latching, escalation, shelving, hysteresis against a
-//! flapping signal, and two evaluators that never duplicate an alarm.
+//! flapping signal, and two evaluators that never duplicate an alarm. Beside them, on the same
+//! figures, the leader's sampler of the charts' history ([`medkeeper_hospital::history`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -47,6 +48,7 @@ both!(
     a_flapping_signal_gives_one_alarm,
     two_evaluators_never_duplicate_an_alarm,
     a_removed_rule_clears_its_alarm,
+    the_history_has_one_sample_per_pool_and_minute,
 );
 
 const T0: i64 = 1_700_000_000_000;
@@ -765,4 +767,59 @@ async fn an_alarm_on_a_long_pool_name_is_acknowledged(b: &Backend) {
     assert_eq!(a.scope, format!("equipment.{long}"));
     alarms::acknowledge(&h, &a.id, "nurse-1", "").await.unwrap();
     h.session().close().await;
+}
+
+/// Issue 16: the leader's sampler writes one row per pool per minute, from the read models;
+/// sampling again within the minute — the same leader, or a new one after a failover, on
+/// another session — adds nothing; the next minute gets its own rows; old rows are pruned.
+async fn the_history_has_one_sample_per_pool_and_minute(b: &Backend) {
+    use medkeeper_hospital::history;
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let (h, clock) = clocked(b, store.clone(), config(vec![]), None).await;
+    let pools = h.config().pools.len();
+    h.set_unit_status(&mri(), "MRI-2", UnitStatus::Maintenance)
+        .await
+        .unwrap();
+    order(&h, mri(), Priority::Routine).await;
+    clock.advance(Duration::from_secs(30));
+    order(&h, mri(), Priority::Routine).await;
+    order(&h, mri(), Priority::Stat).await;
+    clock.advance(Duration::from_secs(5));
+    let minute = history::SAMPLE_EVERY;
+    assert_eq!(history::sample_once(&h, minute).await.unwrap(), pools);
+    assert_eq!(history::sample_once(&h, minute).await.unwrap(), 0);
+    // Another leader, later in the same minute.
+    let (other, _) = clocked(b, store.clone(), config(vec![]), Some(&clock)).await;
+    let start = T0 - T0 % 60_000;
+    let in_minute = 60_000 - (T0 + 35_000 - start);
+    clock.advance(Duration::from_millis(in_minute as u64 - 1));
+    assert_eq!(history::sample_once(&other, minute).await.unwrap(), 0);
+    let rows = store.pool_samples(0, i64::MAX, None).await.unwrap();
+    assert_eq!(rows.len(), pools, "{rows:#?}");
+    let m = rows.iter().find(|r| r.pool == mri()).unwrap();
+    assert_eq!(m.at_ms, start);
+    assert_eq!((m.units, m.in_use, m.unavailable), (2, 0, 1));
+    assert_eq!(m.waiting.routine.queued, 2);
+    assert_eq!(m.waiting.routine.oldest_wait_ms, 35_000);
+    assert_eq!(m.waiting.stat.queued, 1);
+    assert_eq!(m.waiting.stat.oldest_wait_ms, 5_000);
+    assert_eq!(m.waiting.urgent.queued, 0);
+    // The next minute.
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(history::sample_once(&other, minute).await.unwrap(), pools);
+    let rows = store
+        .pool_samples(start + 60_000, i64::MAX, Some(&mri()))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].at_ms, start + 60_000);
+    assert_eq!(rows[0].waiting.routine.oldest_wait_ms, start + 60_000 - T0);
+    // A week later both minutes are pruned.
+    clock.advance(history::KEEP + Duration::from_secs(61));
+    assert_eq!(history::prune(&h).await.unwrap(), 2 * pools as u64);
+    // The targets the charts draw against are the hospital file's.
+    assert_eq!(
+        history::targets_ms(&h)[0],
+        (Priority::Stat, h.config().targets.stat.as_millis() as i64)
+    );
 }

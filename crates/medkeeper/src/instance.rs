@@ -9,8 +9,9 @@
 //!   `dispatching MRI as NAME`, `stopped dispatching MRI as NAME`;
 //! - a follow-up repair once what the start-up repair left for being too recent is due;
 //! - for `serve` ([`Duties`]): membership in `/medical/members` and leadership at
-//!   `/medical/leader`, the leader running the reconciler every [`RECONCILE_EVERY`] and the
-//!   alarm evaluator (one per cluster, [`medkeeper_hospital::alarms`]).
+//!   `/medical/leader`, the leader running the reconciler every [`RECONCILE_EVERY`], the
+//!   alarm evaluator (one per cluster, [`medkeeper_hospital::alarms`]) and the sampler of the
+//!   dashboard charts' history ([`medkeeper_hospital::history`]).
 //!
 //! A session that ends (expired: the process was paused past its timeout) took everything it
 //! held with it — its lock nodes, so its fenced writes fail — and the instance opens a new
@@ -36,7 +37,7 @@ use medkeeper_hospital::config::{self, HospitalConfig};
 use medkeeper_hospital::dispatch::{DispatchObserver, Dispatcher};
 use medkeeper_hospital::orders::{Hospital, RECONCILE_GRACE};
 use medkeeper_hospital::store::ClinicalStore;
-use medkeeper_hospital::{Pool, tree};
+use medkeeper_hospital::{Pool, history, tree};
 use medkeeper_recipes::{Election, Membership, Mutex};
 use medkeeper_server::MemberInfo;
 use tokio::sync::watch;
@@ -82,6 +83,9 @@ pub struct Duties {
     pub lead: bool,
     /// Where the leader delivers the cluster's alarms ([`crate::alerting::deliver_alarms`]).
     pub alerts: Option<crate::alerting::Delivery>,
+    /// How often the leader samples the pools for the charts' history; `None`:
+    /// [`history::SAMPLE_EVERY`].
+    pub history_every: Option<Duration>,
     /// Told each session's hospital once it is loaded and repaired, and `None` once the
     /// session ends, before it is closed.
     pub on_hospital: Option<HospitalChanged>,
@@ -223,7 +227,11 @@ async fn one_session<F: Future<Output = ()>>(
     tasks.spawn(|done| reconcile_when_due(hospital.clone(), id.clone(), report.next_due_ms, done));
     if instance.duties.lead {
         let alerts = instance.duties.alerts.clone();
-        tasks.spawn(|done| lead(hospital.clone(), id.clone(), alerts, done));
+        let every = instance
+            .duties
+            .history_every
+            .unwrap_or(history::SAMPLE_EVERY);
+        tasks.spawn(|done| lead(hospital.clone(), id.clone(), alerts, every, done));
     }
     let mut events = session.session_events();
     let ended = tokio::select! {
@@ -469,12 +477,14 @@ async fn membership(session: Arc<dyn Session>, me: MemberInfo, done: watch::Rece
 
 /// Stands for leader until `done`; while leading, runs the reconciler every
 /// [`RECONCILE_EVERY`] (or sooner when a run left a repair that becomes due before then) and,
-/// beside it, the alarm evaluator ([`evaluate_alarms`]) and, with `alerts`, the alarms'
-/// delivery to Alertmanager.
+/// beside it, the alarm evaluator ([`evaluate_alarms`]), the charts' history sampler
+/// ([`history::run`], every `history_every`) and, with `alerts`, the alarms' delivery to
+/// Alertmanager.
 async fn lead(
     hospital: Arc<Hospital>,
     id: String,
     alerts: Option<crate::alerting::Delivery>,
+    history_every: Duration,
     done: watch::Receiver<bool>,
 ) {
     let session = hospital.session().clone();
@@ -508,6 +518,7 @@ async fn lead(
                     }
                     () = reconciling => {}
                     () = evaluate_alarms(&hospital, &id) => {}
+                    () = history::run(hospital.clone(), history_every, &id) => {}
                     () = async {
                         match alerts.clone() {
                             Some(d) => crate::alerting::deliver_alarms(hospital.clone(), d).await,
@@ -586,6 +597,7 @@ mod tests {
                 }),
                 lead: true,
                 alerts: None,
+                history_every: None,
                 on_hospital: Some(Box::new(move |h| {
                     let _ = ready_tx.send((h, alive()));
                 })),

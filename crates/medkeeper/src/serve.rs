@@ -195,6 +195,15 @@ pub struct ServeArgs {
     /// Default human.
     #[arg(long, value_enum, env = "MEDKEEPER_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// How often the leader records each pool's figures for the dashboard's charts (`30s`,
+    /// `1s` in tests). Default 1m.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "MEDKEEPER_HISTORY_EVERY",
+        hide = true
+    )]
+    history_every: Option<String>,
 }
 
 /// An address on the heap: [`ServeArgs`] is a variant of the CLI's command enum, and each
@@ -504,6 +513,13 @@ pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
 
 /// Runs the instance until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let history_every = match args.history_every.as_deref() {
+        None => None,
+        Some(t) => match medkeeper_hospital::config::parse_duration(t) {
+            Some(d) if d >= Duration::from_millis(100) => Some(d),
+            _ => bail!("--history-every {t:?}: a duration of at least 100ms, such as 1m or 1s"),
+        },
+    };
     let s = settings(args)?;
     logs::init(s.log_format, logs::SERVICE_FILTER)?;
     medkeeper_hospital::model::validate_name("instance id", &s.instance)
@@ -566,15 +582,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .tokens
             .expiry(Role::Admin, None, now_ms())
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
-        let (rec, token) = issue_token_expiring(
-            store.as_ref(),
-            Role::Admin,
-            None,
-            "first start",
-            expires_ms,
-        )
-        .await
-            .map_err(|e| anyhow::anyhow!("cannot create the admin token: {}", e.message))?;
+        let (rec, token) =
+            issue_token_expiring(store.as_ref(), Role::Admin, None, "first start", expires_ms)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create the admin token: {}", e.message))?;
         Some((rec.id, token))
     } else {
         None
@@ -617,6 +628,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             member: Some(state.me().clone()),
             lead: true,
             alerts: delivery,
+            history_every,
             on_hospital: Some(Box::new({
                 let state = state.clone();
                 move |hospital| state.set_hospital(hospital)

@@ -60,7 +60,7 @@ pub use views::MemberInfo;
     info(title = "medkeeper", description = "Hospital resource coordination on the ZooKeeper model. See docs/api.md."),
     paths(
         api::healthz, api::readyz, api::whoami,
-        api::pools, api::pool, api::queue, api::set_unit_status,
+        api::pools, api::pool, api::queue, api::set_unit_status, api::history,
         api::create_patient, api::patient,
         api::create_order, api::order, api::reprioritise, api::cancel, api::call, api::start,
         api::complete, api::report, api::no_show,
@@ -116,6 +116,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .route("/api/pools", get(api::pools))
         .route("/api/pools/{pool}", get(api::pool))
         .route("/api/pools/{pool}/queue", get(api::queue))
+        .route("/api/history", get(api::history))
         .route(
             "/api/pools/{pool}/units/{unit}/status",
             put(api::set_unit_status),

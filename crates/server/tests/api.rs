@@ -19,7 +19,7 @@ use medkeeper_hospital::dispatch::Dispatcher;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::orders::{Hospital, NewOrder};
 use medkeeper_hospital::store::{
-    AuditQuery, AuditRecord, ClinicalStore, Patient, SqliteStore, StoreError,
+    AuditQuery, AuditRecord, ClinicalStore, Patient, PoolSample, SqliteStore, StoreError,
 };
 use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, UnitStatus};
 use medkeeper_server::{
@@ -591,6 +591,8 @@ const MATRIX: &[(&str, &str, &str, Fixture, &str)] = &[
     ("GET", "/api/pools",                        "yyyyy--", Fixture::Shared, ""),
     ("GET", "/api/pools/MRI",                    "yyyyy--", Fixture::Shared, ""),
     ("GET", "/api/pools/MRI/queue",              "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/history",                      "yyyyy--", Fixture::Shared, ""),
+    ("GET", "/api/history?pool=MRI",             "yyyyy--", Fixture::Shared, ""),
     ("GET", "/api/pools/MRI/events",             "yyyyy--", Fixture::Shared, ""),
     ("GET", "/api/pools/MRI/units/MRI-1/events", "yyyyy--", Fixture::Shared, ""),
     ("PUT", "/api/pools/MRI/units/MRI-2/status", "yy--y--", Fixture::UnitStatus,
@@ -4370,4 +4372,121 @@ async fn issue19_reads_of_tokens_audit_and_cluster_are_audited() {
         format!("{shown:?}"),
     );
     p.finish();
+}
+
+/// Issue 16: `GET /api/history` serves the samples the leader stored (every instance the same:
+/// they come from the clinical store), oldest first, of one pool or all, in the span asked
+/// for, with the hospital file's waiting targets; staff only; a bad span or time is 400
+/// `bad_request` saying what is wrong, a pool not configured 404, a malformed one 422.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_history_serves_the_leaders_samples_with_the_targets() {
+    let s = Server::start().await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let own = s.patient("History Patient").await;
+    let patient = s.token(Role::Patient, Some(&own)).await;
+    let now = now_ms();
+    let minute = 60_000;
+    let start = now - now % minute - 10 * minute;
+    let mut rows = Vec::new();
+    for i in 0..10 {
+        for (pool, in_use) in [
+            (Pool::Equipment("MRI".into()), 1),
+            (Pool::Equipment("CT".into()), 2),
+        ] {
+            let mut x = PoolSample {
+                at_ms: start + i * minute,
+                pool,
+                units: 3,
+                in_use,
+                unavailable: 1,
+                waiting: Default::default(),
+            };
+            x.waiting.urgent.queued = i as u32;
+            x.waiting.urgent.oldest_wait_ms = i * 1_000;
+            rows.push(x);
+        }
+    }
+    assert_eq!(s.store.insert_pool_samples(&rows).await.unwrap(), 20);
+
+    // The last hour by default: all of them, with the demo's targets (the defaults).
+    let all = s.ok("GET", "/api/history", &nurse, Value::Null, 200).await;
+    assert_eq!(all["samples"].as_array().unwrap().len(), 20, "{all}");
+    assert_eq!(
+        all["targets_ms"],
+        json!({"stat": 600_000, "asap": 1_800_000, "urgent": 3_600_000, "routine": 86_400_000})
+    );
+    assert_eq!(all["truncated"], false);
+    let first = &all["samples"][0];
+    assert_eq!(first["at_ms"], start);
+    assert_eq!(first["pool"], "equipment");
+    assert_eq!(first["name"], "CT", "same time: by pool name");
+    assert_eq!(first["units"], 3);
+    assert_eq!(first["in_use"], 2);
+    assert_eq!(first["unavailable"], 1);
+    assert_eq!(
+        first["waiting"]["urgent"],
+        json!({"queued": 0, "oldest_wait_ms": 0})
+    );
+    // One pool, a span: since inclusive, until exclusive.
+    let path = format!(
+        "/api/history?pool=MRI&since={}&until={}",
+        start + 2 * minute,
+        start + 5 * minute
+    );
+    let mri = s.ok("GET", &path, &nurse, Value::Null, 200).await;
+    let got: Vec<(i64, i64)> = mri["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            assert_eq!(x["name"], "MRI");
+            (
+                x["at_ms"].as_i64().unwrap(),
+                x["waiting"]["urgent"]["oldest_wait_ms"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [2, 3, 4].map(|i| (start + i * minute, i * 1_000)),
+        "{mri}"
+    );
+    assert_eq!(mri["since_ms"], start + 2 * minute);
+    assert_eq!(mri["until_ms"], start + 5 * minute);
+    // An earlier hour has nothing.
+    let path = format!("/api/history?until={}", start - minute);
+    let none = s.ok("GET", &path, &nurse, Value::Null, 200).await;
+    assert_eq!(none["samples"], json!([]));
+
+    // Patients do not see it.
+    let r = s.call("GET", "/api/history", &patient, Value::Null).await;
+    r.expect_error(&[403], "forbidden").unwrap();
+    // Bad parameters: 400 with a message that says what is wrong.
+    let week = 7 * 24 * 3_600_000_i64;
+    for (query, says) in [
+        ("since=yesterday", "since"),
+        ("until=1.5", "until"),
+        ("since=-5&until=10", "negative"),
+        (&*format!("since={now}&until={now}"), "before"),
+        (&*format!("since={}&until={now}", now - week - 1), "7 days"),
+        ("from=1", "from"),
+    ] {
+        let r = s
+            .call("GET", &format!("/api/history?{query}"), &nurse, Value::Null)
+            .await;
+        r.expect_error(&[400], "bad_request")
+            .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(r.text.contains(says), "{query}: {}", r.text);
+    }
+    // Exactly 7 days is fine.
+    let path = format!("/api/history?since={}&until={now}", now - week);
+    s.ok("GET", &path, &nurse, Value::Null, 200).await;
+    let r = s
+        .call("GET", "/api/history?pool=PET", &nurse, Value::Null)
+        .await;
+    r.expect_error(&[404], "not_found").unwrap();
+    let r = s
+        .call("GET", "/api/history?pool=a%2Fb", &nurse, Value::Null)
+        .await;
+    r.expect_error(&[422], "invalid").unwrap();
 }

@@ -6,6 +6,7 @@
 //! handlers as `api::<handler>`):
 //! - `alarms`: active alarms and their history, acknowledging, shelving, their stream;
 //! - `health`: `/healthz`, `/readyz`;
+//! - `history`: the charts' history (each pool sampled by the leader) and the waiting targets;
 //! - `pools`: pools, units, a pool's queue, a unit's status;
 //! - `patients`: registering a patient, a patient's record;
 //! - `orders`: creating, reading and acting on orders;
@@ -30,6 +31,7 @@ use crate::state::{Audit, Outcome, ServerState};
 mod alarms;
 mod cluster;
 mod health;
+mod history;
 mod orders;
 mod patients;
 mod pools;
@@ -40,6 +42,7 @@ mod vitals;
 pub use alarms::*;
 pub use cluster::*;
 pub use health::*;
+pub use history::*;
 pub use orders::*;
 pub use patients::*;
 pub use pools::*;
