@@ -1561,7 +1561,7 @@ fn every_role_works_in_the_dashboard_in_headless_chromium() {
              || [t.id, document.querySelectorAll('figure.chart').length];",
         json!([]),
     );
-    shoot(&browser, &shots, "dashboard-charts.png");
+    browser.screenshot(&shots.join("dashboard-charts-live.png"));
 
     // ---- tablet width: nothing wider than the screen ----
     browser.click("#tab-ward");
@@ -2157,5 +2157,214 @@ fn ward_view_and_vital_signs_in_headless_chromium() {
     eprintln!(
         "the ward view and a patient's vital signs: {} ms",
         started.elapsed().as_millis()
+    );
+}
+
+/// Eight hours of the charts' history as an earlier leader would have left it in the clinical
+/// store: every demo pool once a minute until `until_ms`, utilisation and waits in waves (the
+/// stat wait crossing the test file's 15-minute target now and then).
+fn seed_history(store_file: &Path, until_ms: i64, minutes: i64) {
+    use medkeeper_hospital::config::HospitalConfig;
+    use medkeeper_hospital::store::{ClinicalStore, PoolSample, SqliteStore};
+    let store = SqliteStore::open(store_file).unwrap();
+    let mut rows = Vec::new();
+    for (k, pool) in HospitalConfig::demo().pools.iter().enumerate() {
+        let units = pool.units.len() as u32;
+        for i in 0..minutes {
+            let phase = i as f64 / 45.0 + k as f64;
+            let wave = (phase.sin() + 1.0) / 2.0;
+            let mut x = PoolSample {
+                at_ms: until_ms - (minutes - i) * 60_000,
+                pool: pool.pool.clone(),
+                units,
+                in_use: (wave * f64::from(units)).round() as u32,
+                unavailable: u32::from(k == 2 && (120..150).contains(&i)),
+                waiting: Default::default(),
+            };
+            x.in_use = x.in_use.min(units - x.unavailable);
+            x.waiting.stat.queued = u32::from(wave > 0.7);
+            x.waiting.stat.oldest_wait_ms = if wave > 0.7 {
+                ((wave - 0.7) * 60.0 * 60_000.0) as i64
+            } else {
+                0
+            };
+            x.waiting.urgent.queued = (wave * 4.0) as u32;
+            x.waiting.urgent.oldest_wait_ms = (wave * 50.0 * 60_000.0) as i64;
+            x.waiting.routine.queued = (wave * 8.0) as u32;
+            x.waiting.routine.oldest_wait_ms = (wave * 5.0 * 3_600_000.0) as i64;
+            rows.push(x);
+        }
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(store.insert_pool_samples(&rows))
+        .unwrap();
+}
+
+/// Issue 16: the utilisation and waiting-time charts start from the history the server keeps
+/// (`GET /api/history`), not empty: hours an earlier leader sampled into the clinical store,
+/// and what this server's leader samples (`--history-every 1s`) before the page opens, are
+/// drawn on page load, with each priority's target from the hospital file; live points are
+/// appended after. The window is chosen from 1, 8 or 24 hours. The admin's token table shows
+/// each token's expiry. Screenshot: `docs/dashboard-charts.png`.
+#[test]
+fn charts_draw_the_servers_history_in_headless_chromium() {
+    let Some((chromium, driver)) = browser_tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let minute = 60_000;
+    let seeded_until = now_ms() - now_ms() % minute - minute;
+    seed_history(&data.join("clinical.sqlite"), seeded_until, 7 * 60);
+    // The demo's stat target, made 15 minutes: the charts must draw the file's, not a default.
+    let hospital = dir.path().join("hospital.toml");
+    let demo = medkeeper_hospital::config::HospitalConfig::demo();
+    let toml = medkeeper_hospital::config::HospitalConfig::DEMO_TOML.replacen(
+        "stat = \"10m\"",
+        "stat = \"15m\"",
+        1,
+    );
+    assert!(toml.contains("stat = \"15m\""));
+    std::fs::write(&hospital, toml).unwrap();
+    let server = Serve::start(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--hospital",
+        hospital.to_str().unwrap(),
+        "--history-every",
+        "1s",
+    ]);
+    let (base, admin) = (
+        server.url.clone(),
+        server.admin.clone().expect("an admin token"),
+    );
+    let api = Api {
+        agent: agent(),
+        base: base.clone(),
+        token: admin.clone(),
+    };
+    // This server's leader samples too: wait for a few of its seconds.
+    let leaders = || {
+        let h = api.expect("GET", "/api/history?pool=MRI", None, 200);
+        h["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["at_ms"].as_i64().unwrap() > seeded_until)
+            .count()
+    };
+    wait_for(
+        "3 samples of this server's leader",
+        Duration::from_secs(30),
+        || (leaders() >= 3).then_some(()),
+    );
+    let h = api.expect("GET", "/api/history", None, 200);
+    assert_eq!(h["targets_ms"]["stat"], 15 * minute, "{}", h["targets_ms"]);
+    let nurse = token_for(&api, "nurse");
+    api.expect(
+        "POST",
+        "/api/tokens",
+        Some(json!({"role": "scheduler", "label": "a day", "ttl": "24h"})),
+        201,
+    );
+
+    let (_chromedriver, driver_port) = start_chromedriver(&driver);
+    let browser = Browser::start(driver_port, &chromium);
+    let shots = workspace_root().join("target/browser");
+    browser.open_as(&base, "", &nurse);
+    browser.wait_js(
+        "the nurse's dashboard",
+        Duration::from_secs(15),
+        "return !!document.getElementById('tab-charts') || document.getElementById('status').textContent;",
+        json!([]),
+    );
+    let loaded_ms = now_ms();
+    browser.click("#tab-charts");
+    // The charts of the last hour: every pool's and every priority's, with points from before
+    // the page was opened (the seeded hour and this leader's seconds), the file's targets.
+    let charts = "const f = [...document.querySelectorAll('#panel-charts figure.chart')];
+         const util = f.filter(e => e.dataset.kind === 'util'), wait = f.filter(e => e.dataset.kind === 'wait');
+         const st = document.querySelector('#panel-charts [role=status]');
+         const ok = st && st.dataset.state === 'loaded' && util.length === arguments[0] && wait.length === 4
+             && util.every(e => Number(e.dataset.history) >= arguments[1] && !!e.querySelector('path.series'))
+             && wait.every(e => Number(e.dataset.history) >= arguments[1] && !!e.querySelector('line.target'))
+             && wait.find(e => e.dataset.chart === 'stat').dataset.target === '900';
+         return ok || [st && st.dataset.state, st && st.textContent,
+             f.map(e => [e.dataset.chart, e.dataset.history, e.dataset.target])];";
+    browser.wait_js(
+        "the last hour's charts from the server's history",
+        Duration::from_secs(15),
+        charts,
+        json!([demo.pools.len(), 60]),
+    );
+    let caption = browser.js(
+        "return document.querySelector('#panel-charts figure[data-chart=stat] figcaption').textContent;",
+        json!([]),
+    );
+    assert!(
+        caption.as_str().unwrap().contains("target 15 min"),
+        "{caption}"
+    );
+    // Eight hours: the seeded seven and this leader's samples, all from before the page.
+    browser.choose("#chart-window", "8");
+    browser.wait_js(
+        "eight hours of history",
+        Duration::from_secs(15),
+        charts,
+        json!([demo.pools.len(), 7 * 60 + 3]),
+    );
+    // Live points are appended after the history: one more, timed after the page opened.
+    api.expect(
+        "PUT",
+        "/api/pools/MRI/units/MRI-1/status",
+        Some(json!({"status": "maintenance"})),
+        200,
+    );
+    browser.wait_js(
+        "a live point after the history",
+        Duration::from_secs(15),
+        "const e = document.querySelector('#panel-charts figure[data-chart=\"equipment:MRI\"]');
+         return (!!e && Number(e.dataset.samples) > Number(e.dataset.history)) || (e && [e.dataset.samples, e.dataset.history]);",
+        json!([]),
+    );
+    assert!(now_ms() > loaded_ms);
+    browser.resize(1280, 1400);
+    shoot(&browser, &shots, "dashboard-charts.png");
+    browser.resize(1280, 900);
+
+    // Simplified Chinese: every new string translated.
+    browser.choose("#lang", "zh-CN");
+    browser.wait_js(
+        "the charts in Simplified Chinese",
+        Duration::from_secs(15),
+        "const st = document.querySelector('#panel-charts [role=status]');
+         return (document.documentElement.lang === 'zh-CN' && !!st && st.dataset.state === 'loaded'
+                 && document.getElementById('panel-charts').innerText.includes('虚线为医院配置文件')
+                 && window.__i18nMissing.size === 0)
+             || [document.documentElement.lang, st && st.textContent, [...window.__i18nMissing]];",
+        json!([]),
+    );
+    browser.js("localStorage.clear();", json!([]));
+
+    // The admin's token table: each token's expiry.
+    browser.open_as(&base, "", &admin);
+    browser.wait_js(
+        "the admin's tab list",
+        Duration::from_secs(15),
+        "return !!document.getElementById('tab-admin') || document.getElementById('status').textContent;",
+        json!([]),
+    );
+    browser.click("#tab-admin");
+    browser.wait_js(
+        "the token table with expiries",
+        Duration::from_secs(15),
+        "const rows = [...document.querySelectorAll('#panel-admin tr[data-token]')];
+         const exp = rows.map(r => r.querySelector('.tok-expires').textContent);
+         return (rows.length === 3 && exp.filter(e => e === 'never').length === 2
+                 && exp.some(e => e !== 'never' && /\\d/.test(e))) || exp;",
+        json!([]),
     );
 }

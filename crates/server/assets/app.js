@@ -9,7 +9,6 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   const TOKEN_KEY = "medkeeper.token";
   const LANG_KEY = "medkeeper.lang";
   const TAB_KEY = "medkeeper.tab";
-  const HISTORY_KEY = "medkeeper.history";
   const streams = [];
   let token = null;
   let me = null;
@@ -88,7 +87,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "do.complete": "Completing", "do.noshow": "Marking a no-show", "do.report": "Saving the report",
       "do.status": "Setting the unit's status", "do.register": "Registering", "do.find": "Finding the patient",
       "do.order": "Ordering", "do.token": "Creating the token", "do.revoke": "Revoking the token",
-      "do.audit": "Searching the audit log", "do.tokens": "Listing tokens",
+      "do.audit": "Searching the audit log", "do.tokens": "Listing tokens", "do.history": "Loading the history",
       // orders view
       "pt.find": "Find a patient", "pt.id": "Patient id", "pt.findBtn": "Find", "pt.findBusy": "Finding…",
       "pt.register": "Register a patient", "pt.name": "Name", "pt.birth": "Birth date (optional)",
@@ -108,8 +107,11 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       // charts
       "ch.util": "Utilisation per pool", "ch.wait": "Longest wait per priority, against its target",
       "ch.window": "Show the last", "ch.h": (n) => n + (n === 1 ? " hour" : " hours"),
-      "ch.limit": "Drawn from the live views this browser tab has received since it opened the dashboard (the server keeps no history): a gap means the tab was closed.",
-      "ch.targets": "Targets are the defaults (stat 10 min, asap 30 min, urgent 60 min, routine 24 h); a hospital file may set others.",
+      "ch.limit": "From the server's history (each pool sampled once a minute by the cluster's leader, kept 7 days), then live from this page's event stream. A gap is time without samples.",
+      "ch.targets": "The dashed line is each priority's waiting target from the hospital file.",
+      "ch.targetsWait": "The waiting targets are not known yet (the history has not loaded).",
+      "ch.loading": "Loading the history…", "ch.liveOnly": "Showing only what this page has received live.",
+      "ch.truncated": "Too many samples for one answer: only the newest are drawn.",
       "ch.nodata": "No samples yet.", "ch.target": (d) => "target " + d,
       "ch.now": (v) => "now " + v, "ch.samples": (n) => n + (n === 1 ? " sample" : " samples"),
       "ch.utilAlt": (p, v, mx) => "Utilisation of " + p + ": now " + v + ", highest " + mx,
@@ -120,6 +122,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "tok.once": "The new token, shown this once: copy it now. The server keeps only its hash.",
       "tok.copy": "Copy", "tok.copied": "Copied", "tok.openPatient": "Open the patient's page with it",
       "tok.id": "Id", "tok.created": "Created", "tok.revoked": "Revoked", "tok.active": "active",
+      "tok.expires": "Expires", "tok.never": "never", "tok.expired": "expired",
       "tok.revoke": "Revoke", "tok.revokeBusy": "Revoking…", "tok.refresh": "Refresh", "tok.none": "No tokens.",
       "au.title": "Audit log", "au.patient": "Patient id", "au.actor": "Actor (token id)", "au.since": "Since",
       "au.limit": "At most", "au.search": "Search", "au.searchBusy": "Searching…", "au.more": "More",
@@ -287,7 +290,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "do.complete": "完成检查", "do.noshow": "标记未到场", "do.report": "保存报告",
       "do.status": "设置设备状态", "do.register": "登记患者", "do.find": "查找患者",
       "do.order": "开具检查申请", "do.token": "创建令牌", "do.revoke": "吊销令牌",
-      "do.audit": "查询审计日志", "do.tokens": "列出令牌",
+      "do.audit": "查询审计日志", "do.tokens": "列出令牌", "do.history": "加载历史数据",
       "pt.find": "查找患者", "pt.id": "患者编号", "pt.findBtn": "查找", "pt.findBusy": "查找中…",
       "pt.register": "登记新患者", "pt.name": "姓名", "pt.birth": "出生日期（可选）",
       "pt.registerBtn": "登记", "pt.registerBusy": "登记中…",
@@ -304,8 +307,11 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "u.doneEmpty": "无。",
       "ch.util": "各资源池使用率", "ch.wait": "各优先级最长等候时间（对照目标）",
       "ch.window": "显示最近", "ch.h": (n) => n + " 小时",
-      "ch.limit": "数据来自本浏览器标签页自打开仪表板以来收到的实时视图（服务器不保存历史）：空白表示该标签页曾关闭。",
-      "ch.targets": "目标为默认值（特急 10 分钟、尽快 30 分钟、紧急 60 分钟、常规 24 小时）；医院配置文件可能另有设置。",
+      "ch.limit": "数据来自服务器保存的历史（由集群主节点每分钟对每个资源池采样一次，保留 7 天），之后由本页的实时事件流继续更新。空白表示该时段没有样本。",
+      "ch.targets": "虚线为医院配置文件中各优先级的等候目标。",
+      "ch.targetsWait": "等候目标尚未获知（历史数据未加载）。",
+      "ch.loading": "正在加载历史数据…", "ch.liveOnly": "仅显示本页实时收到的数据。",
+      "ch.truncated": "样本过多，仅绘制最新的部分。",
       "ch.nodata": "尚无数据。", "ch.target": (d) => "目标 " + d,
       "ch.now": (v) => "当前 " + v, "ch.samples": (n) => n + " 个样本",
       "ch.utilAlt": (p, v, mx) => p + " 使用率：当前 " + v + "，最高 " + mx,
@@ -315,6 +321,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "tok.once": "新令牌仅显示这一次，请立即复制。服务器只保存其哈希值。",
       "tok.copy": "复制", "tok.copied": "已复制", "tok.openPatient": "用它打开患者页面",
       "tok.id": "编号", "tok.created": "创建时间", "tok.revoked": "吊销时间", "tok.active": "有效",
+      "tok.expires": "到期时间", "tok.never": "永不过期", "tok.expired": "已过期",
       "tok.revoke": "吊销", "tok.revokeBusy": "吊销中…", "tok.refresh": "刷新", "tok.none": "没有令牌。",
       "au.title": "审计日志", "au.patient": "患者编号", "au.actor": "操作者（令牌编号）", "au.since": "起始时间",
       "au.limit": "最多", "au.search": "查询", "au.searchBusy": "查询中…", "au.more": "更多",
@@ -1992,29 +1999,28 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     return card;
   }
 
-  // ---------- charts: hand-drawn SVG from samples of the live views ----------
-  // The server keeps no history of utilisation or waits, so the page samples the pool views it
-  // receives (at every event, and every 30 s in between) and keeps 8 hours in sessionStorage:
-  // the charts cover the time this browser tab has had the dashboard open.
-  const HISTORY_MS = 8 * 3600 * 1000;
+  // ---------- charts: hand-drawn SVG from the server's history and the live views ----------
+  // The cluster's leader samples every pool once a minute and the server keeps a week of it
+  // (GET /api/history, with the hospital file's waiting targets). On showing the charts the
+  // page loads the window chosen; from then on it appends what the live views say (at every
+  // pool event, and every 30 s in between), so the last minutes are as fresh as the stream.
+  // Before `liveSince` a series is the server's samples; from it on, the page's own.
+  const LIVE_KEEP_MS = 24 * 3600 * 1000;
   const SAMPLE_MS = 30000;
-  const TARGETS_S = { stat: 600, asap: 1800, urgent: 3600, routine: 86400 };
-  const samples = loadHistory();
-  function loadHistory() {
-    try {
-      const v = JSON.parse(sessionStorage.getItem(HISTORY_KEY) || "null");
-      if (v && v.util && v.wait) return v;
-    } catch (_) { /* a fresh history */ }
-    return { util: {}, wait: {} };
-  }
+  // Breaks a line where the server has no sample for longer (no leader, or no server).
+  const GAP_MS = 5 * 60 * 1000;
+  const WINDOWS_H = [1, 8, 24];
+  const liveSince = Date.now();
+  const samples = { util: {}, wait: {} };
+  // The server's history: the last window loaded, by series, and the targets in seconds.
+  const hist = { hours: null, from: null, util: {}, wait: {}, targets: null, error: null, truncated: false };
   function pushSample(series, key, tms, v) {
     const arr = series[key] || (series[key] = []);
     const lastPt = arr[arr.length - 1];
     // Samples closer than 2 s apart replace each other (a burst of events is one point).
     if (lastPt && tms - lastPt[0] < 2000) { lastPt[1] = v; lastPt[0] = tms; } else arr.push([tms, v]);
-    while (arr.length && arr[0][0] < tms - HISTORY_MS) arr.shift();
+    while (arr.length && arr[0][0] < tms - LIVE_KEEP_MS) arr.shift();
   }
-  let saveTimer = null;
   function sample() {
     const now = Date.now();
     const longest = {};
@@ -2027,55 +2033,111 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       }
     }
     for (const p of PRIORITIES) pushSample(samples.wait, p, now, Math.round(longest[p] || 0));
-    clearTimeout(saveTimer);
-    saveTimer = setTimeout(saveSamples, 1000);
     for (const f of chartSubs) f();
-  }
-  function saveSamples() {
-    try { sessionStorage.setItem(HISTORY_KEY, JSON.stringify(samples)); } catch (_) { /* full: keep in memory */ }
   }
   const chartSubs = [];
   setInterval(() => { if (me && me.role !== "patient" && live.pools.size) sample(); }, SAMPLE_MS);
 
+  // The server's samples as chart series: utilisation per pool (%, null with nothing in
+  // service), and per priority the longest wait over every pool (s). A gap breaks the line.
+  function historySeries(list) {
+    const util = {}, wait = {};
+    const add = (series, key, tm, v) => {
+      const arr = series[key] || (series[key] = []);
+      const prev = arr[arr.length - 1];
+      if (prev && tm - prev[0] > GAP_MS) arr.push([prev[0] + 60000, null]);
+      if (prev && prev[0] === tm) prev[1] = v === null || prev[1] === null ? v : Math.max(prev[1], v); else arr.push([tm, v]);
+    };
+    for (const x of list) {
+      const inService = x.units - x.unavailable;
+      add(util, (x.pool || "equipment") + ":" + x.name, x.at_ms, inService > 0 ? Math.round((100 * x.in_use) / inService) : null);
+      for (const p of PRIORITIES) add(wait, p, x.at_ms, Math.round(((x.waiting && x.waiting[p] && x.waiting[p].oldest_wait_ms) || 0) / 1000));
+    }
+    return { util, wait };
+  }
+  async function loadHistory(hours) {
+    const until = Date.now();
+    const from = until - hours * 3600 * 1000;
+    const r = await api("/api/history?since=" + from + "&until=" + (until + 1));
+    const s = historySeries(r.samples || []);
+    const tg = r.targets_ms || {};
+    Object.assign(hist, { hours, from, util: s.util, wait: s.wait, error: null, truncated: !!r.truncated,
+      targets: Object.fromEntries(PRIORITIES.map((p) => [p, Math.round((tg[p] || 0) / 1000)])) });
+  }
+  // History before the page's own samples, then those.
+  function series(kind, key, from) {
+    const old = (hist[kind][key] || []).filter((p) => p[0] >= from && p[0] < liveSince);
+    const mine = (samples[kind][key] || []).filter((p) => p[0] >= from);
+    return { pts: old.concat(mine), before: old.length };
+  }
+
   function chartsView(panel) {
     let hours = 1;
     const winSel = h("select", { id: "chart-window", name: "window" },
-      [1, 4, 8].map((n) => h("option", { value: n, selected: n === hours }, t("ch.h", n))));
-    winSel.addEventListener("change", () => { hours = Number(winSel.value); draw(); });
+      WINDOWS_H.map((n) => h("option", { value: n, selected: n === hours }, t("ch.h", n))));
+    const state = h("p", { class: "chart-limit", role: "status", "aria-live": "polite" });
     const utilGrid = h("div", { class: "charts" });
     const waitGrid = h("div", { class: "charts" });
+    const targetsNote = h("p", { class: "muted" });
     panel.append(h("h1", { class: "sr-only" }, t("view.charts")),
       h("div", { class: "chart-controls" }, h("label", { for: "chart-window" }, t("ch.window")), winSel),
-      h("p", { class: "chart-limit" }, t("ch.limit")),
+      state,
       h("h2", { class: "section-h" }, t("ch.util")), utilGrid,
-      h("h2", { class: "section-h" }, t("ch.wait")), h("p", { class: "muted" }, t("ch.targets")), waitGrid);
-    let visible = false;
+      h("h2", { class: "section-h" }, t("ch.wait")), targetsNote, waitGrid);
+    let visible = false, loading = false;
+    const load = () => {
+      if (loading) return;
+      loading = true;
+      state.dataset.state = "loading";
+      state.textContent = t("ch.loading");
+      loadHistory(hours).then(() => {
+        state.dataset.state = "loaded";
+      }, (e) => {
+        hist.error = e;
+        state.dataset.state = "error";
+      }).finally(() => { loading = false; draw(); });
+    };
+    winSel.addEventListener("change", () => { hours = Number(winSel.value); load(); });
     const draw = () => {
       if (!visible) return;
       const to = Date.now(), from = to - hours * 3600 * 1000;
+      if (state.dataset.state === "error") state.textContent = errText(t("do.history"), hist.error) + " " + t("ch.liveOnly");
+      else if (state.dataset.state === "loaded") state.textContent = t("ch.limit") + (hist.truncated ? " " + t("ch.truncated") : "");
+      const targets = hist.targets;
+      targetsNote.textContent = targets ? t("ch.targets") : t("ch.targetsWait");
       put(utilGrid, ...[...live.pools.values()].map((d) => {
-        const pts = (samples.util[poolKey(d)] || []).filter((p) => p[0] >= from);
+        const { pts, before } = series("util", poolKey(d), from);
         const vals = pts.filter((p) => p[1] !== null).map((p) => p[1]);
         const nowV = vals.length ? vals[vals.length - 1] + "%" : "—";
-        return chartCard(d.name, { key: poolKey(d), kind: "util" }, lineChart(pts, from, to, 100, null, (v) => v + "%",
+        return chartCard(d.name, { key: poolKey(d), kind: "util", before }, lineChart(pts, from, to, 100, null, (v) => v + "%",
           t("ch.utilAlt", d.name, nowV, vals.length ? Math.max(...vals) + "%" : "—")), t("ch.now", nowV), pts.length);
       }));
       put(waitGrid, ...PRIORITIES.map((p) => {
-        const pts = (samples.wait[p] || []).filter((x) => x[0] >= from);
-        const target = TARGETS_S[p];
-        const mx = Math.max(target * 1.25, ...pts.map((x) => x[1]));
-        const nowV = pts.length ? duration(pts[pts.length - 1][1]) : "—";
-        return chartCard(prioText(p), { key: p, kind: "wait" }, lineChart(pts, from, to, mx, target, (v) => duration(v),
-          t("ch.waitAlt", prioText(p), nowV, duration(target))), t("ch.now", nowV) + " · " + t("ch.target", duration(target)), pts.length);
+        const { pts, before } = series("wait", p, from);
+        const target = targets ? targets[p] : null;
+        const vals = pts.filter((x) => x[1] !== null).map((x) => x[1]);
+        const mx = Math.max((target || 600) * 1.25, ...vals);
+        const nowV = vals.length ? duration(vals[vals.length - 1]) : "—";
+        const tText = target ? duration(target) : "—";
+        return chartCard(prioText(p), { key: p, kind: "wait", before, target: target || "" }, lineChart(pts, from, to, mx, target, (v) => duration(v),
+          t("ch.waitAlt", prioText(p), nowV, tText)), t("ch.now", nowV) + " · " + t("ch.target", tText), pts.length);
       }));
     };
     chartSubs.push(draw);
     live.poolSubs.push(() => sample());
-    return { shown: () => { visible = true; sample(); draw(); }, hidden: () => { visible = false; } };
+    return {
+      shown: () => {
+        visible = true;
+        sample();
+        // Loaded once per window chosen; then the live points carry it on.
+        if (hist.error || hist.hours !== hours) load(); else { state.dataset.state = "loaded"; draw(); }
+      },
+      hidden: () => { visible = false; },
+    };
   }
 
   function chartCard(title, data, svgEl, caption, n) {
-    return h("figure", { class: "chart", data: { chart: data.key, kind: data.kind, samples: n } },
+    return h("figure", { class: "chart", data: { chart: data.key, kind: data.kind, samples: n, history: data.before, target: data.target } },
       h("figcaption", {}, h("strong", {}, title), " ", h("span", { class: "muted" }, caption + " · " + t("ch.samples", n))),
       svgEl);
   }
@@ -2083,7 +2145,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   // A step chart of [t, v] points from `from` to `to` (the value holds until the next sample),
   // y from 0 to `yMax`, with a dashed `target` line; `label` is its text for screen readers.
   function lineChart(pts, from, to, yMax, target, fy, label) {
-    const W = 320, H = 130, L = 46, R = 8, T = 8, B = 22;
+    const W = 320, H = 130, L = 58, R = 8, T = 8, B = 22;
     const x = (tm) => L + ((tm - from) / (to - from)) * (W - L - R);
     const y = (v) => T + (1 - Math.min(v, yMax) / yMax) * (H - T - B);
     const g = [];
@@ -2139,19 +2201,21 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         const err = errorBox();
         let cell;
         if (tk.revoked_ms) cell = h("span", { class: "muted" }, t("tok.revoked") + " " + dateTime(tk.revoked_ms));
+        else if (tk.expired) cell = h("span", { class: "badge tok-expired" }, t("tok.expired"));
         else {
           const b = h("button", { type: "button", class: "btn-danger", data: { action: "revoke" } }, t("tok.revoke"));
           b.addEventListener("click", () => act(b, err, t("do.revoke"), t("tok.revokeBusy"),
             () => api("/api/tokens/" + encodeURIComponent(tk.id), { method: "DELETE" }), () => loadTokens()));
           cell = h("span", {}, h("span", { class: "badge tok-active" }, t("tok.active")), " ", b, err);
         }
-        return h("tr", { data: { token: tk.id, revoked: tk.revoked_ms ? "1" : "" } },
+        return h("tr", { data: { token: tk.id, revoked: tk.revoked_ms ? "1" : "", expired: tk.expired ? "1" : "" } },
           h("td", {}, h("code", { class: "id" }, tk.id)), h("td", {}, roleText(tk.role)),
           h("td", {}, tk.patient ? idCode(tk.patient) : "—"), h("td", {}, tk.label || ""),
-          h("td", { class: "num" }, dateTime(tk.created_ms)), h("td", {}, cell));
+          h("td", { class: "num" }, dateTime(tk.created_ms)),
+          h("td", { class: "num tok-expires" }, tk.expires_ms ? dateTime(tk.expires_ms) : t("tok.never")), h("td", {}, cell));
       });
       put(tokTable, h("table", { class: "queue" }, h("caption", { class: "sr-only" }, t("tok.title")),
-        h("thead", {}, h("tr", {}, ["tok.id", "tok.role", "q.patient", "tok.label", "tok.created", "u.status"]
+        h("thead", {}, h("tr", {}, ["tok.id", "tok.role", "q.patient", "tok.label", "tok.created", "tok.expires", "u.status"]
           .map((k) => h("th", { scope: "col" }, t(k))))), h("tbody", {}, rows)));
     }
     createForm.addEventListener("submit", (ev) => {
@@ -2559,6 +2623,6 @@ window.__loadCount = (window.__loadCount || 0) + 1;
   // A browser keeps at most 6 HTTP/1.1 connections per server, and every open stream holds one:
   // close them before leaving, or the next page's request waits behind them.
   window.addEventListener("beforeunload", closeStreams);
-  window.addEventListener("pagehide", () => { closeStreams(); if (me && me.role !== "patient") saveSamples(); });
+  window.addEventListener("pagehide", closeStreams);
   window.addEventListener("pageshow", (ev) => { if (ev.persisted) location.reload(); });
 })();
