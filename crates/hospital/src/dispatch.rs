@@ -234,6 +234,7 @@ impl Dispatcher {
             // A new holder does not know what the patients' nodes show: each is written once.
             self.shown.lock().unwrap_or_else(|p| p.into_inner()).clear();
             loop {
+                tracing::trace!(pool = %self.pool, "dispatch round");
                 match self.dispatch_once(&guard).await {
                     Ok(_) => {}
                     Err(Error::Recipe(RecipeError::Lost(reason))) => {
@@ -243,9 +244,11 @@ impl Dispatcher {
                     Err(e) if is_session_fatal(&e) => return Err(e),
                     Err(e) => tracing::warn!(pool = %self.pool, error = %e, "dispatch round"),
                 }
+                tracing::trace!(pool = %self.pool, "dispatch round done");
                 if let Err(e) = self.no_shows().await {
                     tracing::warn!(pool = %self.pool, error = %e, "no-show check");
                 }
+                tracing::trace!(pool = %self.pool, "no-show check done");
                 tokio::select! {
                     _ = changes.next() => {
                         // Coalesce a burst of changes into one round.
@@ -329,6 +332,7 @@ impl Dispatcher {
                 &node,
                 version,
             );
+            tracing::trace!(pool = %self.pool, %unit, "assigning");
             #[cfg(not(feature = "unfenced-control"))]
             let written = guard.write(&ops).await;
             #[cfg(feature = "unfenced-control")]
@@ -365,6 +369,7 @@ impl Dispatcher {
             let committed_ms = h.now_ms();
             free.remove(ix);
             reserve.assigned();
+            tracing::trace!(pool = %self.pool, %unit, "assigned; recording the call");
             if !h
                 .record_call(&entry, &unit, &Actor::new(self.actor()))
                 .await?
@@ -385,6 +390,7 @@ impl Dispatcher {
                 unit,
             });
         }
+        tracing::trace!(pool = %self.pool, "refreshing positions");
         self.refresh_positions().await?;
         Ok(made)
     }

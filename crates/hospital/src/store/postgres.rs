@@ -9,8 +9,8 @@
 //! [`PostgresOptions::pool_size`] connections, opened on demand, each with its connection task
 //! on the tokio runtime. A connection that closed (the server restarted, the network broke) is
 //! dropped when it is next taken and a new one is opened, so a store recovers by itself once
-//! PostgreSQL is back; meanwhile every call fails with [`StoreError::Backend`] (the HTTP API's
-//! 503). Opening a connection gives up after [`PostgresOptions::connect_timeout`]; waiting for
+//! PostgreSQL is back; meanwhile every call fails with [`StoreError::Unavailable`] (the HTTP
+//! API's 503 with `Retry-After`). Opening a connection gives up after [`PostgresOptions::connect_timeout`]; waiting for
 //! a free one after [`PostgresOptions::acquire_timeout`].
 //!
 //! ## Atomicity and races
