@@ -103,8 +103,9 @@ pub struct Alert {
 /// Settings of [`run`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093` (plain HTTP: the workspace's
-    /// ureq is built without TLS).
+    /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093` (plain HTTP: this agent has no
+    /// TLS crypto provider or trusted CAs set, so an `https://` URL fails; only the CLI's
+    /// `--server` has them).
     pub url: String,
     /// How often active alerts are sent again when nothing changed ([`DEFAULT_RESEND`]; 100 ms
     /// to 24 h). Active alerts are sent with `endsAt` 4 × max(`resend`, `max_backoff`) ahead.

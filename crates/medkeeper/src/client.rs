@@ -3,15 +3,19 @@
 //! (`docs/api.md`).
 //!
 //! Every command takes `--server URL` (`MEDKEEPER_SERVER`), `--token TOKEN`
-//! (`MEDKEEPER_TOKEN`) and `--json` (the raw answer instead of a table). A server error
+//! (`MEDKEEPER_TOKEN`) and `--json` (the raw answer instead of a table). An `https://` server
+//! needs `--server-ca FILE` (`MEDKEEPER_SERVER_CA`): the CA that signed its certificate, and the
+//! only one trusted (no system or bundled roots, no way to skip verification); a server that asks
+//! for client certificates (`serve --tls-client-ca`) takes `--client-cert`/`--client-key`. A server error
 //! `{"error":{"code","message"}}` is printed as `error: MESSAGE (CODE, HTTP STATUS)`; the exit
 //! status is 2 for a 4xx answer and 1 otherwise. `token create` and `audit` also work offline
 //! with `--data DIR`, straight on the clinical store `DIR/clinical.sqlite`; `token create
 //! --store STORE` on any clinical store `serve` takes (an SQLite file, a PostgreSQL URL).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
@@ -44,6 +48,17 @@ pub struct ServerArgs {
     /// The bearer token (`mkt_...`).
     #[arg(long, env = "MEDKEEPER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// For an https:// server: the CA certificate (PEM) that signed the server's certificate.
+    /// Only the CAs in this file are trusted.
+    #[arg(long, env = "MEDKEEPER_SERVER_CA", value_name = "FILE")]
+    server_ca: Option<PathBuf>,
+    /// For an https:// server that asks for client certificates (`serve --tls-client-ca`):
+    /// this client's certificate chain (PEM), with --client-key.
+    #[arg(long, env = "MEDKEEPER_CLIENT_CERT", value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --client-cert.
+    #[arg(long, env = "MEDKEEPER_CLIENT_KEY", value_name = "FILE")]
+    client_key: Option<PathBuf>,
     /// Print the server's JSON answer instead of a table.
     #[arg(long)]
     json: bool,
@@ -767,6 +782,8 @@ enum Method {
 struct Client {
     agent: ureq::Agent,
     base: String,
+    /// `--server-ca`, for error messages (https only).
+    ca: Option<PathBuf>,
     token: Option<String>,
     json: bool,
 }
@@ -774,19 +791,23 @@ struct Client {
 impl Client {
     fn new(args: &ServerArgs) -> anyhow::Result<Client> {
         let base = args.server.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+        let https = base.starts_with("https://");
+        if !(base.starts_with("http://") || https) {
             bail!(
                 "--server {:?}: expected a URL such as http://127.0.0.1:8080",
                 args.server
             );
         }
-        let config = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
-            .http_status_as_error(false)
-            .build();
+            .http_status_as_error(false);
+        if let Some(tls) = tls_config(args, &base, https)? {
+            config = config.tls_config(tls);
+        }
         Ok(Client {
-            agent: config.into(),
+            agent: config.build().into(),
             base,
+            ca: args.server_ca.clone().filter(|_| https),
             token: args.token.clone().filter(|t| !t.is_empty()),
             json: args.json,
         })
@@ -802,11 +823,13 @@ impl Client {
         let url = format!("{}{path}", self.base);
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let base = self.base.clone();
+        let ca = self.ca.clone();
         let no_token = auth.is_none();
-        let result =
-            tokio::task::spawn_blocking(move || request(&agent, method, &url, auth, body, &base))
-                .await
-                .context("the request thread failed")?;
+        let result = tokio::task::spawn_blocking(move || {
+            request(&agent, method, &url, auth, body, &base, ca.as_deref())
+        })
+        .await
+        .context("the request thread failed")?;
         result.map_err(|e| match e.downcast::<ApiError>() {
             Ok(mut api) => {
                 if api.status == 401 && no_token {
@@ -842,6 +865,7 @@ fn request(
     auth: Option<String>,
     body: Option<Value>,
     base: &str,
+    ca: Option<&Path>,
 ) -> anyhow::Result<Value> {
     macro_rules! with_auth {
         ($req:expr) => {{
@@ -860,7 +884,7 @@ fn request(
         (Method::Put, Some(b)) => with_auth!(agent.put(url)).send_json(&b),
         (Method::Put, None) => with_auth!(agent.put(url)).send_empty(),
     };
-    let mut response = result.map_err(|e| transport_error(e, base))?;
+    let mut response = result.map_err(|e| transport_error(e, base, ca))?;
     let status = response.status().as_u16();
     let text = response
         .body_mut()
@@ -904,7 +928,179 @@ fn request(
     }
 }
 
-fn transport_error(e: ureq::Error, base: &str) -> anyhow::Error {
+/// TLS for an `https://` server: rustls on aws-lc-rs (set on the agent, not installed
+/// process-wide), trusting only the CAs in `--server-ca`, with a client certificate from
+/// `--client-cert`/`--client-key` if given. `None` for `http://`. The files are read and checked
+/// here, so a bad one is an error before any connection (ureq itself would skip a CA it cannot
+/// parse and panic on a key that does not fit the certificate).
+fn tls_config(
+    args: &ServerArgs,
+    base: &str,
+    https: bool,
+) -> anyhow::Result<Option<ureq::tls::TlsConfig>> {
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::pki_types::pem::PemObject;
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+
+    let client_files = match (&args.client_cert, &args.client_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => bail!("--client-cert needs --client-key (MEDKEEPER_CLIENT_KEY)"),
+        (None, Some(_)) => bail!("--client-key needs --client-cert (MEDKEEPER_CLIENT_CERT)"),
+    };
+    if !https {
+        if args.server_ca.is_some() || client_files.is_some() {
+            bail!(
+                "--server {base} is plain http://, but --server-ca or --client-cert is set \
+                 (MEDKEEPER_SERVER_CA, MEDKEEPER_CLIENT_CERT): use the server's https:// URL"
+            );
+        }
+        return Ok(None);
+    }
+    let Some(ca) = &args.server_ca else {
+        bail!(
+            "--server {base} is https://: pass --server-ca FILE (or set MEDKEEPER_SERVER_CA), \
+             the PEM certificate of the CA that signed the server's certificate; the CLI trusts \
+             no other CA"
+        );
+    };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let roots = read_certs(ca, "--server-ca")?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &roots {
+        store.add(cert.clone()).map_err(|e| {
+            anyhow!(
+                "--server-ca {}: a certificate that cannot be a CA: {e}",
+                ca.display()
+            )
+        })?;
+    }
+    let client_cert = match client_files {
+        None => None,
+        Some((cert, key)) => {
+            let chain = read_certs(cert, "--client-cert")?;
+            let pem = std::fs::read(key)
+                .map_err(|e| anyhow!("cannot read --client-key {}: {e}", key.display()))?;
+            let der = PrivateKeyDer::from_pem_slice(&pem)
+                .map_err(|e| anyhow!("no private key in --client-key {}: {e}", key.display()))?;
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .context("TLS protocol versions")?
+                .with_root_certificates(store)
+                .with_client_auth_cert(chain.clone(), der)
+                .map_err(|e| {
+                    anyhow!(
+                        "the key in --client-key {} does not fit the certificate in \
+                         --client-cert {} ({e})",
+                        key.display(),
+                        cert.display()
+                    )
+                })?;
+            let key = PrivateKey::from_pem(&pem)
+                .map_err(|e| anyhow!("no private key in --client-key {}: {e}", key.display()))?;
+            let chain: Vec<Certificate<'static>> = chain
+                .iter()
+                .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                .collect();
+            Some(ClientCert::new_with_certs(&chain, key))
+        }
+    };
+    let roots: Vec<Certificate<'static>> = roots
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    Ok(Some(
+        TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(provider)
+            .root_certs(RootCerts::new_with_certs(&roots))
+            .client_cert(client_cert)
+            .build(),
+    ))
+}
+
+/// The certificates in a PEM file (`flag` names it in errors); at least one.
+fn read_certs(
+    path: &Path,
+    flag: &str,
+) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+
+    let pem =
+        std::fs::read(path).map_err(|e| anyhow!("cannot read {flag} {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!("{flag} {}: not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        bail!(
+            "{flag} {}: no certificate in it (expected PEM, -----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
+/// The rustls error behind a failed request, if TLS is what failed.
+fn tls_failure(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(r) => Some(r),
+        ureq::Error::Io(io) => io.get_ref()?.downcast_ref::<rustls::Error>(),
+        _ => None,
+    }
+}
+
+/// One line saying why the request did not get an answer: the server is not reachable, its
+/// certificate does not verify (not from `ca`, for another name), it speaks no TLS, or it
+/// speaks TLS to a plain `http://` request.
+fn transport_error(e: ureq::Error, base: &str, ca: Option<&Path>) -> anyhow::Error {
+    use rustls::{AlertDescription, CertificateError};
+
+    if let Some(tls) = tls_failure(&e) {
+        let ca = ca.map(|p| p.display().to_string()).unwrap_or_default();
+        return match tls {
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => anyhow!(
+                "the server at {base} presented a certificate not signed by a CA in --server-ca \
+                 {ca} (rustls: {tls}); nothing was sent"
+            ),
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            ) => anyhow!(
+                "the server at {base} presented a certificate for another name (rustls: {tls}); \
+                 use a host name in --server that the certificate names; nothing was sent"
+            ),
+            rustls::Error::InvalidCertificate(_) => anyhow!(
+                "the server at {base} presented a certificate that does not verify (rustls: \
+                 {tls}); nothing was sent"
+            ),
+            rustls::Error::InvalidMessage(_) => anyhow!(
+                "the server at {base} does not speak TLS (rustls: {tls}); is it plain HTTP? \
+                 then use http://"
+            ),
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => anyhow!(
+                "the server at {base} requires a client certificate: pass --client-cert and \
+                 --client-key (rustls: {tls})"
+            ),
+            rustls::Error::AlertReceived(_) => anyhow!(
+                "the server at {base} refused the TLS handshake (rustls: {tls}); if it asks for \
+                 client certificates, pass --client-cert and --client-key from the CA it trusts"
+            ),
+            _ => anyhow!("TLS with the server at {base} failed (rustls: {tls})"),
+        };
+    }
+    // Plain HTTP to an HTTPS port: the TLS server answers the request with a TLS alert (not
+    // HTTP) or closes the connection.
+    let not_http = base.starts_with("http://")
+        && match &e {
+            ureq::Error::Protocol(_) => true,
+            ureq::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        };
     let refused = match &e {
         ureq::Error::Io(io) => matches!(
             io.kind(),
@@ -913,7 +1109,12 @@ fn transport_error(e: ureq::Error, base: &str) -> anyhow::Error {
         ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
         _ => false,
     };
-    if refused {
+    if not_http {
+        anyhow!(
+            "the server at {base} did not answer plain HTTP ({e}); if it serves HTTPS (`serve \
+             --tls-cert`), use its https:// URL with --server-ca"
+        )
+    } else if refused {
         anyhow!(
             "cannot reach the medkeeper server at {base}: {e} (is `medkeeper serve` running \
              there? set --server or MEDKEEPER_SERVER)"

@@ -2,15 +2,17 @@
 //! through the real binary: the API, dashboard and event streams over TLS with the test's CA
 //! trusted; plain HTTP to the TLS port refused; a certificate replaced on disk served to new
 //! connections without a restart, a corrupt replacement logged and the old one kept (SIGHUP
-//! too); client certificates required or optional. (The dashboard in headless Chromium over
-//! HTTPS: `tests/browser.rs`.) The certificates are made here with rcgen (ECDSA P-256), a CA and leaves per test.
+//! too); client certificates required or optional; the CLI's `--server https://…` trusting
+//! only `--server-ca`, with `--client-cert`/`--client-key`, and its errors. (The dashboard in
+//! headless Chromium over HTTPS: `tests/browser.rs`.) The certificates are made here with rcgen
+//! (ECDSA P-256), a CA and leaves per test.
 
 mod support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,8 +51,14 @@ impl Ca {
 
     /// A leaf for `127.0.0.1` and `localhost` (server) or a client, with this serial.
     fn leaf(&self, name: &str, serial: u64, server: bool) -> Leaf {
+        self.leaf_for(&["127.0.0.1", "localhost"], name, serial, server)
+    }
+
+    /// A leaf for these host names and addresses.
+    fn leaf_for(&self, hosts: &[&str], name: &str, serial: u64, server: bool) -> Leaf {
         let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+            CertificateParams::new(hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>())
+                .unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.serial_number = Some(SerialNumber::from(serial));
         params.use_authority_key_identifier_extension = true;
@@ -489,4 +497,321 @@ fn sighup_without_https_does_not_stop_serve() {
     let (status, _) = support::call(&agent(), "GET", &format!("{}healthz", srv.url), "", None);
     assert_eq!(status, 200);
     assert!(srv.terminate().success());
+}
+
+/// `medkeeper ARGS` (a client command) with no server settings from the environment but `env`.
+fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_medkeeper"));
+    cmd.args(args).stdin(Stdio::null());
+    for var in [
+        "MEDKEEPER_SERVER",
+        "MEDKEEPER_TOKEN",
+        "MEDKEEPER_SERVER_CA",
+        "MEDKEEPER_CLIENT_CERT",
+        "MEDKEEPER_CLIENT_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("medkeeper runs")
+}
+
+/// A client command that must succeed; its stdout.
+fn cli_ok(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = cli(args, env);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "medkeeper {args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// A client command that must fail as a connection failure does (exit status 1) with one line
+/// on stderr; that line.
+fn cli_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = cli(args, env);
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(out.status.code(), Some(1), "medkeeper {args:?}: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stderr.lines().count(), 1, "not one line: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// Issue 19: the CLI against `serve --tls-cert`: with `--server-ca` (or `MEDKEEPER_SERVER_CA`)
+/// reads and writes work; without it, with another CA's certificate, with plain `http://` to the
+/// HTTPS port and with `https://` to something that speaks no TLS, one clear line and exit 1.
+#[test]
+fn the_cli_over_https_trusts_only_the_ca_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("medkeeper test CA");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    ca.leaf("medkeeper test server", 1, true).write(&cert, &key);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let other_ca_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca_file, Ca::new("another CA").cert.pem()).unwrap();
+    let data = dir.path().join("data");
+    let srv = Serve::start(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let addr = addr_of(&srv);
+    let url = format!("https://{addr}");
+    let token = srv.admin.clone().unwrap();
+    let ca = ca_file.to_str().unwrap();
+
+    // Reads and a write, with the CA given as a flag.
+    let out = cli_ok(
+        &[
+            "cluster",
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--server-ca",
+            ca,
+        ],
+        &[],
+    );
+    assert!(out.contains("leader"), "{out}");
+    assert!(out.contains(&format!("{url}/")), "{out}");
+    let out = cli_ok(
+        &[
+            "token",
+            "create",
+            "--role",
+            "nurse",
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--server-ca",
+            ca,
+        ],
+        &[],
+    );
+    let nurse = out
+        .split_whitespace()
+        .find(|w| w.starts_with("mkt_"))
+        .unwrap_or_else(|| panic!("no token in {out}"))
+        .to_string();
+    // The same from the environment, with the new token.
+    let env = [
+        ("MEDKEEPER_SERVER", url.as_str()),
+        ("MEDKEEPER_SERVER_CA", ca),
+        ("MEDKEEPER_TOKEN", nurse.as_str()),
+    ];
+    let out = cli_ok(&["pools"], &env);
+    assert!(out.contains("MRI"), "{out}");
+    // An API refusal over HTTPS is still exit 2 with the server's message.
+    let refused = cli(&["tree", "/"], &env);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+
+    // No CA: refused before connecting, saying what to pass.
+    let err = cli_fails(&["cluster", "--server", &url, "--token", &token], &[]);
+    assert!(err.contains("--server-ca"), "{err}");
+    assert!(err.contains("MEDKEEPER_SERVER_CA"), "{err}");
+
+    // Another CA: the server's certificate is refused.
+    let err = cli_fails(
+        &[
+            "cluster",
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--server-ca",
+            other_ca_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(err.contains("not signed by a CA in --server-ca"), "{err}");
+    assert!(err.contains("other-ca.pem"), "{err}");
+
+    // A file without a certificate as the CA.
+    let err = cli_fails(
+        &[
+            "cluster",
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--server-ca",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(err.contains("no certificate"), "{err}");
+
+    // Plain HTTP to the HTTPS port.
+    let err = cli_fails(
+        &[
+            "cluster",
+            "--server",
+            &format!("http://{addr}"),
+            "--token",
+            &token,
+        ],
+        &[],
+    );
+    assert!(err.contains("did not answer plain HTTP"), "{err}");
+    assert!(err.contains("https://"), "{err}");
+    // --server-ca with an http:// URL: the token would go unencrypted, so refused.
+    let err = cli_fails(
+        &[
+            "cluster",
+            "--server",
+            &format!("http://{addr}"),
+            "--token",
+            &token,
+            "--server-ca",
+            ca,
+        ],
+        &[],
+    );
+    assert!(err.contains("plain http://"), "{err}");
+
+    // https:// to something that answers plain HTTP.
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let plain_addr = plain.local_addr().unwrap();
+    let answering = std::thread::spawn(move || {
+        let (mut conn, _) = plain.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = conn.read(&mut buf);
+        let _ = conn.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    let err = cli_fails(
+        &[
+            "cluster",
+            "--server",
+            &format!("https://{plain_addr}"),
+            "--token",
+            &token,
+            "--server-ca",
+            ca,
+        ],
+        &[],
+    );
+    assert!(err.contains("does not speak TLS"), "{err}");
+    answering.join().unwrap();
+    drop(srv);
+}
+
+/// Issue 19: a server certificate for another host name is refused by the CLI, with the names.
+#[test]
+fn the_cli_refuses_a_certificate_for_another_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("medkeeper test CA");
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    ca.leaf_for(&["medkeeper.example.org"], "medkeeper elsewhere", 1, true)
+        .write(&cert, &key);
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let data = dir.path().join("data");
+    let srv = Serve::start(&[
+        "--data",
+        data.to_str().unwrap(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let url = format!("https://{}", addr_of(&srv));
+    let token = srv.admin.clone().unwrap();
+    let err = cli_fails(
+        &[
+            "cluster",
+            "--server",
+            &url,
+            "--token",
+            &token,
+            "--server-ca",
+            ca_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(err.contains("a certificate for another name"), "{err}");
+    assert!(err.contains("medkeeper.example.org"), "{err}");
+    drop(srv);
+}
+
+/// Issue 19: the CLI with `--client-cert`/`--client-key` against `--tls-client-auth required`:
+/// a certificate from the machines' CA works; none, or one from another CA, is refused in one
+/// line; a key that does not fit, or a certificate without its key, is refused before connecting.
+#[test]
+fn the_cli_presents_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("medkeeper test CA");
+    let machines = Ca::new("machine clients CA");
+    let srv = serve_with_client_ca(dir.path(), &ca, &machines, "required");
+    let url = format!("https://{}", addr_of(&srv));
+    let token = srv.admin.clone().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let (machine_cert, machine_key) = (dir.path().join("gw.pem"), dir.path().join("gw.key"));
+    machines
+        .leaf("pump-gateway-7", 10, false)
+        .write(&machine_cert, &machine_key);
+    let (stranger_cert, stranger_key) = (dir.path().join("x.pem"), dir.path().join("x.key"));
+    Ca::new("stranger CA")
+        .leaf("intruder", 11, false)
+        .write(&stranger_cert, &stranger_key);
+    let base = [
+        "cluster",
+        "--server",
+        &url,
+        "--token",
+        &token,
+        "--server-ca",
+        ca_file.to_str().unwrap(),
+    ];
+    let out = cli_ok(&with_identity(&base, &machine_cert, &machine_key), &[]);
+    assert!(out.contains("leader"), "{out}");
+    // From the environment too.
+    let out = cli_ok(
+        &base,
+        &[
+            ("MEDKEEPER_CLIENT_CERT", machine_cert.to_str().unwrap()),
+            ("MEDKEEPER_CLIENT_KEY", machine_key.to_str().unwrap()),
+        ],
+    );
+    assert!(out.contains("leader"), "{out}");
+
+    let err = cli_fails(&base, &[]);
+    assert!(err.contains("requires a client certificate"), "{err}");
+    assert!(err.contains("--client-cert"), "{err}");
+    let err = cli_fails(&with_identity(&base, &stranger_cert, &stranger_key), &[]);
+    assert!(err.contains("refused the TLS handshake"), "{err}");
+    let err = cli_fails(&with_identity(&base, &machine_cert, &stranger_key), &[]);
+    assert!(err.contains("does not fit"), "{err}");
+    let mut only_cert = base.to_vec();
+    only_cert.extend(["--client-cert", machine_cert.to_str().unwrap()]);
+    let err = cli_fails(&only_cert, &[]);
+    assert!(err.contains("--client-cert needs --client-key"), "{err}");
+    drop(srv);
+}
+
+/// `args` and `--client-cert CERT --client-key KEY`.
+fn with_identity<'a>(args: &[&'a str], cert: &'a Path, key: &'a Path) -> Vec<&'a str> {
+    let mut args = args.to_vec();
+    args.extend([
+        "--client-cert",
+        cert.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+    ]);
+    args
 }
