@@ -5,6 +5,8 @@
 //! # The file
 //! ```toml
 //! name = "St. Example General"      # display name (required)
+//! time_zone = "Asia/Shanghai"       # IANA name the dashboard shows times in (optional;
+//!                                   # without it, each device's own zone)
 //!
 //! [targets]                         # waiting target per FHIR priority; a missing one takes
 //! stat = "10m"                      # the default (stat 10m, asap 30m, urgent 60m, routine 24h)
@@ -38,8 +40,9 @@
 //! `A-Z a-z 0-9 - _ .`, never `lock` or `queue` (a pool's lock and queue live beside its units).
 //! Kinds are unique among kinds, departments among departments, units and doctors within their
 //! pool; every pool has at least one unit or doctor; capabilities are non-empty, without `/`,
-//! each listed once per unit; every duration is more than zero; unknown keys are refused. Every
-//! error names its line: `hospital.toml line 14: unit "lock" is a reserved name`.
+//! each listed once per unit; every duration is more than zero; unknown keys are refused. The
+//! time zone has the shape of an IANA name ([`TimeZone`]). Every error names its line:
+//! `hospital.toml line 14: unit "lock" is a reserved name`.
 //!
 //! The configuration holds resources and policy only: no patient, and no other PHI, is ever
 //! named in it or written by [`load`].
@@ -169,6 +172,9 @@ pub struct PoolConfig {
 pub struct HospitalConfig {
     /// The hospital's display name.
     pub name: String,
+    /// The zone the hospital's screens show dates and times in; `None`: each device's own.
+    #[serde(default)]
+    pub time_zone: Option<TimeZone>,
     /// Waiting targets.
     pub targets: Targets,
     /// How long a called patient may take to arrive.
@@ -180,6 +186,116 @@ pub struct HospitalConfig {
     /// Alarm rules ([`crate::alarms`]), in file order.
     #[serde(default)]
     pub alarms: Vec<AlarmRule>,
+}
+
+/// An IANA time zone name (`Asia/Shanghai`, `America/Argentina/Buenos_Aires`, `Etc/GMT+8`,
+/// `UTC`): the zone a hospital's screens show dates and times in, whatever zone a device is set
+/// to (a tablet left on UTC, an administrator abroad).
+///
+/// Only the name's shape is checked — no time zone database is linked in: an IANA area
+/// (`Africa`, `America`, `Antarctica`, `Arctic`, `Asia`, `Atlantic`, `Australia`, `Europe`,
+/// `Indian`, `Pacific`, `Etc`, or the old `US`, `Canada`, `Brazil`, `Chile`, `Mexico`), then one
+/// or two parts of 1–14 ASCII letters, digits, `.`, `-`, `_` or `+`, each starting with a
+/// letter; or `UTC` / `GMT` alone. A well-shaped name the browser does not know
+/// (`Asia/Atlantis`) is caught there: the dashboard falls back to the device's zone and says so
+/// in the browser's console.
+///
+/// ```
+/// use medkeeper_hospital::config::TimeZone;
+///
+/// assert_eq!("Asia/Shanghai".parse::<TimeZone>().unwrap().as_str(), "Asia/Shanghai");
+/// assert!("UTC".parse::<TimeZone>().is_ok());
+/// assert!("Etc/GMT+8".parse::<TimeZone>().is_ok());
+/// assert!("+08:00".parse::<TimeZone>().is_err());
+/// assert!("Shanghai".parse::<TimeZone>().is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeZone(String);
+
+impl TimeZone {
+    /// The areas an IANA name starts with (the old country directories of `backward` too).
+    pub const AREAS: [&'static str; 16] = [
+        "Africa",
+        "America",
+        "Antarctica",
+        "Arctic",
+        "Asia",
+        "Atlantic",
+        "Australia",
+        "Europe",
+        "Indian",
+        "Pacific",
+        "Etc",
+        "US",
+        "Canada",
+        "Brazil",
+        "Chile",
+        "Mexico",
+    ];
+
+    /// The name, e.g. `Asia/Shanghai`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for TimeZone {
+    type Err = Error;
+
+    /// # Errors
+    /// [`Error::Invalid`] saying what is wrong with the name's shape.
+    fn from_str(name: &str) -> Result<TimeZone, Error> {
+        let hint = "use an IANA name such as \"Asia/Shanghai\", \"Europe/London\" or \"UTC\"";
+        let parts: Vec<&str> = name.split('/').collect();
+        let bad = |why: String| Err(Error::Invalid(format!("time_zone {name:?}: {why}")));
+        match parts.as_slice() {
+            ["UTC" | "GMT"] => return Ok(TimeZone(name.to_string())),
+            [_] => return bad(hint.to_string()),
+            [area, ..] if !Self::AREAS.contains(area) => {
+                return bad(format!(
+                    "{area:?} is not an IANA area ({}); {hint}",
+                    Self::AREAS.join(", ")
+                ));
+            }
+            [_, rest @ ..] if rest.len() > 2 => return bad(hint.to_string()),
+            _ => {}
+        }
+        for part in &parts[1..] {
+            let shape = part.len() <= 14
+                && part.starts_with(|c: char| c.is_ascii_alphabetic())
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'));
+            if !shape {
+                return bad(format!(
+                    "{part:?} is not a place name (1-14 ASCII letters, digits, . - _ +, \
+                     starting with a letter); {hint}"
+                ));
+            }
+        }
+        Ok(TimeZone(name.to_string()))
+    }
+}
+
+impl TryFrom<String> for TimeZone {
+    type Error = Error;
+
+    fn try_from(name: String) -> Result<TimeZone, Error> {
+        name.parse()
+    }
+}
+
+impl From<TimeZone> for String {
+    fn from(zone: TimeZone) -> String {
+        zone.0
+    }
 }
 
 impl HospitalConfig {
@@ -284,6 +400,8 @@ impl<'de> Deserialize<'de> for DurationText {
 #[serde(deny_unknown_fields)]
 struct RawHospital {
     name: Spanned<String>,
+    #[serde(default)]
+    time_zone: Option<Spanned<String>>,
     #[serde(default)]
     targets: BTreeMap<String, Spanned<DurationText>>,
     #[serde(default)]
@@ -418,6 +536,14 @@ impl Validator<'_> {
             Err(Error::Invalid(message)) => self.fail(value.span(), message),
             Err(other) => self.fail(value.span(), other.to_string()),
         }
+    }
+
+    /// The hospital's time zone: an IANA name's shape ([`TimeZone`]).
+    fn time_zone(&self, value: &Spanned<String>) -> Result<TimeZone, LineError> {
+        value
+            .get_ref()
+            .parse()
+            .or_else(|e| self.fail(value.span(), message_of(e)))
     }
 
     fn targets(&self, raw: &BTreeMap<String, Spanned<DurationText>>) -> Result<Targets, LineError> {
@@ -694,6 +820,7 @@ fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
     if raw.name.get_ref().trim().is_empty() {
         return v.fail(raw.name.span(), "the hospital name is empty".into());
     }
+    let time_zone = raw.time_zone.as_ref().map(|z| v.time_zone(z)).transpose()?;
     let targets = v.targets(&raw.targets)?;
     let mut no_show_grace = Duration::from_secs(15 * 60);
     let mut no_show_policy = NoShowPolicy::default();
@@ -755,6 +882,7 @@ fn parse_text(text: &str) -> Result<HospitalConfig, LineError> {
 
     Ok(HospitalConfig {
         name: raw.name.into_inner(),
+        time_zone,
         targets,
         no_show_grace,
         no_show_policy,
@@ -1353,6 +1481,89 @@ doctors = [ { name = "dr-a", capabilities = ["echo"] } ]
         // A kind and a department may share a name; a unit name may recur in another pool.
         let shared = "name = \"m\"\n[[equipment]]\nkind = \"echo\"\nexam_duration = \"15m\"\nunits = [{ name = \"u1\" }]\n[[department]]\nname = \"echo\"\nconsultation_duration = \"15m\"\ndoctors = [{ name = \"u1\" }]\n";
         assert_eq!(HospitalConfig::parse(shared).unwrap().pools.len(), 2);
+    }
+
+    /// Issue 16: `time_zone`, an IANA name's shape, checked at load; a bad one names its line.
+    #[test]
+    fn time_zone_is_an_iana_name() {
+        let zone = |z: &str| {
+            HospitalConfig::parse(&format!("time_zone = \"{z}\"\n{GOOD}"))
+                .map(|c| c.time_zone.map(|z| z.to_string()))
+        };
+        assert_eq!(HospitalConfig::parse(GOOD).unwrap().time_zone, None);
+        for good in [
+            "Asia/Shanghai",
+            "Europe/London",
+            "America/Argentina/Buenos_Aires",
+            "America/North_Dakota/New_Salem",
+            "America/Port-au-Prince",
+            "Etc/GMT+8",
+            "Etc/GMT-14",
+            "Etc/UTC",
+            "US/Eastern",
+            "UTC",
+            "GMT",
+        ] {
+            assert_eq!(zone(good).unwrap().as_deref(), Some(good), "{good}");
+        }
+        // Line 1 here; `name` follows on line 2.
+        let bad = |z: &str| format!("time_zone = \"{z}\"\n{GOOD}");
+        assert_error(
+            &bad("Shanghai"),
+            1,
+            "time_zone \"Shanghai\": use an IANA name",
+        );
+        assert_error(
+            &bad("+08:00"),
+            1,
+            "use an IANA name such as \"Asia/Shanghai\"",
+        );
+        assert_error(&bad("CST"), 1, "time_zone \"CST\"");
+        assert_error(&bad(""), 1, "time_zone \"\": use an IANA name");
+        assert_error(
+            &bad("Aisa/Shanghai"),
+            1,
+            "\"Aisa\" is not an IANA area (Africa, America,",
+        );
+        assert_error(&bad("asia/shanghai"), 1, "\"asia\" is not an IANA area");
+        assert_error(&bad("Asia/"), 1, "\"\" is not a place name");
+        assert_error(
+            &bad("Asia/Shang hai"),
+            1,
+            "\"Shang hai\" is not a place name",
+        );
+        assert_error(&bad("Asia/../etc"), 1, "\"..\" is not a place name");
+        assert_error(
+            &bad("America/Argentina/Buenos_Aires/X"),
+            1,
+            "use an IANA name",
+        );
+        assert_error(
+            &bad("Asia/Ulaanbaatar_Extended"),
+            1,
+            "\"Ulaanbaatar_Extended\" is not a place name (1-14",
+        );
+        // Further down the file: the error names that line; not a string: toml's own message.
+        let mut lines: Vec<String> = GOOD.lines().map(String::from).collect();
+        lines.insert(1, "time_zone = \"Mars/Olympus\"".into());
+        assert_error(
+            &(lines.join("\n") + "\n"),
+            2,
+            "\"Mars\" is not an IANA area",
+        );
+        assert_error(&format!("time_zone = 8\n{GOOD}"), 1, "expected a string");
+        // Through the file too, with the file's name; and a round trip through serde.
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), bad("Shanghai")).unwrap();
+        let Err(Error::Config(m)) = HospitalConfig::from_file(file.path()) else {
+            panic!("a bad time zone must not load");
+        };
+        assert!(m.ends_with("line 1: time_zone \"Shanghai\": use an IANA name such as \"Asia/Shanghai\", \"Europe/London\" or \"UTC\""), "{m}");
+        let c = HospitalConfig::parse(&format!("time_zone = \"Asia/Shanghai\"\n{GOOD}")).unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["time_zone"], "Asia/Shanghai");
+        assert_eq!(serde_json::from_value::<HospitalConfig>(json).unwrap(), c);
+        assert!(serde_json::from_value::<TimeZone>(serde_json::json!("Mars/Olympus")).is_err());
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn hospital_config(policy: NoShowPolicy) -> HospitalConfig {
     };
     HospitalConfig {
         name: "Invariant General".into(),
+        time_zone: None,
         targets: targets(),
         no_show_grace: Duration::from_secs(15 * 60),
         no_show_policy: policy,

@@ -359,8 +359,15 @@ fn base64_decodes() {
 }
 
 fn start_chromedriver(driver: &Path) -> (Proc, u16) {
+    start_chromedriver_with_env(driver, &[])
+}
+
+/// [`start_chromedriver`] with these variables in its environment, and so in its Chromium's
+/// (`TZ=UTC`: a device whose clock is set to UTC).
+fn start_chromedriver_with_env(driver: &Path, env: &[(&str, &str)]) -> (Proc, u16) {
     let port = free_port();
     let mut child = Command::new(driver)
+        .envs(env.iter().copied())
         .arg(format!("--port={port}"))
         .process_group(0)
         .stdin(Stdio::null())
@@ -2208,6 +2215,10 @@ fn seed_history(store_file: &Path, until_ms: i64, minutes: i64) {
 /// drawn on page load, with each priority's target from the hospital file; live points are
 /// appended after. The window is chosen from 1, 8 or 24 hours. The admin's token table shows
 /// each token's expiry. Screenshot: `docs/dashboard-charts.png`.
+///
+/// Issue 16, item 3: the hospital file says `time_zone = "Asia/Shanghai"` and Chromium runs with
+/// `TZ=UTC`: the page names the hospital's zone and shows a token's known expiry in Shanghai
+/// time (UTC+8, the next day), not the device's.
 #[test]
 fn charts_draw_the_servers_history_in_headless_chromium() {
     let Some((chromium, driver)) = browser_tools() else {
@@ -2222,12 +2233,14 @@ fn charts_draw_the_servers_history_in_headless_chromium() {
     // The demo's stat target, made 15 minutes: the charts must draw the file's, not a default.
     let hospital = dir.path().join("hospital.toml");
     let demo = medkeeper_hospital::config::HospitalConfig::demo();
-    let toml = medkeeper_hospital::config::HospitalConfig::DEMO_TOML.replacen(
-        "stat = \"10m\"",
-        "stat = \"15m\"",
-        1,
-    );
-    assert!(toml.contains("stat = \"15m\""));
+    let toml = medkeeper_hospital::config::HospitalConfig::DEMO_TOML
+        .replacen("stat = \"10m\"", "stat = \"15m\"", 1)
+        .replacen(
+            "name = \"St. Example General\"",
+            "name = \"St. Example General\"\ntime_zone = \"Asia/Shanghai\"",
+            1,
+        );
+    assert!(toml.contains("stat = \"15m\"") && toml.contains("\ntime_zone = "));
     std::fs::write(&hospital, toml).unwrap();
     let server = Serve::start(&[
         "--data",
@@ -2264,14 +2277,21 @@ fn charts_draw_the_servers_history_in_headless_chromium() {
     let h = api.expect("GET", "/api/history", None, 200);
     assert_eq!(h["targets_ms"]["stat"], 15 * minute, "{}", h["targets_ms"]);
     let nurse = token_for(&api, "nurse");
+    // Expires 2099-12-31 20:30 UTC: 2100-01-01 04:30 in Shanghai.
+    let expires_ms: i64 = 4_102_432_200_000;
     api.expect(
         "POST",
         "/api/tokens",
-        Some(json!({"role": "scheduler", "label": "a day", "ttl": "24h"})),
+        Some(json!({"role": "scheduler", "label": "the century", "expires_ms": expires_ms})),
         201,
     );
+    assert_eq!(
+        api.expect("GET", "/api/whoami", None, 200)["time_zone"],
+        "Asia/Shanghai"
+    );
 
-    let (_chromedriver, driver_port) = start_chromedriver(&driver);
+    // A device set to UTC (whatever this machine's zone).
+    let (_chromedriver, driver_port) = start_chromedriver_with_env(&driver, &[("TZ", "UTC")]);
     let browser = Browser::start(driver_port, &chromium);
     let shots = workspace_root().join("target/browser");
     browser.open_as(&base, "", &nurse);
@@ -2282,6 +2302,25 @@ fn charts_draw_the_servers_history_in_headless_chromium() {
         json!([]),
     );
     let loaded_ms = now_ms();
+    // The device is on UTC; the page names the hospital's zone, in the header and at the foot.
+    let zone = browser.js(
+        "const z = document.getElementById('zone'), f = document.getElementById('tz');
+         return [new Date(Date.UTC(2024, 0, 15)).getTimezoneOffset(),
+                 new Date(Date.UTC(2024, 6, 15)).getTimezoneOffset(),
+                 z.hidden, z.textContent, f.textContent, f.dataset.source];",
+        json!([]),
+    );
+    assert_eq!(
+        zone,
+        json!([
+            0,
+            0,
+            false,
+            "Time zone Asia/Shanghai",
+            "Times in Asia/Shanghai, the hospital's time zone",
+            "hospital"
+        ])
+    );
     browser.click("#tab-charts");
     // The charts of the last hour: every pool's and every priority's, with points from before
     // the page was opened (the seeded hour and this leader's seconds), the file's targets.
@@ -2342,6 +2381,8 @@ fn charts_draw_the_servers_history_in_headless_chromium() {
         Duration::from_secs(15),
         "const st = document.querySelector('#panel-charts [role=status]');
          return (document.documentElement.lang === 'zh-CN' && !!st && st.dataset.state === 'loaded'
+                 && document.getElementById('tz').textContent === '时间按医院所在时区 Asia/Shanghai 显示'
+                 && document.getElementById('zone').textContent === '时区 Asia/Shanghai'
                  && document.getElementById('panel-charts').innerText.includes('虚线为医院配置文件')
                  && window.__i18nMissing.size === 0)
              || [document.documentElement.lang, st && st.textContent, [...window.__i18nMissing]];",
@@ -2358,13 +2399,14 @@ fn charts_draw_the_servers_history_in_headless_chromium() {
         json!([]),
     );
     browser.click("#tab-admin");
+    // The expiry in Shanghai time: 2100-01-01 04:30 (on the device's UTC, 12/31/2099, 20:30).
     browser.wait_js(
-        "the token table with expiries",
+        "the token table with expiries, in the hospital's time zone",
         Duration::from_secs(15),
         "const rows = [...document.querySelectorAll('#panel-admin tr[data-token]')];
          const exp = rows.map(r => r.querySelector('.tok-expires').textContent);
          return (rows.length === 3 && exp.filter(e => e === 'never').length === 2
-                 && exp.some(e => e !== 'never' && /\\d/.test(e))) || exp;",
+                 && exp.includes('01/01/2100, 04:30')) || exp;",
         json!([]),
     );
 }

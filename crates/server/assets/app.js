@@ -30,7 +30,10 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "noscript": "The medkeeper dashboard needs JavaScript.",
       "who.patient": "Patient",
       "who.staff": (r) => "Signed in as " + r,
-      "tz": (z) => "Times in " + z,
+      "tz.label": "Time zone",
+      "tz.hospital": (z) => "Times in " + z + ", the hospital's time zone",
+      "tz.device": (z) => "Times in " + z + ", this device's time zone (the hospital file names none)",
+      "tz.unknown": (z, hz) => "Times in " + z + ", this device's time zone: this browser does not know the hospital's, " + hz,
       "role.admin": "admin", "role.scheduler": "scheduler", "role.doctor": "doctor",
       "role.nurse": "nurse", "role.technician": "technician", "role.patient": "patient",
       "tabs.label": "Views",
@@ -237,7 +240,10 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       "noscript": "medkeeper 仪表板需要 JavaScript。",
       "who.patient": "患者",
       "who.staff": (r) => "当前身份：" + r,
-      "tz": (z) => "时间按 " + z + " 时区显示",
+      "tz.label": "时区",
+      "tz.hospital": (z) => "时间按医院所在时区 " + z + " 显示",
+      "tz.device": (z) => "时间按本设备的时区 " + z + " 显示（医院配置文件未指定时区）",
+      "tz.unknown": (z, hz) => "时间按本设备的时区 " + z + " 显示：本浏览器不认识医院的时区 " + hz,
       "role.admin": "管理员", "role.scheduler": "调度员", "role.doctor": "医生",
       "role.nurse": "护士", "role.technician": "技师", "role.patient": "患者",
       "tabs.label": "视图",
@@ -443,11 +449,43 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     return args.length ? v.replace(/\{(\d+)\}/g, (_, i) => String(args[i])) : v;
   }
 
-  // The hospital's time zone: the browser's (the API names none).
-  const TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  // The hospital's time zone, which every date and time is shown in: the hospital file's
+  // `time_zone`, served with /api/whoami (useZone). The device's own while the file names none,
+  // before sign-in, and if this browser does not know the name (Intl throws a RangeError).
+  const DEVICE_TZ = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  let TZ = DEVICE_TZ;
+  let hospitalTZ = null; // the name the hospital file gives, known to this browser or not
+  function useZone(zone) {
+    hospitalTZ = zone || null;
+    TZ = DEVICE_TZ;
+    if (zone) {
+      try {
+        new Intl.DateTimeFormat("en", { timeZone: zone });
+        TZ = zone;
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e;
+        console.warn("medkeeper: this browser does not know the hospital's time zone " + JSON.stringify(zone)
+          + " (" + e.message + "); showing times in this device's zone, " + DEVICE_TZ);
+      }
+    }
+    showZone();
+  }
+  // The zone, named discreetly in the header (signed in) and written out at the foot.
+  function showZone() {
+    const text = TZ === hospitalTZ ? t("tz.hospital", TZ)
+      : hospitalTZ ? t("tz.unknown", TZ, hospitalTZ) : t("tz.device", TZ);
+    const foot = $("tz");
+    foot.textContent = text;
+    foot.dataset.zone = TZ;
+    foot.dataset.source = TZ === hospitalTZ ? "hospital" : hospitalTZ ? "unknown" : "device";
+    const head = $("zone");
+    head.hidden = !me;
+    head.title = text;
+    put(head, h("span", { class: "sr-only" }, t("tz.label") + " "), TZ);
+  }
   const fmtCache = {};
   function fmt(kind) {
-    const k = lang + kind;
+    const k = lang + "|" + TZ + "|" + kind;
     if (!fmtCache[k]) {
       const opts = {
         time: { hour: "2-digit", minute: "2-digit", hourCycle: "h23" },
@@ -459,6 +497,27 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     return fmtCache[k];
   }
   const clock = (ms) => fmt("time").format(new Date(ms));
+  // TZ's offset from UTC at the instant `ms`, in ms: what a wall clock there reads, minus UTC.
+  function zoneOffset(ms) {
+    const k = "offset|" + TZ;
+    if (!fmtCache[k]) {
+      fmtCache[k] = new Intl.DateTimeFormat("en-US", { timeZone: TZ, hourCycle: "h23", year: "numeric",
+        month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    }
+    const p = {};
+    for (const x of fmtCache[k].formatToParts(new Date(ms))) p[x.type] = x.value;
+    return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour % 24, +p.minute, +p.second) - (ms - (((ms % 1000) + 1000) % 1000));
+  }
+  // A wall-clock time typed into a datetime-local field ("2024-03-01T10:15"), read in TZ (the
+  // browser's own reading would be the device's zone): ms since the epoch, NaN if malformed.
+  function zonedMs(local) {
+    const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?/.exec(local || "");
+    if (!m) return NaN;
+    const wall = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +(m[6] || 0));
+    // The offset at the first guess may differ from the offset at the answer across a change
+    // (summer time): a second step settles it.
+    return wall - zoneOffset(wall - zoneOffset(wall));
+  }
   const dateTime = (ms) => fmt("datetime").format(new Date(ms));
   // A birth date "1970-01-31" is a calendar date, not an instant: shown without a time zone.
   function calendarDate(s) {
@@ -760,6 +819,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     sessionStorage.removeItem(TOKEN_KEY);
     token = null;
     me = null;
+    useZone(null);
     resetChrome();
     document.title = "medkeeper";
     $("signout").hidden = true;
@@ -775,7 +835,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
     $("lang-label").textContent = t("lang.label");
     const sel = $("lang");
     put(sel, ...LANGS.map((l) => h("option", { value: l, lang: l, selected: l === lang }, STRINGS[l]["lang.name"])));
-    $("tz").textContent = t("tz", TZ);
+    showZone();
     $("tabs").setAttribute("aria-label", t("tabs.label"));
   }
 
@@ -789,6 +849,7 @@ window.__loadCount = (window.__loadCount || 0) + 1;
       showError(t("err.load"), e);
       return;
     }
+    useZone(me.time_zone);
     setStatus("");
     $("signout").hidden = false;
     $("who").textContent = me.role === "patient" ? t("who.patient") : t("who.staff", roleText(me.role));
@@ -2256,13 +2317,13 @@ window.__loadCount = (window.__loadCount || 0) + 1;
         .map((k) => h("th", { scope: "col" }, t(k))))), auTable));
     const auEmpty = h("p", { class: "empty", hidden: true }, t("au.none"));
     const auForm = h("form", { class: "card-form audit-form", "aria-labelledby": "au-h" },
-      field(t("au.patient"), aPat), field(t("au.actor"), aActor), field(t("au.since"), aSince), field(t("au.limit"), aLimit), search, auErr);
+      field(t("au.patient"), aPat), field(t("au.actor"), aActor), field(t("au.since") + " (" + TZ + ")", aSince), field(t("au.limit"), aLimit), search, auErr);
     let lastSeq = null;
     const query = (after) => {
       const q = new URLSearchParams();
       if (aPat.value.trim()) q.set("patient", aPat.value.trim());
       if (aActor.value.trim()) q.set("actor", aActor.value.trim());
-      if (aSince.value) q.set("since_ms", String(new Date(aSince.value).getTime()));
+      if (aSince.value) q.set("since_ms", String(zonedMs(aSince.value)));
       q.set("limit", String(Number(aLimit.value) || 50));
       if (after !== null) q.set("after_seq", String(after));
       return "/api/audit?" + q.toString();

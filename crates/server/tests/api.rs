@@ -4490,3 +4490,36 @@ async fn issue16_history_serves_the_leaders_samples_with_the_targets() {
         .await;
     r.expect_error(&[422], "invalid").unwrap();
 }
+
+/// Issue 16: the dashboard shows every time in the hospital's zone, named by the hospital file's
+/// `time_zone` and served with `GET /api/whoami` (what the page loads first) to every role,
+/// patients too; `null` when the file names none. The OpenAPI document describes the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue16_whoami_serves_the_hospitals_time_zone() {
+    let s = Server::start().await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let own = s.patient("Zone Patient").await;
+    let patient = s.token(Role::Patient, Some(&own)).await;
+
+    // The demo hospital names no zone: the dashboard keeps the device's.
+    let who = s.ok("GET", "/api/whoami", &nurse, Value::Null, 200).await;
+    assert_eq!(who["time_zone"], Value::Null, "{who}");
+    assert!(who.as_object().unwrap().contains_key("time_zone"), "{who}");
+
+    // The same hospital with `time_zone = "Asia/Shanghai"` in its file.
+    let config = HospitalConfig::parse(&format!(
+        "time_zone = \"Asia/Shanghai\"\n{}",
+        HospitalConfig::DEMO_TOML
+    ))
+    .unwrap();
+    let zoned = Hospital::new(s.hospital.session().clone(), s.store.clone(), config).unwrap();
+    s.state.set_hospital(Some(Arc::new(zoned)));
+    for tok in [&nurse, &patient] {
+        let who = s.ok("GET", "/api/whoami", tok, Value::Null, 200).await;
+        assert_eq!(who["time_zone"], "Asia/Shanghai", "{who}");
+    }
+
+    let doc: Value = serde_json::from_str(&medkeeper_server::openapi_json()).unwrap();
+    let field = &doc["components"]["schemas"]["WhoAmI"]["properties"]["time_zone"];
+    assert_eq!(field["example"], "Asia/Shanghai", "{field}");
+}

@@ -33,9 +33,14 @@ pub struct WhoAmI {
     pub expires_ms: Option<i64>,
     /// The instance that answered.
     pub instance: String,
+    /// The hospital's time zone, an IANA name (`Asia/Shanghai`): the hospital file's
+    /// `time_zone`, which the dashboard shows every date and time in. `null` when the file
+    /// names none (or before the instance's first coordination session): show the device's.
+    #[schema(example = "Asia/Shanghai")]
+    pub time_zone: Option<String>,
 }
 
-/// The caller's identity.
+/// The caller's identity, and the hospital's time zone (what the dashboard loads first).
 #[utoipa::path(get, path = "/api/whoami", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 pub async fn whoami(State(st): St, caller: Caller) -> Json<WhoAmI> {
@@ -45,6 +50,10 @@ pub async fn whoami(State(st): St, caller: Caller) -> Json<WhoAmI> {
         patient: caller.patient,
         expires_ms: caller.expires_ms,
         instance: st.me().id.clone(),
+        time_zone: st
+            .hospital()
+            .ok()
+            .and_then(|h| h.config().time_zone.as_ref().map(|z| z.to_string())),
     })
 }
 
