@@ -538,13 +538,24 @@ fn caller_of(rec: &TokenRecord) -> Result<Caller, ApiError> {
     })
 }
 
+/// A store failure while looking a token up: 503 to retry if the store is unreachable (see
+/// `From<StoreError> for ApiError`), 500 otherwise.
 fn store_failed(e: StoreError) -> ApiError {
-    ApiError::internal(format!("clinical store: {e}"))
+    e.into()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_lookup_on_an_unreachable_store_is_a_503() {
+        // Every request looks its token up: during a PostgreSQL restart this was a 500.
+        let e = store_failed(StoreError::Unavailable("connection refused".into()));
+        assert_eq!(e.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        let e = store_failed(StoreError::Corrupt("bad role".into()));
+        assert_eq!(e.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     #[test]
     fn roles_round_trip_and_unknown_is_invalid() {

@@ -42,11 +42,30 @@ pub(crate) fn error(e: zk::Error) -> medkeeper_coord::Error {
             -8 => E::BadArguments("server error"),
             code => E::Unexpected(code),
         },
+        // The socket failed under a request (reset, broken pipe): the request's outcome is
+        // unknown and the client reconnects — what ConnectionLoss means.
+        other if caused_by_io(&other) => {
+            tracing::debug!(error = %other, "zookeeper-client I/O failure mapped to ConnectionLoss");
+            E::ConnectionLoss
+        }
         other => {
             tracing::warn!(error = %other, "zookeeper-client failure mapped to SystemError");
             E::SystemError
         }
     }
+}
+
+/// True if an I/O error is somewhere in `e`'s chain of causes (`zookeeper-client` wraps a
+/// socket's in its `Custom` error).
+fn caused_by_io(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.is::<std::io::Error>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// The API's stat from ZooKeeper's.
@@ -120,6 +139,29 @@ pub(crate) fn event(e: zk::WatchedEvent) -> WatchedEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_failure_is_a_connection_loss() {
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "wrapped: {}", self.0)
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let reset = Wrapped(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(caused_by_io(&reset));
+        assert!(!caused_by_io(&zk::Error::MarshallingError));
+        assert_eq!(
+            error(zk::Error::ConnectionLoss),
+            medkeeper_coord::Error::ConnectionLoss
+        );
+    }
 
     #[test]
     fn acl_round_trip() {
