@@ -2018,8 +2018,15 @@ impl ClinicalStore for PostgresStore {
             ))
             .await
             .map_err(backend)?;
+        // In key order: two leaders writing the same intervals (an old one that has not noticed
+        // it lost its term) then wait on each other's rows in one order, never in a cycle — in
+        // the caller's order they deadlocked (40P01).
+        let mut sorted: Vec<&PoolSample> = samples.iter().collect();
+        sorted.sort_by(|a, b| {
+            (pool_columns(&a.pool), a.at_ms).cmp(&(pool_columns(&b.pool), b.at_ms))
+        });
         let mut new = 0;
-        for x in samples {
+        for x in sorted {
             let (kind, name) = pool_columns(&x.pool);
             let w = &x.waiting;
             let n = |v: u32| i64::from(v);
