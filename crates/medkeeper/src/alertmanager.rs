@@ -103,10 +103,11 @@ pub struct Alert {
 /// Settings of [`run`].
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093` (plain HTTP: this agent has no
-    /// TLS crypto provider or trusted CAs set, so an `https://` URL fails; only the CLI's
-    /// `--server` has them).
+    /// Alertmanager's base URL, e.g. `http://127.0.0.1:9093`; `https://` needs [`Options::tls`].
     pub url: String,
+    /// For an `https://` URL: rustls on aws-lc-rs trusting only the CA given
+    /// ([`tls_trusting`]); `None` for plain HTTP.
+    pub tls: Option<ureq::tls::TlsConfig>,
     /// How often active alerts are sent again when nothing changed ([`DEFAULT_RESEND`]; 100 ms
     /// to 24 h). Active alerts are sent with `endsAt` 4 × max(`resend`, `max_backoff`) ahead.
     pub resend: Duration,
@@ -129,6 +130,7 @@ impl Options {
     pub fn new(url: impl Into<String>) -> Options {
         Options {
             url: url.into(),
+            tls: None,
             resend: DEFAULT_RESEND,
             timeout: DEFAULT_TIMEOUT,
             max_backoff: DEFAULT_MAX_BACKOFF,
@@ -142,11 +144,40 @@ impl Options {
         };
         Options {
             url: self.url.trim().trim_end_matches('/').to_string(),
+            tls: self.tls.clone(),
             resend: clamp(self.resend, 100, 24 * 3600 * 1000),
             timeout: clamp(self.timeout, 100, 600 * 1000),
             max_backoff: clamp(self.max_backoff, 10, 3600 * 1000),
         }
     }
+}
+
+/// TLS for an `https://` Alertmanager: rustls on aws-lc-rs (set on the agent, not installed
+/// process-wide), trusting only the CAs in the PEM file `ca` (`serve --alertmanager-ca`). The
+/// file is read and checked here, so a bad one stops the start.
+pub fn tls_trusting(ca: &std::path::Path) -> anyhow::Result<ureq::tls::TlsConfig> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    let roots = crate::client::read_certs(ca, "--alertmanager-ca")?;
+    let mut store = rustls::RootCertStore::empty();
+    for cert in &roots {
+        store.add(cert.clone()).map_err(|e| {
+            anyhow::anyhow!(
+                "--alertmanager-ca {}: a certificate that cannot be a CA: {e}",
+                ca.display()
+            )
+        })?;
+    }
+    let roots: Vec<Certificate<'static>> = roots
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    Ok(TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .build())
 }
 
 /// The first wait after a failure; it doubles per failure up to `max_backoff`.
@@ -172,11 +203,13 @@ pub async fn run(
 ) {
     let options = options.clamped();
     let endpoint = format!("{}/api/v2/alerts", options.url);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let mut config = ureq::Agent::config_builder()
         .timeout_global(Some(options.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+        .http_status_as_error(false);
+    if let Some(tls) = options.tls.clone() {
+        config = config.tls_config(tls);
+    }
+    let agent: ureq::Agent = config.build().into();
     let mut delivery = Delivery::new(&options);
     let mut rng = SmallRng::try_from_os_rng()
         .unwrap_or_else(|_| SmallRng::seed_from_u64(now_ms().unsigned_abs()));
@@ -665,6 +698,35 @@ mod tests {
             .expect("start thread")
         }
 
+        /// HTTPS only, its certificate signed by the CA at [`TestAlertmanager::ca`].
+        async fn start_tls() -> TestAlertmanager {
+            tokio::task::spawn_blocking(move || {
+                let dir = tempfile::tempdir().expect("a temporary directory");
+                let out = Command::new(SCRIPT)
+                    .arg("start")
+                    .arg(dir.path())
+                    .arg("--tls")
+                    .output()
+                    .expect("scripts/alertmanager runs");
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let url = String::from_utf8(out.stdout)
+                    .expect("UTF-8")
+                    .trim()
+                    .to_string();
+                TestAlertmanager { dir, url }
+            })
+            .await
+            .expect("start thread")
+        }
+
+        fn ca(&self) -> std::path::PathBuf {
+            self.dir.path().join("tls/ca.crt")
+        }
+
         fn port(&self) -> u16 {
             let port = self.url.rsplit(':').next().expect("a port in the URL");
             port.parse().expect("a port number")
@@ -770,6 +832,7 @@ mod tests {
     fn options(url: &str) -> Options {
         Options {
             url: url.to_string(),
+            tls: None,
             resend: Duration::from_secs(10),
             timeout: Duration::from_secs(2),
             max_backoff: Duration::from_millis(200),
@@ -814,6 +877,76 @@ mod tests {
         let t =
             OffsetDateTime::parse(v.as_str().expect("a timestamp"), &Rfc3339).expect("RFC 3339");
         i64::try_from(t.unix_timestamp_nanos() / 1_000_000).expect("in range")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_https_alertmanager_gets_alerts_from_the_ca_it_is_trusted_by_only() {
+        let am = TestAlertmanager::start_tls().await;
+        assert!(am.url.starts_with("https://"), "{}", am.url);
+        let tls = tls_trusting(&am.ca()).expect("the CA loads");
+        // Through the same TLS: what Alertmanager received.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(tls.clone())
+            .build()
+            .into();
+        let metrics_url = format!("{}/metrics", am.url);
+        let firing = move || {
+            let (agent, url) = (agent.clone(), metrics_url.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let mut r = agent.get(&url).call().expect("GET /metrics over TLS");
+                    let body = r.body_mut().read_to_string().expect("a body");
+                    body.lines()
+                        .find_map(|l| {
+                            l.strip_prefix(
+                                "alertmanager_alerts_received_total{status=\"firing\",version=\"v2\"}",
+                            )
+                        })
+                        .map_or(0, |v| v.trim().parse::<f64>().expect("a counter") as u64)
+                })
+                .await
+                .expect("GET thread")
+            }
+        };
+        let mri = alert("PoolOutOfService", "MRI");
+        // Trusting another CA: nothing gets through (each send fails its handshake).
+        let stranger = TestAlertmanager::start_tls().await;
+        let (_tx0, rx0) = watch::channel(vec![mri.clone()]);
+        let wrong = spawn(
+            Options {
+                tls: Some(tls_trusting(&stranger.ca()).expect("loads")),
+                ..options(&am.url)
+            },
+            rx0,
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        wrong.stop().await;
+        assert_eq!(
+            firing().await,
+            0,
+            "an alert got through a certificate of another CA"
+        );
+        // Trusting the right one: delivered.
+        let (_tx, rx) = watch::channel(vec![mri]);
+        let running = spawn(
+            Options {
+                tls: Some(tls),
+                ..options(&am.url)
+            },
+            rx,
+        );
+        eventually(
+            Duration::from_secs(5),
+            "a firing alert received over HTTPS",
+            || {
+                let f = firing.clone();
+                async move { f().await >= 1 }
+            },
+        )
+        .await;
+        running.stop().await;
+        stranger.stop().await;
+        am.stop().await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1088,6 +1221,7 @@ mod tests {
     fn options_are_clamped_so_nothing_overflows() {
         let wild = Options {
             url: " http://h:9093/ ".into(),
+            tls: None,
             resend: Duration::ZERO,
             timeout: Duration::MAX,
             max_backoff: Duration::MAX,

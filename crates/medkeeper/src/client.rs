@@ -1020,7 +1020,7 @@ fn tls_config(
 }
 
 /// The certificates in a PEM file (`flag` names it in errors); at least one.
-fn read_certs(
+pub(crate) fn read_certs(
     path: &Path,
     flag: &str,
 ) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {

@@ -6,8 +6,8 @@
 //! Flags, then environment variables (`MEDKEEPER_*`, named in `--help`), then a TOML file
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
-//! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`, `mllp_listen`,
-//! `token_max_ttl`), then defaults.
+//! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`, `alertmanager_ca`,
+//! `mllp_listen`, `token_max_ttl`, `store`, `store_password_file`), then defaults.
 //!
 //! Also in the file: the ZooKeeper connection's TLS, `zk_tls_ca`, `zk_tls_cert`, `zk_tls_key`
 //! (`--zk-tls-ca`, …), and its credentials, `auth` or `auth_file` (`--auth-file`,
@@ -122,6 +122,10 @@ pub struct ServeArgs {
     /// the leader sends the cluster's alarms, every instance its own health. Default: none.
     #[arg(long, env = "MEDKEEPER_ALERTMANAGER")]
     alertmanager: Option<String>,
+    /// For an `https://` Alertmanager: the PEM certificate of the CA that signed its
+    /// certificate (the only CA trusted for it).
+    #[arg(long, value_name = "FILE", env = "MEDKEEPER_ALERTMANAGER_CA")]
+    alertmanager_ca: Option<PathBuf>,
     /// The coordination service: `zk:HOST:PORT[,HOST:PORT...][/chroot]` (`zk+tls:` for TLS;
     /// the `zk:` may be left out), or `embedded:DIR`. Default: the embedded engine in the data
     /// directory.
@@ -227,6 +231,7 @@ struct FileSettings {
     metrics_listen: Option<SocketAddr>,
     mllp_listen: Option<SocketAddr>,
     alertmanager: Option<String>,
+    alertmanager_ca: Option<PathBuf>,
     connect: Option<String>,
     auth: Option<String>,
     auth_file: Option<PathBuf>,
@@ -256,7 +261,8 @@ struct Settings {
     https: Option<TlsFiles>,
     metrics_listen: Option<SocketAddr>,
     mllp_listen: Option<SocketAddr>,
-    alertmanager: Option<String>,
+    /// Alertmanager's URL, with TLS for an `https://` one.
+    alertmanager: Option<(String, Option<ureq::tls::TlsConfig>)>,
     connect: ConnectArgs,
     hospital: Option<PathBuf>,
     instance: String,
@@ -358,11 +364,27 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
         https,
         metrics_listen: args.metrics_listen.or(file.metrics_listen),
         mllp_listen: args.mllp_listen.map(|a| *a.0).or(file.mllp_listen),
-        alertmanager: match args.alertmanager.or(file.alertmanager) {
-            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
+        alertmanager: match (
+            args.alertmanager.or(file.alertmanager),
+            args.alertmanager_ca.or(file.alertmanager_ca),
+        ) {
+            (Some(u), _) if !(u.starts_with("http://") || u.starts_with("https://")) => {
                 bail!("--alertmanager {u:?}: an http:// URL, e.g. http://127.0.0.1:9093")
             }
-            other => other,
+            (Some(u), None) if u.starts_with("https://") => bail!(
+                "--alertmanager {u} is https://: pass --alertmanager-ca FILE, the PEM \
+                 certificate of the CA that signed Alertmanager's certificate"
+            ),
+            (Some(u), Some(ca)) if u.starts_with("https://") => {
+                let tls = alertmanager::tls_trusting(&ca)?;
+                Some((u, Some(tls)))
+            }
+            (Some(u), Some(_)) => {
+                bail!("--alertmanager {u} is plain http://, but --alertmanager-ca is set")
+            }
+            (Some(u), None) => Some((u, None)),
+            (None, Some(_)) => bail!("--alertmanager-ca without --alertmanager"),
+            (None, None) => None,
         },
         connect: ConnectArgs {
             connect,
@@ -605,8 +627,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     });
 
     // Alerts to Alertmanager: the cluster's alarms from the leader, this instance's health.
-    let delivery = s.alertmanager.as_ref().map(|u| Delivery {
-        options: alertmanager::Options::new(u.clone()),
+    let delivery = s.alertmanager.as_ref().map(|(u, tls)| Delivery {
+        options: alertmanager::Options {
+            tls: tls.clone(),
+            ..alertmanager::Options::new(u.clone())
+        },
         base_url: url.clone(),
         hospital: hospital_name.clone(),
     });

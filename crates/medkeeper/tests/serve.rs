@@ -623,3 +623,49 @@ fn issue19_token_lifetimes_rotation_and_failed_authentications_through_the_binar
     let (st, _) = call(&a, "GET", &format!("{url}/healthz"), &admin, None);
     assert_eq!(st, 200);
 }
+
+/// An `https://` Alertmanager needs the CA that signed its certificate: without
+/// `--alertmanager-ca` the start is refused with what to pass (it used to start, then every
+/// delivery failed inside the agent), and the CA is read before anything else starts.
+#[test]
+fn an_https_alertmanager_without_its_ca_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            dir.path().to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+            .args(&args)
+            .output()
+            .expect("medkeeper runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["--alertmanager", "https://127.0.0.1:9093"]);
+    assert!(!ok);
+    assert!(err.contains("--alertmanager-ca"), "{err}");
+    let missing = dir.path().join("no-such-ca.pem");
+    let (ok, err) = run(&[
+        "--alertmanager",
+        "https://127.0.0.1:9093",
+        "--alertmanager-ca",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("no-such-ca.pem"), "{err}");
+    let (ok, err) = run(&[
+        "--alertmanager",
+        "http://127.0.0.1:9093",
+        "--alertmanager-ca",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("plain http://"), "{err}");
+}
