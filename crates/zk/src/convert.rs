@@ -42,9 +42,10 @@ pub(crate) fn error(e: zk::Error) -> medkeeper_coord::Error {
             -8 => E::BadArguments("server error"),
             code => E::Unexpected(code),
         },
-        // The socket failed under a request (reset, broken pipe): the request's outcome is
-        // unknown and the client reconnects — what ConnectionLoss means.
-        other if caused_by_io(&other) => {
+        // The connection failed under a request — the socket (reset, broken pipe) or the
+        // client's own liveness timeout: the request's outcome is unknown and the client
+        // reconnects, which is what ConnectionLoss means.
+        other if caused_by_io(&other) || is_connection_failure(&other.to_string()) => {
             tracing::debug!(error = %other, "zookeeper-client I/O failure mapped to ConnectionLoss");
             E::ConnectionLoss
         }
@@ -55,12 +56,26 @@ pub(crate) fn error(e: zk::Error) -> medkeeper_coord::Error {
     }
 }
 
-/// True if an I/O error is somewhere in `e`'s chain of causes (`zookeeper-client` wraps a
-/// socket's in its `Custom` error).
+/// True for the words of `zookeeper-client` 0.11's connection failures, should the error's
+/// chain not show the `io::Error` as a type: a silent connection past its timeout, or an OS
+/// error of the socket (`Connection reset by peer (os error 104)`, `Broken pipe (os error 32)`).
+fn is_connection_failure(text: &str) -> bool {
+    text.starts_with("no response from connection") || text.contains("(os error ")
+}
+
+/// True if an I/O error is somewhere in `e`'s chain of causes. `zookeeper-client` keeps a
+/// socket's error in its `Custom` error behind an `Arc<dyn Error>`, which is the cause the
+/// chain shows, so an `Arc` is looked into.
 fn caused_by_io(e: &(dyn std::error::Error + 'static)) -> bool {
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
     let mut cause = Some(e);
     while let Some(c) = cause {
         if c.is::<std::io::Error>() {
+            return true;
+        }
+        if let Some(inner) = c.downcast_ref::<Shared>()
+            && caused_by_io(inner.as_ref())
+        {
             return true;
         }
         cause = c.source();
@@ -142,8 +157,9 @@ mod tests {
 
     #[test]
     fn a_socket_failure_is_a_connection_loss() {
+        // As zookeeper-client's Custom error holds it: behind an Arc<dyn Error>.
         #[derive(Debug)]
-        struct Wrapped(std::io::Error);
+        struct Wrapped(std::sync::Arc<dyn std::error::Error + Send + Sync>);
         impl std::fmt::Display for Wrapped {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 write!(f, "wrapped: {}", self.0)
@@ -154,8 +170,21 @@ mod tests {
                 Some(&self.0)
             }
         }
-        let reset = Wrapped(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let reset = Wrapped(std::sync::Arc::new(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset,
+        )));
         assert!(caused_by_io(&reset));
+        let other = Wrapped(std::sync::Arc::new(std::fmt::Error));
+        assert!(!caused_by_io(&other));
+        assert!(is_connection_failure(
+            "Connection reset by peer (os error 104)"
+        ));
+        assert!(is_connection_failure(
+            "no response from connection in 800ms"
+        ));
+        assert!(!is_connection_failure(
+            "unable to unmarshal reply due to eof"
+        ));
         assert!(!caused_by_io(&zk::Error::MarshallingError));
         assert_eq!(
             error(zk::Error::ConnectionLoss),
