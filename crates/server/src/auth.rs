@@ -307,6 +307,12 @@ impl TokenPolicy {
             Some(t) if t.is_zero() => {
                 return Err(ApiError::invalid("ttl: a token must live longer than 0 s"));
             }
+            // Beyond any date the tools can show (and than any token should live).
+            Some(t) if t > MAX_TOKEN_LIFETIME => {
+                return Err(ApiError::invalid(
+                    "ttl / expires_ms: a token may live at most 100 years",
+                ));
+            }
             Some(t) => {
                 if let Some(max) = self.max_ttl
                     && t > max
@@ -355,6 +361,9 @@ pub fn format_duration(d: Duration) -> String {
         s => format!("{s}s"),
     }
 }
+
+/// The longest lifetime a token may be given.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The longest overlap a rotation may give the old token.
 pub const MAX_ROTATION_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -597,6 +606,17 @@ mod tests {
                 .unwrap_err()
                 .code,
             ErrorCode::Invalid
+        );
+        // A lifetime no date can show (it used to be kept, at i64::MAX ms) is refused.
+        assert_eq!(
+            open.expiry(Role::Nurse, Some(MAX_TOKEN_LIFETIME * 2), 1_000)
+                .unwrap_err()
+                .code,
+            ErrorCode::Invalid
+        );
+        assert!(
+            open.expiry(Role::Nurse, Some(MAX_TOKEN_LIFETIME), 1_000)
+                .is_ok()
         );
         let capped = TokenPolicy {
             max_ttl: Some(day),
