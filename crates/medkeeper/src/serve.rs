@@ -7,7 +7,8 @@
 //! (`--config FILE`, keys as the long flags with `_`: `listen`, `data`, `connect`, `hospital`,
 //! `instance`, `session_timeout_ms`, `max_in_flight`, `request_timeout_ms`,
 //! `max_streams_per_token`, `log_format`, `metrics_listen`, `alertmanager`, `alertmanager_ca`,
-//! `mllp_listen`, `token_max_ttl`, `store`, `store_password_file`), then defaults.
+//! `mllp_listen`, `token_max_ttl`, `store`, `store_password_file`, `trusted_proxies` — a list),
+//! then defaults.
 //!
 //! Also in the file: the ZooKeeper connection's TLS, `zk_tls_ca`, `zk_tls_cert`, `zk_tls_key`
 //! (`--zk-tls-ca`, …), and its credentials, `auth` or `auth_file` (`--auth-file`,
@@ -195,6 +196,17 @@ pub struct ServeArgs {
     /// limit, and staff tokens issued without a lifetime do not expire.
     #[arg(long, value_name = "DURATION", env = "MEDKEEPER_TOKEN_MAX_TTL")]
     token_max_ttl: Option<String>,
+    /// A load balancer or proxy (an address or a network, `10.0.0.0/8`; repeat the flag, or
+    /// separate with commas) whose `X-Forwarded-For` names the client: failed authentications
+    /// are then counted per client, not per balancer. The header is ignored from anyone else.
+    /// Default: none (the client is the TCP peer).
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "CIDR",
+        env = "MEDKEEPER_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    trusted_proxies: Vec<String>,
     /// Log lines on stderr: `human` or `json` (one object a line); `RUST_LOG` filters them.
     /// Default human.
     #[arg(long, value_enum, env = "MEDKEEPER_LOG_FORMAT")]
@@ -251,6 +263,7 @@ struct FileSettings {
     request_timeout_ms: Option<u64>,
     max_streams_per_token: Option<usize>,
     token_max_ttl: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     log_format: Option<LogFormat>,
 }
 
@@ -317,6 +330,13 @@ fn settings(args: ServeArgs) -> anyhow::Result<Settings> {
             _ => bail!("token_max_ttl {t:?}: a duration such as 12h or 30d"),
         }
     }
+    let proxies = if args.trusted_proxies.is_empty() {
+        file.trusted_proxies.unwrap_or_default()
+    } else {
+        args.trusted_proxies
+    };
+    limits.trusted_proxies = medkeeper_server::TrustedProxies::parse(&proxies)
+        .map_err(|e| anyhow::anyhow!("--trusted-proxy {e}"))?;
     // Credentials: `--auth`, `--auth-file`, then the config file's `auth`, `auth_file`.
     let auth = match (args.auth, args.auth_file, file.auth, file.auth_file) {
         (Some(a), ..) => Some(a),
@@ -584,6 +604,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "http"
     };
     let url = format!("{scheme}://{addr}/");
+    if !s.limits.trusted_proxies.is_empty() {
+        tracing::info!(
+            proxies = %s.limits.trusted_proxies,
+            "the client's address is X-Forwarded-For's from these proxies"
+        );
+    }
     let state = ServerState::new(
         MemberInfo {
             id: s.instance.clone(),
@@ -808,4 +834,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     tracing::info!("stopped {}", state.me().id);
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example configuration shipped under deploy/ is one `serve --config` takes.
+    #[test]
+    fn the_deploy_example_config_parses() {
+        let text = include_str!("../../../deploy/medkeeper.toml");
+        let file: FileSettings = toml::from_str(text).expect("deploy/medkeeper.toml parses");
+        let proxies = file.trusted_proxies.clone().unwrap_or_default();
+        let trusted = medkeeper_server::TrustedProxies::parse(&proxies).unwrap();
+        assert!(trusted.trusts("10.0.1.10".parse().unwrap()));
+        assert!(file.store.is_some() && file.connect.is_some());
+    }
 }

@@ -669,3 +669,124 @@ fn an_https_alertmanager_without_its_ca_refuses_the_start() {
     assert!(!ok);
     assert!(err.contains("plain http://"), "{err}");
 }
+
+/// Twenty failed authentications from `xff` (as `X-Forwarded-For`) against `url`; the status
+/// of the last.
+fn fail_twenty(a: &ureq::Agent, url: &str, xff: &str) -> u16 {
+    let unknown = format!("mkt_{}", "d".repeat(64));
+    let mut last = 0;
+    for _ in 0..20 {
+        last = a
+            .get(format!("{url}/api/pools"))
+            .header("Authorization", format!("Bearer {unknown}"))
+            .header("X-Forwarded-For", xff)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16();
+    }
+    last
+}
+
+/// `GET /api/pools` with `token`, as forwarded for `xff`; the status.
+fn pools_for(a: &ureq::Agent, url: &str, token: &str, xff: &str) -> u16 {
+    a.get(format!("{url}/api/pools"))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("X-Forwarded-For", xff)
+        .call()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Behind a load balancer every request comes from the balancer's address, so the limit on
+/// failed authentications would refuse every client once any one of them failed twenty times.
+/// `--trusted-proxy` names the balancer: its `X-Forwarded-For` then says who the client is,
+/// and only that client is refused. From anyone else the header is ignored, so a client cannot
+/// escape the limit by writing its own.
+#[test]
+fn behind_a_trusted_proxy_failed_authentications_count_per_forwarded_client() {
+    // The test's requests come from 127.0.0.1: here, the "balancer".
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Serve::start(&[
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--trusted-proxy",
+        "127.0.0.0/8",
+    ]);
+    let admin = srv.admin.clone().expect("an admin token on first start");
+    let url = srv.url.trim_end_matches('/').to_string();
+    let a = agent();
+    let new_token = |role: &str| {
+        let (st, t) = call(
+            &a,
+            "POST",
+            &format!("{url}/api/tokens"),
+            &admin,
+            Some(json!({ "role": role })),
+        );
+        assert_eq!(st, 201, "{t}");
+        t["token"].as_str().unwrap().to_string()
+    };
+    let nurse = new_token("nurse");
+    let doctor = new_token("doctor");
+
+    // One client fails twenty times: it is refused, with the header a client may add itself
+    // left of the balancer's entry making no difference.
+    assert_eq!(fail_twenty(&a, &url, "203.0.113.9"), 429);
+    assert_eq!(
+        pools_for(&a, &url, &nurse, "198.51.100.1, 203.0.113.9"),
+        429,
+        "the refused client, whatever it wrote itself"
+    );
+    // Another client behind the same balancer, with a token never seen before: served.
+    assert_eq!(pools_for(&a, &url, &doctor, "203.0.113.10"), 200);
+    // The balancer itself (no header: a health check, an operator on the host): served.
+    let (st, _) = call(&a, "GET", &format!("{url}/api/pools"), &nurse, None);
+    assert_eq!(st, 200);
+    // The refusal's record names the client, not the balancer.
+    let refusals = |actor: &str| {
+        let (code, out, err) = client(&url, &admin, &["audit", "--actor", actor, "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let trail: serde_json::Value = serde_json::from_str(&out).unwrap();
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["action"] == "auth.rate_limited")
+            .count()
+    };
+    assert_eq!(refusals("client:203.0.113.9"), 1);
+    assert_eq!(refusals("client:127.0.0.1"), 0);
+    drop(srv);
+
+    // Without --trusted-proxy the header is ignored: twenty failures "from" twenty addresses
+    // are twenty from 127.0.0.1, which is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Serve::start(&["--data", dir.path().to_str().unwrap()]);
+    let url = srv.url.trim_end_matches('/').to_string();
+    let unknown = format!("mkt_{}", "d".repeat(64));
+    let mut last = 0;
+    for i in 0..20 {
+        last = a
+            .get(format!("{url}/api/pools"))
+            .header("Authorization", format!("Bearer {unknown}"))
+            .header("X-Forwarded-For", format!("203.0.113.{i}"))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429, "a forged header does not escape the limit");
+
+    // A network that does not parse refuses the start, saying what is wrong.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .args(["--trusted-proxy", "10.0.0.1/8"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("the network is 10.0.0.0/8"), "{err}");
+}

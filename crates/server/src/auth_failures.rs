@@ -20,7 +20,9 @@
 //! holding a /64 does not get 2^64 buckets). The table is bounded
 //! ([`FailureLimit::max_addresses`]): when full, stale entries go first, then the one seen
 //! longest ago. A request whose address is unknown (served without connect info) is not
-//! counted. Behind a proxy every client has the proxy's address: see docs/security.md.
+//! counted. Behind a load balancer every TCP peer is the balancer: the client's address is then
+//! what the balancer's `X-Forwarded-For` says, if the balancer is trusted
+//! ([`crate::proxies`]; docs/security.md).
 //! Each instance counts on its own.
 
 use std::collections::HashMap;

@@ -138,12 +138,18 @@ fn bearer(parts: &Parts) -> Result<String, ApiError> {
 }
 
 /// The client's address, if the server was started with connect info
-/// (`into_make_service_with_connect_info`, or `MockConnectInfo` in tests).
+/// (`into_make_service_with_connect_info`, or `MockConnectInfo` in tests): the TCP peer, or
+/// behind a trusted proxy the client its `X-Forwarded-For` names ([`crate::proxies`]).
 async fn client_addr(parts: &mut Parts, state: &Arc<ServerState>) -> Option<IpAddr> {
-    ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+    let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
         .await
-        .ok()
-        .map(|ConnectInfo(a)| a.ip())
+        .ok()?;
+    Some(
+        state
+            .limits
+            .trusted_proxies
+            .client(peer.ip(), &parts.headers),
+    )
 }
 
 /// Authenticates the request's token, under the limit on failed authentications per client

@@ -30,6 +30,7 @@ mod headers;
 pub mod hl7;
 pub mod metrics;
 pub mod mllp;
+pub mod proxies;
 pub mod sse;
 mod state;
 pub mod views;
@@ -51,6 +52,7 @@ pub use auth::{Caller, Role, TokenPolicy, issue_token, issue_token_expiring};
 pub use auth_failures::FailureLimit;
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use metrics::{EngineFigures, EngineFiguresSource, HistogramFigures, metrics_router};
+pub use proxies::TrustedProxies;
 pub use state::{Limits, ServerState};
 pub use views::MemberInfo;
 

@@ -39,6 +39,10 @@ pub struct Limits {
     pub tokens: crate::auth::TokenPolicy,
     /// When failed authentications from one address get it refused (429 `rate_limited`).
     pub auth_failures: crate::auth_failures::FailureLimit,
+    /// The load balancers whose `X-Forwarded-For` names the client (`serve --trusted-proxy`;
+    /// none by default): the address failed authentications are counted by
+    /// ([`crate::proxies`]).
+    pub trusted_proxies: crate::proxies::TrustedProxies,
 }
 
 impl Default for Limits {
@@ -52,6 +56,7 @@ impl Default for Limits {
             max_body: 64 * 1024,
             tokens: Default::default(),
             auth_failures: Default::default(),
+            trusted_proxies: Default::default(),
         }
     }
 }
