@@ -204,6 +204,17 @@ pub struct ReconcileReport {
     /// Orders whose patient's queue node did not show what the store says (a crash between
     /// a transition and the node's write), brought in line.
     pub synced_views: Vec<OrderId>,
+    /// Units the store has an order on (called or in progress) that the tree showed free —
+    /// a tree that lost what the store kept: a move to a new ensemble or chroot, `store
+    /// migrate`, a restore of an older tree — given back to that order.
+    pub restored_units: Vec<String>,
+    /// What the store and the tree disagree on that no repair can settle: a unit the store has
+    /// one order on and the tree another (`pool/unit: …`), or one the tree does not have.
+    /// Each is also logged as an error; staff must look.
+    pub conflicts: Vec<String>,
+    /// Another run held the reconciler's lock for [`RECONCILER_WAIT`]: nothing was done.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub busy: bool,
     /// When something this run left alone for being too recent (see
     /// [`Hospital::reconcile_with_grace`]) will have been left alone for the grace, ms since
     /// the epoch by the hospital's clock: run again then to repair it as soon as it is safe.
@@ -217,6 +228,7 @@ impl ReconcileReport {
     pub fn is_clean(&self) -> bool {
         ReconcileReport {
             next_due_ms: None,
+            busy: false,
             ..self.clone()
         } == ReconcileReport::default()
     }
@@ -1502,6 +1514,12 @@ impl Hospital {
     ///   item's removal) and a unit held by a finished order (a complete, cancel or no-show
     ///   between its store write and the unit freed) — by the order's `updated_ms`.
     ///
+    /// One repair has no grace: an order called or in progress in the store whose unit the
+    /// tree shows free gets it back at once ([`ReconcileReport::restored_units`]; no live
+    /// operation leaves that, only a tree that lost what the store kept — see
+    /// `restore_unit`). Instances run the reconciler before they dispatch, so a dispatcher
+    /// never gives such a unit to a second patient.
+    ///
     /// A repair of something younger would race the live operation: two enqueues of one
     /// order (the harm the grace exists for), or a repair done twice and reported by both.
     /// Every decision reads the order from the store again just before acting (an order
@@ -1535,6 +1553,7 @@ impl Hospital {
             Err(medkeeper_recipes::Error::Timeout) => {
                 return Ok(ReconcileReport {
                     next_due_ms: Some(self.now_ms().saturating_add(1000)),
+                    busy: true,
                     ..ReconcileReport::default()
                 });
             }
@@ -1576,6 +1595,8 @@ impl Hospital {
         // What the tree says: queue items and unit occupants, per pool.
         let mut in_line: HashSet<OrderId> = HashSet::new();
         let mut occupying: HashMap<OrderId, Occupant> = HashMap::new();
+        // Every unit's node and version, by pool and name.
+        let mut units: HashMap<(Pool, String), (UnitNode, i32)> = HashMap::new();
         for pc in &self.config.pools {
             let q = self.queue(&pc.pool)?;
             for info in q.list().await? {
@@ -1603,18 +1624,19 @@ impl Hospital {
                     }
                 }
             }
-            for (name, node, _) in self.units_with_version(&pc.pool).await? {
-                if let Some(o) = node.order {
+            for (name, node, version) in self.units_with_version(&pc.pool).await? {
+                if let Some(o) = node.order.clone() {
                     occupying.insert(
                         o,
                         Occupant {
                             pool: pc.pool.clone(),
-                            unit: name,
+                            unit: name.clone(),
                             requeueing: node.requeueing,
                             since_ms: node.since_ms,
                         },
                     );
                 }
+                units.insert((pc.pool.clone(), name), (node, version));
             }
         }
         for o in live.iter().filter(|o| o.state == OrderState::Queued) {
@@ -1677,6 +1699,13 @@ impl Hospital {
                     report.enqueued.push(o.id.clone());
                 }
             }
+        }
+        // Orders the store has on a unit that the tree does not show them on.
+        for o in live
+            .iter()
+            .filter(|o| o.state.occupies() && !occupying.contains_key(&o.id))
+        {
+            self.restore_unit(o, &units, fence, &mut report).await?;
         }
         // Units held by orders that are finished (or unknown to the store).
         for (order_id, occ) in occupying {
@@ -1759,6 +1788,199 @@ impl Hospital {
         }
         self.store.set_reconciled_until(cutoff).await?;
         Ok(synced)
+    }
+}
+
+impl Hospital {
+    /// Gives back to `order` (called or in progress in the store, on a unit no node shows it
+    /// on) its unit, if the tree shows that unit free and available: the unit's node in use by
+    /// the order (version-checked against `units`, read before the order), the patient's
+    /// `active` node, and their queue node if missing — as the call that put it there left
+    /// them. Part of the reconciler's run (`fence`: its lock's check).
+    ///
+    /// No live operation leaves an order in use in the store with its unit free in the tree:
+    /// every transition into called or in progress writes the tree first, every one out of it
+    /// the store first. Only a tree that lost what the store kept does (a move to a new
+    /// ensemble or chroot, `store migrate`, a restore of an older tree). So there is no grace
+    /// here: a dispatcher started on such a tree would give the unit to a second patient, and
+    /// an instance repairs this at start-up before it dispatches. The order is read again
+    /// after the unit's node, so one finished meanwhile is left alone; one finished between
+    /// that read and the write leaves its unit held by a finished order, which a later run
+    /// frees like any other.
+    async fn restore_unit(
+        &self,
+        order: &Order,
+        units: &HashMap<(Pool, String), (UnitNode, i32)>,
+        fence: &Op,
+        report: &mut ReconcileReport,
+    ) -> Result<()> {
+        let Some(unit) = order.assigned.clone() else {
+            return Ok(());
+        };
+        let key = (order.pool.clone(), unit.clone());
+        let conflict = |what: String, report: &mut ReconcileReport| {
+            tracing::error!(order = %order.id, "reconciler: {what}");
+            report.conflicts.push(what);
+        };
+        let Some((node, version)) = units.get(&key) else {
+            conflict(
+                format!(
+                    "{}/{unit}: the store has order {} {} on it, and the tree has no such unit",
+                    order.pool.name(),
+                    order.id,
+                    order.state
+                ),
+                report,
+            );
+            return Ok(());
+        };
+        if let Some(other) = &node.order {
+            if other != &order.id {
+                conflict(
+                    format!(
+                        "{}/{unit}: the store has order {} {} on it, the tree order {other}",
+                        order.pool.name(),
+                        order.id,
+                        order.state
+                    ),
+                    report,
+                );
+            }
+            return Ok(());
+        }
+        // Not to be dispatched anyway (maintenance, offline): a later run, once it is back.
+        if node.status != UnitStatus::Available {
+            return Ok(());
+        }
+        // The store again, after the tree: finished meanwhile, it needs the unit no more.
+        let Some(now) = self.store.order(&order.id).await? else {
+            return Ok(());
+        };
+        if !now.state.occupies() || now.assigned.as_deref() != Some(unit.as_str()) {
+            return Ok(());
+        }
+        let occupied = UnitNode {
+            status: UnitStatus::InUse,
+            capabilities: node.capabilities.clone(),
+            order: Some(now.id.clone()),
+            patient: Some(now.patient.clone()),
+            since_ms: self.now_ms(),
+            requeueing: false,
+        };
+        let active = ActiveExam {
+            order: now.id.clone(),
+            pool: now.pool.clone(),
+            unit: unit.clone(),
+        };
+        let set_unit = Op::set_data(
+            tree::unit_path(&now.pool, &unit),
+            tree::to_json(&occupied),
+            *version,
+        );
+        let create_active = Op::create(
+            tree::active_path(&now.patient),
+            tree::to_json(&active),
+            CreateOptions::new(CreateMode::Persistent),
+        );
+        self.session
+            .ensure_path(&tree::patient_queue_path(&now.patient))
+            .await?;
+        let mut ops = vec![set_unit.clone(), create_active, fence.clone()];
+        let mut written = false;
+        for _ in 0..NODE_WRITE_ATTEMPTS {
+            match self.session.multi(&ops).await {
+                Ok(_) => {
+                    written = true;
+                    break;
+                }
+                // Changed since it was read (a dispatcher, an operator): the next run looks
+                // again.
+                Err(e) if e.index == Some(0) && e.error == CoordError::BadVersion => {
+                    return Ok(());
+                }
+                Err(e) if e.index == Some(ops.len() - 1) => {
+                    return Err(Error::Recipe(medkeeper_recipes::Error::Lost(
+                        medkeeper_recipes::LostReason::NodeDeleted,
+                    )));
+                }
+                // The patient's `active` node is there already: this exam's (kept by the
+                // tree), or another's — the patient in two exams, by the store.
+                Err(e) if e.index == Some(1) && e.error == CoordError::NodeExists => {
+                    let held = match self
+                        .session
+                        .get_data(&tree::active_path(&now.patient))
+                        .await
+                    {
+                        Ok((d, _)) => tree::from_json::<ActiveExam>("active exam", &d).ok(),
+                        Err(CoordError::NoNode) => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    match held {
+                        Some(a) if a.order == now.id && ops.len() == 3 => {
+                            ops = vec![set_unit.clone(), fence.clone()];
+                        }
+                        Some(a) if a.order == now.id => return Ok(()),
+                        other => {
+                            conflict(
+                                format!(
+                                    "patient {}: the store has order {} {} on {}/{unit}, the \
+                                     tree has them in {}",
+                                    now.patient,
+                                    now.id,
+                                    now.state,
+                                    now.pool.name(),
+                                    other.map_or("an unreadable exam".to_string(), |a| format!(
+                                        "order {}'s exam",
+                                        a.order
+                                    ))
+                                ),
+                                report,
+                            );
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) => return Err(e.error.into()),
+            }
+        }
+        if !written {
+            return Ok(()); // The patient's node kept coming and going: the next run.
+        }
+        // The patient's view of the order: made if the tree lost it too, else brought in line.
+        if self
+            .find_patient_node(&now.patient, &now.id)
+            .await?
+            .is_none()
+        {
+            let mut shown = PatientEntry {
+                order: now.id.clone(),
+                pool: now.pool.clone(),
+                priority: now.priority,
+                state: now.state,
+                position: None,
+                estimated_wait_s: None,
+                called_to: None,
+                results_ready: false,
+            };
+            show_order(&mut shown, &now);
+            match self
+                .session
+                .create(
+                    &tree::patient_order_path(&now.patient, &now.id),
+                    &tree::to_json(&shown),
+                    &CreateOptions::new(CreateMode::Persistent),
+                )
+                .await
+            {
+                Ok(_) | Err(CoordError::NodeExists) => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            self.sync_patient_node(&now.patient, &now.id, |_, _| {})
+                .await?;
+        }
+        report.restored_units.push(unit);
+        Ok(())
     }
 }
 

@@ -81,6 +81,7 @@ both!(
     an_order_costs_a_handful_of_requests,
     reconciler_tells_the_patient_of_a_priority_a_crash_left_untold,
     racing_reconcilers_put_a_lost_order_in_line_once,
+    a_tree_that_lost_what_the_store_kept_gives_the_units_back_before_dispatch,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -1670,4 +1671,106 @@ async fn clocked(
     });
     let h = Hospital::with_clock(session, store, config, clock).unwrap();
     (Arc::new(h), now)
+}
+
+/// Found from outside: a hospital moved to PostgreSQL (`store migrate`) and onto a new
+/// ZooKeeper chroot had its scanners double-booked — the new tree showed every unit free, the
+/// reconciler only put queued orders back in line, and the dispatcher gave MRI-2 (called) and
+/// CT-3 (in progress) to new patients. The same for any tree older than the store (a restore).
+/// Simulated by deleting `/medical` under a hospital with orders called and in progress.
+async fn a_tree_that_lost_what_the_store_kept_gives_the_units_back_before_dispatch(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let (p1, p2, p3) = (
+        PatientId::generate(),
+        PatientId::generate(),
+        PatientId::generate(),
+    );
+    let called = h
+        .create_order(order(&p1, Priority::Urgent), "dr")
+        .await
+        .unwrap();
+    let running = h
+        .create_order(order(&p2, Priority::Urgent), "dr")
+        .await
+        .unwrap();
+    let waiting = h
+        .create_order(order(&p3, Priority::Stat), "dr")
+        .await
+        .unwrap();
+    h.call(&called.id, Some("MRI-2"), "scheduler")
+        .await
+        .unwrap();
+    h.call(&running.id, Some("MRI-1"), "scheduler")
+        .await
+        .unwrap();
+    h.start(&running.id, "tech").await.unwrap();
+    h.session().close().await;
+
+    // A new tree: the configuration loaded afresh, every unit free.
+    let session = b.session().await;
+    medkeeper_coord::SessionExt::delete_recursive(session.as_ref(), "/medical")
+        .await
+        .unwrap();
+    session.close().await;
+    let h = instance(b, store.clone()).await;
+    assert_eq!(unit_node(&h, "MRI-1").await.order, None);
+    assert_eq!(unit_node(&h, "MRI-2").await.order, None);
+
+    // With the grace of a cluster's start-up: no live operation leaves this, so no grace.
+    let report = h
+        .reconcile_with_grace(medkeeper_hospital::orders::RECONCILE_GRACE)
+        .await
+        .unwrap();
+    let mut restored = report.restored_units.clone();
+    restored.sort();
+    assert_eq!(restored, ["MRI-1", "MRI-2"], "{report:?}");
+    assert!(report.conflicts.is_empty(), "{report:?}");
+    for (unit, o, p) in [("MRI-1", &running, &p2), ("MRI-2", &called, &p1)] {
+        let node = unit_node(&h, unit).await;
+        assert_eq!(
+            (node.status, node.order.as_ref(), node.patient.as_ref()),
+            (UnitStatus::InUse, Some(&o.id), Some(p)),
+            "{unit}"
+        );
+        let (data, _) = h.session().get_data(&tree::active_path(p)).await.unwrap();
+        let active: tree::ActiveExam = tree::from_json("active exam", &data).unwrap();
+        assert_eq!((&active.order, active.unit.as_str()), (&o.id, unit));
+    }
+    // The patients see where to go again.
+    let seen = h.patient_view(&p1).await.unwrap();
+    assert_eq!(
+        (seen[0].state, seen[0].called_to.as_deref()),
+        (OrderState::Called, Some("MRI-2"))
+    );
+    let seen = h.patient_view(&p2).await.unwrap();
+    assert_eq!(
+        (seen[0].state, seen[0].called_to.as_deref()),
+        (OrderState::InProgress, Some("MRI-1"))
+    );
+
+    // The waiting order goes back in line (once settled), and the dispatcher finds no unit.
+    h.reconcile_with_grace(Duration::ZERO).await.unwrap();
+    assert_eq!(mri_line(&h).await, std::slice::from_ref(&waiting.id));
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    assert!(d.dispatch_once(&guard).await.unwrap().is_empty());
+    // The restored exams run their course; the freed unit goes to the waiting order.
+    h.complete(&running.id, "tech").await.unwrap();
+    let made = d.dispatch_once(&guard).await.unwrap();
+    assert_eq!(made.len(), 1);
+    assert_eq!(
+        (&made[0].order, made[0].unit.as_str()),
+        (&waiting.id, "MRI-1")
+    );
+    finish(&h, &called.id).await;
+    assert_eq!(unit_node(&h, "MRI-2").await.status, UnitStatus::Available);
+    assert!(
+        h.reconcile_with_grace(Duration::ZERO)
+            .await
+            .unwrap()
+            .is_clean()
+    );
+    guard.release().await.unwrap();
+    h.session().close().await;
 }

@@ -191,10 +191,19 @@ async fn one_session<F: Future<Output = ()>>(
             instance.store.clone(),
             instance.hospital.clone(),
         )?);
-        let report = hospital
-            .reconcile_with_grace(startup_grace(conn.sole_writer()))
-            .await
-            .context("reconciling")?;
+        // Until one run is done: another instance's run holding the lock is no reason to
+        // dispatch on a tree this run may have to repair first (a unit the store has in use
+        // that the tree shows free: `ReconcileReport::restored_units`).
+        let report = loop {
+            let report = hospital
+                .reconcile_with_grace(startup_grace(conn.sole_writer()))
+                .await
+                .context("reconciling")?;
+            if !report.busy {
+                break report;
+            }
+            tracing::info!("{id}: waiting for another instance's reconciler run to end");
+        };
         anyhow::Ok((hospital, report))
     };
     let (hospital, report) = tokio::select! {

@@ -384,3 +384,111 @@ async fn token_create_offline_on_postgres() {
     .unwrap();
     drop(db);
 }
+
+/// Found from outside: the documented move to many machines — stop the one-machine server,
+/// `medkeeper store migrate` to PostgreSQL, serve on a new coordination tree — double-booked
+/// the scanners that had patients on them: the new tree showed MRI-1 and MRI-2 free, and the
+/// next orders were called to them. Here the new tree is a fresh embedded data directory (as a
+/// new ZooKeeper chroot would be). On a fresh database of `MEDKEEPER_PG_URL` (skipped without).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_then_serve_keeps_the_units_of_exams_under_way() {
+    let Some(db) = support::pg::Database::create("migrate_units").await else {
+        return;
+    };
+    let url = db.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let a = support::agent();
+        let one = tempfile::tempdir().unwrap();
+        let mut serve = Serve::start(&["--data", one.path().to_str().unwrap()]);
+        let admin = serve.admin.clone().expect("an admin token on first start");
+        let server = serve.url.trim_end_matches('/').to_string();
+        let post = |server: &str, path: &str, body: Value| {
+            let (st, v) = support::call(&a, "POST", &format!("{server}{path}"), &admin, Some(body));
+            assert!((200..300).contains(&st), "{path}: {st} {v}");
+            v
+        };
+        let patient = |server: &str, name: &str| {
+            post(server, "/api/patients", serde_json::json!({"name": name, "birth_date": "1970-01-01"}))["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let mri_order = |server: &str, p: &str, priority: &str| {
+            post(
+                server,
+                "/api/orders",
+                serde_json::json!({"patient": p, "pool": "MRI", "priority": priority, "reason": "r"}),
+            )["id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let (p1, p2) = (patient(&server, "Called Patient"), patient(&server, "Scanned Patient"));
+        let called = mri_order(&server, &p1, "routine");
+        let running = mri_order(&server, &p2, "routine");
+        // The dispatcher calls both, one to each scanner; one exam starts.
+        let state_of = |server: &str, id: &str| {
+            let (st, o) =
+                support::call(&a, "GET", &format!("{server}/api/orders/{id}"), &admin, None);
+            assert_eq!(st, 200, "{o}");
+            (
+                o["order"]["state"].as_str().unwrap().to_string(),
+                o["order"]["assigned"].as_str().map(str::to_string),
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while [&called, &running]
+            .iter()
+            .any(|id| state_of(&server, id).0 != "called")
+        {
+            assert!(Instant::now() < deadline, "not dispatched");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        post(&server, &format!("/api/orders/{running}/start"), serde_json::json!({}));
+        let running_on = state_of(&server, &running).1.unwrap();
+        let called_on = state_of(&server, &called).1.unwrap();
+        assert!(serve.terminate().success());
+
+        let from = format!("sqlite:{}", one.path().join("clinical.sqlite").display());
+        let out = Command::new(BIN)
+            .args(["store", "migrate", "--from", &from, "--to", &url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+        // Many machines: a new tree, the store on PostgreSQL.
+        let two = tempfile::tempdir().unwrap();
+        let serve = Serve::start(&["--data", two.path().to_str().unwrap(), "--store", &url]);
+        let server = serve.url.trim_end_matches('/').to_string();
+        let p3 = patient(&server, "Next Patient");
+        let next = mri_order(&server, &p3, "stat");
+        let unit_of = |id: &str| state_of(&server, id);
+        let holder = |unit: &str| {
+            let (_, pool) = support::call(&a, "GET", &format!("{server}/api/pools/MRI"), &admin, None);
+            pool["units"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["name"] == unit)
+                .and_then(|u| u["order"].as_str().map(str::to_string))
+        };
+        // Both scanners stay with their exams; the stat order waits (a dispatcher would have
+        // called it within a few milliseconds).
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(unit_of(&next), ("queued".to_string(), None));
+        assert_eq!(holder(&running_on).as_deref(), Some(running.as_str()));
+        assert_eq!(holder(&called_on).as_deref(), Some(called.as_str()));
+        // The exam in progress ends: its scanner goes to the stat order.
+        post(&server, &format!("/api/orders/{running}/complete"), serde_json::json!({}));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while unit_of(&next).0 == "queued" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(unit_of(&next), ("called".to_string(), Some(running_on)));
+        assert!(serve.log().contains("restored_units"), "{}", serve.log());
+        drop(serve);
+    })
+    .await
+    .unwrap();
+    drop(db);
+}
