@@ -52,7 +52,9 @@
 //! missing, updates pool parameters and unit capabilities that changed, and keeps a unit's
 //! status, occupant and order — a reload never frees an occupied scanner or puts a unit in
 //! maintenance back in service. Units in the tree that the file no longer declares are kept (a
-//! patient may be inside) and reported as orphaned. Loading the same file twice changes nothing
+//! patient may be inside) and reported as orphaned (`serve` logs them); they take no one new —
+//! the dispatcher and manual calls pass them by ([`HospitalConfig::declares_unit`]) — and can be
+//! removed with `medkeeper coord delete` once free. Loading the same file twice changes nothing
 //! the second time.
 //!
 //! ```
@@ -299,6 +301,14 @@ impl From<TimeZone> for String {
 }
 
 impl HospitalConfig {
+    /// Whether the file declares unit (or doctor) `unit` in `pool`. A unit it no longer
+    /// declares stays in the tree while someone may be inside ([`load`]'s orphans), but takes
+    /// no one new: the dispatcher and manual calls pass it by.
+    pub fn declares_unit(&self, pool: &Pool, unit: &str) -> bool {
+        self.pool(pool)
+            .is_some_and(|p| p.units.iter().any(|u| u.name == unit))
+    }
+
     /// The pool named by `pool`, if configured.
     pub fn pool(&self, pool: &Pool) -> Option<&PoolConfig> {
         self.pools.iter().find(|p| &p.pool == pool)

@@ -279,12 +279,11 @@ impl Dispatcher {
         let model = h.pool_model(&self.pool).await?;
         model.ensure_live()?;
         model.settle().await;
-        let units: Vec<(String, UnitNode, i32)> = model
+        let mut units: Vec<(String, UnitNode, i32)> = model
             .units()
             .into_iter()
             .map(|u| (u.name, u.node, u.version))
             .collect();
-        let mut reserve = StatReserve::new(h, &self.pool, &units);
         // Orders the model shows on a unit: an item of one of them is a duplicate (the
         // reconciler's enqueues are fenced against that, but a second item must never give one
         // order a second unit), left for the reconciler to remove.
@@ -292,6 +291,10 @@ impl Dispatcher {
             .iter()
             .filter_map(|(_, n, _)| n.order.clone())
             .collect();
+        // Units the hospital file no longer declares take no one new (kept in the tree for
+        // whoever may be inside: `config::load`), nor count for the stat reserve.
+        units.retain(|(n, _, _)| h.config().declares_unit(&self.pool, n));
+        let mut reserve = StatReserve::new(h, &self.pool, &units);
         let mut free: Vec<(String, UnitNode, i32)> = units
             .into_iter()
             .filter(|(_, n, _)| n.status == UnitStatus::Available)

@@ -1090,7 +1090,10 @@ impl Hospital {
             });
         }
         let pool = order.pool.clone();
-        let units = self.units_with_version(&pool).await?;
+        let mut units = self.units_with_version(&pool).await?;
+        // A unit the hospital file no longer declares takes no one new (it is kept in the
+        // tree only for the patient who may be inside: see `config::load`).
+        units.retain(|(n, _, _)| self.config.declares_unit(&pool, n));
         let (name, node, version) = match unit {
             Some(name) => {
                 let Some(u) = units.into_iter().find(|(n, _, _)| n == name) else {

@@ -82,6 +82,7 @@ both!(
     reconciler_tells_the_patient_of_a_priority_a_crash_left_untold,
     racing_reconcilers_put_a_lost_order_in_line_once,
     a_tree_that_lost_what_the_store_kept_gives_the_units_back_before_dispatch,
+    a_unit_the_file_no_longer_declares_takes_no_one_new,
 );
 
 async fn lifecycle_and_priority_order(b: &Backend) {
@@ -1771,6 +1772,72 @@ async fn a_tree_that_lost_what_the_store_kept_gives_the_units_back_before_dispat
             .unwrap()
             .is_clean()
     );
+    guard.release().await.unwrap();
+    h.session().close().await;
+}
+
+/// Found from outside: a hospital file reloaded without MRI-2 left MRI-2 in the tree (rightly:
+/// a patient may be inside) — and the dispatcher kept calling patients to it, while orders
+/// needing a capability only it had were refused as impossible. It takes no one new now: not
+/// by dispatch, not by a manual call; whoever is inside finishes as usual.
+async fn a_unit_the_file_no_longer_declares_takes_no_one_new(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let h = instance(b, store.clone()).await;
+    let (p1, p2, p3) = (
+        PatientId::generate(),
+        PatientId::generate(),
+        PatientId::generate(),
+    );
+    // Someone is inside MRI-2 when the file changes.
+    let inside = h
+        .create_order(order(&p1, Priority::Routine), "dr")
+        .await
+        .unwrap();
+    h.call(&inside.id, Some("MRI-2"), "scheduler")
+        .await
+        .unwrap();
+    h.start(&inside.id, "tech").await.unwrap();
+    h.session().close().await;
+
+    let mut config = HospitalConfig::demo();
+    let mri_pool = config.pools.iter_mut().find(|p| p.pool == mri()).unwrap();
+    mri_pool.units.retain(|u| u.name != "MRI-2");
+    let session = b.session().await;
+    let loaded = config::load(session.as_ref(), &config).await.unwrap();
+    assert_eq!(loaded.orphaned, [tree::unit_path(&mri(), "MRI-2")]);
+    let h = Arc::new(Hospital::new(session, store.clone(), config).unwrap());
+    assert!(!h.config().declares_unit(&mri(), "MRI-2"));
+
+    let first = h
+        .create_order(order(&p2, Priority::Urgent), "dr")
+        .await
+        .unwrap();
+    let second = h
+        .create_order(order(&p3, Priority::Urgent), "dr")
+        .await
+        .unwrap();
+    // A manual call to it: no such unit (any more).
+    assert!(matches!(
+        h.call(&second.id, Some("MRI-2"), "scheduler").await,
+        Err(Error::NotFound(_))
+    ));
+    let d = Dispatcher::new(h.clone(), mri(), "test");
+    let guard = d.lock().unwrap().acquire().await.unwrap();
+    let made = d.dispatch_once(&guard).await.unwrap();
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert_eq!(
+        (&made[0].order, made[0].unit.as_str()),
+        (&first.id, "MRI-1")
+    );
+    // Its exam ends as usual and frees it; still no one new goes there.
+    h.complete(&inside.id, "tech").await.unwrap();
+    assert_eq!(unit_node(&h, "MRI-2").await.status, UnitStatus::Available);
+    assert!(d.dispatch_once(&guard).await.unwrap().is_empty());
+    assert!(matches!(
+        h.call(&second.id, None, "scheduler").await,
+        Err(Error::Conflict(_))
+    ));
+    assert_eq!(h.order(&second.id).await.unwrap().state, OrderState::Queued);
     guard.release().await.unwrap();
     h.session().close().await;
 }

@@ -183,9 +183,17 @@ async fn one_session<F: Future<Output = ()>>(
     let session = conn.session.clone();
     // Loading and reconciling need the coordination service: a shutdown meanwhile wins.
     let setup = async {
-        config::load(session.as_ref(), &instance.hospital)
+        let loaded = config::load(session.as_ref(), &instance.hospital)
             .await
             .context("loading the hospital configuration")?;
+        if !loaded.orphaned.is_empty() {
+            tracing::warn!(
+                units = ?loaded.orphaned,
+                "{id}: units in the tree that the hospital file no longer declares: kept for \
+                 whoever is inside, given no one new (remove them with `medkeeper coord` once \
+                 free)"
+            );
+        }
         let hospital = Arc::new(Hospital::new(
             session.clone(),
             instance.store.clone(),
