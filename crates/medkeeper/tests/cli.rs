@@ -290,3 +290,18 @@ fn simulate_prints_the_report() {
     assert_eq!(report["fifo"]["orders"].as_u64(), Some(orders));
     assert_eq!(report["params"]["seed"].as_u64(), Some(1));
 }
+
+/// Found from outside: `coord --connect embedded:/mistyped ls /` made a 64 MB engine at the
+/// mistyped path and listed an empty tree, as if the hospital were gone. It is refused (status
+/// 1) and nothing is created.
+#[test]
+fn coord_on_an_embedded_directory_that_does_not_exist_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("mistyped").join("coord");
+    let target = format!("embedded:{}", missing.display());
+    let out = medkeeper(&["coord", "--connect", &target, "ls", "/"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no embedded engine at"), "{err}");
+    assert!(!dir.path().join("mistyped").exists(), "nothing is created");
+}
