@@ -410,9 +410,11 @@ impl Hospital {
     ///
     /// # Notable errors
     /// `NotFound` for an unknown pool; `Invalid` for capabilities no unit of the pool has, or
-    /// an over-long reason.
-    pub async fn create_order(&self, new: NewOrder, actor: impl Into<Actor>) -> Result<Order> {
+    /// an over-long reason. Capabilities are a set: one named twice is kept once.
+    pub async fn create_order(&self, mut new: NewOrder, actor: impl Into<Actor>) -> Result<Order> {
         let actor = actor.into();
+        let mut seen = HashSet::new();
+        new.capabilities.retain(|c| seen.insert(c.clone()));
         let pool = self
             .config
             .pool(&new.pool)

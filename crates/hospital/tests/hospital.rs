@@ -231,8 +231,10 @@ async fn capabilities_and_maintenance_are_respected(b: &Backend) {
     }
     let p = PatientId::generate();
     let mut want = order(&p, Priority::Stat);
-    want.capabilities = vec!["contrast".into()];
+    // Named twice (found from outside: stored twice): a set, kept once.
+    want.capabilities = vec!["contrast".into(), "contrast".into()];
     let o = h.create_order(want, "dr").await.unwrap();
+    assert_eq!(o.capabilities, ["contrast"]);
     assert!(d.dispatch_once(&guard).await.unwrap().is_empty());
     // Back in service: only a unit with contrast takes it.
     for u in &units {
