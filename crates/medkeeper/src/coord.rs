@@ -325,15 +325,17 @@ pub async fn run(mut args: CoordArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.auth_file {
         args.connect.auth = Some(read_auth_file(file)?);
     }
-    // The zkCli-like commands look at a tree; they do not make an engine where a path was
-    // mistyped (which would answer with an empty tree, as if the hospital were gone).
+    // Only `create` makes an embedded engine where there is none: the other commands look at
+    // a tree, and at a mistyped path would make one and answer with an empty tree, as if the
+    // hospital were gone.
     if let Some(dir) = args.connect.connect.strip_prefix("embedded:")
         && !dir.is_empty()
+        && !matches!(args.command, CoordCommand::Create { .. })
         && !std::path::Path::new(dir).exists()
     {
         bail!(
             "no embedded engine at {dir}: the directory does not exist (`medkeeper serve \
-             --data DIR` makes DIR/coord)"
+             --data DIR` makes DIR/coord, `medkeeper coord create` an engine of its own)"
         );
     }
     let conn = connect(&args.connect).await?;

@@ -337,8 +337,8 @@ fn credentials_file_readable_by_others_is_refused() {
             &connect,
             "--auth-file",
             auth.to_str().unwrap(),
-            "ls",
-            "/",
+            "create",
+            "/group-readable-credentials-are-fine",
         ],
         &[],
     );
