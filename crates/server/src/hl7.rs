@@ -365,6 +365,53 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// `text` with every control character written as its escape (`\u{0}` for NUL): for what
+/// goes to a log or an audit record, which must never carry a raw NUL (a log line cut short, a
+/// PostgreSQL text column that refuses it) or a line break a reader would take for a new entry.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The first NUL character in `msg` (as an AE: HL7 v2 text never carries one — ER7 has no
+/// escape for it — and a store may refuse it), with where it is (`MSH^1^3`).
+pub fn refuse_nul(msg: &Message) -> Result<(), Hl7Error> {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for seg in &msg.segments {
+        let id = printable(seg.id());
+        let n = match seen.iter_mut().find(|(s, _)| *s == id) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                seen.push((id.clone(), 1));
+                1
+            }
+        };
+        if let Some(f) = seg.fields.iter().position(|f| f.contains('\0')) {
+            return Err(Hl7Error::error(
+                Condition::DataType,
+                format!(
+                    "{id}-{f} holds a NUL character: HL7 v2 text cannot carry one; nothing stored"
+                ),
+            )
+            .at(&id, n, f, 0));
+        }
+    }
+    Ok(())
+}
+
 /// One segment: its fields as sent (escaped), numbered as HL7 numbers them (`fields[0]` is
 /// the segment id; for MSH, `fields[1]` is the field separator and `fields[2]` the encoding
 /// characters).

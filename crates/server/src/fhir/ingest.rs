@@ -234,6 +234,14 @@ fn parse_observation(o: &Value, at: &str, token: &str) -> ApiResult<Parsed> {
         subject["identifier"]["system"].as_str(),
         subject["identifier"]["value"].as_str(),
     ) {
+        // No identifier holds a control character; NUL would not even reach a PostgreSQL
+        // store's look-up.
+        if system.chars().chain(value.chars()).any(char::is_control) {
+            return Err(invalid(
+                at,
+                "subject.identifier: control characters (such as NUL) are not taken",
+            ));
+        }
         Subject::Identifier(system.to_string(), value.to_string())
     } else {
         return Err(invalid(
