@@ -32,7 +32,7 @@ use crate::actor::Actor;
 use crate::model::PatientId;
 use crate::news2::Risk;
 use crate::orders::Hospital;
-use crate::store::{News2Record, ObservationQuery, RawMessage};
+use crate::store::{News2Record, ObservationQuery, RawMessage, StoreError};
 use crate::tree::{self, Change};
 use crate::vitals::{self, News2, Observation, RawObservation, STALE_AFTER_MS, beyond_horizon};
 use crate::{Error, Result};
@@ -70,7 +70,9 @@ impl Hospital {
     ///
     /// # Notable errors
     /// `Invalid` naming every refused observation (its index and why: an unknown unit, an
-    /// impossible value) — then nothing is stored; `NotFound` for a patient not registered;
+    /// impossible value or time) — then nothing is stored; `ConflictingValue` naming the
+    /// observation if one that is not a correction has another value than the one stored
+    /// under its key — nothing is stored; `NotFound` for a patient not registered;
     /// a store or coordination error (the store write is all or nothing; the escalation level
     /// is set again by the next observation if it failed).
     pub async fn ingest(
@@ -104,10 +106,18 @@ impl Hospital {
                 return Err(Error::NotFound(format!("patient {p} is not registered")));
             }
         }
-        let stored = self
+        let writes: Vec<_> = cleaned
+            .into_iter()
+            .zip(raw.iter().map(|r| r.revision))
+            .collect();
+        let stored = match self
             .store()
-            .insert_observations(&cleaned, message, actor.pending_audit())
-            .await?;
+            .write_observations(&writes, message, actor.pending_audit())
+            .await
+        {
+            Err(StoreError::Exists(why)) => return Err(Error::ConflictingValue(why)),
+            r => r?,
+        };
         actor.mark_audit_written();
         let mut scores = Vec::new();
         for p in &patients {

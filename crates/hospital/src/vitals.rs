@@ -13,7 +13,10 @@
 //!   temperature under 25 °C or over 45 °C, a systolic pressure under 40 or over 300 mmHg) are
 //!   stored with an artefact flag and never scored.
 //! - **Duplicates** (same patient, source, code and effective time) are stored once: sending
-//!   the same message again changes nothing.
+//!   the same message again changes nothing. Another value for a stored key replaces it only
+//!   as a correction ([`Revision::Correction`]: FHIR `corrected`/`amended`, HL7 OBX-11 `C`);
+//!   as a first report it is refused — two readings for one key, one silently dropped, would
+//!   leave staff trusting a value the sender did not mean.
 //! - **Late and out-of-order** observations are placed by their effective time, not their
 //!   arrival: a score is always computed from the values in effect at its time.
 //! - **Impossible times** are refused: an effective time more than
@@ -34,6 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::PatientId;
 use crate::news2::{self, Acvpu, Score, SpO2Scale, VitalSet};
+pub use crate::store::Revision;
 
 /// How old a parameter's newest value may be and still count in a score: one hour, the
 /// monitoring interval NEWS2 asks for from a medium risk on.
@@ -228,6 +232,8 @@ pub struct RawObservation {
     pub effective_ms: i64,
     /// Who sent it: a device or system id (part of the duplicate key).
     pub source: String,
+    /// A first report, or a correction that replaces the value stored under its key.
+    pub revision: Revision,
 }
 
 /// A cleaned observation, as stored.
@@ -459,6 +465,7 @@ mod tests {
             value,
             effective_ms: 1_000,
             source: "monitor-1".into(),
+            revision: Revision::Original,
         }
     }
 

@@ -17,7 +17,9 @@ use medkeeper_hospital::store::{
     AlarmEventKind, ClinicalStore, ObservationQuery, Patient, PatientSettings, RawMessage,
     SqliteStore,
 };
-use medkeeper_hospital::vitals::{FUTURE_TOLERANCE_MS, RawObservation, RawValue, VitalCode};
+use medkeeper_hospital::vitals::{
+    FUTURE_TOLERANCE_MS, RawObservation, RawValue, Revision, VitalCode,
+};
 use medkeeper_hospital::{Error, PatientId, tree};
 
 type Backend = dyn medkeeper_testkit::Backend;
@@ -103,6 +105,7 @@ fn set(
         value: RawValue::Quantity(v, unit.into()),
         effective_ms: at,
         source: "monitor-7".into(),
+        revision: Revision::Original,
     };
     vec![
         q(VitalCode::RespiratoryRate, rr, "/min"),

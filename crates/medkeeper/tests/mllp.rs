@@ -278,6 +278,29 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("MSA|AA|ehr-1"), "{printed}");
 
+    // Another temperature for the same patient, source and time: as a first report (OBX-11
+    // F) refused with 205 saying how to correct it — it was dropped silently before —; as a
+    // correction (C) it replaces the stored value.
+    let first = loinc("ehr-1", patient.as_str());
+    let temp = "99.5|[degF]^degF^UCUM|||||F";
+    assert!(first.contains(temp));
+    let acks = send_all(
+        &python,
+        port,
+        &[
+            first
+                .replace(temp, "100.4|[degF]^degF^UCUM|||||F")
+                .replace("ehr-1", "ehr-2"),
+            first
+                .replace(temp, "100.4|[degF]^degF^UCUM|||||C")
+                .replace("ehr-1", "ehr-3"),
+        ],
+    );
+    assert_eq!(msa(&acks[0]), ("AE".into(), "ehr-2".into()), "{}", acks[0]);
+    assert_eq!(err_code(&acks[0]), "205", "{}", acks[0]);
+    assert!(acks[0].contains("needs OBX-11 C"), "{}", acks[0]);
+    assert_eq!(msa(&acks[1]), ("AA".into(), "ehr-3".into()), "{}", acks[1]);
+
     // Read back through the API if it has the route, else from the store below.
     let (status, vitals) = call(
         &http,
@@ -327,12 +350,13 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
                 (VitalCode::HeartRate, 720, monitor.clone()),
                 (VitalCode::Spo2, 970, monitor.clone()),
                 (VitalCode::Temperature, 371, monitor.clone()),
-                (VitalCode::Temperature, 375, "EHR/WARDS".into()),
+                (VitalCode::Temperature, 380, "EHR/WARDS".into()),
                 (VitalCode::SystolicBp, 1200, monitor.clone()),
                 (VitalCode::InhaledOxygen, 0, "EHR/WARDS".into()),
                 (VitalCode::Consciousness, 0, "EHR/WARDS".into()),
             ],
-            "PCD-01 once (its resend a duplicate; the refused message nothing), and the LOINC one"
+            "PCD-01 once (its resend a duplicate; the refused message nothing), and the LOINC one \
+             with its corrected temperature"
         );
         // 10:14 at +0100.
         let spo2 = obs.iter().find(|o| o.code == VitalCode::Spo2).unwrap();
@@ -378,6 +402,10 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
                 .count()
                 == 2,
             "the future and ancient refusals: {audit:?}"
+        );
+        assert!(
+            ingests.contains(&("mllp:EHR", "device", "conflict")),
+            "the uncorrected second value: {audit:?}"
         );
         assert!(
             audit

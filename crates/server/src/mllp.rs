@@ -18,7 +18,9 @@
 //!    ([`RawMessage`] `hl7v2`, its sender and the peer's address) and the audit record
 //!    (actor `mllp:<sending application>`, role `device`, action `vitals.ingest`) in the
 //!    same store transaction → `AA`. No coordination session, a conflict → `AE` 206 (send
-//!    again later: a message stored twice is stored once); a failed store → `AE` 207.
+//!    again later: a message stored twice is stored once); another value for an observation
+//!    already stored (same patient, source, code and time) whose OBX-11 is not `C` (a
+//!    correction) → `AE` 205, nothing stored; a failed store → `AE` 207.
 //!
 //! # Limits
 //! At most [`MllpOptions::max_connections`] connections (more wait to be accepted), any
@@ -500,11 +502,23 @@ async fn store(
             Ok(raws.len())
         }
         Err(e) => {
+            // Another value for a stored key, not sent as a correction: not worth sending
+            // again as it is (206 would say so), so 205, saying how to correct it.
+            let duplicate = matches!(e, medkeeper_hospital::Error::ConflictingValue(_));
             let api = ApiError::from(e);
             let mut r = record(header, "vitals.ingest", &first, api.message.clone());
             r.outcome = api.code.as_str().into();
             if let Err(e) = state.store().append_audit(&r).await {
                 tracing::error!(error = %e, "mllp: cannot write an audit record");
+            }
+            if duplicate {
+                return Err(Hl7Error::error(
+                    Condition::DuplicateKey,
+                    format!(
+                        "{}: a correction of a stored value needs OBX-11 C",
+                        api.message
+                    ),
+                ));
             }
             Err(hl7_error(&api))
         }

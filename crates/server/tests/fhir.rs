@@ -992,6 +992,152 @@ async fn future_dated_observations_are_refused_and_never_freeze_news2() {
     assert!(row["at_ms"].as_i64().unwrap() < future, "{row}");
 }
 
+/// The probe's finding: `status: "corrected"` with a new value answered 200 with the old one
+/// and changed nothing, and a Bundle of two heart rates (60, 150) at one time answered both
+/// "201 Created" with 60 — the 150 dropped silently. Now the same value again is a duplicate
+/// (200), a correction replaces the value (seen by NEWS2 and the history, audited), and
+/// another value that is not a correction is 409, a Bundle holding one refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrections_replace_and_other_values_are_refused() {
+    let s = Server::start().await;
+    let ann = s.patient("Ann Example").await;
+    let nurse = s.token(Role::Nurse, None).await;
+    // Whole seconds, as effectiveDateTime carries them.
+    let t = (now_ms() - 120_000) / 1000 * 1000;
+    let hr = |v: f64, status: &str, at: i64| {
+        let mut o = vital(&ann, "8867-4", quantity(v, "/min"), at);
+        o["status"] = json!(status);
+        o
+    };
+    let values = |s: &Server| {
+        let (store, ann) = (s.store.clone(), ann.clone());
+        async move {
+            store
+                .observations(&ObservationQuery {
+                    patient: Some(ann),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.effective_ms, o.value))
+                .collect::<Vec<_>>()
+        }
+    };
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(60.0, "final", t))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    // Another value, not a correction: 409 saying how to correct, nothing changed.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(150.0, "final", t))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(outcome(&r), ("conflict".into(), "conflict".into()));
+    assert!(r.text.contains("corrected or amended"), "{}", r.text);
+    assert!(
+        r.text.contains("60") && r.text.contains("150"),
+        "{}",
+        r.text
+    );
+    // The same value again: a duplicate, 200.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(60.0, "final", t))
+        .await;
+    assert_eq!(
+        (r.status, r.json["id"].as_str()),
+        (200, Some(id.as_str())),
+        "{}",
+        r.text
+    );
+    assert_eq!(values(&s).await, [(t, 60.0)]);
+    // A correction: the value replaced in place (same id), seen by NEWS2 and the history.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(150.0, "corrected", t))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["id"], id.as_str());
+    assert_eq!(r.json["valueQuantity"]["value"], 150.0, "{}", r.text);
+    assert_eq!(values(&s).await, [(t, 150.0)]);
+    let r = s.get(&format!("/api/patients/{ann}/news2"), &nurse).await;
+    assert!(
+        r.json["current"]["parameters"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"parameter": "pulse", "score": 3})),
+        "{}",
+        r.text
+    );
+    let r = s.get(&format!("/api/patients/{ann}/vitals"), &nurse).await;
+    assert_eq!(r.json[0]["value"], 150.0, "{}", r.text);
+    // Sent again: a duplicate now.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(150.0, "amended", t))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // A Bundle of two heart rates at one time: refused whole, naming the entry; with the
+    // second an amendment, the second wins.
+    let t2 = t + 60_000;
+    let bundle = |second: &str| {
+        transaction(vec![
+            vital(&ann, "9279-1", quantity(18.0, "/min"), t2),
+            hr(60.0, "final", t2),
+            hr(150.0, second, t2),
+        ])
+    };
+    let r = s.post_fhir("/fhir", &nurse, &bundle("final")).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("entry 3"), "{}", r.text);
+    assert_eq!(
+        values(&s).await,
+        [(t, 150.0)],
+        "nothing of the Bundle stored"
+    );
+    let r = s.post_fhir("/fhir", &nurse, &bundle("amended")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let e = r.json["entry"].as_array().unwrap();
+    assert_eq!(e[1]["resource"]["id"], e[2]["resource"]["id"]);
+    assert_eq!(
+        e[2]["resource"]["valueQuantity"]["value"], 150.0,
+        "{}",
+        r.text
+    );
+    let mut v = values(&s).await;
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(v, [(t, 150.0), (t2, 18.0), (t2, 150.0)]);
+
+    // Audited: the refusals as conflicts, the corrections said to be ones.
+    let audit = s
+        .store
+        .audit(&AuditQuery {
+            patient: Some(ann.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "fhir.observation.create" && a.outcome == "conflict"),
+        "{audit:#?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "fhir.transaction" && a.outcome == "conflict"),
+        "{audit:#?}"
+    );
+    assert!(
+        audit.iter().any(|a| a.action == "fhir.observation.create"
+            && a.outcome == "ok"
+            && a.detail.contains("1 sent as a correction")),
+        "{audit:#?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patient_vitals_settings_and_news2() {
     let s = Server::start().await;
