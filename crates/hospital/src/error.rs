@@ -34,6 +34,11 @@ pub enum Error {
     /// An argument is invalid (the text says which and why).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A value for something recorded with another value (an observation's patient, source,
+    /// code and effective time), not sent as a correction; nothing was changed. Not worth a
+    /// retry: a correction must say it is one.
+    #[error("{0}")]
+    ConflictingValue(String),
     /// Someone else changed the same thing meanwhile; nothing was changed. Retry.
     #[error("conflict: {0}")]
     Conflict(String),

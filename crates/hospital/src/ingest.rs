@@ -17,6 +17,14 @@
 //! message arrived late) — that newer moment again, since the late value may fall in its
 //! window ([`crate::vitals::STALE_AFTER_MS`]). Scores are stored per patient and moment,
 //! replaced when recomputed.
+//!
+//! # Readings from the future
+//! Ingestion refuses an effective time beyond the clock's horizon (now plus
+//! [`crate::vitals::FUTURE_TOLERANCE_MS`]), but a store may hold one from before that check
+//! (or from a server whose clock was wrong). Such a reading, its score and an escalation
+//! node at its time are ignored: not taken as the newest moment, not rescored, and the
+//! node is overwritten by a real score — else the patient's level would stay at the future
+//! reading's for as long as it is stored, and no deterioration would raise an alarm.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +32,9 @@ use crate::actor::Actor;
 use crate::model::PatientId;
 use crate::news2::Risk;
 use crate::orders::Hospital;
-use crate::store::{News2Record, ObservationQuery, RawMessage};
+use crate::store::{News2Record, ObservationQuery, RawMessage, StoreError};
 use crate::tree::{self, Change};
-use crate::vitals::{self, News2, Observation, RawObservation, STALE_AFTER_MS};
+use crate::vitals::{self, News2, Observation, RawObservation, STALE_AFTER_MS, beyond_horizon};
 use crate::{Error, Result};
 
 /// What `/medical/escalations/<patient>` holds.
@@ -62,7 +70,9 @@ impl Hospital {
     ///
     /// # Notable errors
     /// `Invalid` naming every refused observation (its index and why: an unknown unit, an
-    /// impossible value) — then nothing is stored; `NotFound` for a patient not registered;
+    /// impossible value or time) — then nothing is stored; `ConflictingValue` naming the
+    /// observation if one that is not a correction has another value than the one stored
+    /// under its key — nothing is stored; `NotFound` for a patient not registered;
     /// a store or coordination error (the store write is all or nothing; the escalation level
     /// is set again by the next observation if it failed).
     pub async fn ingest(
@@ -96,10 +106,18 @@ impl Hospital {
                 return Err(Error::NotFound(format!("patient {p} is not registered")));
             }
         }
-        let stored = self
+        let writes: Vec<_> = cleaned
+            .into_iter()
+            .zip(raw.iter().map(|r| r.revision))
+            .collect();
+        let stored = match self
             .store()
-            .insert_observations(&cleaned, message, actor.pending_audit())
-            .await?;
+            .write_observations(&writes, message, actor.pending_audit())
+            .await
+        {
+            Err(StoreError::Exists(why)) => return Err(Error::ConflictingValue(why)),
+            r => r?,
+        };
         actor.mark_audit_written();
         let mut scores = Vec::new();
         for p in &patients {
@@ -116,7 +134,9 @@ impl Hospital {
                 .first()
                 .map(|r| r.news2.at_ms);
             let mut moments = vec![newest];
-            if let Some(l) = latest.filter(|l| *l > newest) {
+            // A newer score beyond the horizon is a future reading's: not rescored.
+            let now = self.now_ms();
+            if let Some(l) = latest.filter(|l| *l > newest && !beyond_horizon(*l, now)) {
                 moments.push(l);
             }
             for at in moments {
@@ -156,11 +176,17 @@ impl Hospital {
         };
         // The level only moves forward, so a copy that already shows it (or a later one) means
         // the tree does too: no read. Only a change reads and writes the node.
+        // A level at a time beyond the horizon is a future reading's (see the module docs):
+        // any real score replaces it.
+        let now = self.now_ms();
+        let keep = move |cur: &EscalationNode, node: &EscalationNode| {
+            cur == node || (cur.at_ms > node.at_ms && !beyond_horizon(cur.at_ms, now))
+        };
         let model = self.escalation_model().await?;
         model.settle().await;
         if let Some(cached) = model.get(&escalation_path(patient))
             && let Ok(cur) = tree::from_json::<EscalationNode>("escalation", &cached.data)
-            && (cur.at_ms > node.at_ms || cur == node)
+            && keep(&cur, &node)
         {
             return Ok(n);
         }
@@ -175,7 +201,7 @@ impl Hospital {
                         let cur: EscalationNode = tree::from_json("escalation", &data)?;
                         // Only forward in effective time; the same moment recomputed may change
                         // it (a late value in its window).
-                        if cur.at_ms > node.at_ms || cur == node {
+                        if keep(&cur, &node) {
                             return Ok(Change::Keep(()));
                         }
                     }
@@ -188,19 +214,22 @@ impl Hospital {
     }
 
     /// The patient's NEWS2 score now: at the newest observation's effective time, from what
-    /// is stored (none if nothing was ever observed).
+    /// is stored (none if nothing was ever observed). An observation beyond the clock's
+    /// horizon (now plus [`FUTURE_TOLERANCE_MS`](crate::vitals::FUTURE_TOLERANCE_MS)) is
+    /// ignored: scored at its time, it would hide every real reading (see the module docs).
     pub async fn news2_now(&self, patient: &PatientId) -> Result<Option<News2>> {
+        let now = self.now_ms();
         let q = ObservationQuery {
             patient: Some(patient.clone()),
             codes: Vec::new(),
             since_ms: None,
-            until_ms: None,
+            until_ms: Some(now.saturating_add(vitals::FUTURE_TOLERANCE_MS)),
             limit: Some(1),
         };
         let Some(newest) = self.store().observations(&q).await?.pop() else {
             return Ok(None);
         };
-        let at = newest.effective_ms.max(self.now_ms());
+        let at = newest.effective_ms.max(now);
         let q = ObservationQuery {
             since_ms: Some(at - STALE_AFTER_MS + 1),
             until_ms: Some(at),

@@ -265,6 +265,36 @@ pub struct RawMessage {
     pub body: String,
 }
 
+/// What an observation is to a value stored under its key ([`ClinicalStore::write_observations`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Revision {
+    /// A first report (FHIR `final` or `preliminary`, HL7 OBX-11 `F` or `R`): the same value
+    /// again is a duplicate, another value a conflict.
+    #[default]
+    Original,
+    /// A correction of a reported value (FHIR `corrected` or `amended`, HL7 OBX-11 `C`): it
+    /// replaces the stored value.
+    Correction,
+}
+
+impl Revision {
+    /// The message of a refused original, the `n`th (1-based) of its call: the key and both
+    /// values.
+    pub fn conflict(n: usize, stored: &crate::vitals::Observation, sent: f64) -> String {
+        format!(
+            "observation {n}: {} of patient {} from {} at {} ms is already stored as {} {} ({}); \
+             {sent} is a different value",
+            stored.code.as_str(),
+            stored.patient,
+            stored.source,
+            stored.effective_ms,
+            stored.value,
+            stored.code.unit(),
+            stored.id,
+        )
+    }
+}
+
 /// Which observations to list ([`ClinicalStore::observations`]), oldest effective time first.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObservationQuery {
@@ -604,14 +634,40 @@ pub trait ClinicalStore: Send + Sync {
     /// [`effective_limit`](AlarmQuery::effective_limit) matching, newest first.
     async fn alarm_events(&self, query: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError>;
 
-    /// Stores one message's observations and the message itself, all or nothing. An
-    /// observation already stored (same patient, source, code and effective time) is kept as
-    /// it is. Returns each observation as stored (with its id; a duplicate with the id it was
-    /// first stored with), in the order given. With `audit`, one record in the same
-    /// transaction.
+    /// Stores one message's observations, all [`Revision::Original`] (see
+    /// [`write_observations`](ClinicalStore::write_observations)).
+    ///
+    /// # Errors
+    /// `Exists` if one's key is stored with another value: nothing is stored.
     async fn insert_observations(
         &self,
         observations: &[crate::vitals::Observation],
+        raw: &RawMessage,
+        audit: Option<&AuditRecord>,
+    ) -> Result<Vec<crate::vitals::Observation>, StoreError> {
+        let writes: Vec<_> = observations
+            .iter()
+            .map(|o| (o.clone(), Revision::Original))
+            .collect();
+        self.write_observations(&writes, raw, audit).await
+    }
+
+    /// Stores one message's observations and the message itself, all or nothing. An
+    /// observation whose key (same patient, source, code and effective time) is already
+    /// stored with the same value is that observation sent again: kept as it is. With another
+    /// value, a [`Revision::Correction`] replaces the stored value (and artefact flag, arrival
+    /// time and message; the id stays), and a [`Revision::Original`] is refused — a second
+    /// reading for one key is never dropped silently. Observations of one call are applied in
+    /// order (a later one of the same key sees an earlier one). Returns each observation as
+    /// stored (with its id; a duplicate with the id it was first stored with), in the order
+    /// given. With `audit`, one record in the same transaction.
+    ///
+    /// # Errors
+    /// `Exists` naming the key if an original's key is stored with another value: nothing of
+    /// the call is stored (nor the message, nor the record).
+    async fn write_observations(
+        &self,
+        observations: &[(crate::vitals::Observation, Revision)],
         raw: &RawMessage,
         audit: Option<&AuditRecord>,
     ) -> Result<Vec<crate::vitals::Observation>, StoreError>;

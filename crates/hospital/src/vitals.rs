@@ -13,9 +13,22 @@
 //!   temperature under 25 °C or over 45 °C, a systolic pressure under 40 or over 300 mmHg) are
 //!   stored with an artefact flag and never scored.
 //! - **Duplicates** (same patient, source, code and effective time) are stored once: sending
-//!   the same message again changes nothing.
+//!   the same message again changes nothing. Another value for a stored key replaces it only
+//!   as a correction ([`Revision::Correction`]: FHIR `corrected`/`amended`, HL7 OBX-11 `C`);
+//!   as a first report it is refused — two readings for one key, one silently dropped, would
+//!   leave staff trusting a value the sender did not mean.
 //! - **Late and out-of-order** observations are placed by their effective time, not their
 //!   arrival: a score is always computed from the values in effect at its time.
+//! - **Impossible times** are refused: an effective time more than
+//!   [`FUTURE_TOLERANCE_MS`] (5 minutes) after the server's clock when the message arrived, or
+//!   before [`EARLIEST_EFFECTIVE_MS`] (1900). A reading from the future would otherwise be the
+//!   patient's newest for as long as the store holds it: their score would be computed at its
+//!   time, from it alone, and every real reading after it would count as stale — a
+//!   deteriorating patient would raise no alarm. The tolerance allows for a device whose
+//!   clock runs a little fast; more than that is a wrong clock, and the sender is told.
+//!   Scoring ignores a stored reading beyond the same horizon
+//!   ([`Hospital::news2_now`](crate::orders::Hospital::news2_now)), so a store that already
+//!   holds one is not frozen by it.
 //! - **Staleness**: a score at time T takes, per parameter, the newest unflagged value with an
 //!   effective time in `(T − STALE_AFTER, T]`; a parameter with none is *missing* and the
 //!   score is marked incomplete — an old value is never silently reused.
@@ -24,10 +37,53 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::PatientId;
 use crate::news2::{self, Acvpu, Score, SpO2Scale, VitalSet};
+pub use crate::store::Revision;
 
 /// How old a parameter's newest value may be and still count in a score: one hour, the
 /// monitoring interval NEWS2 asks for from a medium risk on.
 pub const STALE_AFTER_MS: i64 = 60 * 60 * 1000;
+
+/// How far after the server's clock an effective time may be: five minutes, for bedside
+/// devices whose clocks drift or are set by hand. A later time is refused at ingestion and
+/// ignored when scoring (see the module docs): it would freeze the patient's score.
+pub const FUTURE_TOLERANCE_MS: i64 = 5 * 60 * 1000;
+
+/// The earliest effective time taken: 1900-01-01T00:00:00Z. Nothing measured on a living
+/// patient is older; an earlier time is a device's unset clock (year 0000, 1800) or a typo,
+/// and storing it would only put a reading where no score looks.
+pub const EARLIEST_EFFECTIVE_MS: i64 = -2_208_988_800_000;
+
+/// True if `effective_ms` is after the horizon of a clock reading `now_ms` (now plus
+/// [`FUTURE_TOLERANCE_MS`]): a reading no score may use.
+pub fn beyond_horizon(effective_ms: i64, now_ms: i64) -> bool {
+    effective_ms > now_ms.saturating_add(FUTURE_TOLERANCE_MS)
+}
+
+/// Why `effective_ms` cannot be a measurement time on a server whose clock read
+/// `received_ms`, if it cannot (see the module docs).
+fn check_time(effective_ms: i64, received_ms: i64) -> Result<(), String> {
+    if beyond_horizon(effective_ms, received_ms) {
+        let ahead_min = effective_ms.saturating_sub(received_ms) / 60_000;
+        let ahead = if ahead_min >= 2 * 24 * 60 {
+            format!("{} days", ahead_min / (24 * 60))
+        } else {
+            format!("{ahead_min} minutes")
+        };
+        return Err(format!(
+            "the effective time is {ahead} after this server's clock (at most {} minutes \
+             ahead is taken, for device clock drift): check the sending device's clock",
+            FUTURE_TOLERANCE_MS / 60_000
+        ));
+    }
+    if effective_ms < EARLIEST_EFFECTIVE_MS {
+        return Err(
+            "the effective time is before 1900-01-01: not a measurement time (an unset device \
+             clock?)"
+                .into(),
+        );
+    }
+    Ok(())
+}
 
 /// The vital signs medkeeper understands.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -176,6 +232,8 @@ pub struct RawObservation {
     pub effective_ms: i64,
     /// Who sent it: a device or system id (part of the duplicate key).
     pub source: String,
+    /// A first report, or a correction that replaces the value stored under its key.
+    pub revision: Revision,
 }
 
 /// A cleaned observation, as stored.
@@ -209,10 +267,15 @@ pub struct Refused(pub String);
 /// Converts a raw observation into the normalised unit and checks it (see the module docs).
 ///
 /// # Errors
-/// [`Refused`] for an unknown unit, a value of the wrong kind, or an impossible value.
+/// [`Refused`] for an unknown unit, a value of the wrong kind, an impossible value, or an
+/// effective time more than [`FUTURE_TOLERANCE_MS`] after `received_ms` (the server's clock
+/// when it arrived) or before [`EARLIEST_EFFECTIVE_MS`].
 pub fn clean(raw: &RawObservation, received_ms: i64) -> Result<Observation, Refused> {
     let code = raw.code;
     let bad = |m: String| Err(Refused(format!("{}: {m}", code.as_str())));
+    if let Err(m) = check_time(raw.effective_ms, received_ms) {
+        return bad(m);
+    }
     let value = match (code, &raw.value) {
         (VitalCode::Consciousness, RawValue::Text(t)) => match Acvpu::parse(t) {
             Some(c) => c.code() as f64,
@@ -402,6 +465,7 @@ mod tests {
             value,
             effective_ms: 1_000,
             source: "monitor-1".into(),
+            revision: Revision::Original,
         }
     }
 
@@ -448,6 +512,32 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn future_and_ancient_times_are_refused() {
+        let now = 1_800_000_000_000;
+        let at = |t: i64| RawObservation {
+            effective_ms: t,
+            ..raw(VitalCode::HeartRate, q(72.0, "/min"))
+        };
+        // Within the device clock tolerance: taken.
+        assert!(clean(&at(now + FUTURE_TOLERANCE_MS), now).is_ok());
+        assert!(clean(&at(now - 365 * 24 * 3600 * 1000), now).is_ok());
+        assert!(clean(&at(EARLIEST_EFFECTIVE_MS), now).is_ok());
+        // Beyond it: refused, saying why.
+        let e = clean(&at(now + FUTURE_TOLERANCE_MS + 1), now).unwrap_err();
+        assert!(e.0.contains("after this server's clock"), "{e}");
+        // 2999-12-31: a wrong clock, in days.
+        let e = clean(&at(32_503_593_600_000), now).unwrap_err();
+        assert!(e.0.contains("days after this server's clock"), "{e}");
+        // Year 0000 and the day before 1900.
+        let e = clean(&at(-62_167_219_200_000), now).unwrap_err();
+        assert!(e.0.contains("before 1900"), "{e}");
+        assert!(clean(&at(EARLIEST_EFFECTIVE_MS - 1), now).is_err());
+        // No overflow at the ends of the range.
+        assert!(clean(&at(i64::MAX), i64::MAX).is_ok());
+        assert!(clean(&at(i64::MIN), now).is_err());
     }
 
     fn obs(id: &str, code: VitalCode, value: f64, at: i64) -> Observation {

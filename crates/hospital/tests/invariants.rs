@@ -1984,14 +1984,17 @@ impl ClinicalStore for FaultyStore {
     ) -> Result<Vec<medkeeper_hospital::store::AlarmEvent>, StoreError> {
         self.inner.alarm_events(query).await
     }
-    async fn insert_observations(
+    async fn write_observations(
         &self,
-        observations: &[medkeeper_hospital::vitals::Observation],
+        observations: &[(
+            medkeeper_hospital::vitals::Observation,
+            medkeeper_hospital::store::Revision,
+        )],
         raw: &medkeeper_hospital::store::RawMessage,
         audit: Option<&AuditRecord>,
     ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
         self.inner
-            .insert_observations(observations, raw, audit)
+            .write_observations(observations, raw, audit)
             .await
     }
     async fn observations(

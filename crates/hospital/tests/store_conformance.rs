@@ -25,7 +25,8 @@ use medkeeper_hospital::news2::SpO2Scale;
 use medkeeper_hospital::store::{
     AlarmEvent, AlarmEventKind, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult,
     News2Record, ObservationQuery, Patient, PatientSettings, PoolSample, PostgresOptions,
-    PostgresStore, RawMessage, SqliteStore, StoreError, TokenRecord, Waiting, WaitingByPriority,
+    PostgresStore, RawMessage, Revision, SqliteStore, StoreError, TokenRecord, Waiting,
+    WaitingByPriority,
 };
 use medkeeper_hospital::vitals::{self, Observation, VitalCode};
 use medkeeper_hospital::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
@@ -244,6 +245,7 @@ store_tests!(
     alarm_events_query_by_alarm_and_newest_first,
     observations_are_deduplicated_and_keep_their_first_id,
     observations_are_all_or_nothing,
+    observation_corrections_replace_and_other_values_are_refused,
     observations_query_filters_and_keeps_the_newest,
     identifiers_map_once_and_refuse_another_patient,
     racing_identifiers_have_one_owner,
@@ -1571,10 +1573,10 @@ async fn observations_are_deduplicated_and_keep_their_first_id(h: &dyn Harness) 
             *o
         );
     }
-    // The same message again, with a new one and a changed value for a stored key: the
-    // stored ones as they were (their ids, their values), the new one stored.
+    // The same message again, with a new one: the stored ones as they were (their ids,
+    // their arrival), the new one stored.
     let mut again = first.to_vec();
-    again[0].value = 99.0;
+    again[0].received_ms += 1;
     let mut artefact = obs("p-1", VitalCode::Temperature, 45.5, 1_000);
     artefact.artefact = Some("implausible".into());
     again.push(artefact.clone());
@@ -1631,6 +1633,108 @@ async fn observations_are_all_or_nothing(h: &dyn Harness) {
         .unwrap();
     assert_eq!(store.observations(&q).await.unwrap(), stored);
     assert_eq!(actions(store.as_ref()).await, ["vitals.ingest"]);
+}
+
+/// A second value for a stored key (patient, source, code, effective time) is never dropped
+/// silently: an original is refused (`Exists`, nothing of its call stored), a correction
+/// replaces the value in place (the id stays, the arrival and artefact flag are the
+/// correction's) — also for a key written earlier in the same call.
+async fn observation_corrections_replace_and_other_values_are_refused(h: &dyn Harness) {
+    let store = h.open().await;
+    let q = ObservationQuery {
+        patient: Some(pid("p-1")),
+        ..ObservationQuery::default()
+    };
+    let hr = obs("p-1", VitalCode::HeartRate, 60.0, 1_000);
+    let stored = store
+        .insert_observations(std::slice::from_ref(&hr), &raw("MSH|1"), None)
+        .await
+        .unwrap();
+    let records = actions(store.as_ref()).await.len();
+    // Another value as an original, beside a new reading: refused whole, naming both values.
+    let mut other = hr.clone();
+    other.value = 150.0;
+    let spo2 = obs("p-1", VitalCode::Spo2, 97.0, 1_000);
+    let refused = store
+        .write_observations(
+            &[
+                (spo2.clone(), Revision::Original),
+                (other.clone(), Revision::Original),
+            ],
+            &raw("MSH|2"),
+            Some(&action("vitals.ingest")),
+        )
+        .await;
+    match &refused {
+        Err(StoreError::Exists(m)) => {
+            assert!(m.contains("60") && m.contains("150"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.observations(&q).await.unwrap(), stored);
+    assert_eq!(actions(store.as_ref()).await.len(), records);
+    // The same value as a correction: a duplicate, nothing changes.
+    let same = store
+        .write_observations(&[(hr.clone(), Revision::Correction)], &raw("MSH|3"), None)
+        .await
+        .unwrap();
+    assert_eq!(same, stored);
+    // Another value as a correction: replaced in place.
+    let mut corrected = other.clone();
+    corrected.received_ms = hr.received_ms + 5;
+    corrected.artefact = Some("implausible".into());
+    let replaced = store
+        .write_observations(
+            &[(corrected.clone(), Revision::Correction)],
+            &raw("MSH|4"),
+            Some(&action("vitals.ingest")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        replaced,
+        [Observation {
+            id: stored[0].id.clone(),
+            ..corrected.clone()
+        }]
+    );
+    assert_eq!(store.observations(&q).await.unwrap(), replaced);
+    assert_eq!(actions(store.as_ref()).await.len(), records + 1);
+    // Two values of one key in one call: the second an original is refused, a correction
+    // wins.
+    let a = obs("p-1", VitalCode::RespiratoryRate, 16.0, 2_000);
+    let mut b = a.clone();
+    b.value = 30.0;
+    let twice = store
+        .write_observations(
+            &[
+                (a.clone(), Revision::Original),
+                (b.clone(), Revision::Original),
+            ],
+            &raw("MSH|5"),
+            None,
+        )
+        .await;
+    assert!(matches!(twice, Err(StoreError::Exists(_))), "{twice:?}");
+    assert_eq!(store.observations(&q).await.unwrap().len(), 1);
+    let twice = store
+        .write_observations(
+            &[(a, Revision::Original), (b.clone(), Revision::Correction)],
+            &raw("MSH|6"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(twice[0].id, twice[1].id);
+    assert_eq!((twice[0].value, twice[1].value), (16.0, 30.0));
+    let rr = store
+        .observations(&ObservationQuery {
+            codes: vec![VitalCode::RespiratoryRate],
+            ..q
+        })
+        .await
+        .unwrap();
+    assert_eq!(rr.iter().map(|o| o.value).collect::<Vec<_>>(), [30.0]);
 }
 
 async fn observations_query_filters_and_keeps_the_newest(h: &dyn Harness) {

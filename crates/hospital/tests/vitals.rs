@@ -17,7 +17,9 @@ use medkeeper_hospital::store::{
     AlarmEventKind, ClinicalStore, ObservationQuery, Patient, PatientSettings, RawMessage,
     SqliteStore,
 };
-use medkeeper_hospital::vitals::{RawObservation, RawValue, VitalCode};
+use medkeeper_hospital::vitals::{
+    FUTURE_TOLERANCE_MS, RawObservation, RawValue, Revision, VitalCode,
+};
 use medkeeper_hospital::{Error, PatientId, tree};
 
 type Backend = dyn medkeeper_testkit::Backend;
@@ -38,6 +40,7 @@ macro_rules! both {
 both!(
     a_deteriorating_patient_raises_one_news2_alarm,
     duplicates_late_arrivals_and_refusals,
+    a_future_reading_neither_gets_in_nor_freezes_the_score,
 );
 
 const T0: i64 = 1_800_000_000_000;
@@ -102,6 +105,7 @@ fn set(
         value: RawValue::Quantity(v, unit.into()),
         effective_ms: at,
         source: "monitor-7".into(),
+        revision: Revision::Original,
     };
     vec![
         q(VitalCode::RespiratoryRate, rr, "/min"),
@@ -339,6 +343,79 @@ async fn duplicates_late_arrivals_and_refusals(b: &Backend) {
             .await
             .is_err()
     );
+    h.session().close().await;
+}
+
+/// 2999-12-31T00:00:00Z: a monitor whose clock is wrong.
+const YEAR_2999: i64 = 32_503_593_600_000;
+
+/// The probe's finding: one reading dated 2999 froze the patient at "low" — scored at its
+/// time from it alone, every real reading after it stale, the escalation level kept at its
+/// time — so a deteriorating patient raised no alarm. Refused at ingestion now; and one
+/// already stored (by a server whose clock was wrong) is ignored by the score and the level.
+async fn a_future_reading_neither_gets_in_nor_freezes_the_score(b: &Backend) {
+    let store: Arc<dyn ClinicalStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let now = Arc::new(AtomicI64::new(T0));
+    let h = clocked(b, store.clone(), &now).await;
+    let p = patient(store.as_ref(), "5A").await;
+    let all = ObservationQuery {
+        patient: Some(p.clone()),
+        ..Default::default()
+    };
+    let normal = |at| set(&p, at, 16.0, 97.0, false, 120.0, 70.0, "A", 37.0);
+
+    // Refused, whole message, saying why: the far future, just past the tolerance, year 0000.
+    for at in [YEAR_2999, T0 + FUTURE_TOLERANCE_MS + 1, -62_167_219_200_000] {
+        match h.ingest(&normal(at), &message(T0), "m").await {
+            Err(Error::Invalid(m)) => assert!(
+                m.contains("observation 1: respiratory_rate: the effective time is"),
+                "{m}"
+            ),
+            other => panic!("{at}: {other:?}"),
+        }
+    }
+    assert!(store.observations(&all).await.unwrap().is_empty());
+    // A fast device clock within the tolerance is taken.
+    h.ingest(&normal(T0 + FUTURE_TOLERANCE_MS), &message(T0), "m")
+        .await
+        .unwrap();
+
+    // A store that already holds a 2999 reading, its score and level: taken while this
+    // instance's clock read 2999.
+    now.store(YEAR_2999, Ordering::SeqCst);
+    h.ingest(&normal(YEAR_2999), &message(YEAR_2999), "m")
+        .await
+        .unwrap();
+    assert_eq!(escalation(&h, &p).await.at_ms, YEAR_2999);
+    now.store(T0 + 60_000, Ordering::SeqCst);
+
+    // The patient deteriorates: scored, the level raised, the alarm raised.
+    let t1 = T0 + 2 * FUTURE_TOLERANCE_MS;
+    now.store(t1, Ordering::SeqCst);
+    let r = h
+        .ingest(
+            &set(&p, t1, 30.0, 85.0, false, 85.0, 140.0, "A", 39.5),
+            &message(t1),
+            "m",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.scores.iter().map(|s| s.at_ms).collect::<Vec<_>>(),
+        [t1],
+        "the 2999 moment is not rescored"
+    );
+    assert_eq!(r.scores[0].score.risk, Risk::High);
+    let e = escalation(&h, &p).await;
+    assert_eq!((e.risk, e.at_ms), (Risk::High, t1));
+    let n = h.news2_now(&p).await.unwrap().unwrap();
+    assert_eq!(n.at_ms, t1, "scored now, not at the 2999 reading");
+    assert!(n.score.complete(), "{:?}", n.score.missing);
+    assert_eq!(n.score.risk, Risk::High);
+    let mut ev = Evaluator::new(h.clone(), "one");
+    ev.evaluate().await.unwrap();
+    let a = news2_alarms(&h).await;
+    assert_eq!((a.len(), a[0].priority), (1, AlarmPriority::High));
     h.session().close().await;
 }
 

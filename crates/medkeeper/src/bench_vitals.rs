@@ -65,6 +65,7 @@ fn set(p: &PatientId, at: i64, bad: bool, source: &str) -> Vec<RawObservation> {
         value,
         effective_ms: at,
         source: source.to_string(),
+        revision: medkeeper_hospital::vitals::Revision::Original,
     };
     let n = |v: f64, u: &str| RawValue::Quantity(v, u.into());
     vec![

@@ -218,6 +218,44 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
     assert_eq!(err_code(&acks[4]), "200", "{}", acks[4]);
     assert_eq!(msa(&acks[5]), ("AA".into(), "pcd-1".into()), "{}", acks[5]);
 
+    // An observation time in 2999 (a monitor's wrong clock) or before 1900: refused, saying
+    // why — taken, it froze the patient's NEWS2 at its time and hid every real reading.
+    // A NUL (in MSH-3 here): refused with where it is, never echoed, logged or stored raw,
+    // and the refusal audited (a PostgreSQL store refused the record with a raw NUL in it).
+    let obx14 = |control: &str, at: &str| {
+        format!(
+            "MSH|^~\\&|EHR|WARDS|||20240301111500||ORU^R01|{control}|P|2.5.1\rPID|||{patient}\r\
+             OBX|1|NM|8867-4^Heart rate^LN||72|/min|||||F|||{at}\r"
+        )
+    };
+    let more = send_all(
+        &python,
+        port,
+        &[
+            obx14("future-1", "29991231000000+0000"),
+            obx14("ancient-1", "00000101000000+0000"),
+            format!(
+                "MSH|^~\\&|EH\u{0}R|WARDS|||20240301111500||ORU^R01|nul-1|P|2.5.1\rPID|||{patient}\r\
+                 OBX|1|NM|8867-4^Heart rate^LN||72|/min|||||F\r"
+            ),
+        ],
+    );
+    for (ack, control, why) in [
+        (&more[0], "future-1", "after this server's clock"),
+        (&more[1], "ancient-1", "before 1900"),
+        (&more[2], "nul-1", "MSH-3 holds a NUL character"),
+    ] {
+        assert_eq!(msa(ack), ("AE".into(), control.into()), "{ack}");
+        assert_eq!(err_code(ack), "102", "{ack}");
+        assert!(segment(ack, "MSA").unwrap().contains(why), "{ack}");
+        assert!(!ack.contains('\0'), "a raw NUL in the ACK: {ack:?}");
+    }
+    assert!(
+        segment(&more[2], "ERR").unwrap().contains("|MSH^1^3|"),
+        "{}",
+        more[2]
+    );
+
     // mllp_send, the command line client: a LOINC-coded message naming the medkeeper id.
     let file = dir.path().join("loinc.hl7");
     let framed = format!("\u{b}{}\u{1c}\r", loinc("ehr-1", patient.as_str()));
@@ -240,6 +278,29 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("MSA|AA|ehr-1"), "{printed}");
 
+    // Another temperature for the same patient, source and time: as a first report (OBX-11
+    // F) refused with 205 saying how to correct it — it was dropped silently before —; as a
+    // correction (C) it replaces the stored value.
+    let first = loinc("ehr-1", patient.as_str());
+    let temp = "99.5|[degF]^degF^UCUM|||||F";
+    assert!(first.contains(temp));
+    let acks = send_all(
+        &python,
+        port,
+        &[
+            first
+                .replace(temp, "100.4|[degF]^degF^UCUM|||||F")
+                .replace("ehr-1", "ehr-2"),
+            first
+                .replace(temp, "100.4|[degF]^degF^UCUM|||||C")
+                .replace("ehr-1", "ehr-3"),
+        ],
+    );
+    assert_eq!(msa(&acks[0]), ("AE".into(), "ehr-2".into()), "{}", acks[0]);
+    assert_eq!(err_code(&acks[0]), "205", "{}", acks[0]);
+    assert!(acks[0].contains("needs OBX-11 C"), "{}", acks[0]);
+    assert_eq!(msa(&acks[1]), ("AA".into(), "ehr-3".into()), "{}", acks[1]);
+
     // Read back through the API if it has the route, else from the store below.
     let (status, vitals) = call(
         &http,
@@ -259,6 +320,11 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
 
     let log = serve.log();
     assert!(log.contains("mllp: AA, stored"), "{log}");
+    assert!(!log.contains('\0'), "a raw NUL in the log");
+    assert!(
+        log.contains("EH\\u{0}R"),
+        "the sender, escaped, in the log:\n{log}"
+    );
     for secret in ["MRN123", "MRN999", "EXAMPLE"] {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
@@ -284,12 +350,13 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
                 (VitalCode::HeartRate, 720, monitor.clone()),
                 (VitalCode::Spo2, 970, monitor.clone()),
                 (VitalCode::Temperature, 371, monitor.clone()),
-                (VitalCode::Temperature, 375, "EHR/WARDS".into()),
+                (VitalCode::Temperature, 380, "EHR/WARDS".into()),
                 (VitalCode::SystolicBp, 1200, monitor.clone()),
                 (VitalCode::InhaledOxygen, 0, "EHR/WARDS".into()),
                 (VitalCode::Consciousness, 0, "EHR/WARDS".into()),
             ],
-            "PCD-01 once (its resend a duplicate; the refused message nothing), and the LOINC one"
+            "PCD-01 once (its resend a duplicate; the refused message nothing), and the LOINC one \
+             with its corrected temperature"
         );
         // 10:14 at +0100.
         let spo2 = obs.iter().find(|o| o.code == VitalCode::Spo2).unwrap();
@@ -319,6 +386,26 @@ fn issue15_hl7_oru_r01_over_mllp_with_the_python_hl7_client() {
         assert!(
             ingests.contains(&(bedmon, "device", "invalid")),
             "{audit:?}"
+        );
+        // The NUL message's refusal, audited with the sender escaped.
+        assert!(
+            audit.iter().any(|r| r.action == "vitals.ingest"
+                && r.actor == "mllp:EH\\u{0}R"
+                && r.outcome == "invalid"
+                && r.detail.contains("NUL")),
+            "{audit:?}"
+        );
+        assert!(
+            ingests
+                .iter()
+                .filter(|(a, _, o)| *a == "mllp:EHR" && *o == "invalid")
+                .count()
+                == 2,
+            "the future and ancient refusals: {audit:?}"
+        );
+        assert!(
+            ingests.contains(&("mllp:EHR", "device", "conflict")),
+            "the uncorrected second value: {audit:?}"
         );
         assert!(
             audit

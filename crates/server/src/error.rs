@@ -265,7 +265,9 @@ impl From<HospitalError> for ApiError {
             HospitalError::IllegalTransition { .. } => {
                 ApiError::new(ErrorCode::IllegalTransition, e.to_string())
             }
-            HospitalError::Conflict(why) => ApiError::conflict(why),
+            HospitalError::Conflict(why) | HospitalError::ConflictingValue(why) => {
+                ApiError::conflict(why)
+            }
             HospitalError::Coord(c) => c.into(),
             HospitalError::Recipe(r) => r.into(),
             HospitalError::Store(s) => s.into(),

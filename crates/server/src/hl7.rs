@@ -22,7 +22,8 @@
 //!   `150456^MDC_PULS_OXIM_SAT_O2^MDC`) or LOINC (`LN`), the alternate code (components
 //!   4–6) too; OBX-5 value; OBX-6 units
 //!   (UCUM or MDC, `262688^MDC_DIM_PERCENT^MDC`); OBX-11 result status (`F`, `R`, `C`, or
-//!   empty are taken; `X`, `D`, `W` and the others are skipped); OBX-14 observation time,
+//!   empty are taken, `C` as a correction of the value stored for its key; `X`, `D`, `W` and
+//!   the others are skipped); OBX-14 observation time,
 //!   else OBR-7, else MSH-7; OBX-18 equipment instance (the observation's source), else
 //!   MSH-3 and MSH-4. An OBX whose code is not a vital sign medkeeper scores (the other
 //!   parameters a monitor sends, its device and channel headers) is skipped, as is one with
@@ -39,7 +40,7 @@
 use std::fmt::Write as _;
 
 use medkeeper_hospital::PatientId;
-use medkeeper_hospital::vitals::{RawObservation, RawValue, VitalCode};
+use medkeeper_hospital::vitals::{RawObservation, RawValue, Revision, VitalCode};
 
 /// MLLP start block (vertical tab).
 pub const START_BLOCK: u8 = 0x0B;
@@ -176,6 +177,9 @@ pub enum Condition {
     UnsupportedVersion,
     /// 204: the patient is not known.
     UnknownKey,
+    /// 205: a different value for an observation already stored (same patient, source, code
+    /// and time) that is not a correction (OBX-11 `C`).
+    DuplicateKey,
     /// 206: the receiver cannot take it now (no coordination session, a conflict): send it
     /// again later (a message sent twice is stored once).
     RecordLocked,
@@ -194,6 +198,7 @@ impl Condition {
             Condition::UnsupportedEvent => 201,
             Condition::UnsupportedVersion => 203,
             Condition::UnknownKey => 204,
+            Condition::DuplicateKey => 205,
             Condition::RecordLocked => 206,
             Condition::ApplicationInternal => 207,
         }
@@ -209,6 +214,7 @@ impl Condition {
             Condition::UnsupportedEvent => "Unsupported event code",
             Condition::UnsupportedVersion => "Unsupported version id",
             Condition::UnknownKey => "Unknown key identifier",
+            Condition::DuplicateKey => "Duplicate key identifier",
             Condition::RecordLocked => "Application record locked",
             Condition::ApplicationInternal => "Application internal error",
         }
@@ -363,6 +369,53 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// `text` with every control character written as its escape (`\u{0}` for NUL): for what
+/// goes to a log or an audit record, which must never carry a raw NUL (a log line cut short, a
+/// PostgreSQL text column that refuses it) or a line break a reader would take for a new entry.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The first NUL character in `msg` (as an AE: HL7 v2 text never carries one — ER7 has no
+/// escape for it — and a store may refuse it), with where it is (`MSH^1^3`).
+pub fn refuse_nul(msg: &Message) -> Result<(), Hl7Error> {
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    for seg in &msg.segments {
+        let id = printable(seg.id());
+        let n = match seen.iter_mut().find(|(s, _)| *s == id) {
+            Some((_, n)) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                seen.push((id.clone(), 1));
+                1
+            }
+        };
+        if let Some(f) = seg.fields.iter().position(|f| f.contains('\0')) {
+            return Err(Hl7Error::error(
+                Condition::DataType,
+                format!(
+                    "{id}-{f} holds a NUL character: HL7 v2 text cannot carry one; nothing stored"
+                ),
+            )
+            .at(&id, n, f, 0));
+        }
+    }
+    Ok(())
 }
 
 /// One segment: its fields as sent (escaped), numbered as HL7 numbers them (`fields[0]` is
@@ -622,6 +675,9 @@ pub struct Hl7Observation {
     pub source: String,
     /// Which OBX of the message (1-based), for an error's location.
     pub obx: usize,
+    /// OBX-11 `C` (a corrected result): it replaces the value stored for its patient, source,
+    /// code and time; `F`, `R` or empty: a first report.
+    pub revision: Revision,
 }
 
 impl Hl7Observation {
@@ -634,6 +690,7 @@ impl Hl7Observation {
             value: self.value.clone(),
             effective_ms: self.effective_ms,
             source: self.source.clone(),
+            revision: self.revision,
         }
     }
 }
@@ -925,6 +982,11 @@ fn read_obx(
         effective_ms,
         source,
         obx: n,
+        revision: if status == "C" {
+            Revision::Correction
+        } else {
+            Revision::Original
+        },
     }))
 }
 

@@ -18,7 +18,9 @@
 //!    ([`RawMessage`] `hl7v2`, its sender and the peer's address) and the audit record
 //!    (actor `mllp:<sending application>`, role `device`, action `vitals.ingest`) in the
 //!    same store transaction → `AA`. No coordination session, a conflict → `AE` 206 (send
-//!    again later: a message stored twice is stored once); a failed store → `AE` 207.
+//!    again later: a message stored twice is stored once); another value for an observation
+//!    already stored (same patient, source, code and time) whose OBX-11 is not `C` (a
+//!    correction) → `AE` 205, nothing stored; a failed store → `AE` 207.
 //!
 //! # Limits
 //! At most [`MllpOptions::max_connections`] connections (more wait to be accepted), any
@@ -270,19 +272,22 @@ pub(crate) async fn handle(state: &ServerState, peer: SocketAddr, bytes: &[u8]) 
         }
     };
     let header = msg.header();
+    let nul = hl7::refuse_nul(&msg).err();
     let result = match hl7::read_oru(&msg) {
-        Ok(oru) => store(state, peer, &oru, text, received_ms).await,
+        Ok(oru) => store(state, peer, &oru, text, received_ms, nul).await,
         Err(e) => Err(e),
     };
-    let sender = header.sender();
+    // Escaped: a NUL or a line break from the sender must not cut or forge a log line.
+    let sender = hl7::printable(&header.sender());
+    let control = hl7::printable(&header.control_id);
     match &result {
         Ok(n) => tracing::info!(
-            %peer, sender = %sender, control_id = %header.control_id, observations = n,
+            %peer, sender = %sender, control_id = %control, observations = n,
             "mllp: AA, stored"
         ),
         // Not the reason: it may quote a value or an identifier.
         Err(e) => tracing::info!(
-            %peer, sender = %sender, control_id = %header.control_id,
+            %peer, sender = %sender, control_id = %control,
             ack = e.ack.as_str(), code = e.condition.code(), at = %where_(e),
             "mllp: refused"
         ),
@@ -293,7 +298,7 @@ pub(crate) async fn handle(state: &ServerState, peer: SocketAddr, bytes: &[u8]) 
 /// Where an error is, for the log (`OBX^3^5`).
 fn where_(e: &Hl7Error) -> String {
     e.location.as_ref().map_or_else(String::new, |l| {
-        format!("{}^{}^{}", l.segment, l.sequence, l.field)
+        format!("{}^{}^{}", hl7::printable(&l.segment), l.sequence, l.field)
     })
 }
 
@@ -312,19 +317,27 @@ fn hl7_error(e: &ApiError) -> Hl7Error {
     Hl7Error::error(condition, e.message.clone())
 }
 
-/// The audit record of this sender's change about `patient`.
-fn record(header: &Header, action: &str, patient: &PatientId, detail: String) -> AuditRecord {
+/// The actor of this sender's audit records: `mllp:` and the sending application (its first
+/// 64 characters, control characters escaped: a PostgreSQL store refuses a NUL, and the
+/// record of a refusal must be written too).
+fn actor(header: &Header) -> String {
     let app: String = header.application().chars().take(64).collect();
+    format!("mllp:{}", hl7::printable(&app))
+}
+
+/// The audit record of this sender's change about `patient` (`detail` with its control
+/// characters escaped, as the actor's).
+fn record(header: &Header, action: &str, patient: &PatientId, detail: String) -> AuditRecord {
     AuditRecord {
         seq: 0,
         at_ms: now_ms(),
-        actor: format!("mllp:{app}"),
+        actor: actor(header),
         role: "device".into(),
         action: action.into(),
         patient: Some(patient.clone()),
         order: None,
         outcome: "ok".into(),
-        detail,
+        detail: hl7::printable(&detail),
     }
 }
 
@@ -333,6 +346,16 @@ async fn resolve(state: &ServerState, p: &PatientResult) -> Result<PatientId, Hl
     let store = state.store();
     let mut found: Option<PatientId> = None;
     for ident in &p.identifiers {
+        // No mapping holds a control character, and a PostgreSQL store refuses a NUL in a
+        // look-up: such an identifier names no one.
+        if ident
+            .value
+            .chars()
+            .chain(ident.system().chars())
+            .any(char::is_control)
+        {
+            continue;
+        }
         let id = match ident.patient_id() {
             Some(id) => store
                 .patient(&id)
@@ -361,7 +384,13 @@ async fn resolve(state: &ServerState, p: &PatientResult) -> Result<PatientId, Hl
         let names: Vec<String> = p
             .identifiers
             .iter()
-            .map(|i| format!("{}|{}", i.system(), i.value))
+            .map(|i| {
+                format!(
+                    "{}|{}",
+                    hl7::printable(i.system()),
+                    hl7::printable(&i.value)
+                )
+            })
             .collect();
         Hl7Error::error(
             Condition::UnknownKey,
@@ -372,12 +401,15 @@ async fn resolve(state: &ServerState, p: &PatientResult) -> Result<PatientId, Hl
 }
 
 /// Resolves, checks, sets wards and ingests an ORU^R01; the number of observations stored.
+/// `refused` (a NUL in the message, [`hl7::refuse_nul`]) is answered once the patient is
+/// known, so the refusal is audited under them.
 async fn store(
     state: &ServerState,
     peer: SocketAddr,
     oru: &Oru,
     body: String,
     received_ms: i64,
+    refused: Option<Hl7Error>,
 ) -> Result<usize, Hl7Error> {
     let hospital = state.hospital().map_err(|e| hl7_error(&e))?;
     let header = &oru.header;
@@ -385,6 +417,14 @@ async fn store(
     let mut patients: Vec<(PatientId, Option<&str>)> = Vec::new();
     for p in oru.patients.iter().filter(|p| !p.observations.is_empty()) {
         let id = resolve(state, p).await?;
+        if let Some(e) = refused {
+            let mut r = record(header, "vitals.ingest", &id, e.text.clone());
+            r.outcome = ErrorCode::Invalid.as_str().into();
+            if let Err(e) = state.store().append_audit(&r).await {
+                tracing::error!(error = %e, "mllp: cannot write an audit record");
+            }
+            return Err(e);
+        }
         for o in &p.observations {
             let raw = o.to_raw(id.clone());
             // Refused here with its OBX (ingest would refuse it too, by index).
@@ -435,10 +475,7 @@ async fn store(
     let control = header.control_id.chars().take(64).collect::<String>();
     let detail = format!("{} observations, HL7 message {control}", raws.len());
     let actor = Actor::audited(
-        format!(
-            "mllp:{}",
-            header.application().chars().take(64).collect::<String>()
-        ),
+        actor(header),
         record(header, "vitals.ingest", &first, detail.clone()),
     );
     let message = RawMessage {
@@ -465,11 +502,23 @@ async fn store(
             Ok(raws.len())
         }
         Err(e) => {
+            // Another value for a stored key, not sent as a correction: not worth sending
+            // again as it is (206 would say so), so 205, saying how to correct it.
+            let duplicate = matches!(e, medkeeper_hospital::Error::ConflictingValue(_));
             let api = ApiError::from(e);
             let mut r = record(header, "vitals.ingest", &first, api.message.clone());
             r.outcome = api.code.as_str().into();
             if let Err(e) = state.store().append_audit(&r).await {
                 tracing::error!(error = %e, "mllp: cannot write an audit record");
+            }
+            if duplicate {
+                return Err(Hl7Error::error(
+                    Condition::DuplicateKey,
+                    format!(
+                        "{}: a correction of a stored value needs OBX-11 C",
+                        api.message
+                    ),
+                ));
             }
             Err(hl7_error(&api))
         }

@@ -668,6 +668,33 @@ async fn fhir_ingestion_views_isolation_and_audit() {
             .status,
         403
     );
+    assert_eq!(
+        s.get(&format!("/fhir/RiskAssessment?patient={bob}"), &ann_tok)
+            .await
+            .status,
+        403
+    );
+    // NUL in a search parameter: refused as a bad request (a PostgreSQL store answered 500).
+    let r = s
+        .get(
+            "/fhir/Patient?identifier=urn:oid:1.2.3.4.5%00|MRN-0042",
+            &nurse,
+        )
+        .await;
+    assert_eq!(
+        (r.status, outcome(&r).1.as_str()),
+        (400, "bad_request"),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("control characters"), "{}", r.text);
+    let r = s
+        .get(
+            &format!("/fhir/Observation?patient={ann}&code=8867-4%00"),
+            &nurse,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
     let own = s.get("/fhir/Observation", &ann_tok).await;
     assert_eq!(own.json["total"], 9, "{}", own.text);
     let bob_order = s
@@ -784,6 +811,22 @@ async fn fhir_ingestion_views_isolation_and_audit() {
             .any(|a| a.action == "fhir.task.read" && a.outcome == "denied"),
         "{bob_audit:#?}"
     );
+    // A patient token's search for another patient's data is audited under the patient asked
+    // for (as the JSON routes do), not under the caller: `GET /api/audit?patient=bob` finds it.
+    for action in ["fhir.observation.search", "fhir.riskassessment.search"] {
+        assert!(
+            bob_audit
+                .iter()
+                .any(|a| a.action == action && a.outcome == "denied"),
+            "no denied {action} under {bob}: {bob_audit:#?}"
+        );
+        assert!(
+            !audit
+                .iter()
+                .any(|a| a.action == action && a.outcome == "denied"),
+            "a denied {action} under the caller {ann}: {audit:#?}"
+        );
+    }
 
     // 7. Everything kept validates against FHIR R4 with a real validator, which refuses a
     // broken resource.
@@ -824,6 +867,275 @@ async fn fhir_ingestion_views_isolation_and_audit() {
     }
     eprintln!("fhir test: {:?}", started.elapsed());
     let _ = OrderState::Queued;
+}
+
+/// The probe's finding: an Observation dated 2999 (or year 0000) was taken (201), and from
+/// then on the patient's NEWS2 was computed at its time — `current` frozen at "low", the real
+/// readings "stale", the ward showing it fresh — so a deteriorating patient raised no alarm.
+/// Refused now (422, saying why); and one a store already holds is ignored by the views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn future_dated_observations_are_refused_and_never_freeze_news2() {
+    use medkeeper_hospital::news2::SpO2Scale;
+    use medkeeper_hospital::store::{News2Record, RawMessage};
+    use medkeeper_hospital::vitals::{self, Observation, VitalCode};
+
+    let s = Server::start().await;
+    let ann = s.patient("Ann Example").await;
+    let nurse = s.token(Role::Nurse, None).await;
+    let hr = |at: &str| {
+        let mut o = vital(&ann, "8867-4", quantity(70.0, "/min"), 0);
+        o["effectiveDateTime"] = json!(at);
+        o
+    };
+    for (at, why) in [
+        ("2999-01-01T00:00:00Z", "days after this server's clock"),
+        ("0000-01-01T00:00:00Z", "before 1900-01-01"),
+    ] {
+        let r = s.post_fhir("/fhir/Observation", &nurse, &hr(at)).await;
+        assert_eq!(r.status, 422, "{at}: {}", r.text);
+        assert_eq!(outcome(&r), ("processing".into(), "invalid".into()));
+        assert!(r.text.contains(why), "{at}: {}", r.text);
+        // In a Bundle: the whole transaction refused.
+        let bundle = transaction(vec![
+            vital(&ann, "9279-1", quantity(16.0, "/min"), now_ms() - 60_000),
+            hr(at),
+        ]);
+        let r = s.post_fhir("/fhir", &nurse, &bundle).await;
+        assert_eq!(r.status, 422, "{at}: {}", r.text);
+        assert!(
+            r.text.contains("entry 2") || r.text.contains("observation 2"),
+            "{}",
+            r.text
+        );
+    }
+    assert_eq!(count_observations(&s, &ann).await, 0);
+
+    // A store that already holds a 2999 reading and its score (taken before this check).
+    let future = 32_503_593_600_000; // 2999-12-31T00:00:00Z
+    let stored = s
+        .store
+        .insert_observations(
+            &[Observation {
+                id: String::new(),
+                patient: ann.clone(),
+                code: VitalCode::HeartRate,
+                value: 70.0,
+                effective_ms: future,
+                received_ms: now_ms(),
+                source: "Device/wrong-clock".into(),
+                artefact: None,
+            }],
+            &RawMessage {
+                format: "fhir".into(),
+                source: "test".into(),
+                received_ms: now_ms(),
+                body: "{}".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    s.store
+        .insert_news2(&News2Record {
+            news2: vitals::news2_at(&ann, future, &stored, SpO2Scale::Scale1),
+            computed_ms: now_ms(),
+        })
+        .await
+        .unwrap();
+
+    // The patient deteriorates: RR 30, SpO2 85, HR 140, SBP 85, T 39.5.
+    let t = now_ms() - 60_000;
+    let bundle = transaction(vec![
+        vital(&ann, "9279-1", quantity(30.0, "/min"), t),
+        vital(&ann, "59408-5", quantity(85.0, "%"), t),
+        vital(&ann, "3151-8", quantity(0.0, "L/min"), t),
+        vital(&ann, "8480-6", quantity(85.0, "mm[Hg]"), t),
+        vital(&ann, "8867-4", quantity(140.0, "/min"), t),
+        vital(&ann, "67775-7", json!({"valueString": "A"}), t),
+        vital(&ann, "8310-5", quantity(39.5, "Cel"), t),
+    ]);
+    let r = s.post_fhir("/fhir", &nurse, &bundle).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.get(&format!("/api/patients/{ann}/news2"), &nurse).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let c = &r.json["current"];
+    assert!(c["at_ms"].as_i64().unwrap() < future, "{c}");
+    assert_eq!(
+        (c["risk"].as_str(), c["complete"].as_bool()),
+        (Some("high"), Some(true)),
+        "{c}"
+    );
+    assert_eq!(c["stale"], json!([]), "{c}");
+    assert!(
+        r.json["trend"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["at_ms"].as_i64().unwrap() < future),
+        "{}",
+        r.text
+    );
+    let r = s.get("/api/ward", &nurse).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let row = r
+        .json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["patient"] == ann.as_str())
+        .unwrap_or_else(|| panic!("{ann} not on the ward: {}", r.text));
+    assert_eq!(
+        (row["risk"].as_str(), row["stale"].as_bool()),
+        (Some("high"), Some(false)),
+        "{row}"
+    );
+    assert!(row["at_ms"].as_i64().unwrap() < future, "{row}");
+}
+
+/// The probe's finding: `status: "corrected"` with a new value answered 200 with the old one
+/// and changed nothing, and a Bundle of two heart rates (60, 150) at one time answered both
+/// "201 Created" with 60 — the 150 dropped silently. Now the same value again is a duplicate
+/// (200), a correction replaces the value (seen by NEWS2 and the history, audited), and
+/// another value that is not a correction is 409, a Bundle holding one refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrections_replace_and_other_values_are_refused() {
+    let s = Server::start().await;
+    let ann = s.patient("Ann Example").await;
+    let nurse = s.token(Role::Nurse, None).await;
+    // Whole seconds, as effectiveDateTime carries them.
+    let t = (now_ms() - 120_000) / 1000 * 1000;
+    let hr = |v: f64, status: &str, at: i64| {
+        let mut o = vital(&ann, "8867-4", quantity(v, "/min"), at);
+        o["status"] = json!(status);
+        o
+    };
+    let values = |s: &Server| {
+        let (store, ann) = (s.store.clone(), ann.clone());
+        async move {
+            store
+                .observations(&ObservationQuery {
+                    patient: Some(ann),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|o| (o.effective_ms, o.value))
+                .collect::<Vec<_>>()
+        }
+    };
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(60.0, "final", t))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    // Another value, not a correction: 409 saying how to correct, nothing changed.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(150.0, "final", t))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(outcome(&r), ("conflict".into(), "conflict".into()));
+    assert!(r.text.contains("corrected or amended"), "{}", r.text);
+    assert!(
+        r.text.contains("60") && r.text.contains("150"),
+        "{}",
+        r.text
+    );
+    // The same value again: a duplicate, 200.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(60.0, "final", t))
+        .await;
+    assert_eq!(
+        (r.status, r.json["id"].as_str()),
+        (200, Some(id.as_str())),
+        "{}",
+        r.text
+    );
+    assert_eq!(values(&s).await, [(t, 60.0)]);
+    // A correction: the value replaced in place (same id), seen by NEWS2 and the history.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(150.0, "corrected", t))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["id"], id.as_str());
+    assert_eq!(r.json["valueQuantity"]["value"], 150.0, "{}", r.text);
+    assert_eq!(values(&s).await, [(t, 150.0)]);
+    let r = s.get(&format!("/api/patients/{ann}/news2"), &nurse).await;
+    assert!(
+        r.json["current"]["parameters"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"parameter": "pulse", "score": 3})),
+        "{}",
+        r.text
+    );
+    let r = s.get(&format!("/api/patients/{ann}/vitals"), &nurse).await;
+    assert_eq!(r.json[0]["value"], 150.0, "{}", r.text);
+    // Sent again: a duplicate now.
+    let r = s
+        .post_fhir("/fhir/Observation", &nurse, &hr(150.0, "amended", t))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // A Bundle of two heart rates at one time: refused whole, naming the entry; with the
+    // second an amendment, the second wins.
+    let t2 = t + 60_000;
+    let bundle = |second: &str| {
+        transaction(vec![
+            vital(&ann, "9279-1", quantity(18.0, "/min"), t2),
+            hr(60.0, "final", t2),
+            hr(150.0, second, t2),
+        ])
+    };
+    let r = s.post_fhir("/fhir", &nurse, &bundle("final")).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("entry 3"), "{}", r.text);
+    assert_eq!(
+        values(&s).await,
+        [(t, 150.0)],
+        "nothing of the Bundle stored"
+    );
+    let r = s.post_fhir("/fhir", &nurse, &bundle("amended")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let e = r.json["entry"].as_array().unwrap();
+    assert_eq!(e[1]["resource"]["id"], e[2]["resource"]["id"]);
+    assert_eq!(
+        e[2]["resource"]["valueQuantity"]["value"], 150.0,
+        "{}",
+        r.text
+    );
+    let mut v = values(&s).await;
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(v, [(t, 150.0), (t2, 18.0), (t2, 150.0)]);
+
+    // Audited: the refusals as conflicts, the corrections said to be ones.
+    let audit = s
+        .store
+        .audit(&AuditQuery {
+            patient: Some(ann.clone()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "fhir.observation.create" && a.outcome == "conflict"),
+        "{audit:#?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "fhir.transaction" && a.outcome == "conflict"),
+        "{audit:#?}"
+    );
+    assert!(
+        audit.iter().any(|a| a.action == "fhir.observation.create"
+            && a.outcome == "ok"
+            && a.detail.contains("1 sent as a correction")),
+        "{audit:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,14 +178,17 @@ pub trait StoreHooks: Send + Sync + 'static {
     async fn alarm_events(&self, query: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError> {
         self.inner().alarm_events(query).await
     }
-    async fn insert_observations(
+    async fn write_observations(
         &self,
-        observations: &[medkeeper_hospital::vitals::Observation],
+        observations: &[(
+            medkeeper_hospital::vitals::Observation,
+            medkeeper_hospital::store::Revision,
+        )],
         raw: &medkeeper_hospital::store::RawMessage,
         audit: Option<&AuditRecord>,
     ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
         self.inner()
-            .insert_observations(observations, raw, audit)
+            .write_observations(observations, raw, audit)
             .await
     }
     async fn observations(
@@ -388,13 +391,16 @@ impl<H: StoreHooks> ClinicalStore for HookedStore<H> {
     async fn alarm_events(&self, q: &AlarmQuery) -> Result<Vec<AlarmEvent>, StoreError> {
         self.0.alarm_events(q).await
     }
-    async fn insert_observations(
+    async fn write_observations(
         &self,
-        observations: &[medkeeper_hospital::vitals::Observation],
+        observations: &[(
+            medkeeper_hospital::vitals::Observation,
+            medkeeper_hospital::store::Revision,
+        )],
         raw: &medkeeper_hospital::store::RawMessage,
         audit: Option<&AuditRecord>,
     ) -> Result<Vec<medkeeper_hospital::vitals::Observation>, StoreError> {
-        self.0.insert_observations(observations, raw, audit).await
+        self.0.write_observations(observations, raw, audit).await
     }
     async fn observations(
         &self,

@@ -68,7 +68,7 @@ mod tls;
 
 use super::{
     AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, News2Record,
-    ObservationQuery, POOL_SAMPLES_MAX, Patient, PatientSettings, PoolSample, RawMessage,
+    ObservationQuery, POOL_SAMPLES_MAX, Patient, PatientSettings, PoolSample, RawMessage, Revision,
     StoreError, TokenRecord, Waiting, WaitingByPriority,
 };
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
@@ -1735,13 +1735,14 @@ impl ClinicalStore for PostgresStore {
         rows.iter().map(read_alarm_event).collect()
     }
 
-    async fn insert_observations(
+    async fn write_observations(
         &self,
-        observations: &[Observation],
+        observations: &[(Observation, Revision)],
         raw: &RawMessage,
         audit: Option<&AuditRecord>,
     ) -> Result<Vec<Observation>, StoreError> {
         let mut c = self.pool.get().await?;
+        // Dropped without a commit on any error: rolled back, nothing of the call stored.
         let tx = c.transaction().await.map_err(backend)?;
         let row = tx
             .query_one(
@@ -1753,38 +1754,64 @@ impl ClinicalStore for PostgresStore {
             .map_err(backend)?;
         let raw_id: i64 = col(&row, 0, "raw message")?;
         let mut stored = Vec::with_capacity(observations.len());
-        for o in observations {
+        let select = format!(
+            "SELECT {OBSERVATION_COLUMNS} FROM observations
+             WHERE patient = $1 AND source = $2 AND code = $3 AND effective_ms = $4"
+        );
+        for (n, (o, revision)) in observations.iter().enumerate() {
             let id = format!("v-{}", uuid::Uuid::new_v4().simple());
-            tx.execute(
-                "INSERT INTO observations (id, patient, code, value, effective_ms,
-                                           received_ms, source, artefact, raw_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (patient, source, code, effective_ms) DO NOTHING",
-                &[
-                    &id,
-                    &o.patient.as_str(),
-                    &o.code.as_str(),
-                    &o.value,
-                    &o.effective_ms,
-                    &o.received_ms,
-                    &o.source,
-                    &o.artefact,
-                    &raw_id,
-                ],
-            )
-            .await
-            .map_err(backend)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO observations (id, patient, code, value, effective_ms,
+                                               received_ms, source, artefact, raw_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (patient, source, code, effective_ms) DO NOTHING",
+                    &[
+                        &id,
+                        &o.patient.as_str(),
+                        &o.code.as_str(),
+                        &o.value,
+                        &o.effective_ms,
+                        &o.received_ms,
+                        &o.source,
+                        &o.artefact,
+                        &raw_id,
+                    ],
+                )
+                .await
+                .map_err(backend)?
+                == 1;
+            let key: [&(dyn ToSql + Sync); 4] = [
+                &o.patient.as_str(),
+                &o.source,
+                &o.code.as_str(),
+                &o.effective_ms,
+            ];
+            let row = read_observation(&tx.query_one(&select, &key).await.map_err(backend)?)?;
+            if inserted || row.value == o.value {
+                stored.push(row);
+                continue;
+            }
+            if *revision == Revision::Original {
+                return Err(StoreError::Exists(Revision::conflict(n + 1, &row, o.value)));
+            }
             let row = tx
                 .query_one(
                     &format!(
-                        "SELECT {OBSERVATION_COLUMNS} FROM observations
-                         WHERE patient = $1 AND source = $2 AND code = $3 AND effective_ms = $4"
+                        "UPDATE observations SET value = $5, artefact = $6, received_ms = $7,
+                                                 raw_id = $8
+                         WHERE patient = $1 AND source = $2 AND code = $3 AND effective_ms = $4
+                         RETURNING {OBSERVATION_COLUMNS}"
                     ),
                     &[
                         &o.patient.as_str(),
                         &o.source,
                         &o.code.as_str(),
                         &o.effective_ms,
+                        &o.value,
+                        &o.artefact,
+                        &o.received_ms,
+                        &raw_id,
                     ],
                 )
                 .await

@@ -76,7 +76,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, param
 
 use super::{
     AlarmEvent, AlarmQuery, AuditQuery, AuditRecord, ClinicalStore, ExamResult, News2Record,
-    ObservationQuery, POOL_SAMPLES_MAX, Patient, PatientSettings, PoolSample, RawMessage,
+    ObservationQuery, POOL_SAMPLES_MAX, Patient, PatientSettings, PoolSample, RawMessage, Revision,
     StoreError, TokenRecord, Waiting, WaitingByPriority,
 };
 use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition};
@@ -1357,9 +1357,9 @@ impl ClinicalStore for SqliteStore {
         .await
     }
 
-    async fn insert_observations(
+    async fn write_observations(
         &self,
-        observations: &[Observation],
+        observations: &[(Observation, Revision)],
         raw: &RawMessage,
         audit: Option<&AuditRecord>,
     ) -> Result<Vec<Observation>, StoreError> {
@@ -1367,6 +1367,7 @@ impl ClinicalStore for SqliteStore {
         let raw = raw.clone();
         let audit = audit.cloned();
         self.run(move |conn| {
+            // Dropped without a commit on any error: nothing of the call is stored.
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
@@ -1379,41 +1380,66 @@ impl ClinicalStore for SqliteStore {
                 )
                 .map_err(backend)?;
             let mut stored = Vec::with_capacity(obs.len());
-            for o in obs {
+            for (n, (o, revision)) in obs.into_iter().enumerate() {
                 let id = format!("v-{}", uuid::Uuid::new_v4().simple());
+                let inserted = tx
+                    .execute(
+                        "INSERT INTO observations (id, patient, code, value, effective_ms,
+                                                   received_ms, source, artefact, raw_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         ON CONFLICT (patient, source, code, effective_ms) DO NOTHING",
+                        params![
+                            id,
+                            o.patient.as_str(),
+                            o.code.as_str(),
+                            o.value,
+                            o.effective_ms,
+                            o.received_ms,
+                            o.source,
+                            o.artefact,
+                            raw_id
+                        ],
+                    )
+                    .map_err(backend)?
+                    == 1;
+                let key = params![
+                    o.patient.as_str(),
+                    o.source,
+                    o.code.as_str(),
+                    o.effective_ms
+                ];
+                let select = format!(
+                    "SELECT {OBSERVATION_COLUMNS} FROM observations
+                     WHERE patient = ?1 AND source = ?2 AND code = ?3 AND effective_ms = ?4"
+                );
+                let row = tx
+                    .query_row(&select, key, |r| Ok(read_observation(r)))
+                    .map_err(backend)??;
+                if inserted || row.value == o.value {
+                    stored.push(row);
+                    continue;
+                }
+                if revision == Revision::Original {
+                    return Err(StoreError::Exists(Revision::conflict(n + 1, &row, o.value)));
+                }
                 tx.execute(
-                    "INSERT INTO observations (id, patient, code, value, effective_ms,
-                                               received_ms, source, artefact, raw_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (patient, source, code, effective_ms) DO NOTHING",
+                    "UPDATE observations SET value = ?5, artefact = ?6, received_ms = ?7,
+                                             raw_id = ?8
+                     WHERE patient = ?1 AND source = ?2 AND code = ?3 AND effective_ms = ?4",
                     params![
-                        id,
                         o.patient.as_str(),
-                        o.code.as_str(),
-                        o.value,
-                        o.effective_ms,
-                        o.received_ms,
                         o.source,
+                        o.code.as_str(),
+                        o.effective_ms,
+                        o.value,
                         o.artefact,
+                        o.received_ms,
                         raw_id
                     ],
                 )
                 .map_err(backend)?;
                 let row = tx
-                    .query_row(
-                        &format!(
-                            "SELECT {OBSERVATION_COLUMNS} FROM observations
-                             WHERE patient = ?1 AND source = ?2 AND code = ?3
-                               AND effective_ms = ?4"
-                        ),
-                        params![
-                            o.patient.as_str(),
-                            o.source,
-                            o.code.as_str(),
-                            o.effective_ms
-                        ],
-                        |r| Ok(read_observation(r)),
-                    )
+                    .query_row(&select, key, |r| Ok(read_observation(r)))
                     .map_err(backend)??;
                 stored.push(row);
             }

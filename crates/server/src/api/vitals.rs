@@ -11,7 +11,7 @@ use medkeeper_hospital::PatientId;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::news2::{Parameter, Risk, SpO2Scale};
 use medkeeper_hospital::store::{ObservationQuery, PatientSettings, StoreError};
-use medkeeper_hospital::vitals::{Observation, STALE_AFTER_MS, VitalCode};
+use medkeeper_hospital::vitals::{Observation, STALE_AFTER_MS, VitalCode, beyond_horizon};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -448,12 +448,15 @@ pub async fn news2(
                 })
             }
         };
-        let day_ago = now_ms() - 24 * 3600 * 1000;
+        let now = h.now_ms();
+        let day_ago = now - 24 * 3600 * 1000;
         let trend = st
             .store()
             .news2_scores(&id, day_ago, 1_000)
             .await?
             .into_iter()
+            // Not a future reading's score (see the ward view).
+            .filter(|r| !beyond_horizon(r.news2.at_ms, now))
             .map(|r| News2Point {
                 at_ms: r.news2.at_ms,
                 aggregate: r.news2.score.aggregate,
@@ -532,7 +535,10 @@ pub async fn ward(
             if q.ward.is_some() && settings.ward != q.ward {
                 continue;
             }
-            let scores = st.store().news2_scores(&p, day_ago, 1_000).await?;
+            let mut scores = st.store().news2_scores(&p, day_ago, 1_000).await?;
+            // A score at a time beyond the clock's horizon is a future reading's: shown as
+            // the latest, it would hide the real ones and never turn stale.
+            scores.retain(|r| !beyond_horizon(r.news2.at_ms, now));
             let Some(last) = scores.last() else {
                 continue;
             };

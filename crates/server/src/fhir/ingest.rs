@@ -26,7 +26,7 @@ use medkeeper_hospital::Actor;
 use medkeeper_hospital::PatientId;
 use medkeeper_hospital::model::now_ms;
 use medkeeper_hospital::store::{ClinicalStore, RawMessage};
-use medkeeper_hospital::vitals::{Observation, RawObservation, RawValue, VitalCode};
+use medkeeper_hospital::vitals::{Observation, RawObservation, RawValue, Revision, VitalCode};
 use serde_json::{Value, json};
 
 use super::resources::{self, LOINC, UCUM};
@@ -57,6 +57,7 @@ struct Parsed {
     value: RawValue,
     effective_ms: i64,
     source: String,
+    revision: Revision,
 }
 
 /// Checks the content type and parses the body as a JSON object.
@@ -171,8 +172,10 @@ fn parse_observation(o: &Value, at: &str, token: &str) -> ApiResult<Parsed> {
     if o["resourceType"].as_str() != Some("Observation") {
         return Err(invalid(at, "resourceType must be Observation"));
     }
-    match o["status"].as_str() {
-        Some("final" | "amended" | "corrected" | "preliminary") => {}
+    let revision = match o["status"].as_str() {
+        Some("final" | "preliminary") => Revision::Original,
+        // A correction replaces the value stored for its patient, source, code and time.
+        Some("amended" | "corrected") => Revision::Correction,
         Some(s) => {
             return Err(invalid(
                 at,
@@ -182,7 +185,7 @@ fn parse_observation(o: &Value, at: &str, token: &str) -> ApiResult<Parsed> {
             ));
         }
         None => return Err(invalid(at, "status is required")),
-    }
+    };
     let sent = vital_coding(&o["code"], at)?;
     // The panel: take its systolic component.
     let (code, sent, holder) = if sent == BP_PANEL {
@@ -234,6 +237,14 @@ fn parse_observation(o: &Value, at: &str, token: &str) -> ApiResult<Parsed> {
         subject["identifier"]["system"].as_str(),
         subject["identifier"]["value"].as_str(),
     ) {
+        // No identifier holds a control character; NUL would not even reach a PostgreSQL
+        // store's look-up.
+        if system.chars().chain(value.chars()).any(char::is_control) {
+            return Err(invalid(
+                at,
+                "subject.identifier: control characters (such as NUL) are not taken",
+            ));
+        }
         Subject::Identifier(system.to_string(), value.to_string())
     } else {
         return Err(invalid(
@@ -259,6 +270,7 @@ fn parse_observation(o: &Value, at: &str, token: &str) -> ApiResult<Parsed> {
         value,
         effective_ms,
         source: source.to_string(),
+        revision,
     })
 }
 
@@ -323,9 +335,11 @@ async fn resolve(store: &dyn ClinicalStore, parsed: &[Parsed]) -> ApiResult<Vec<
     Ok(out)
 }
 
-/// `POST /fhir/Observation`: one vital-sign Observation. 201 with the Observation as stored,
-/// or 200 with the one stored before if it was a duplicate (same patient, source, code and
-/// effective time).
+/// `POST /fhir/Observation`: one vital-sign Observation. 201 with the Observation as stored
+/// (new, or a correction that replaced the stored value), 200 with the one stored before if
+/// it was a duplicate (same patient, source, code, effective time and value), 409 if it has
+/// another value than the one stored under its key and is not a correction (status
+/// `corrected` or `amended`).
 #[utoipa::path(post, path = "/fhir/Observation", tag = "fhir", security(("bearer" = [])),
     request_body(content = Object, content_type = "application/fhir+json"),
     responses((status = 201, body = Object), (status = 422, body = Object)))]
@@ -340,7 +354,8 @@ pub async fn create_observation(
 
 /// `POST /fhir`: a transaction Bundle of vital-sign Observations, stored all or nothing; 200
 /// with a `transaction-response` Bundle (each entry's status `201 Created`, or `200 OK` for a
-/// duplicate).
+/// duplicate); one entry refused refuses the whole Bundle (422, 409 for another value under a
+/// stored key that is not a correction) with an OperationOutcome naming the entry.
 #[utoipa::path(post, path = "/fhir", tag = "fhir", security(("bearer" = [])),
     request_body(content = Object, content_type = "application/fhir+json"),
     responses((status = 200, body = Object), (status = 422, body = Object)))]
@@ -391,7 +406,17 @@ async fn ingest(
             patient: Some(&patient),
             order: None,
             outcome: Outcome::Ok,
-            detail: format!("{} observation(s)", parsed.len()),
+            detail: match parsed
+                .iter()
+                .filter(|p| p.revision == Revision::Correction)
+                .count()
+            {
+                0 => format!("{} observation(s)", parsed.len()),
+                c => format!(
+                    "{} observation(s), {c} sent as a correction (corrected or amended)",
+                    parsed.len()
+                ),
+            },
         });
         let who = Actor::audited(format!("{}:{}", caller.role, caller.token), record);
         let received_ms = now_ms();
@@ -404,6 +429,7 @@ async fn ingest(
                 value: p.value.clone(),
                 effective_ms: p.effective_ms,
                 source: p.source.clone(),
+                revision: p.revision,
             })
             .collect();
         let message = RawMessage {
@@ -414,7 +440,23 @@ async fn ingest(
         };
         let r: ApiResult<Vec<Observation>> = async {
             let h = st.hospital()?;
-            let done = h.ingest(&raw, &message, who.clone()).await?;
+            let done = match h.ingest(&raw, &message, who.clone()).await {
+                Err(medkeeper_hospital::Error::ConflictingValue(why)) => {
+                    // "observation n" is the Bundle's entry n (or the one Observation).
+                    let why = match why.split_once(": ") {
+                        Some((n, rest)) if bundle => {
+                            format!("{}: {rest}", n.replacen("observation", "entry", 1))
+                        }
+                        Some((_, rest)) => rest.to_string(),
+                        None => why,
+                    };
+                    return Err(ApiError::conflict(format!(
+                        "{why}; nothing stored: a correction of a stored value needs status \
+                         corrected or amended"
+                    )));
+                }
+                r => r?,
+            };
             Ok(done.observations)
         }
         .await;
@@ -441,7 +483,8 @@ async fn ingest(
     .await
 }
 
-/// New if stored by this message (a duplicate keeps the time it first arrived).
+/// Written by this message: new, or a correction that replaced the value (a duplicate keeps
+/// the time it first arrived).
 fn is_new(o: &Observation, received_ms: i64) -> bool {
     o.received_ms == received_ms
 }

@@ -41,6 +41,13 @@ fn params<'a>(q: &'a [(String, String)], supported: &[&str]) -> ApiResult<Vec<(&
         if k == "_format" && (v.contains("json")) {
             continue;
         }
+        // NUL and other control characters are in no identifier, code or date; refused here
+        // rather than passed to a store that cannot take them (PostgreSQL refuses NUL).
+        if k.chars().chain(v.chars()).any(char::is_control) {
+            return Err(ApiError::bad_request(format!(
+                "search parameter {k:?}: control characters (such as NUL) are not taken"
+            )));
+        }
         if !supported.contains(&k.as_str()) {
             return Err(ApiError::bad_request(format!(
                 "search parameter {k:?} is not supported here (supported: {})",
@@ -64,13 +71,20 @@ fn one<'a>(ps: &[(&str, &'a str)], name: &str) -> ApiResult<Option<&'a str>> {
 }
 
 /// The patient a search is about: the `patient` (or `subject`) parameter; for a patient token
-/// its own patient when absent, and only its own.
+/// its own patient when absent, and only its own. `audited` is set to the patient asked for
+/// *before* the caller's right to it is checked, so a refused search is audited under the
+/// patient whose data was asked for (`GET /api/audit?patient=` finds the attempt), not the
+/// caller's own.
 fn search_patient(
     caller: &Caller,
     given: Option<&str>,
     required: bool,
+    audited: &mut Option<PatientId>,
 ) -> ApiResult<Option<PatientId>> {
     let given = given.map(parse_patient).transpose()?;
+    if let Some(p) = &given {
+        *audited = Some(p.clone());
+    }
     match (caller.role, given) {
         (Role::Patient, None) => Ok(caller.patient.clone()),
         (_, Some(p)) => {
@@ -314,7 +328,7 @@ pub async fn search_observations(
     let r = async {
         let ps = params(&q, &["patient", "subject", "code", "date"])?;
         let given = one(&ps, "patient")?.or(one(&ps, "subject")?);
-        let p = search_patient(&caller, given, true)?.expect("required");
+        let p = search_patient(&caller, given, true, &mut patient)?.expect("required");
         patient = Some(p.clone());
         let codes = one(&ps, "code")?
             .map(codes)
@@ -366,7 +380,7 @@ pub async fn search_risk_assessments(
     let r = async {
         let ps = params(&q, &["patient", "subject", "date"])?;
         let given = one(&ps, "patient")?.or(one(&ps, "subject")?);
-        let p = search_patient(&caller, given, true)?.expect("required");
+        let p = search_patient(&caller, given, true, &mut patient)?.expect("required");
         patient = Some(p.clone());
         let (since_ms, until_ms) = date_bounds(&ps)?;
         let scores = st
@@ -479,7 +493,7 @@ pub async fn search_service_requests(
     let r = async {
         let ps = params(&q, &["patient", "subject", "status"])?;
         let given = one(&ps, "patient")?.or(one(&ps, "subject")?);
-        let p = search_patient(&caller, given, false)?;
+        let p = search_patient(&caller, given, false, &mut patient)?;
         patient.clone_from(&p);
         let mut states: Vec<OrderState> = Vec::new();
         match one(&ps, "status")? {
