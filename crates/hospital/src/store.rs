@@ -50,6 +50,12 @@ pub enum StoreError {
     /// A stored value could not be read back (a bad state name, malformed JSON).
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The database refused a value given to it, not the database itself failing: text it
+    /// cannot hold (PostgreSQL's `text` holds no NUL character). Nothing was written; the
+    /// same value will be refused again (the HTTP API answers 422). The server checks text
+    /// before it reaches a store, so this is its defence in depth.
+    #[error("value refused: {0}")]
+    Invalid(String),
 }
 
 /// A patient's minimal demographics. Lives only in the clinical store.

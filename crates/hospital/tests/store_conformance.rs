@@ -253,6 +253,7 @@ store_tests!(
     racing_leaders_store_one_sample_per_pool_and_interval,
     pool_samples_are_pruned_by_age,
     corrupt_values_are_reported_as_corrupt,
+    a_nul_in_text_is_kept_or_refused_as_invalid_never_a_failure,
     a_second_instance_sees_every_write_and_reopening_keeps_it,
 );
 
@@ -1988,6 +1989,72 @@ async fn pool_samples_are_pruned_by_age(h: &dyn Harness) {
 // ---------------------------------------------------------------------------------------------
 // Reading back, and more than one instance
 
+/// A NUL in text: SQLite keeps it, PostgreSQL's `text` cannot (SQLSTATE 22021). Either is
+/// allowed, but a refusal is `Invalid` (the value's fault, a 4xx), never `Backend` (a 500),
+/// and refuses nothing else: the store works on afterwards.
+async fn a_nul_in_text_is_kept_or_refused_as_invalid_never_a_failure(h: &dyn Harness) {
+    let store = h.open().await;
+    fn kept_or_invalid<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) {
+        assert!(
+            matches!(r, Ok(_) | Err(StoreError::Invalid(_))),
+            "{what}: {r:?}"
+        );
+    }
+    let named = Patient {
+        id: pid("p-nul"),
+        name: "Ann\0Example".into(),
+        birth_date: None,
+    };
+    kept_or_invalid("patient name", store.upsert_patient(&named).await);
+    kept_or_invalid(
+        "order reason",
+        store
+            .insert_order(
+                &Order {
+                    reason: "a\0b".into(),
+                    ..order("o-nul", "p-1", 10)
+                },
+                "a",
+                Some(&action("order.create")),
+            )
+            .await,
+    );
+    kept_or_invalid(
+        "token label",
+        store
+            .insert_token(
+                &TokenRecord {
+                    label: "lap\0top".into(),
+                    ..token("t-nul", "nul", 1)
+                },
+                None,
+            )
+            .await,
+    );
+    kept_or_invalid(
+        "audit query by actor",
+        store
+            .audit(&AuditQuery {
+                actor: Some("a\0b".into()),
+                ..AuditQuery::default()
+            })
+            .await,
+    );
+    // The store works on.
+    store
+        .upsert_patient(&Patient {
+            id: pid("p-2"),
+            name: "Ben".into(),
+            birth_date: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.patient(&pid("p-2")).await.unwrap().unwrap().name,
+        "Ben"
+    );
+}
+
 async fn corrupt_values_are_reported_as_corrupt(h: &dyn Harness) {
     let store = h.open().await;
     for i in 1..=2 {
@@ -2314,6 +2381,34 @@ mod postgres_only {
             again.import_sqlite(&path).await,
             Err(StoreError::Backend(m)) if m.contains("already holds data")
         ));
+        h.drop_schema().await;
+    }
+
+    /// A NUL SQLite kept cannot be copied: the error names the table, the row's key and the
+    /// column, so the operator can find and fix the row (it named none of them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_nul_refused_by_the_copy_names_its_table_row_and_column() {
+        let Some(h) = fresh().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clinical.sqlite");
+        let src = SqliteStore::open(&path).unwrap();
+        src.upsert_patient(&Patient {
+            id: pid("p-nul"),
+            name: "Ann\0Example".into(),
+            birth_date: None,
+        })
+        .await
+        .unwrap();
+        let dst = h.store().await;
+        match dst.import_sqlite(&path).await {
+            Err(StoreError::Corrupt(m)) => {
+                for needle in ["table patients", "id=\"p-nul\"", "column name", "NUL"] {
+                    assert!(m.contains(needle), "{needle:?} in {m}");
+                }
+                assert!(!m.contains("Example"), "a clinical value shown: {m}");
+            }
+            other => panic!("{other:?}"),
+        }
         h.drop_schema().await;
     }
 

@@ -2758,14 +2758,17 @@ async fn issue12_malformed_names_in_paths_are_422_never_5xx() {
         // Not UTF-8: decoded lossily, then refused as a path (it is not absolute).
         ("/api/tree?path=%FF".into(), 422, "invalid"),
         ("/api/audit?patient=..".into(), 400, "bad_request"),
-        ("/api/audit?patient=%00".into(), 400, "bad_request"),
+        // A NUL in any query parameter is refused before it is parsed (PostgreSQL answered
+        // it with a 500): see nul_and_control_characters_in_text_and_queries_are_422_....
+        ("/api/audit?patient=%00".into(), 422, "invalid"),
+        ("/api/audit?actor=%00".into(), 422, "invalid"),
     ];
     for (path, status, code) in &queries {
         let r = s.call("GET", path, &admin, Value::Null).await;
         p.ensure(format!("GET {path}"), r.status < 500, &r.text);
         p.check(format!("GET {path}"), r.expect_error(&[*status], code));
     }
-    for path in ["/api/audit?actor=%00", "/api/audit?actor=..%2F.."] {
+    for path in ["/api/audit?actor=..%2F.."] {
         let r = s.call("GET", path, &admin, Value::Null).await;
         p.ensure(format!("GET {path}"), r.status == 200, &r.text);
     }
@@ -2970,6 +2973,177 @@ async fn issue12_impossible_birth_dates_and_control_character_names_are_422() {
         stored == accepted.len() + 1,
         stored,
     );
+    p.finish();
+}
+
+/// A NUL (or another control character) in any text field or query parameter is 422 naming
+/// the field, on every store: PostgreSQL answered 500 `internal` (SQLSTATE 22021) where
+/// SQLite stored it. Single-line fields also refuse line and paragraph separators and
+/// bidirectional overrides; free text (a reason, a report) keeps its line breaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nul_and_control_characters_in_text_and_queries_are_422_naming_the_field() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let mut p = Problems::default();
+    let patient = s.patient("Nul Test").await;
+    let reported = s.order(&patient, "MRI", OrderState::Completed).await;
+    let alarm = "r@s@1";
+    let order = |reason: &str| json!({"patient": patient, "pool": "MRI", "priority": "routine", "reason": reason});
+    let mut refused: Vec<(&str, String, Value, &str)> = vec![
+        ("POST", "/api/orders".into(), order("a\0b"), "reason"),
+        ("POST", "/api/orders".into(), order("\u{1b}[31m"), "reason"),
+        (
+            "POST",
+            "/api/orders".into(),
+            json!({"patient": patient, "pool": "MRI", "priority": "routine", "capabilities": ["3T", "x\0"]}),
+            "capabilities[1]",
+        ),
+        (
+            "POST",
+            "/api/tokens".into(),
+            json!({"role": "nurse", "label": "lap\0top"}),
+            "label",
+        ),
+        (
+            "POST",
+            "/api/tokens".into(),
+            json!({"role": "nurse", "label": "a\nb"}),
+            "label",
+        ),
+        (
+            "POST",
+            "/api/tokens".into(),
+            json!({"role": "nurse", "label": "cod\u{202E}gnp.exe"}),
+            "label",
+        ),
+        (
+            "POST",
+            format!("/api/orders/{}/report", reported.id),
+            json!({"text": "ok\0"}),
+            "text",
+        ),
+        (
+            "POST",
+            format!("/api/alarms/{alarm}/ack"),
+            json!({"note": "n\0"}),
+            "note",
+        ),
+        (
+            "POST",
+            format!("/api/alarms/{alarm}/shelve"),
+            json!({"for": "30m", "reason": "r\0"}),
+            "reason",
+        ),
+        (
+            "POST",
+            format!("/api/patients/{patient}/identifiers"),
+            json!({"system": "mrn", "value": "4\u{202E}2"}),
+            "value",
+        ),
+        (
+            "PUT",
+            format!("/api/patients/{patient}/settings"),
+            json!({"ward": "W\0"}),
+            "ward",
+        ),
+        (
+            "PUT",
+            format!("/api/patients/{patient}/settings"),
+            json!({"ward": "W\u{2029}"}),
+            "ward",
+        ),
+    ];
+    for n in [
+        "Ann\u{2028}Example",
+        "Ann\u{2029}Example",
+        "\u{202E}nnA",
+        "Ann\u{2066}x\u{2069}",
+        "A\0",
+    ] {
+        refused.push(("POST", "/api/patients".into(), json!({"name": n}), "name"));
+    }
+    for (method, path, body, field) in &refused {
+        let r = s.call(method, path, &admin, body.clone()).await;
+        let what = format!("{method} {path} {body}");
+        p.check(&what, r.expect_error(&[422], "invalid"));
+        p.ensure(
+            format!("{what}: the message names {field}"),
+            r.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("{field}: "))),
+            &r.text,
+        );
+    }
+    for (path, param) in [
+        ("/api/audit?actor=a%00b", "actor"),
+        ("/api/audit?actor=a%0Ab", "actor"),
+        ("/api/tree?path=%2Fmedical%00", "path"),
+        ("/api/ward?ward=W%E2%80%AE", "ward"),
+        ("/api/alarms?since_ms=1&x%00=1", "a query parameter's name"),
+    ] {
+        let r = s.call("GET", path, &admin, Value::Null).await;
+        p.check(path, r.expect_error(&[422], "invalid"));
+        p.ensure(
+            format!("{path}: the message names {param}"),
+            r.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("{param}: "))),
+            &r.text,
+        );
+    }
+    let r = s
+        .call(
+            "GET",
+            &format!("/api/patients/{patient}/vitals?code=%00"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+    p.check("vitals?code=%00", r.expect_error(&[422], "invalid"));
+
+    // Nothing of it was stored.
+    let tokens = s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    p.ensure(
+        "no token with a refused label",
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["label"] == "api test"),
+        &tokens,
+    );
+    let orders = s.store.orders_of(&patient).await.unwrap();
+    p.ensure(
+        "only the completed order exists",
+        orders.len() == 1,
+        orders.len(),
+    );
+
+    // Free text keeps its line breaks and tabs.
+    let o = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &admin,
+            order("line 1\n\tline 2\r\n"),
+            201,
+        )
+        .await;
+    p.ensure(
+        "a reason with line breaks",
+        o["reason"] == "line 1\n\tline 2\r\n",
+        &o,
+    );
+    let r = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{}/report", reported.id),
+            &admin,
+            json!({"text": "Findings:\n\tnone"}),
+            200,
+        )
+        .await;
+    p.ensure("a report with line breaks", r["state"] == "reported", &r);
     p.finish();
 }
 

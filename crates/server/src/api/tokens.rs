@@ -66,7 +66,7 @@ pub struct NewToken {
     /// The patient, for a patient token.
     #[serde(default)]
     pub patient: Option<PatientId>,
-    /// A label for people (who or what holds it).
+    /// A label for people (who or what holds it): one line, no control characters.
     #[serde(default)]
     pub label: String,
     /// How long it lives: `12h`, `30d`, `90m`. Without it (and without `expires_ms`): a patient
@@ -131,7 +131,9 @@ pub async fn create_token(
                 let record = change_record(&caller, "token.create", patient.as_ref(), None);
                 let store = st.store().as_ref();
                 let now = now_ms();
-                match requested_ttl(body.ttl.as_deref(), body.expires_ms, now)
+                // The label is listed and shown beside the token: one line, no disguise.
+                match crate::text::single_line("label", &body.label)
+                    .and_then(|()| requested_ttl(body.ttl.as_deref(), body.expires_ms, now))
                     .and_then(|ttl| st.limits.tokens.expiry(body.role, ttl, now))
                 {
                     Ok(expires_ms) => {

@@ -36,13 +36,15 @@ pub const WARD_ROLES: &[Role] = &[Admin, Scheduler, Nurse, Doctor];
 /// The longest identifier system or value, and ward name, in bytes.
 pub const MAX_TEXT: usize = 200;
 
+/// Checks an identifier's system or value, or a ward: single-line text
+/// ([`crate::text::single_line`]) of 1-[`MAX_TEXT`] bytes, not only spaces.
 fn check_text(what: &str, s: &str) -> ApiResult<()> {
-    if s.trim().is_empty() || s.len() > MAX_TEXT || s.chars().any(char::is_control) {
+    if s.trim().is_empty() || s.len() > MAX_TEXT {
         return Err(ApiError::invalid(format!(
             "{what}: 1-{MAX_TEXT} bytes, not only spaces, no control characters"
         )));
     }
-    Ok(())
+    crate::text::single_line(what, s)
 }
 
 /// An identifier to map to a patient.
