@@ -2396,6 +2396,76 @@ async fn revoked_token_is_refused() {
 
 // --- 8. the OpenAPI document --------------------------------------------------------------------
 
+/// Every parameter the OpenAPI document declares `in: path` appears as `{name}` in its
+/// route's path (14 query parameters — `/api/audit`'s, `/api/alarms`', `/api/tree`'s,
+/// `/api/ward`'s, a patient's vitals' — were declared as required path parameters, so
+/// generated clients could not call those routes), and the query parameters are optional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_parameters_are_where_the_route_takes_them() {
+    let s = Server::start().await;
+    let r = s.req("GET", "/api/openapi.json", None, Payload::None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut p = Problems::default();
+    let mut queries = 0;
+    for (path, item) in r.json["paths"].as_object().expect("paths") {
+        let item = item.as_object().unwrap();
+        for (method, op) in item {
+            let params = match method.as_str() {
+                "parameters" => op.as_array(),
+                _ => op.get("parameters").and_then(Value::as_array),
+            };
+            for param in params.into_iter().flatten() {
+                let name = param["name"].as_str().unwrap_or_default();
+                let what = format!("{method} {path}: parameter {name:?}");
+                match param["in"].as_str() {
+                    Some("path") => {
+                        p.ensure(
+                            &what,
+                            path.contains(&format!("{{{name}}}")),
+                            "declared in: path, but the path has no such segment",
+                        );
+                        p.ensure(
+                            &what,
+                            param["required"] == true,
+                            "a path parameter is required",
+                        );
+                    }
+                    // FHIR searches require theirs (`?patient=`); the JSON API's are filters.
+                    Some("query") if path.starts_with("/api/") => {
+                        queries += 1;
+                        p.ensure(
+                            &what,
+                            param["required"] != true,
+                            "every query parameter of the JSON API is optional",
+                        );
+                    }
+                    Some("query") => {}
+                    other => p.ensure(&what, false, format_args!("in: {other:?}")),
+                }
+            }
+        }
+    }
+    // The ones that were wrong, by name: /api/audit's 5, /api/alarms' 2, vitals' 4, the
+    // tree's 2, the ward's 1 — and /api/history's 3, which were right.
+    p.ensure("query parameters", queries >= 17, queries);
+    for (path, name) in [
+        ("/api/audit", "actor"),
+        ("/api/audit", "after_seq"),
+        ("/api/alarms", "limit"),
+        ("/api/tree", "depth"),
+        ("/api/ward", "ward"),
+        ("/api/patients/{id}/vitals", "since_ms"),
+    ] {
+        let found = r.json["paths"][path]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|q| q["name"] == name && q["in"] == "query");
+        p.ensure(format!("GET {path}?{name}"), found, "not a query parameter");
+    }
+    p.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_every_route() {
     let s = Server::start().await;

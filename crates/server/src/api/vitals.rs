@@ -230,6 +230,7 @@ fn scale_name(s: SpO2Scale) -> &'static str {
 
 /// Which observations `GET /api/patients/{id}/vitals` lists.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VitalsQuery {
     /// Effective at or after this time, ms since the epoch.
@@ -502,6 +503,7 @@ pub struct WardPatient {
 
 /// Which ward.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WardQuery {
     /// Only this ward (all monitored patients if absent).
