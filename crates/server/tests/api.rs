@@ -4247,6 +4247,107 @@ async fn issue19_tokens_expire_with_a_clear_401_and_list_their_expiry() {
     p.finish();
 }
 
+/// A token is rotated once: rotating it again, or ten rotations at once, gave a live
+/// successor each, and the second took its lifetime from the first rotation's overlap (1 h)
+/// instead of the token's own (none). Now the second and the racing ones are 409 naming the
+/// one successor, and a successor lives as long as the token it replaces was issued for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_is_rotated_once_and_its_successor_keeps_the_issued_lifetime() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let mut p = Problems::default();
+    let issue = |label: &'static str| {
+        let s = &s;
+        let admin = &admin;
+        async move {
+            let t = s
+                .ok(
+                    "POST",
+                    "/api/tokens",
+                    admin,
+                    json!({"role": "nurse", "label": label}),
+                    201,
+                )
+                .await;
+            t["id"].as_str().unwrap().to_string()
+        }
+    };
+    let rotate = |id: String| {
+        let s = &s;
+        let admin = &admin;
+        async move {
+            s.call(
+                "POST",
+                &format!("/api/tokens/{id}/rotate"),
+                admin,
+                json!({}),
+            )
+            .await
+        }
+    };
+
+    let old = issue("ward tablet").await;
+    let first = rotate(old.clone()).await;
+    p.ensure("first rotation", first.status == 201, &first.text);
+    p.ensure(
+        "a staff token without expiry has a successor without expiry",
+        first.json["expires_ms"].is_null(),
+        &first.text,
+    );
+    let successor = first.json["id"].as_str().unwrap_or_default().to_string();
+    let again = rotate(old.clone()).await;
+    p.check("rotated again", again.expect_error(&[409], "conflict"));
+    p.ensure(
+        "the conflict names the successor",
+        again.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&successor)),
+        &again.text,
+    );
+    // The successor is rotated in its turn, with the lifetime it was issued with.
+    let next = rotate(successor.clone()).await;
+    p.ensure(
+        "the successor rotates, still without expiry",
+        next.status == 201 && next.json["expires_ms"].is_null(),
+        &next.text,
+    );
+
+    // Ten at once: one successor.
+    let raced = issue("raced tablet").await;
+    let answers = futures_util::future::join_all((0..10).map(|_| rotate(raced.clone()))).await;
+    let won: Vec<&Resp> = answers.iter().filter(|r| r.status == 201).collect();
+    p.ensure("one of ten racing rotations", won.len() == 1, won.len());
+    if let [winner] = won.as_slice() {
+        let id = winner.json["id"].as_str().unwrap_or_default();
+        for r in answers.iter().filter(|r| r.status != 201) {
+            p.check("a racing rotation", r.expect_error(&[409], "conflict"));
+            p.ensure(
+                "it names the successor",
+                r.json["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(id)),
+                &r.text,
+            );
+        }
+    }
+    let listed = s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    let raced_tokens: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["label"] == "raced tablet")
+        .collect();
+    p.ensure(
+        "the raced token and one successor",
+        raced_tokens.len() == 2
+            && raced_tokens
+                .iter()
+                .any(|t| t["id"] == raced.as_str() && t["replaced_by"].is_string()),
+        format_args!("{raced_tokens:?}"),
+    );
+    p.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue19_rotation_overlaps_then_the_old_token_expires() {
     let s = Server::start().await;

@@ -257,6 +257,10 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX pool_samples_by_time ON pool_samples (at_ms);
     "#,
+    // v8: a token is rotated once; its successor's id. NULL: not rotated (every token before).
+    r#"
+    ALTER TABLE tokens ADD COLUMN replaced_by TEXT;
+    "#,
 ];
 
 /// The tables, in an order that satisfies their foreign keys (for copying and counting:
@@ -280,7 +284,8 @@ pub const TABLES: &[&str] = &[
 
 const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, priority, reason, \
                              state, assigned, created_ms, updated_ms";
-const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms";
+const TOKEN_COLUMNS: &str =
+    "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms, replaced_by";
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, action, patient, order_id, outcome, detail";
 const ALARM_COLUMNS: &str =
     "alarm, seq, rule, scope, kind, priority, at_ms, actor, role, value, note";
@@ -593,6 +598,7 @@ fn read_token(r: &Row) -> Result<TokenRecord, StoreError> {
         created_ms: col(r, 5, &rec)?,
         revoked_ms: col(r, 6, &rec)?,
         expires_ms: col(r, 7, &rec)?,
+        replaced_by: col(r, 8, &rec)?,
         id,
     })
 }
@@ -677,7 +683,9 @@ fn read_transition(r: &Row) -> Result<Transition, StoreError> {
 /// Inserts a token; a taken id or hash is `Exists`.
 async fn insert_token_in(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError> {
     tx.execute(
-        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+        &format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ),
         &[
             &t.id,
             &t.hash,
@@ -687,6 +695,7 @@ async fn insert_token_in(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), St
             &t.created_ms,
             &t.revoked_ms,
             &t.expires_ms,
+            &t.replaced_by,
         ],
     )
     .await
@@ -1600,13 +1609,16 @@ impl ClinicalStore for PostgresStore {
         let tx = c.transaction().await.map_err(backend)?;
         // The row lock the UPDATE takes orders it with a racing revocation or rotation of the
         // same token: a revocation first leaves nothing to rotate; a rotation first is then
-        // revoked with its successor in place (a second rotation keeps the earlier expiry).
+        // revoked with its successor in place; a second rotation, once the first commits,
+        // finds `replaced_by` set (READ COMMITTED re-checks the WHERE on the locked row) and
+        // changes nothing.
         let changed = tx
             .execute(
-                "UPDATE tokens SET expires_ms = LEAST(COALESCE(expires_ms, $1), $1)
-                 WHERE id = $2 AND revoked_ms IS NULL
+                "UPDATE tokens SET expires_ms = LEAST(COALESCE(expires_ms, $1), $1),
+                                   replaced_by = $4
+                 WHERE id = $2 AND revoked_ms IS NULL AND replaced_by IS NULL
                    AND (expires_ms IS NULL OR expires_ms > $3)",
-                &[&old_expires_ms, &old, &new.created_ms],
+                &[&old_expires_ms, &old, &new.created_ms, &new.id],
             )
             .await
             .map_err(backend)?;

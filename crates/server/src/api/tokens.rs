@@ -207,11 +207,12 @@ pub struct RotatedToken {
 
 /// Rotates a token (admins): issues its successor and has the old one expire after an
 /// overlap, both audited in the same transaction (`token.rotate` for the old, `token.create`
-/// for the new).
+/// for the new). A token is rotated once: again, or concurrently, is 409 `conflict` naming
+/// the successor.
 #[utoipa::path(post, path = "/api/tokens/{id}/rotate", tag = "auth", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RotateToken,
     responses((status = 201, body = RotatedToken), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rotate(
     State(st): St,
     caller: Caller,
@@ -306,6 +307,8 @@ pub struct TokenInfo {
     pub expires_ms: Option<i64>,
     /// True once it has expired (as of the answer).
     pub expired: bool,
+    /// The token that replaced it, once rotated (a token is rotated once).
+    pub replaced_by: Option<String>,
 }
 
 impl TokenInfo {
@@ -319,6 +322,7 @@ impl TokenInfo {
             created_ms: t.created_ms,
             revoked_ms: t.revoked_ms,
             expires_ms: t.expires_ms,
+            replaced_by: t.replaced_by,
         }
     }
 }
