@@ -473,6 +473,17 @@ impl StoreTarget {
     /// # Errors
     /// A URL with a password in it (it would show in `ps` and shell histories).
     pub fn parse(store: PathBuf, password_file: Option<PathBuf>) -> anyhow::Result<StoreTarget> {
+        StoreTarget::parse_flag(store, password_file, "--store")
+    }
+
+    /// [`parse`](StoreTarget::parse) of the value of `flag` (`--to` for `store migrate`),
+    /// whose password file flag is `<flag>-password-file`: the error names the flags the
+    /// command at hand has.
+    pub fn parse_flag(
+        store: PathBuf,
+        password_file: Option<PathBuf>,
+        flag: &str,
+    ) -> anyhow::Result<StoreTarget> {
         let text = store.to_string_lossy();
         let Some(rest) = text
             .strip_prefix("postgres://")
@@ -489,8 +500,8 @@ impl StoreTarget {
                 .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
         if has_password {
             bail!(
-                "--store: no password in the URL (it shows in `ps` and shell histories); use \
-                 MEDKEEPER_STORE_PASSWORD, PGPASSWORD or --store-password-file"
+                "{flag}: no password in the URL (it shows in `ps` and shell histories); use \
+                 MEDKEEPER_STORE_PASSWORD, PGPASSWORD or {flag}-password-file"
             );
         }
         Ok(StoreTarget::Postgres {

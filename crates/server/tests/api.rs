@@ -3217,6 +3217,82 @@ async fn nul_and_control_characters_in_text_and_queries_are_422_naming_the_field
     p.finish();
 }
 
+/// A refused transition says what was asked and why it cannot be done: a no-show on a queued
+/// order said "is queued: it cannot become queued", a new priority on an order in progress
+/// "cannot become queued", a report re-sent with other text "is reported: it cannot become
+/// reported".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_transitions_say_what_was_asked_and_why() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let mut p = Problems::default();
+    let patient = s.patient("Transition Test").await;
+    let queued = s.order(&patient, "XRAY", OrderState::Queued).await;
+    // One exam at a time per patient: the one in progress and the completed one are others'.
+    let started = s
+        .order(&s.patient("In Exam").await, "MRI", OrderState::InProgress)
+        .await;
+    let completed = s
+        .order(&s.patient("Examined").await, "CT", OrderState::Completed)
+        .await;
+    s.ok(
+        "POST",
+        &format!("/api/orders/{}/report", completed.id),
+        &admin,
+        json!({"text": "no findings"}),
+        200,
+    )
+    .await;
+    for (what, path, body, expected) in [
+        (
+            "no-show on a queued order",
+            format!("/api/orders/{}/no-show", queued.id),
+            json!({}),
+            format!(
+                "order {} is queued: only a called order can be marked no-show",
+                queued.id
+            ),
+        ),
+        (
+            "priority on an order in progress",
+            format!("/api/orders/{}/priority", started.id),
+            json!({"priority": "stat"}),
+            format!(
+                "order {} is in-progress: only a queued order's priority can be changed",
+                started.id
+            ),
+        ),
+        (
+            "a report re-sent with other text",
+            format!("/api/orders/{}/report", completed.id),
+            json!({"text": "other findings"}),
+            format!(
+                "order {} is reported: it was reported with other text, and results are not \
+                 amended here",
+                completed.id
+            ),
+        ),
+        (
+            "start on a queued order",
+            format!("/api/orders/{}/start", queued.id),
+            json!({}),
+            format!(
+                "order {} is queued: only a called order can be started",
+                queued.id
+            ),
+        ),
+    ] {
+        let r = s.call("POST", &path, &admin, body).await;
+        p.check(what, r.expect_error(&[409], "illegal_transition"));
+        p.ensure(
+            what,
+            r.json["error"]["message"] == expected.as_str(),
+            format_args!("expected {expected:?}: {}", r.text),
+        );
+    }
+    p.finish();
+}
+
 /// The statuses of docs/api.md's error table rows whose text mentions `phrase`.
 fn documented_error_statuses(phrase: &str) -> Vec<u16> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/api.md");
