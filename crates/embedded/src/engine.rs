@@ -417,6 +417,15 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
+    /// The process holding the data directory `dir` now, by the pid its lock file names
+    /// (`"unknown"` if it names none); `None` if no engine holds it. Takes no lock and creates
+    /// nothing: for a server to refuse to start — before it listens or opens a store — where
+    /// [`Engine::open`] would fail with [`OpenError::Locked`]. An engine of this process that
+    /// is still closing holds it too (its pid is then [`std::process::id`]).
+    pub fn holder(dir: &std::path::Path) -> Option<String> {
+        DirLock::holder(dir)
+    }
+
     /// Opens (or creates) the data directory, recovers its state, deletes the ephemeral nodes
     /// left by the previous process, and starts the engine's threads.
     ///

@@ -300,6 +300,26 @@ pub(crate) struct DirLock {
 }
 
 impl DirLock {
+    /// The pid the lock file of `dir` names if another open file holds its lock now (`None`
+    /// if nothing holds it, or there is no lock file: nothing is created, nothing is kept
+    /// locked). `Some("unknown")` if the holder wrote no pid.
+    pub(crate) fn holder(dir: &Path) -> Option<String> {
+        let mut file = OpenOptions::new().read(true).open(dir.join("LOCK")).ok()?;
+        match file.try_lock() {
+            Ok(()) => {
+                let _ = file.unlock();
+                None
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                Some(if holder.is_empty() { "unknown" } else { holder }.to_string())
+            }
+            Err(fs::TryLockError::Error(_)) => None,
+        }
+    }
+
     pub(crate) fn acquire(dir: &Path) -> Result<DirLock, String> {
         let path = dir.join("LOCK");
         let mut file = OpenOptions::new()

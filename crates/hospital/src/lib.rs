@@ -42,5 +42,5 @@ pub mod tree;
 pub mod vitals;
 
 pub use actor::Actor;
-pub use error::{Error, Result};
+pub use error::{Error, OrderAction, Result};
 pub use model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transition, UnitStatus};

@@ -60,7 +60,7 @@ use crate::model::{Order, OrderId, OrderState, PatientId, Pool, Priority, Transi
 use crate::readmodel::{CachedItem, CachedUnit, PoolModel};
 use crate::store::{AuditRecord, ClinicalStore, ExamResult};
 use crate::tree::{self, ActiveExam, Change, PatientEntry, QueueEntry, UnitNode};
-use crate::{Error, Result};
+use crate::{Error, OrderAction, Result};
 
 /// What a new order asks for.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -788,6 +788,7 @@ impl Hospital {
                 order: order.id.clone(),
                 from: order.state,
                 to,
+                action: OrderAction::to(to),
             });
         }
         let t = Transition {
@@ -805,6 +806,7 @@ impl Hospital {
                 order: order.id.clone(),
                 from: now.state,
                 to,
+                action: OrderAction::to(to),
             });
         }
         actor.mark_audit_written();
@@ -836,6 +838,7 @@ impl Hospital {
                 order: order.id,
                 from: order.state,
                 to: OrderState::Queued,
+                action: OrderAction::Reprioritise,
             });
         }
         if order.priority == priority {
@@ -981,6 +984,7 @@ impl Hospital {
                 order: order.id,
                 from: order.state,
                 to: OrderState::Reported,
+                action: OrderAction::Report,
             });
         }
         self.store
@@ -1089,6 +1093,7 @@ impl Hospital {
                 order: order.id,
                 from: order.state,
                 to: OrderState::Called,
+                action: OrderAction::Call,
             });
         }
         let pool = order.pool.clone();
@@ -1169,6 +1174,7 @@ impl Hospital {
                 order: now.id,
                 from: now.state,
                 to: OrderState::Called,
+                action: OrderAction::Call,
             });
         }
         self.order(id).await

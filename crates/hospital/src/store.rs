@@ -50,6 +50,12 @@ pub enum StoreError {
     /// A stored value could not be read back (a bad state name, malformed JSON).
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// The database refused a value given to it, not the database itself failing: text it
+    /// cannot hold (PostgreSQL's `text` holds no NUL character). Nothing was written; the
+    /// same value will be refused again (the HTTP API answers 422). The server checks text
+    /// before it reaches a store, so this is its defence in depth.
+    #[error("value refused: {0}")]
+    Invalid(String),
 }
 
 /// A patient's minimal demographics. Lives only in the clinical store.
@@ -105,6 +111,11 @@ pub struct TokenRecord {
     /// ([`ClinicalStore::rotate_token`]) brings an old token's expiry forward.
     #[serde(default)]
     pub expires_ms: Option<i64>,
+    /// The id of the token that replaced this one, once it has been rotated: a token is
+    /// rotated at most once, so it has one successor, and its expiry is the one it was issued
+    /// with until then (what the successor's default lifetime is taken from).
+    #[serde(default)]
+    pub replaced_by: Option<String>,
 }
 
 impl TokenRecord {
@@ -423,6 +434,7 @@ impl PoolSample {
 /// match.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Only records about this patient.
@@ -591,8 +603,10 @@ pub trait ClinicalStore: Send + Sync {
     /// Rotates the token `old`: stores `new` (its successor, issued at `new.created_ms`) and
     /// brings `old`'s expiry forward to `old_expires_ms` (an earlier expiry it already has is
     /// kept), appending every record of `audit` (the rotation's and the new token's), all in
-    /// one transaction. Returns false — and changes and appends nothing — if `old` does not
-    /// exist, is revoked, or has expired by `new.created_ms`: only a token in use is rotated.
+    /// one transaction, and records `new.id` as `old`'s `replaced_by`. Returns false — and
+    /// changes and appends nothing — if `old` does not exist, is revoked, has expired by
+    /// `new.created_ms`, or has already been rotated: only a token in use is rotated, and only
+    /// once. Of racing rotations of one token, exactly one returns true.
     ///
     /// # Notable errors
     /// `Exists` if `new`'s id or hash is taken (nothing is changed, nothing is appended).

@@ -22,6 +22,7 @@ fn token(id: &str, hash: &str, role: &str, created_ms: i64) -> TokenRecord {
         created_ms,
         revoked_ms: None,
         expires_ms: None,
+        replaced_by: None,
     }
 }
 

@@ -236,6 +236,7 @@ store_tests!(
     rotation_of_a_token_not_in_use_changes_nothing,
     rotation_with_a_taken_id_changes_nothing,
     racing_rotation_and_revocation_leave_a_consistent_pair,
+    racing_rotations_of_a_token_have_one_successor,
     audit_append_assigns_increasing_seq_and_round_trips,
     audit_filters_limit_and_paging,
     audit_default_limit_is_the_most_recent_hundred,
@@ -255,6 +256,7 @@ store_tests!(
     racing_leaders_store_one_sample_per_pool_and_interval,
     pool_samples_are_pruned_by_age,
     corrupt_values_are_reported_as_corrupt,
+    a_nul_in_text_is_kept_or_refused_as_invalid_never_a_failure,
     a_second_instance_sees_every_write_and_reopening_keeps_it,
 );
 
@@ -305,6 +307,7 @@ fn token(id: &str, hash: &str, created_ms: i64) -> TokenRecord {
         created_ms,
         revoked_ms: None,
         expires_ms: None,
+        replaced_by: None,
     }
 }
 
@@ -924,6 +927,7 @@ async fn rotation_stores_the_successor_and_brings_the_old_expiry_forward(h: &dyn
         after,
         TokenRecord {
             expires_ms: Some(13_600),
+            replaced_by: Some("t-00000002".into()),
             ..old.clone()
         }
     );
@@ -932,13 +936,49 @@ async fn rotation_stores_the_successor_and_brings_the_old_expiry_forward(h: &dyn
         actions(store.as_ref()).await,
         ["token.rotate", "token.create"]
     );
-    // Rotating it again within the overlap works; an earlier expiry is never pushed back.
+    // A token is rotated once: again, within the overlap, changes and appends nothing.
     let third = successor("t-00000003", "cc", 11_000);
     assert!(
-        store
-            .rotate_token("t-00000001", 20_000, &third, &[action("token.rotate")])
+        !store
+            .rotate_token("t-00000001", 12_000, &third, &[action("token.rotate")])
             .await
             .unwrap()
+    );
+    assert_eq!(store.token_by_id("t-00000001").await.unwrap(), Some(after));
+    assert_eq!(store.token_by_hash("cc").await.unwrap(), None);
+    assert_eq!(store.tokens().await.unwrap().len(), 2);
+    assert_eq!(
+        actions(store.as_ref()).await,
+        ["token.rotate", "token.create"]
+    );
+    // The successor is rotated in its turn; an earlier expiry it has is kept, and the first
+    // token is left alone.
+    let fourth = successor("t-00000004", "dd", 12_500);
+    assert!(
+        store
+            .rotate_token("t-00000002", 12_500, &fourth, &[])
+            .await
+            .unwrap()
+    );
+    let second = store.token_by_id("t-00000002").await.unwrap().unwrap();
+    assert_eq!(second.expires_ms, Some(12_500));
+    assert_eq!(second.replaced_by.as_deref(), Some("t-00000004"));
+    let fifth = successor("t-00000005", "ee", 12_600);
+    assert!(
+        store
+            .rotate_token("t-00000004", 999_999_999, &fifth, &[])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .token_by_id("t-00000004")
+            .await
+            .unwrap()
+            .unwrap()
+            .expires_ms,
+        fourth.expires_ms,
+        "an earlier expiry is never pushed back"
     );
     assert_eq!(
         store
@@ -949,41 +989,60 @@ async fn rotation_stores_the_successor_and_brings_the_old_expiry_forward(h: &dyn
             .expires_ms,
         Some(13_600)
     );
-    // ... and a shorter overlap brings it forward.
-    let fourth = successor("t-00000004", "dd", 12_000);
-    assert!(
-        store
-            .rotate_token("t-00000001", 12_000, &fourth, &[])
+}
+
+/// Racing rotations of one token, from two instances: exactly one stores its successor and
+/// its records; the others change and append nothing.
+async fn racing_rotations_of_a_token_have_one_successor(h: &dyn Harness) {
+    for round in 0..5 {
+        let a = h.open().await;
+        let b = h.open().await;
+        let old_id = format!("t-{round:08}");
+        a.insert_token(&token(&old_id, &format!("old{round}"), 1_000), None)
             .await
-            .unwrap()
-    );
-    assert_eq!(
-        store
-            .token_by_id("t-00000001")
+            .unwrap();
+        let news: Vec<TokenRecord> = (0..6)
+            .map(|i| {
+                successor(
+                    &format!("t-n{round}x{i:04}"),
+                    &format!("new{round}x{i}"),
+                    2_000,
+                )
+            })
+            .collect();
+        let tries = news.iter().enumerate().map(|(i, new)| {
+            let store = if i % 2 == 0 { &a } else { &b };
+            let old_id = old_id.clone();
+            async move {
+                store
+                    .rotate_token(&old_id, 3_000, new, &[action("token.rotate")])
+                    .await
+            }
+        });
+        let results: Vec<bool> = futures_util::future::join_all(tries)
             .await
-            .unwrap()
-            .unwrap()
-            .expires_ms,
-        Some(12_000)
-    );
-    assert_eq!(store.tokens().await.unwrap().len(), 4);
-    // The successor's own expiry is its own: rotating it leaves the first alone.
-    let fifth = successor("t-00000005", "ee", 12_500);
-    assert!(
-        store
-            .rotate_token("t-00000002", 12_500, &fifth, &[])
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store
-            .token_by_id("t-00000002")
-            .await
-            .unwrap()
-            .unwrap()
-            .expires_ms,
-        Some(12_500)
-    );
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let winners: Vec<usize> = (0..news.len()).filter(|&i| results[i]).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        let after = a.token_by_id(&old_id).await.unwrap().unwrap();
+        assert_eq!(
+            after.replaced_by.as_deref(),
+            Some(news[winners[0]].id.as_str())
+        );
+        for (i, new) in news.iter().enumerate() {
+            let found = a.token_by_hash(&new.hash).await.unwrap();
+            assert_eq!(
+                found.is_some(),
+                i == winners[0],
+                "round {round}: {}",
+                new.id
+            );
+        }
+    }
+    let all = h.open().await;
+    assert_eq!(actions(all.as_ref()).await.len(), 5);
 }
 
 async fn rotation_of_a_token_not_in_use_changes_nothing(h: &dyn Harness) {
@@ -2092,6 +2151,72 @@ async fn pool_samples_are_pruned_by_age(h: &dyn Harness) {
 // ---------------------------------------------------------------------------------------------
 // Reading back, and more than one instance
 
+/// A NUL in text: SQLite keeps it, PostgreSQL's `text` cannot (SQLSTATE 22021). Either is
+/// allowed, but a refusal is `Invalid` (the value's fault, a 4xx), never `Backend` (a 500),
+/// and refuses nothing else: the store works on afterwards.
+async fn a_nul_in_text_is_kept_or_refused_as_invalid_never_a_failure(h: &dyn Harness) {
+    let store = h.open().await;
+    fn kept_or_invalid<T: std::fmt::Debug>(what: &str, r: Result<T, StoreError>) {
+        assert!(
+            matches!(r, Ok(_) | Err(StoreError::Invalid(_))),
+            "{what}: {r:?}"
+        );
+    }
+    let named = Patient {
+        id: pid("p-nul"),
+        name: "Ann\0Example".into(),
+        birth_date: None,
+    };
+    kept_or_invalid("patient name", store.upsert_patient(&named).await);
+    kept_or_invalid(
+        "order reason",
+        store
+            .insert_order(
+                &Order {
+                    reason: "a\0b".into(),
+                    ..order("o-nul", "p-1", 10)
+                },
+                "a",
+                Some(&action("order.create")),
+            )
+            .await,
+    );
+    kept_or_invalid(
+        "token label",
+        store
+            .insert_token(
+                &TokenRecord {
+                    label: "lap\0top".into(),
+                    ..token("t-nul", "nul", 1)
+                },
+                None,
+            )
+            .await,
+    );
+    kept_or_invalid(
+        "audit query by actor",
+        store
+            .audit(&AuditQuery {
+                actor: Some("a\0b".into()),
+                ..AuditQuery::default()
+            })
+            .await,
+    );
+    // The store works on.
+    store
+        .upsert_patient(&Patient {
+            id: pid("p-2"),
+            name: "Ben".into(),
+            birth_date: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.patient(&pid("p-2")).await.unwrap().unwrap().name,
+        "Ben"
+    );
+}
+
 async fn corrupt_values_are_reported_as_corrupt(h: &dyn Harness) {
     let store = h.open().await;
     for i in 1..=2 {
@@ -2418,6 +2543,34 @@ mod postgres_only {
             again.import_sqlite(&path).await,
             Err(StoreError::Backend(m)) if m.contains("already holds data")
         ));
+        h.drop_schema().await;
+    }
+
+    /// A NUL SQLite kept cannot be copied: the error names the table, the row's key and the
+    /// column, so the operator can find and fix the row (it named none of them).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_nul_refused_by_the_copy_names_its_table_row_and_column() {
+        let Some(h) = fresh().await else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clinical.sqlite");
+        let src = SqliteStore::open(&path).unwrap();
+        src.upsert_patient(&Patient {
+            id: pid("p-nul"),
+            name: "Ann\0Example".into(),
+            birth_date: None,
+        })
+        .await
+        .unwrap();
+        let dst = h.store().await;
+        match dst.import_sqlite(&path).await {
+            Err(StoreError::Corrupt(m)) => {
+                for needle in ["table patients", "id=\"p-nul\"", "column name", "NUL"] {
+                    assert!(m.contains(needle), "{needle:?} in {m}");
+                }
+                assert!(!m.contains("Example"), "a clinical value shown: {m}");
+            }
+            other => panic!("{other:?}"),
+        }
         h.drop_schema().await;
     }
 

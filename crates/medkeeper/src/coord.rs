@@ -159,6 +159,16 @@ pub struct Connection {
     engine: Option<Engine>,
 }
 
+/// If `args` name an embedded engine whose data directory another live process holds now:
+/// the directory and that process's pid (`"unknown"` if its lock file names none). An engine
+/// of this process that is still closing (a session expired; the next one opens the engine
+/// again) is not another process: that is retried, this is refused.
+pub fn held_by_another_process(args: &ConnectArgs) -> Option<(String, String)> {
+    let dir = args.connect.strip_prefix("embedded:")?;
+    let pid = Engine::holder(std::path::Path::new(dir))?;
+    (pid != std::process::id().to_string()).then(|| (dir.to_string(), pid))
+}
+
 impl Connection {
     /// True if this process alone writes the coordination data: an embedded engine holds its
     /// data directory's lock, so after the previous session's engine is closed nothing else

@@ -126,6 +126,12 @@ pub async fn run(instance: Instance, shutdown: impl Future<Output = ()>) -> anyh
         let conn = match connected {
             Ok(c) => c,
             Err(e) if first && exit_on_error => return Err(e),
+            // Another process took the data directory (two servers started at once, or one
+            // started while this one was between sessions): it is that one's now; retrying
+            // would keep this process up without one, accepting writes it cannot coordinate.
+            Err(e) if crate::coord::held_by_another_process(&instance.connect).is_some() => {
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!("{id}: {e:#}; retrying");
                 if pause(RETRY, shutdown.as_mut()).await {

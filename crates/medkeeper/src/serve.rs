@@ -30,9 +30,12 @@
 //! On stderr through the process's subscriber ([`crate::logs`]): `RUST_LOG` filters (unset:
 //! medkeeper's crates at `info`, the rest at `warn`), `--log-format human|json` picks the
 //! format. The lines a script waits for (`listening on …`, `metrics on …`, `admin token: …`,
-//! `dashboard: …`) are not log lines: they go to stdout as they are.
+//! `dashboard: …`) are not log lines: they go to stdout as they are, each flushed at once.
 //!
 //! ## What an instance does
+//! - Refuses to start, naming the holder's pid, if another process holds the embedded engine's
+//!   data directory — before it listens or opens the clinical store (a second server on one
+//!   directory would accept writes it cannot coordinate).
 //! - Binds the listener first; prints `listening on http://ADDR/` once ready (a session, the
 //!   hospital loaded), answering 503 `unavailable` until then. A ZooKeeper chroot that does
 //!   not exist yet is created (with the same credentials and TLS).
@@ -470,6 +473,17 @@ impl StoreTarget {
     /// # Errors
     /// A URL with a password in it (it would show in `ps` and shell histories).
     pub fn parse(store: PathBuf, password_file: Option<PathBuf>) -> anyhow::Result<StoreTarget> {
+        StoreTarget::parse_flag(store, password_file, "--store")
+    }
+
+    /// [`parse`](StoreTarget::parse) of the value of `flag` (`--to` for `store migrate`),
+    /// whose password file flag is `<flag>-password-file`: the error names the flags the
+    /// command at hand has.
+    pub fn parse_flag(
+        store: PathBuf,
+        password_file: Option<PathBuf>,
+        flag: &str,
+    ) -> anyhow::Result<StoreTarget> {
         let text = store.to_string_lossy();
         let Some(rest) = text
             .strip_prefix("postgres://")
@@ -486,8 +500,8 @@ impl StoreTarget {
                 .is_some_and(|(_, q)| q.split('&').any(|kv| kv.starts_with("password=")));
         if has_password {
             bail!(
-                "--store: no password in the URL (it shows in `ps` and shell histories); use \
-                 MEDKEEPER_STORE_PASSWORD, PGPASSWORD or --store-password-file"
+                "{flag}: no password in the URL (it shows in `ps` and shell histories); use \
+                 MEDKEEPER_STORE_PASSWORD, PGPASSWORD or {flag}-password-file"
             );
         }
         Ok(StoreTarget::Postgres {
@@ -554,6 +568,15 @@ pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
 }
 
 /// Runs the instance until SIGTERM or SIGINT.
+/// Prints a line scripts wait for and flushes it at once: a script reading the output through a
+/// pipe must see `listening on …` when it is true, not when a buffer fills.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let history_every = match args.history_every.as_deref() {
         None => None,
@@ -566,6 +589,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     logs::init(s.log_format, logs::SERVICE_FILTER)?;
     medkeeper_hospital::model::validate_name("instance id", &s.instance)
         .map_err(|e| anyhow::anyhow!("--instance: {e}"))?;
+    // A second server on a data directory in use would listen, answer /healthz, and write to
+    // the shared clinical store while it waits for an engine it can never open: refuse it
+    // before anything is bound or opened. (A race past this check ends in the instance's
+    // first connect, which stops the server too.)
+    if let Some((dir, pid)) = crate::coord::held_by_another_process(&s.connect) {
+        bail!(
+            "data directory {dir} is in use by another medkeeper process (pid {pid}); stop \
+             it first, or give this server its own --data"
+        );
+    }
     crate::datadir::prepare(&s.data, &s.store)?; // 0700, refused if others may write it
     let config = match &s.hospital {
         Some(path) => HospitalConfig::from_file(path)
@@ -642,14 +675,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store_is_postgres = s.store.is_postgres();
 
     let (stop_tx, stop) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    tokio::spawn({
+        let stop_tx = stop_tx.clone();
+        async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            let _ = stop_tx.send(true);
         }
-        let _ = stop_tx.send(true);
     });
 
     // Alerts to Alertmanager: the cluster's alarms from the leader, this instance's health.
@@ -688,7 +725,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         on_error: OnError::Retry,
         dispatch_observer: Some(state.dispatch_observer()),
     };
-    let mut coordination = tokio::spawn(instance::run(instance, stopped(stop.clone())));
+    // The coordination side failing for good (another process holds the data directory) stops
+    // the server: its error is the process's (returned after the drain below).
+    let mut coordination = tokio::spawn({
+        let stop = stopped(stop.clone());
+        async move {
+            let r = instance::run(instance, stop).await;
+            if r.is_err() {
+                let _ = stop_tx.send(true);
+            }
+            r
+        }
+    });
 
     // The HTTP side.
     let app = medkeeper_server::router(state.clone());
@@ -774,32 +822,37 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         _ = stopped(stop.clone()) => {}
     }
-    println!(
-        "medkeeper {} serving {hospital_name}",
-        env!("CARGO_PKG_VERSION")
-    );
-    println!("listening on {url}");
-    if let Some(m) = &metrics_url {
-        println!("metrics on {m}");
-    }
-    if let Some((at, _)) = &mllp {
-        println!("mllp on {at}");
-    }
-    if let Some((id, token)) = &first_token {
-        println!("admin token: {token}");
-        if store_is_postgres {
-            println!(
-                "  (shown once; id {id}; more with `medkeeper token create --server {url} \
-                 --token <this token> --role ROLE`)"
-            );
-        } else {
-            println!(
-                "  (shown once; id {id}; more with `medkeeper token create --data {} --role ROLE`)",
-                data_dir.display()
-            );
+    // Stopping already (a signal, or the coordination side failed): no "listening" line for a
+    // script to act on.
+    if !*stop.borrow() {
+        say(format_args!(
+            "medkeeper {} serving {hospital_name}",
+            env!("CARGO_PKG_VERSION")
+        ));
+        say(format_args!("listening on {url}"));
+        if let Some(m) = &metrics_url {
+            say(format_args!("metrics on {m}"));
         }
+        if let Some((at, _)) = &mllp {
+            say(format_args!("mllp on {at}"));
+        }
+        if let Some((id, token)) = &first_token {
+            say(format_args!("admin token: {token}"));
+            if store_is_postgres {
+                say(format_args!(
+                    "  (shown once; id {id}; more with `medkeeper token create --server {url} \
+                     --token <this token> --role ROLE`)"
+                ));
+            } else {
+                say(format_args!(
+                    "  (shown once; id {id}; more with `medkeeper token create --data {} --role \
+                     ROLE`)",
+                    data_dir.display()
+                ));
+            }
+        }
+        say(format_args!("dashboard: {url}#token=<token>"));
     }
-    println!("dashboard: {url}#token=<token>");
     stopped(stop.clone()).await;
     tracing::info!("stopping: finishing in-flight requests");
     match tokio::time::timeout(DRAIN, &mut served).await {

@@ -55,7 +55,7 @@ async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
         bail!("--from: no SQLite clinical store at {}", from.display());
     }
     let StoreTarget::Postgres { url, password_file } =
-        StoreTarget::parse(PathBuf::from(&args.to), args.to_password_file)?
+        StoreTarget::parse_flag(PathBuf::from(&args.to), args.to_password_file, "--to")?
     else {
         bail!(
             "--to: a postgres://USER@HOST:PORT/DB URL (got {:?})",

@@ -305,3 +305,27 @@ fn coord_on_an_embedded_directory_that_does_not_exist_creates_nothing() {
     assert!(err.contains("no embedded engine at"), "{err}");
     assert!(!dir.path().join("mistyped").exists(), "nothing is created");
 }
+
+/// `store migrate --to` with a password in the URL names `--to` and `--to-password-file`, the
+/// flags the command has — not `serve`'s `--store` and `--store-password-file`.
+#[test]
+fn store_migrate_refuses_a_password_in_to_naming_its_own_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join("clinical.sqlite");
+    std::fs::write(&from, b"").unwrap();
+    let out = medkeeper(&[
+        "store",
+        "migrate",
+        "--from",
+        &format!("sqlite:{}", from.display()),
+        "--to",
+        "postgres://u:pw@127.0.0.1:1/medkeeper",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--to: no password in the URL") && err.contains("--to-password-file"),
+        "{err}"
+    );
+    assert!(!err.contains("--store"), "{err}");
+}

@@ -790,3 +790,59 @@ fn behind_a_trusted_proxy_failed_authentications_count_per_forwarded_client() {
     assert!(!out.status.success());
     assert!(err.contains("the network is 10.0.0.0/8"), "{err}");
 }
+
+/// A second server on a data directory in use exits at once, naming the holder's pid — before
+/// it listens or touches the store. It listened, answered /healthz 200, accepted patients and
+/// tokens into the shared clinical store, and retried the engine's lock every second forever.
+#[test]
+fn a_second_server_on_a_data_directory_in_use_is_refused_with_the_holders_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut first = Serve::start(&["--data", data]);
+
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", data])
+        .env_remove("MEDKEEPER_CONFIG")
+        .env_remove("MEDKEEPER_CONNECT")
+        .env_remove("MEDKEEPER_DATA")
+        .env_remove("MEDKEEPER_STORE")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = second.kill();
+            let out = second.wait_with_output().unwrap();
+            panic!(
+                "the second server is still running after 20 s; stdout:\n{}\nstderr:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = second.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!status.success(), "{status:?}");
+    let pid = first.child.id().to_string();
+    assert!(
+        stderr.contains("in use by another medkeeper process") && stderr.contains(&pid),
+        "the refusal names the holder's pid {pid}: {stderr}"
+    );
+    assert!(!stdout.contains("listening on"), "{stdout}");
+    assert!(!stdout.contains("admin token"), "{stdout}");
+
+    // The first one is unaffected.
+    let r = agent().get(format!("{}readyz", first.url)).call().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(first.terminate().success());
+}

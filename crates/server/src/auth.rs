@@ -263,6 +263,7 @@ fn new_token(
         created_ms,
         revoked_ms: None,
         expires_ms,
+        replaced_by: None,
     };
     Ok((record, token))
 }
@@ -384,10 +385,16 @@ pub struct Rotation {
 /// Rotates the token `id`: issues its successor (same role, patient and label) and has the
 /// old token expire `overlap` from now (or keep an earlier expiry), with `audit(old, new)`'s
 /// records, in one transaction. The successor lives `ttl` if given, else as long as the old
-/// token was issued for, else the policy's default for the role.
+/// token was issued for (no expiry stays none), within the policy's longest lifetime, else the
+/// policy's default for the role.
+///
+/// A token is rotated once: rotating it again — or racing rotations, of which the store lets
+/// one through — would leave several live successors of one credential, each taking its
+/// lifetime from the overlap the first rotation set rather than from the token's own.
 ///
 /// # Notable errors
-/// `not_found` for a token that does not exist, is revoked or has expired; `invalid` for an
+/// `not_found` for a token that does not exist, is revoked or has expired; `conflict` for a
+/// token already rotated (the message names its successor: rotate that one); `invalid` for an
 /// overlap over [`MAX_ROTATION_OVERLAP`] or a lifetime the policy refuses; `internal` if the
 /// store fails.
 pub async fn rotate_token(
@@ -406,9 +413,18 @@ pub async fn rotate_token(
     }
     let now = now_ms();
     let gone = || ApiError::not_found(format!("token {id:?} not found, revoked or expired"));
+    let rotated = |successor: &str| {
+        ApiError::conflict(format!(
+            "token {id} was already rotated: its successor is {successor}; rotate that one \
+             instead (a token is rotated once)"
+        ))
+    };
     let old = store.token_by_id(id).await?.ok_or_else(gone)?;
     if !old.valid_at(now) {
         return Err(gone());
+    }
+    if let Some(successor) = &old.replaced_by {
+        return Err(rotated(successor));
     }
     let role: Role = caller_of(&old)?.role;
     let ttl = ttl.or_else(|| {
@@ -428,8 +444,14 @@ pub async fn rotate_token(
         .rotate_token(&old.id, old_expires_ms, &new, &records)
         .await?
     {
-        // Revoked or expired meanwhile.
-        return Err(gone());
+        // Rotated by a racing request, or revoked or expired meanwhile.
+        return Err(match store.token_by_id(id).await? {
+            Some(TokenRecord {
+                replaced_by: Some(successor),
+                ..
+            }) => rotated(&successor),
+            _ => gone(),
+        });
     }
     let old_expires_ms = old
         .expires_ms

@@ -315,6 +315,15 @@ impl From<StoreError> for ApiError {
                     ..ApiError::unavailable("the clinical store is not reachable; retry")
                 }
             }
+            // A value the store cannot hold (a NUL that slipped past the API's checks): the
+            // request's fault, answered without the database's wording.
+            StoreError::Invalid(_) => {
+                tracing::warn!(error = %e, "clinical store refused a value");
+                ApiError::invalid(
+                    "a text value holds a character the clinical store cannot keep \
+                     (a NUL or another control character)",
+                )
+            }
             e => ApiError::internal(format_args!("clinical store: {e}")),
         }
     }
@@ -376,5 +385,8 @@ mod tests {
         // Any other store failure stays a 500.
         let e: ApiError = StoreError::Backend("constraint".into()).into();
         assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // A value the store refuses is the request's fault.
+        let e: ApiError = StoreError::Invalid("22021".into()).into();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
     }
 }

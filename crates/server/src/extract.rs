@@ -16,7 +16,9 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
 use crate::state::ServerState;
 
-/// A JSON body; a malformed, mistyped, oversize or non-JSON body is a JSON error.
+/// A JSON body; a malformed, mistyped, oversize or non-JSON body is a JSON error, and a
+/// string holding a NUL or another control character other than a line break or tab is 422
+/// `invalid` naming its field ([`crate::text`]): no store is asked to keep it.
 pub struct Body<T>(pub T);
 
 impl<S, T> FromRequest<S> for Body<T>
@@ -35,6 +37,7 @@ where
         if !value.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
+        crate::text::json_free_text(&value)?;
         serde_json::from_value(value)
             .map(Body)
             .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))
@@ -86,7 +89,9 @@ fn path_rejection(r: PathRejection) -> ApiError {
     }
 }
 
-/// Query parameters.
+/// Query parameters. Every value is single-line text ([`crate::text::single_line`]): a NUL,
+/// a line break, any other control character or a bidirectional override is 422 `invalid`
+/// naming the parameter, before the handler (or a store) sees it.
 pub struct QueryParams<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for QueryParams<T>
@@ -97,6 +102,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let pairs = axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map_err(|r: QueryRejection| ApiError::bad_request(r.body_text()))?;
+        for (name, value) in &pairs.0 {
+            crate::text::single_line("a query parameter's name", name)?;
+            crate::text::single_line(name, value)?;
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| QueryParams(q.0))

@@ -33,6 +33,7 @@ pub mod mllp;
 pub mod proxies;
 pub mod sse;
 mod state;
+mod text;
 pub mod views;
 
 use std::sync::Arc;

@@ -2396,6 +2396,76 @@ async fn revoked_token_is_refused() {
 
 // --- 8. the OpenAPI document --------------------------------------------------------------------
 
+/// Every parameter the OpenAPI document declares `in: path` appears as `{name}` in its
+/// route's path (14 query parameters — `/api/audit`'s, `/api/alarms`', `/api/tree`'s,
+/// `/api/ward`'s, a patient's vitals' — were declared as required path parameters, so
+/// generated clients could not call those routes), and the query parameters are optional.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn openapi_parameters_are_where_the_route_takes_them() {
+    let s = Server::start().await;
+    let r = s.req("GET", "/api/openapi.json", None, Payload::None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let mut p = Problems::default();
+    let mut queries = 0;
+    for (path, item) in r.json["paths"].as_object().expect("paths") {
+        let item = item.as_object().unwrap();
+        for (method, op) in item {
+            let params = match method.as_str() {
+                "parameters" => op.as_array(),
+                _ => op.get("parameters").and_then(Value::as_array),
+            };
+            for param in params.into_iter().flatten() {
+                let name = param["name"].as_str().unwrap_or_default();
+                let what = format!("{method} {path}: parameter {name:?}");
+                match param["in"].as_str() {
+                    Some("path") => {
+                        p.ensure(
+                            &what,
+                            path.contains(&format!("{{{name}}}")),
+                            "declared in: path, but the path has no such segment",
+                        );
+                        p.ensure(
+                            &what,
+                            param["required"] == true,
+                            "a path parameter is required",
+                        );
+                    }
+                    // FHIR searches require theirs (`?patient=`); the JSON API's are filters.
+                    Some("query") if path.starts_with("/api/") => {
+                        queries += 1;
+                        p.ensure(
+                            &what,
+                            param["required"] != true,
+                            "every query parameter of the JSON API is optional",
+                        );
+                    }
+                    Some("query") => {}
+                    other => p.ensure(&what, false, format_args!("in: {other:?}")),
+                }
+            }
+        }
+    }
+    // The ones that were wrong, by name: /api/audit's 5, /api/alarms' 2, vitals' 4, the
+    // tree's 2, the ward's 1 — and /api/history's 3, which were right.
+    p.ensure("query parameters", queries >= 17, queries);
+    for (path, name) in [
+        ("/api/audit", "actor"),
+        ("/api/audit", "after_seq"),
+        ("/api/alarms", "limit"),
+        ("/api/tree", "depth"),
+        ("/api/ward", "ward"),
+        ("/api/patients/{id}/vitals", "since_ms"),
+    ] {
+        let found = r.json["paths"][path]["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|q| q["name"] == name && q["in"] == "query");
+        p.ensure(format!("GET {path}?{name}"), found, "not a query parameter");
+    }
+    p.finish();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_lists_every_route() {
     let s = Server::start().await;
@@ -2758,14 +2828,17 @@ async fn issue12_malformed_names_in_paths_are_422_never_5xx() {
         // Not UTF-8: decoded lossily, then refused as a path (it is not absolute).
         ("/api/tree?path=%FF".into(), 422, "invalid"),
         ("/api/audit?patient=..".into(), 400, "bad_request"),
-        ("/api/audit?patient=%00".into(), 400, "bad_request"),
+        // A NUL in any query parameter is refused before it is parsed (PostgreSQL answered
+        // it with a 500): see nul_and_control_characters_in_text_and_queries_are_422_....
+        ("/api/audit?patient=%00".into(), 422, "invalid"),
+        ("/api/audit?actor=%00".into(), 422, "invalid"),
     ];
     for (path, status, code) in &queries {
         let r = s.call("GET", path, &admin, Value::Null).await;
         p.ensure(format!("GET {path}"), r.status < 500, &r.text);
         p.check(format!("GET {path}"), r.expect_error(&[*status], code));
     }
-    for path in ["/api/audit?actor=%00", "/api/audit?actor=..%2F.."] {
+    for path in ["/api/audit?actor=..%2F.."] {
         let r = s.call("GET", path, &admin, Value::Null).await;
         p.ensure(format!("GET {path}"), r.status == 200, &r.text);
     }
@@ -2970,6 +3043,253 @@ async fn issue12_impossible_birth_dates_and_control_character_names_are_422() {
         stored == accepted.len() + 1,
         stored,
     );
+    p.finish();
+}
+
+/// A NUL (or another control character) in any text field or query parameter is 422 naming
+/// the field, on every store: PostgreSQL answered 500 `internal` (SQLSTATE 22021) where
+/// SQLite stored it. Single-line fields also refuse line and paragraph separators and
+/// bidirectional overrides; free text (a reason, a report) keeps its line breaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nul_and_control_characters_in_text_and_queries_are_422_naming_the_field() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let mut p = Problems::default();
+    let patient = s.patient("Nul Test").await;
+    let reported = s.order(&patient, "MRI", OrderState::Completed).await;
+    let alarm = "r@s@1";
+    let order = |reason: &str| json!({"patient": patient, "pool": "MRI", "priority": "routine", "reason": reason});
+    let mut refused: Vec<(&str, String, Value, &str)> = vec![
+        ("POST", "/api/orders".into(), order("a\0b"), "reason"),
+        ("POST", "/api/orders".into(), order("\u{1b}[31m"), "reason"),
+        (
+            "POST",
+            "/api/orders".into(),
+            json!({"patient": patient, "pool": "MRI", "priority": "routine", "capabilities": ["3T", "x\0"]}),
+            "capabilities[1]",
+        ),
+        (
+            "POST",
+            "/api/tokens".into(),
+            json!({"role": "nurse", "label": "lap\0top"}),
+            "label",
+        ),
+        (
+            "POST",
+            "/api/tokens".into(),
+            json!({"role": "nurse", "label": "a\nb"}),
+            "label",
+        ),
+        (
+            "POST",
+            "/api/tokens".into(),
+            json!({"role": "nurse", "label": "cod\u{202E}gnp.exe"}),
+            "label",
+        ),
+        (
+            "POST",
+            format!("/api/orders/{}/report", reported.id),
+            json!({"text": "ok\0"}),
+            "text",
+        ),
+        (
+            "POST",
+            format!("/api/alarms/{alarm}/ack"),
+            json!({"note": "n\0"}),
+            "note",
+        ),
+        (
+            "POST",
+            format!("/api/alarms/{alarm}/shelve"),
+            json!({"for": "30m", "reason": "r\0"}),
+            "reason",
+        ),
+        (
+            "POST",
+            format!("/api/patients/{patient}/identifiers"),
+            json!({"system": "mrn", "value": "4\u{202E}2"}),
+            "value",
+        ),
+        (
+            "PUT",
+            format!("/api/patients/{patient}/settings"),
+            json!({"ward": "W\0"}),
+            "ward",
+        ),
+        (
+            "PUT",
+            format!("/api/patients/{patient}/settings"),
+            json!({"ward": "W\u{2029}"}),
+            "ward",
+        ),
+    ];
+    for n in [
+        "Ann\u{2028}Example",
+        "Ann\u{2029}Example",
+        "\u{202E}nnA",
+        "Ann\u{2066}x\u{2069}",
+        "A\0",
+    ] {
+        refused.push(("POST", "/api/patients".into(), json!({"name": n}), "name"));
+    }
+    for (method, path, body, field) in &refused {
+        let r = s.call(method, path, &admin, body.clone()).await;
+        let what = format!("{method} {path} {body}");
+        p.check(&what, r.expect_error(&[422], "invalid"));
+        p.ensure(
+            format!("{what}: the message names {field}"),
+            r.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("{field}: "))),
+            &r.text,
+        );
+    }
+    for (path, param) in [
+        ("/api/audit?actor=a%00b", "actor"),
+        ("/api/audit?actor=a%0Ab", "actor"),
+        ("/api/tree?path=%2Fmedical%00", "path"),
+        ("/api/ward?ward=W%E2%80%AE", "ward"),
+        ("/api/alarms?since_ms=1&x%00=1", "a query parameter's name"),
+    ] {
+        let r = s.call("GET", path, &admin, Value::Null).await;
+        p.check(path, r.expect_error(&[422], "invalid"));
+        p.ensure(
+            format!("{path}: the message names {param}"),
+            r.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(&format!("{param}: "))),
+            &r.text,
+        );
+    }
+    let r = s
+        .call(
+            "GET",
+            &format!("/api/patients/{patient}/vitals?code=%00"),
+            &admin,
+            Value::Null,
+        )
+        .await;
+    p.check("vitals?code=%00", r.expect_error(&[422], "invalid"));
+
+    // Nothing of it was stored.
+    let tokens = s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    p.ensure(
+        "no token with a refused label",
+        tokens
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["label"] == "api test"),
+        &tokens,
+    );
+    let orders = s.store.orders_of(&patient).await.unwrap();
+    p.ensure(
+        "only the completed order exists",
+        orders.len() == 1,
+        orders.len(),
+    );
+
+    // Free text keeps its line breaks and tabs.
+    let o = s
+        .ok(
+            "POST",
+            "/api/orders",
+            &admin,
+            order("line 1\n\tline 2\r\n"),
+            201,
+        )
+        .await;
+    p.ensure(
+        "a reason with line breaks",
+        o["reason"] == "line 1\n\tline 2\r\n",
+        &o,
+    );
+    let r = s
+        .ok(
+            "POST",
+            &format!("/api/orders/{}/report", reported.id),
+            &admin,
+            json!({"text": "Findings:\n\tnone"}),
+            200,
+        )
+        .await;
+    p.ensure("a report with line breaks", r["state"] == "reported", &r);
+    p.finish();
+}
+
+/// A refused transition says what was asked and why it cannot be done: a no-show on a queued
+/// order said "is queued: it cannot become queued", a new priority on an order in progress
+/// "cannot become queued", a report re-sent with other text "is reported: it cannot become
+/// reported".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_transitions_say_what_was_asked_and_why() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let mut p = Problems::default();
+    let patient = s.patient("Transition Test").await;
+    let queued = s.order(&patient, "XRAY", OrderState::Queued).await;
+    // One exam at a time per patient: the one in progress and the completed one are others'.
+    let started = s
+        .order(&s.patient("In Exam").await, "MRI", OrderState::InProgress)
+        .await;
+    let completed = s
+        .order(&s.patient("Examined").await, "CT", OrderState::Completed)
+        .await;
+    s.ok(
+        "POST",
+        &format!("/api/orders/{}/report", completed.id),
+        &admin,
+        json!({"text": "no findings"}),
+        200,
+    )
+    .await;
+    for (what, path, body, expected) in [
+        (
+            "no-show on a queued order",
+            format!("/api/orders/{}/no-show", queued.id),
+            json!({}),
+            format!(
+                "order {} is queued: only a called order can be marked no-show",
+                queued.id
+            ),
+        ),
+        (
+            "priority on an order in progress",
+            format!("/api/orders/{}/priority", started.id),
+            json!({"priority": "stat"}),
+            format!(
+                "order {} is in-progress: only a queued order's priority can be changed",
+                started.id
+            ),
+        ),
+        (
+            "a report re-sent with other text",
+            format!("/api/orders/{}/report", completed.id),
+            json!({"text": "other findings"}),
+            format!(
+                "order {} is reported: it was reported with other text, and results are not \
+                 amended here",
+                completed.id
+            ),
+        ),
+        (
+            "start on a queued order",
+            format!("/api/orders/{}/start", queued.id),
+            json!({}),
+            format!(
+                "order {} is queued: only a called order can be started",
+                queued.id
+            ),
+        ),
+    ] {
+        let r = s.call("POST", &path, &admin, body).await;
+        p.check(what, r.expect_error(&[409], "illegal_transition"));
+        p.ensure(
+            what,
+            r.json["error"]["message"] == expected.as_str(),
+            format_args!("expected {expected:?}: {}", r.text),
+        );
+    }
     p.finish();
 }
 
@@ -4000,6 +4320,107 @@ async fn issue19_tokens_expire_with_a_clear_401_and_list_their_expiry() {
         .call("GET", "/api/tokens/t-nosuch", &admin, Value::Null)
         .await;
     p.check("unknown token shown", r.expect_error(&[404], "not_found"));
+    p.finish();
+}
+
+/// A token is rotated once: rotating it again, or ten rotations at once, gave a live
+/// successor each, and the second took its lifetime from the first rotation's overlap (1 h)
+/// instead of the token's own (none). Now the second and the racing ones are 409 naming the
+/// one successor, and a successor lives as long as the token it replaces was issued for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_is_rotated_once_and_its_successor_keeps_the_issued_lifetime() {
+    let s = Server::start().await;
+    let admin = s.token(Role::Admin, None).await;
+    let mut p = Problems::default();
+    let issue = |label: &'static str| {
+        let s = &s;
+        let admin = &admin;
+        async move {
+            let t = s
+                .ok(
+                    "POST",
+                    "/api/tokens",
+                    admin,
+                    json!({"role": "nurse", "label": label}),
+                    201,
+                )
+                .await;
+            t["id"].as_str().unwrap().to_string()
+        }
+    };
+    let rotate = |id: String| {
+        let s = &s;
+        let admin = &admin;
+        async move {
+            s.call(
+                "POST",
+                &format!("/api/tokens/{id}/rotate"),
+                admin,
+                json!({}),
+            )
+            .await
+        }
+    };
+
+    let old = issue("ward tablet").await;
+    let first = rotate(old.clone()).await;
+    p.ensure("first rotation", first.status == 201, &first.text);
+    p.ensure(
+        "a staff token without expiry has a successor without expiry",
+        first.json["expires_ms"].is_null(),
+        &first.text,
+    );
+    let successor = first.json["id"].as_str().unwrap_or_default().to_string();
+    let again = rotate(old.clone()).await;
+    p.check("rotated again", again.expect_error(&[409], "conflict"));
+    p.ensure(
+        "the conflict names the successor",
+        again.json["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&successor)),
+        &again.text,
+    );
+    // The successor is rotated in its turn, with the lifetime it was issued with.
+    let next = rotate(successor.clone()).await;
+    p.ensure(
+        "the successor rotates, still without expiry",
+        next.status == 201 && next.json["expires_ms"].is_null(),
+        &next.text,
+    );
+
+    // Ten at once: one successor.
+    let raced = issue("raced tablet").await;
+    let answers = futures_util::future::join_all((0..10).map(|_| rotate(raced.clone()))).await;
+    let won: Vec<&Resp> = answers.iter().filter(|r| r.status == 201).collect();
+    p.ensure("one of ten racing rotations", won.len() == 1, won.len());
+    if let [winner] = won.as_slice() {
+        let id = winner.json["id"].as_str().unwrap_or_default();
+        for r in answers.iter().filter(|r| r.status != 201) {
+            p.check("a racing rotation", r.expect_error(&[409], "conflict"));
+            p.ensure(
+                "it names the successor",
+                r.json["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(id)),
+                &r.text,
+            );
+        }
+    }
+    let listed = s.ok("GET", "/api/tokens", &admin, Value::Null, 200).await;
+    let raced_tokens: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["label"] == "raced tablet")
+        .collect();
+    p.ensure(
+        "the raced token and one successor",
+        raced_tokens.len() == 2
+            && raced_tokens
+                .iter()
+                .any(|t| t["id"] == raced.as_str() && t["replaced_by"].is_string()),
+        format_args!("{raced_tokens:?}"),
+    );
     p.finish();
 }
 

@@ -257,6 +257,10 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX pool_samples_by_time ON pool_samples (at_ms);
     "#,
+    // v8: a token is rotated once; its successor's id. NULL: not rotated (every token before).
+    r#"
+    ALTER TABLE tokens ADD COLUMN replaced_by TEXT;
+    "#,
 ];
 
 /// The tables, in an order that satisfies their foreign keys (for copying and counting:
@@ -280,7 +284,8 @@ pub const TABLES: &[&str] = &[
 
 const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, priority, reason, \
                              state, assigned, created_ms, updated_ms";
-const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms";
+const TOKEN_COLUMNS: &str =
+    "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms, replaced_by";
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, action, patient, order_id, outcome, detail";
 const ALARM_COLUMNS: &str =
     "alarm, seq, rule, scope, kind, priority, at_ms, actor, role, value, note";
@@ -474,6 +479,19 @@ fn backend(e: tokio_postgres::Error) -> StoreError {
     {
         return StoreError::Unavailable(format!("PostgreSQL connection lost: {}", describe(&e)));
     }
+    // 22021 (character_not_in_repertoire: a NUL, or bytes not in the encoding) and 22P05
+    // (untranslatable_character): the value, not the database, is at fault.
+    if matches!(
+        e.code(),
+        Some(c) if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            || *c == SqlState::UNTRANSLATABLE_CHARACTER
+    ) {
+        return StoreError::Invalid(format!(
+            "text the database cannot store (a NUL character or one outside its encoding): \
+             PostgreSQL: {}",
+            describe(&e)
+        ));
+    }
     StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
 
@@ -580,6 +598,7 @@ fn read_token(r: &Row) -> Result<TokenRecord, StoreError> {
         created_ms: col(r, 5, &rec)?,
         revoked_ms: col(r, 6, &rec)?,
         expires_ms: col(r, 7, &rec)?,
+        replaced_by: col(r, 8, &rec)?,
         id,
     })
 }
@@ -664,7 +683,9 @@ fn read_transition(r: &Row) -> Result<Transition, StoreError> {
 /// Inserts a token; a taken id or hash is `Exists`.
 async fn insert_token_in(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), StoreError> {
     tx.execute(
-        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+        &format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ),
         &[
             &t.id,
             &t.hash,
@@ -674,6 +695,7 @@ async fn insert_token_in(tx: &Transaction<'_>, t: &TokenRecord) -> Result<(), St
             &t.created_ms,
             &t.revoked_ms,
             &t.expires_ms,
+            &t.replaced_by,
         ],
     )
     .await
@@ -879,7 +901,8 @@ impl PostgresStore {
     /// # Notable errors
     /// `Backend` if this store already holds data (nothing is copied), if SQLite cannot be
     /// read, or if a count differs after the copy (then nothing is committed either);
-    /// `Corrupt` for a value PostgreSQL's column refuses.
+    /// `Corrupt` for a value PostgreSQL's column refuses, naming the table, the row's key and a NUL
+    /// if that is the cause.
     pub async fn import_sqlite(
         &self,
         path: &std::path::Path,
@@ -904,9 +927,15 @@ impl PostgresStore {
         let reader = tokio::task::spawn_blocking(move || read_sqlite(&path, &send));
         let mut copies: Vec<TableCopy> = Vec::new();
         let mut insert = None;
+        // The table being copied, its columns and the positions of its key, and the row's
+        // number in it: what an error names, so the operator can find the row.
+        let mut current: Option<(&'static str, Vec<String>, Vec<usize>)> = None;
+        let mut row_number = 0_u64;
         while let Some(msg) = rows.recv().await {
             match msg {
-                SqliteRows::Table(table, columns) => {
+                SqliteRows::Table(table, columns, key) => {
+                    current = Some((table, columns.clone(), key));
+                    row_number = 0;
                     let types = tx
                         .query(
                             "SELECT column_name::text, data_type::text
@@ -940,9 +969,15 @@ impl PostgresStore {
                         .ok_or_else(|| StoreError::Backend("a row before its table".into()))?;
                     let params: Vec<&(dyn ToSql + Sync)> =
                         values.iter().map(|v| v as &(dyn ToSql + Sync)).collect();
+                    row_number += 1;
                     tx.execute(stmt, &params).await.map_err(|e| {
                         if e.as_db_error().is_some() {
-                            StoreError::Corrupt(format!("a value refused: {}", describe(&e)))
+                            StoreError::Corrupt(refused_row(
+                                current.as_ref(),
+                                row_number,
+                                &values,
+                                &describe(&e),
+                            ))
                         } else {
                             backend(e)
                         }
@@ -1010,9 +1045,49 @@ pub struct TableCopy {
     pub target: i64,
 }
 
+/// Where a row PostgreSQL refused is in the SQLite store, and why: its table, its key (the
+/// primary key's columns, else its position), and the column holding a NUL if one does (the
+/// usual cause: SQLite keeps a NUL in text, PostgreSQL cannot). Only the key's values are
+/// shown, each cut to 64 characters, not the row's other (clinical) values.
+fn refused_row(
+    current: Option<&(&'static str, Vec<String>, Vec<usize>)>,
+    row_number: u64,
+    values: &[Option<String>],
+    why: &str,
+) -> String {
+    let Some((table, columns, key)) = current else {
+        return format!("a value refused: {why}");
+    };
+    let shown = |v: &Option<String>| match v {
+        None => "NULL".to_string(),
+        Some(v) => format!("{:?}", v.chars().take(64).collect::<String>()),
+    };
+    let key = if key.is_empty() {
+        format!("row {row_number}")
+    } else {
+        key.iter()
+            .filter_map(|&i| Some(format!("{}={}", columns.get(i)?, shown(values.get(i)?))))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let nul = columns
+        .iter()
+        .zip(values)
+        .find(|(_, v)| v.as_deref().is_some_and(|v| v.contains('\0')))
+        .map(|(c, _)| {
+            format!(
+                "column {c} holds a NUL character, which PostgreSQL text cannot store \
+                 (remove it in the SQLite store and migrate again); "
+            )
+        })
+        .unwrap_or_default();
+    format!("table {table}, row {key}: a value refused: {nul}{why}")
+}
+
 /// What the SQLite reader sends the copy.
 enum SqliteRows {
-    Table(&'static str, Vec<String>),
+    /// A table, its columns, and the positions of its primary key's columns (none: no key).
+    Table(&'static str, Vec<String>, Vec<usize>),
     Row(Vec<Option<String>>),
     Done(&'static str, i64),
     Failed(StoreError),
@@ -1031,15 +1106,27 @@ fn read_sqlite(path: &std::path::Path, send: &tokio::sync::mpsc::Sender<SqliteRo
         conn.execute_batch("BEGIN").map_err(sqlite)?;
         for table in TABLES {
             let mut info = conn
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .prepare(&format!(
+                    "SELECT name, pk FROM pragma_table_info('{table}')"
+                ))
                 .map_err(sqlite)?;
-            let columns = info
-                .query_map([], |r| r.get::<_, String>(0))
+            let info = info
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
                 .map_err(sqlite)?
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(sqlite)?;
+            let columns: Vec<String> = info.iter().map(|(name, _)| name.clone()).collect();
+            // `pk` is the column's position in the primary key, from 1; 0 if not in it.
+            let mut key: Vec<(i64, usize)> = info
+                .iter()
+                .enumerate()
+                .filter(|(_, (_, pk))| *pk > 0)
+                .map(|(i, (_, pk))| (*pk, i))
+                .collect();
+            key.sort_unstable();
+            let key = key.into_iter().map(|(_, i)| i).collect();
             if send
-                .blocking_send(SqliteRows::Table(table, columns.clone()))
+                .blocking_send(SqliteRows::Table(table, columns.clone(), key))
                 .is_err()
             {
                 return Ok(());
@@ -1522,13 +1609,16 @@ impl ClinicalStore for PostgresStore {
         let tx = c.transaction().await.map_err(backend)?;
         // The row lock the UPDATE takes orders it with a racing revocation or rotation of the
         // same token: a revocation first leaves nothing to rotate; a rotation first is then
-        // revoked with its successor in place (a second rotation keeps the earlier expiry).
+        // revoked with its successor in place; a second rotation, once the first commits,
+        // finds `replaced_by` set (READ COMMITTED re-checks the WHERE on the locked row) and
+        // changes nothing.
         let changed = tx
             .execute(
-                "UPDATE tokens SET expires_ms = LEAST(COALESCE(expires_ms, $1), $1)
-                 WHERE id = $2 AND revoked_ms IS NULL
+                "UPDATE tokens SET expires_ms = LEAST(COALESCE(expires_ms, $1), $1),
+                                   replaced_by = $4
+                 WHERE id = $2 AND revoked_ms IS NULL AND replaced_by IS NULL
                    AND (expires_ms IS NULL OR expires_ms > $3)",
-                &[&old_expires_ms, &old, &new.created_ms],
+                &[&old_expires_ms, &old, &new.created_ms, &new.id],
             )
             .await
             .map_err(backend)?;

@@ -42,6 +42,8 @@
 //! news2_scores ((patient, at_ms) PK, computed_ms, detail JSON)
 //! -- v6
 //! tokens      + expires_ms NULL for a token that does not expire
+//! -- v8
+//! tokens      + replaced_by NULL until rotated: the successor's id (a token is rotated once)
 //! -- v7
 //! pool_samples ((pool_kind, pool_name, at_ms) PK, units, in_use, unavailable,
 //!              <priority>_queued, <priority>_oldest_ms for stat, asap, urgent, routine)
@@ -256,6 +258,10 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX pool_samples_by_time ON pool_samples (at_ms);
     "#,
+    // v8: a token is rotated once; its successor's id. NULL: not rotated (every token before).
+    r#"
+    ALTER TABLE tokens ADD COLUMN replaced_by TEXT;
+    "#,
 ];
 
 /// The columns of `observations`, in the order [`read_observation`] expects them.
@@ -311,7 +317,8 @@ const ORDER_COLUMNS: &str = "id, patient, pool_kind, pool_name, capabilities, pr
                              state, assigned, created_ms, updated_ms";
 
 /// The columns of `tokens`, in the order [`read_token`] expects them.
-const TOKEN_COLUMNS: &str = "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms";
+const TOKEN_COLUMNS: &str =
+    "id, hash, role, patient, label, created_ms, revoked_ms, expires_ms, replaced_by";
 
 /// The columns of `audit`, in the order [`read_audit`] expects them.
 const AUDIT_COLUMNS: &str = "seq, at_ms, actor, role, action, patient, order_id, outcome, detail";
@@ -575,6 +582,7 @@ fn read_token(r: &rusqlite::Row<'_>) -> Result<TokenRecord, StoreError> {
         created_ms: r.get(5).map_err(backend)?,
         revoked_ms: r.get(6).map_err(backend)?,
         expires_ms: r.get(7).map_err(backend)?,
+        replaced_by: r.get(8).map_err(backend)?,
         id,
     })
 }
@@ -582,7 +590,9 @@ fn read_token(r: &rusqlite::Row<'_>) -> Result<TokenRecord, StoreError> {
 /// Inserts a token; a taken id or hash is `Exists`.
 fn insert_token_in(conn: &Connection, t: &TokenRecord) -> Result<(), StoreError> {
     conn.execute(
-        &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+        &format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ),
         params![
             t.id,
             t.hash,
@@ -592,6 +602,7 @@ fn insert_token_in(conn: &Connection, t: &TokenRecord) -> Result<(), StoreError>
             t.created_ms,
             t.revoked_ms,
             t.expires_ms,
+            t.replaced_by,
         ],
     )
     .map_err(|e| {
@@ -1144,15 +1155,17 @@ impl ClinicalStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(backend)?;
-            // Only a token in use: not revoked, not expired when its successor is issued.
+            // Only a token in use: not revoked, not expired when its successor is issued, not
+            // rotated before (the write lock BEGIN IMMEDIATE takes orders racing rotations).
             let changed = tx
                 .execute(
                     "UPDATE tokens SET expires_ms = CASE
                          WHEN expires_ms IS NOT NULL AND expires_ms < ?1 THEN expires_ms
-                         ELSE ?1 END
-                     WHERE id = ?2 AND revoked_ms IS NULL
+                         ELSE ?1 END,
+                         replaced_by = ?4
+                     WHERE id = ?2 AND revoked_ms IS NULL AND replaced_by IS NULL
                        AND (expires_ms IS NULL OR expires_ms > ?3)",
-                    params![old_expires_ms, old, new.created_ms],
+                    params![old_expires_ms, old, new.created_ms, new.id],
                 )
                 .map_err(backend)?;
             if changed != 1 {
@@ -2288,6 +2301,7 @@ mod tests {
             created_ms,
             revoked_ms: None,
             expires_ms: None,
+            replaced_by: None,
         }
     }
 

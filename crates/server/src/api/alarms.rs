@@ -66,6 +66,7 @@ pub struct AlarmsView {
 
 /// Which history to list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AlarmsQuery {
     /// Events at or after this time, ms since the epoch.

@@ -26,6 +26,7 @@ pub async fn cluster(State(st): St, caller: Caller) -> ApiResult<Json<ClusterVie
 
 /// Which subtree to show.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TreeQuery {
     /// The node (default `/medical`).

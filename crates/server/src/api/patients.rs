@@ -39,19 +39,16 @@ pub const MAX_NAME_LEN: usize = 200;
 pub const EARLIEST_BIRTH_DATE: Date = time::macros::date!(1900 - 01 - 01);
 
 /// Checks a patient's name (already trimmed): 1-[`MAX_NAME_LEN`] bytes with at least one
-/// letter or digit, and no control characters (NUL, line breaks, escapes), which no name has
-/// and which would corrupt logs, exports and labels.
+/// letter or digit, and no control characters (NUL, line breaks, escapes), line separators or
+/// bidirectional overrides ([`crate::text::single_line`]), which no name has and which would
+/// corrupt or disguise logs, exports and labels.
 fn check_patient_name(name: &str) -> ApiResult<()> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(ApiError::invalid(format!(
             "name: 1-{MAX_NAME_LEN} bytes, not only spaces"
         )));
     }
-    if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name: control characters (NUL, tab, line breaks, escapes) are not allowed",
-        ));
-    }
+    crate::text::single_line("name", name)?;
     if !name.chars().any(char::is_alphanumeric) {
         return Err(ApiError::invalid("name: at least one letter or digit"));
     }

@@ -66,7 +66,7 @@ pub struct NewToken {
     /// The patient, for a patient token.
     #[serde(default)]
     pub patient: Option<PatientId>,
-    /// A label for people (who or what holds it).
+    /// A label for people (who or what holds it): one line, no control characters.
     #[serde(default)]
     pub label: String,
     /// How long it lives: `12h`, `30d`, `90m`. Without it (and without `expires_ms`): a patient
@@ -131,7 +131,9 @@ pub async fn create_token(
                 let record = change_record(&caller, "token.create", patient.as_ref(), None);
                 let store = st.store().as_ref();
                 let now = now_ms();
-                match requested_ttl(body.ttl.as_deref(), body.expires_ms, now)
+                // The label is listed and shown beside the token: one line, no disguise.
+                match crate::text::single_line("label", &body.label)
+                    .and_then(|()| requested_ttl(body.ttl.as_deref(), body.expires_ms, now))
                     .and_then(|ttl| st.limits.tokens.expiry(body.role, ttl, now))
                 {
                     Ok(expires_ms) => {
@@ -205,11 +207,12 @@ pub struct RotatedToken {
 
 /// Rotates a token (admins): issues its successor and has the old one expire after an
 /// overlap, both audited in the same transaction (`token.rotate` for the old, `token.create`
-/// for the new).
+/// for the new). A token is rotated once: again, or concurrently, is 409 `conflict` naming
+/// the successor.
 #[utoipa::path(post, path = "/api/tokens/{id}/rotate", tag = "auth", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = RotateToken,
     responses((status = 201, body = RotatedToken), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn rotate(
     State(st): St,
     caller: Caller,
@@ -304,6 +307,8 @@ pub struct TokenInfo {
     pub expires_ms: Option<i64>,
     /// True once it has expired (as of the answer).
     pub expired: bool,
+    /// The token that replaced it, once rotated (a token is rotated once).
+    pub replaced_by: Option<String>,
 }
 
 impl TokenInfo {
@@ -317,6 +322,7 @@ impl TokenInfo {
             created_ms: t.created_ms,
             revoked_ms: t.revoked_ms,
             expires_ms: t.expires_ms,
+            replaced_by: t.replaced_by,
         }
     }
 }

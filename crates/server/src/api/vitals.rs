@@ -36,13 +36,15 @@ pub const WARD_ROLES: &[Role] = &[Admin, Scheduler, Nurse, Doctor];
 /// The longest identifier system or value, and ward name, in bytes.
 pub const MAX_TEXT: usize = 200;
 
+/// Checks an identifier's system or value, or a ward: single-line text
+/// ([`crate::text::single_line`]) of 1-[`MAX_TEXT`] bytes, not only spaces.
 fn check_text(what: &str, s: &str) -> ApiResult<()> {
-    if s.trim().is_empty() || s.len() > MAX_TEXT || s.chars().any(char::is_control) {
+    if s.trim().is_empty() || s.len() > MAX_TEXT {
         return Err(ApiError::invalid(format!(
             "{what}: 1-{MAX_TEXT} bytes, not only spaces, no control characters"
         )));
     }
-    Ok(())
+    crate::text::single_line(what, s)
 }
 
 /// An identifier to map to a patient.
@@ -228,6 +230,7 @@ fn scale_name(s: SpO2Scale) -> &'static str {
 
 /// Which observations `GET /api/patients/{id}/vitals` lists.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct VitalsQuery {
     /// Effective at or after this time, ms since the epoch.
@@ -503,6 +506,7 @@ pub struct WardPatient {
 
 /// Which ward.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WardQuery {
     /// Only this ward (all monitored patients if absent).
