@@ -567,7 +567,6 @@ pub fn open_store(path: &Path) -> anyhow::Result<SqliteStore> {
         .with_context(|| format!("cannot open the clinical store {}", path.display()))
 }
 
-/// Runs the instance until SIGTERM or SIGINT.
 /// Prints a line scripts wait for and flushes it at once: a script reading the output through a
 /// pipe must see `listening on …` when it is true, not when a buffer fills.
 fn say(line: std::fmt::Arguments<'_>) {
@@ -577,6 +576,7 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
+/// Runs the instance until SIGTERM or SIGINT.
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let history_every = match args.history_every.as_deref() {
         None => None,
@@ -667,7 +667,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             issue_token_expiring(store.as_ref(), Role::Admin, None, "first start", expires_ms)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot create the admin token: {}", e.message))?;
-        Some((rec.id, token))
+        Some((rec.id, token, expires_ms))
     } else {
         None
     };
@@ -836,8 +836,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some((at, _)) = &mllp {
             say(format_args!("mllp on {at}"));
         }
-        if let Some((id, token)) = &first_token {
+        if let Some((id, token, expires_ms)) = &first_token {
             say(format_args!("admin token: {token}"));
+            // Under --token-max-ttl it does not last: say so where it is read.
+            if let Some(at) = expires_ms {
+                let ms = at.saturating_sub(now_ms()).max(0) as u64;
+                let left = Duration::from_secs(ms.saturating_add(500) / 1000);
+                say(format_args!(
+                    "  (expires in {} under --token-max-ttl: issue the next before then)",
+                    medkeeper_server::auth::format_duration(left)
+                ));
+            }
             if store_is_postgres {
                 say(format_args!(
                     "  (shown once; id {id}; more with `medkeeper token create --server {url} \

@@ -291,6 +291,30 @@ impl Browser {
         );
     }
 
+    /// [`type_into`](Browser::type_into), then checks the field holds `text`. Seen once in CI
+    /// with every test binary running at once: an acknowledgement went out without the note
+    /// typed just before (no error, the card not replaced) — the keystrokes lost on the way.
+    /// Then it says what had the focus and types once more, so the test goes on to what it is
+    /// about; a field that still does not hold the text fails it.
+    fn type_into_checked(&self, css: &str, text: &str) {
+        let holds = "const f = document.querySelector(arguments[0]);
+                     return f && f.value === arguments[1]
+                         || [f && f.value, document.activeElement && document.activeElement.outerHTML.slice(0, 120)];";
+        for attempt in 0..2 {
+            self.type_into(css, text);
+            let v = self.js(holds, json!([css, text]));
+            if v == json!(true) {
+                return;
+            }
+            eprintln!("typing into {css} attempt {attempt}: the field holds {v} (value, focus)");
+            self.js(
+                "const f = document.querySelector(arguments[0]); if (f) f.value = '';",
+                json!([css]),
+            );
+        }
+        panic!("{css} does not hold {text:?} after typing it twice");
+    }
+
     fn resize(&self, width: u32, height: u32) {
         self.cmd(
             "POST",
@@ -953,7 +977,7 @@ fn alarms_panel_acknowledges_and_shelves_in_headless_chromium() {
     );
 
     let note = "XR-1 down, engineer called";
-    browser.type_into(&format!("{high} input[name=note]"), note);
+    browser.type_into_checked(&format!("{high} input[name=note]"), note);
     browser.click(&format!("{high} button[data-action=ack]"));
     browser.wait_js(
         "the high alarm to show acknowledged, by the nurse",

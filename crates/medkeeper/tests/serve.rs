@@ -846,3 +846,40 @@ fn a_second_server_on_a_data_directory_in_use_is_refused_with_the_holders_pid() 
     assert_eq!(r.status(), 200);
     assert!(first.terminate().success());
 }
+
+/// Found from outside: under `--token-max-ttl 1h` the first admin token expires in an hour, and
+/// nothing said so where it is read. The line after it does.
+#[test]
+fn the_first_admin_token_says_when_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medkeeper"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--token-max-ttl",
+            "1h",
+            "--data",
+        ])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut printed = String::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("dashboard:") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(printed.contains("admin token: mkt_"), "{printed}");
+    assert!(
+        printed.contains("(expires in 1h under --token-max-ttl"),
+        "{printed}"
+    );
+}
