@@ -540,28 +540,45 @@ impl Hospital {
         node: &UnitNode,
         version: i32,
     ) -> Vec<Op> {
+        let [set_unit, create_active] =
+            self.occupy_ops(pool, unit, node, version, &entry.order, &entry.patient);
+        vec![Op::delete(item_path, -1), set_unit, create_active]
+    }
+
+    /// The two writes that put `order` of `patient` on `unit` (its node `node`, read at
+    /// `version`): the unit's node set in use by it, version-checked, and the patient's
+    /// `active` node created. An assignment's multi ([`OP_UNIT`], [`OP_ACTIVE`]), and the
+    /// reconciler's restore of a unit the tree lost.
+    pub(crate) fn occupy_ops(
+        &self,
+        pool: &Pool,
+        unit: &str,
+        node: &UnitNode,
+        version: i32,
+        order: &OrderId,
+        patient: &PatientId,
+    ) -> [Op; 2] {
         let occupied = UnitNode {
             status: UnitStatus::InUse,
             capabilities: node.capabilities.clone(),
-            order: Some(entry.order.clone()),
-            patient: Some(entry.patient.clone()),
+            order: Some(order.clone()),
+            patient: Some(patient.clone()),
             since_ms: self.now_ms(),
             requeueing: false,
         };
         let active = ActiveExam {
-            order: entry.order.clone(),
+            order: order.clone(),
             pool: pool.clone(),
             unit: unit.to_string(),
         };
-        vec![
-            Op::delete(item_path, -1),
+        [
             Op::set_data(
                 tree::unit_path(pool, unit),
                 tree::to_json(&occupied),
                 version,
             ),
             Op::create(
-                tree::active_path(&entry.patient),
+                tree::active_path(patient),
                 tree::to_json(&active),
                 CreateOptions::new(CreateMode::Persistent),
             ),

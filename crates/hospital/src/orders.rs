@@ -496,19 +496,9 @@ impl Hospital {
             };
         }
         let node = tree::patient_order_path(&order.patient, &order.id);
-        let shown = PatientEntry {
-            order: order.id.clone(),
-            pool: order.pool.clone(),
-            priority: order.priority,
-            state: order.state,
-            position: None,
-            estimated_wait_s: None,
-            called_to: None,
-            results_ready: false,
-        };
         let create_node = Op::create(
             node.clone(),
-            tree::to_json(&shown),
+            tree::to_json(&entry_of(order)),
             CreateOptions::new(CreateMode::Persistent),
         );
         let data = item(node);
@@ -1870,35 +1860,36 @@ impl Hospital {
         if !now.state.occupies() || now.assigned.as_deref() != Some(unit.as_str()) {
             return Ok(());
         }
-        let occupied = UnitNode {
-            status: UnitStatus::InUse,
-            capabilities: node.capabilities.clone(),
-            order: Some(now.id.clone()),
-            patient: Some(now.patient.clone()),
-            since_ms: self.now_ms(),
-            requeueing: false,
-        };
-        let active = ActiveExam {
-            order: now.id.clone(),
-            pool: now.pool.clone(),
-            unit: unit.clone(),
-        };
-        let set_unit = Op::set_data(
-            tree::unit_path(&now.pool, &unit),
-            tree::to_json(&occupied),
-            *version,
-        );
-        let create_active = Op::create(
-            tree::active_path(&now.patient),
-            tree::to_json(&active),
+        let [set_unit, create_active] =
+            self.occupy_ops(&now.pool, &unit, node, *version, &now.id, &now.patient);
+        // The patient's view of the order, made in the same multi if the tree lost it too (a
+        // crash after the unit's write must not leave the patient told nothing: no later run
+        // would find the unit to restore), else brought in line after.
+        let create_view = Op::create(
+            tree::patient_order_path(&now.patient, &now.id),
+            tree::to_json(&entry_of(&now)),
             CreateOptions::new(CreateMode::Persistent),
         );
+        let mut with_view = self
+            .find_patient_node(&now.patient, &now.id)
+            .await?
+            .is_none();
+        let mut with_active = true;
         self.session
             .ensure_path(&tree::patient_queue_path(&now.patient))
             .await?;
-        let mut ops = vec![set_unit.clone(), create_active, fence.clone()];
         let mut written = false;
         for _ in 0..NODE_WRITE_ATTEMPTS {
+            let mut ops = vec![set_unit.clone()];
+            let active_ix = with_active.then(|| {
+                ops.push(create_active.clone());
+                ops.len() - 1
+            });
+            let view_ix = with_view.then(|| {
+                ops.push(create_view.clone());
+                ops.len() - 1
+            });
+            ops.push(fence.clone());
             match self.session.multi(&ops).await {
                 Ok(_) => {
                     written = true;
@@ -1914,9 +1905,13 @@ impl Hospital {
                         medkeeper_recipes::LostReason::NodeDeleted,
                     )));
                 }
+                // Made meanwhile: brought in line after.
+                Err(e) if e.index == view_ix && e.error == CoordError::NodeExists => {
+                    with_view = false;
+                }
                 // The patient's `active` node is there already: this exam's (kept by the
                 // tree), or another's — the patient in two exams, by the store.
-                Err(e) if e.index == Some(1) && e.error == CoordError::NodeExists => {
+                Err(e) if e.index == active_ix && e.error == CoordError::NodeExists => {
                     let held = match self
                         .session
                         .get_data(&tree::active_path(&now.patient))
@@ -1927,10 +1922,7 @@ impl Hospital {
                         Err(e) => return Err(e.into()),
                     };
                     match held {
-                        Some(a) if a.order == now.id && ops.len() == 3 => {
-                            ops = vec![set_unit.clone(), fence.clone()];
-                        }
-                        Some(a) if a.order == now.id => return Ok(()),
+                        Some(a) if a.order == now.id => with_active = false,
                         other => {
                             conflict(
                                 format!(
@@ -1955,38 +1947,9 @@ impl Hospital {
             }
         }
         if !written {
-            return Ok(()); // The patient's node kept coming and going: the next run.
+            return Ok(()); // The patient's nodes kept coming and going: the next run.
         }
-        // The patient's view of the order: made if the tree lost it too, else brought in line.
-        if self
-            .find_patient_node(&now.patient, &now.id)
-            .await?
-            .is_none()
-        {
-            let mut shown = PatientEntry {
-                order: now.id.clone(),
-                pool: now.pool.clone(),
-                priority: now.priority,
-                state: now.state,
-                position: None,
-                estimated_wait_s: None,
-                called_to: None,
-                results_ready: false,
-            };
-            show_order(&mut shown, &now);
-            match self
-                .session
-                .create(
-                    &tree::patient_order_path(&now.patient, &now.id),
-                    &tree::to_json(&shown),
-                    &CreateOptions::new(CreateMode::Persistent),
-                )
-                .await
-            {
-                Ok(_) | Err(CoordError::NodeExists) => {}
-                Err(e) => return Err(e.into()),
-            }
-        } else {
+        if !with_view {
             self.sync_patient_node(&now.patient, &now.id, |_, _| {})
                 .await?;
         }
@@ -2003,6 +1966,22 @@ struct Occupant {
     requeueing: bool,
     /// When the unit's node was last written as in use by it.
     since_ms: i64,
+}
+
+/// A new patient queue node for `o`: what [`show_order`] shows of it, no place in line yet.
+fn entry_of(o: &Order) -> PatientEntry {
+    let mut e = PatientEntry {
+        order: o.id.clone(),
+        pool: o.pool.clone(),
+        priority: o.priority,
+        state: o.state,
+        position: None,
+        estimated_wait_s: None,
+        called_to: None,
+        results_ready: false,
+    };
+    show_order(&mut e, o);
+    e
 }
 
 /// What the patient's queue node shows of `o` as the store has it: its state and priority,

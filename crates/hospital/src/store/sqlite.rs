@@ -42,12 +42,12 @@
 //! news2_scores ((patient, at_ms) PK, computed_ms, detail JSON)
 //! -- v6
 //! tokens      + expires_ms NULL for a token that does not expire
-//! -- v8
-//! tokens      + replaced_by NULL until rotated: the successor's id (a token is rotated once)
 //! -- v7
 //! pool_samples ((pool_kind, pool_name, at_ms) PK, units, in_use, unavailable,
 //!              <priority>_queued, <priority>_oldest_ms for stat, asap, urgent, routine)
 //!                                                 index (at_ms)
+//! -- v8
+//! tokens      + replaced_by NULL until rotated: the successor's id (a token is rotated once)
 //! ```
 //!
 //! A change and the audit record of the request that made it are written in one transaction
